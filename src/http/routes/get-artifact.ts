@@ -1,0 +1,47 @@
+/**
+ * GET /v1/cache/{hash}: 200 with the whole artifact, or 404. Nx aborts the entire run on any
+ * other answer, so every internal failure here is a 404 (logged), never a 5xx.
+ */
+import { pipeline } from 'node:stream/promises';
+import type { Context } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { LocalStore, StoredArtifact } from '../../store/index.js';
+import type { Logger } from '../../log.js';
+import { artifactHashParam } from '../artifact-hash-param.js';
+import { textResponse } from '../text-response.js';
+
+export interface GetArtifactDeps {
+  store: LocalStore;
+  logger: Logger;
+}
+
+export function getArtifact({ store, logger }: GetArtifactDeps) {
+  return async (c: Context<{ Bindings: HttpBindings }>) => {
+    const param = artifactHashParam(c);
+    if (!param.ok) return textResponse(400, param.reason);
+    let artifact: StoredArtifact | undefined;
+    try {
+      artifact = await store.open(param.hash);
+    } catch (error) {
+      logger.error('GET failed inside the daemon; answering a miss', { hash: param.hash, error });
+      return textResponse(404, 'not found (the daemon could not read it; see its log)');
+    }
+    if (!artifact) return textResponse(404, 'not found');
+
+    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead.
+    const outgoing = c.env.outgoing;
+    outgoing.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(artifact.sizeBytes) });
+    pipeline(artifact.stream(), outgoing)
+      .catch((error) => {
+        // The client went away, or the read failed mid-stream (the socket is closed, so Nx
+        // sees a failed request, not a truncated artifact it would trust).
+        if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+          logger.warn('GET stream failed', { hash: param.hash, error });
+        }
+        outgoing.destroy();
+      })
+      .finally(() => artifact.release());
+    return RESPONSE_ALREADY_SENT;
+  };
+}

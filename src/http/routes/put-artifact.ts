@@ -1,0 +1,82 @@
+/**
+ * PUT /v1/cache/{hash}: 200 once the artifact is durable on local disk, 409 when the hash is
+ * already stored. Nx fails the task on anything but 200/403/409, so every failure of the
+ * daemon's own (disk full, write error, over the size limit) answers 403 with the reason.
+ * Early answers read the body to its end first: a client still sending when the answer
+ * arrives may see a broken connection instead of the answer.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Context } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import { ArtifactExistsError, IncompleteBodyError, StorageError, type LocalStore } from '../../store/index.js';
+import { formatSize } from '../../config/index.js';
+import type { Logger } from '../../log.js';
+import type { Access } from '../auth.js';
+import { artifactHashParam } from '../artifact-hash-param.js';
+import { textResponse } from '../text-response.js';
+
+export interface PutArtifactDeps {
+  store: LocalStore;
+  logger: Logger;
+  maxArtifactBytes: number;
+}
+
+type PutContext = Context<{ Bindings: HttpBindings; Variables: { access: Access } }>;
+
+export function putArtifact({ store, logger, maxArtifactBytes }: PutArtifactDeps) {
+  return async (c: PutContext) => {
+    const incoming = c.env.incoming;
+    const param = artifactHashParam(c);
+    if (!param.ok) return textResponse(400, param.reason);
+    const { hash } = param;
+    if (c.get('access') !== 'read-write') {
+      await discardBody(incoming);
+      return textResponse(403, 'this token may only read; use the read-write token to store artifacts');
+    }
+
+    const lengthHeader = incoming.headers['content-length'];
+    if (lengthHeader === undefined) return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)');
+    if (!/^\d{1,16}$/.test(lengthHeader)) return textResponse(400, `Content-Length "${lengthHeader}" is not a byte count`);
+    const declaredBytes = Number(lengthHeader);
+    if (declaredBytes === 0) return textResponse(400, 'an artifact cannot be empty');
+    if (declaredBytes > maxArtifactBytes) {
+      logger.warn('PUT refused: artifact over the size limit', { hash, bytes: declaredBytes, limitBytes: maxArtifactBytes });
+      // Too big to read just to discard it: answer now and close the connection.
+      return textResponse(403, `artifact of ${formatSize(declaredBytes)} is over the limit of ${formatSize(maxArtifactBytes)} (--max-artifact-size)`, {
+        connection: 'close',
+      });
+    }
+    if (store.has(hash)) {
+      await discardBody(incoming);
+      return textResponse(409, 'already stored');
+    }
+
+    try {
+      await store.put(hash, incoming, declaredBytes);
+      return textResponse(200, 'stored');
+    } catch (error) {
+      if (error instanceof ArtifactExistsError) {
+        await discardBody(incoming);
+        return textResponse(409, 'already stored');
+      }
+      if (error instanceof IncompleteBodyError) {
+        logger.info('PUT abandoned: incomplete body', { hash, reason: error.message });
+        return textResponse(400, error.message, { connection: 'close' });
+      }
+      const reason = error instanceof StorageError ? error.message : `internal error: ${(error as Error).message}`;
+      logger.warn('PUT not stored; answering 403 so the build goes on', { hash, reason });
+      return textResponse(403, `not stored: ${reason}`, { connection: 'close' });
+    }
+  };
+}
+
+/** Reads and drops the rest of a body; a stalled client is cut off by the idle timeout. */
+function discardBody(incoming: IncomingMessage): Promise<void> {
+  if (incoming.readableEnded || incoming.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    incoming.once('end', resolve);
+    incoming.once('close', resolve);
+    incoming.once('error', () => resolve());
+    incoming.resume();
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * The listening socket: timeouts that keep a stalled client from holding a request open
+ * forever, and a graceful close that lets in-flight requests finish.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import type { Hono } from 'hono';
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  /** A connection idle (no bytes either way) this long is closed. */
+  idleTimeoutMs: number;
+}
+
+export interface RunningHttpServer {
+  host: string;
+  port: number;
+  /** Stops accepting, waits up to graceMs for in-flight requests, then cuts the rest. */
+  close(graceMs: number): Promise<void>;
+}
+
+export class ListenError extends Error {
+  override name = 'ListenError';
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function startHttpServer(app: Hono<any>, options: HttpServerOptions): Promise<RunningHttpServer> {
+  return new Promise((resolve, reject) => {
+    const server = serve({
+      fetch: app.fetch,
+      hostname: options.host,
+      port: options.port,
+      serverOptions: {
+        // No overall request deadline: a multi-GiB upload may legitimately take minutes.
+        // Stalls are caught by the idle timeout instead.
+        requestTimeout: 0,
+        headersTimeout: Math.min(options.idleTimeoutMs, 60_000),
+        keepAliveTimeout: 5_000,
+        connectionsCheckingInterval: Math.min(options.idleTimeoutMs, 30_000),
+      },
+    }) as Server;
+    server.setTimeout(options.idleTimeoutMs, (socket) => socket.destroy());
+
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') {
+        reject(new ListenError(`${options.host}:${options.port} is already in use: another nx-s3-sidecar may be running there (see "nx-s3-sidecar env"), or choose another --port`));
+      } else if (error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND') {
+        reject(new ListenError(`cannot listen on ${options.host}: no such local address; use --host 127.0.0.1`));
+      } else if (error.code === 'EACCES') {
+        reject(new ListenError(`not allowed to listen on port ${options.port}: choose a port above 1023 with --port`));
+      } else {
+        reject(error);
+      }
+    });
+    server.once('listening', () => {
+      const address = server.address() as AddressInfo;
+      resolve({
+        host: options.host,
+        port: address.port,
+        close: (graceMs) =>
+          new Promise<void>((done) => {
+            const force = setTimeout(() => server.closeAllConnections(), graceMs);
+            force.unref();
+            server.close(() => {
+              clearTimeout(force);
+              done();
+            });
+            server.closeIdleConnections();
+          }),
+      });
+    });
+  });
+}

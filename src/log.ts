@@ -1,0 +1,38 @@
+/**
+ * A small levelled logger writing one line per event to stderr, which is where
+ * systemd's journal and launchd's log file pick it up. Secrets never reach it:
+ * callers log token *sources*, never token values.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+const levelRank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export const logLevels = Object.keys(levelRank) as LogLevel[];
+
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+function formatFields(fields: Record<string, unknown> | undefined): string {
+  if (!fields) return '';
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    const text = value instanceof Error ? value.message : typeof value === 'string' ? value : JSON.stringify(value);
+    parts.push(`${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`);
+  }
+  return parts.length ? ' ' + parts.join(' ') : '';
+}
+
+export function createLogger(minLevel: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
+  const at = (level: LogLevel) => (message: string, fields?: Record<string, unknown>) => {
+    if (levelRank[level] < levelRank[minLevel]) return;
+    write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${message}${formatFields(fields)}\n`);
+  };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+export const silentLogger: Logger = createLogger('error', () => {});

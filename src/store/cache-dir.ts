@@ -1,0 +1,42 @@
+/**
+ * The layout of the cache directory, in one place:
+ *
+ *   index.sqlite      the index (WAL mode)
+ *   token             the generated access token (0600)
+ *   daemon.lock       pid of the daemon that owns the directory
+ *   blobs/<xy>/<hash> artifact bytes; <xy> is the hash's last two characters, which spread
+ *                     Nx's decimal hashes evenly (their leading digits do not)
+ *   tmp/              bodies being received; anything here at start-up is a leftover
+ */
+import path from 'node:path';
+import { isValidArtifactHash } from './artifact-hash.js';
+
+export interface CacheDirLayout {
+  root: string;
+  indexFile: string;
+  tokenFile: string;
+  lockFile: string;
+  blobsDir: string;
+  tmpDir: string;
+}
+
+export function cacheDirLayout(root: string): CacheDirLayout {
+  return {
+    root,
+    indexFile: path.join(root, 'index.sqlite'),
+    tokenFile: path.join(root, 'token'),
+    lockFile: path.join(root, 'daemon.lock'),
+    blobsDir: path.join(root, 'blobs'),
+    tmpDir: path.join(root, 'tmp'),
+  };
+}
+
+export function shardOf(hash: string): string {
+  return hash.length >= 2 ? hash.slice(-2) : hash.padStart(2, '_');
+}
+
+/** The blob file of a hash. Refuses anything but a valid hash, so no key can leave the directory. */
+export function blobPath(layout: CacheDirLayout, hash: string): string {
+  if (!isValidArtifactHash(hash)) throw new Error(`refusing invalid artifact hash ${JSON.stringify(hash)}`);
+  return path.join(layout.blobsDir, shardOf(hash), hash);
+}

@@ -1,0 +1,98 @@
+/**
+ * LRU eviction under a size budget. The index answers "oldest first, not pinned" from its
+ * last-access index; artifacts still in the outbox (not yet uploaded) are never chosen.
+ * Runs in the background: a PUT that pushes usage over budget only schedules a pass.
+ * A pass evicts down to a low-water mark a little under the budget, so a full cache does
+ * not run one pass per PUT.
+ */
+import fs from 'node:fs/promises';
+import type { IndexDb } from './index-db.js';
+import type { Logger } from '../log.js';
+
+export interface EvictionPass {
+  evictedCount: number;
+  evictedBytes: number;
+  /** True when usage is still over budget because everything left is pinned. */
+  blockedByPins: boolean;
+}
+
+export interface EvictorOptions {
+  index: IndexDb;
+  budgetBytes: () => number;
+  usedBytes: () => number;
+  blobFile: (hash: string) => string;
+  /** Called for each evicted artifact, after its file and row are gone. */
+  onEvicted: (hash: string, sizeBytes: number) => void;
+  /** Flushes pending last-access updates so recently read artifacts are not chosen. */
+  beforePass: () => void;
+  logger: Logger;
+  lowWaterRatio?: number;
+  batchSize?: number;
+}
+
+export class Evictor {
+  private running: Promise<EvictionPass> | undefined;
+  private again = false;
+
+  constructor(private readonly options: EvictorOptions) {}
+
+  /** Starts a pass unless one is running (then that one runs once more). */
+  schedule(): Promise<EvictionPass> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      let pass: EvictionPass;
+      do {
+        this.again = false;
+        pass = await this.evictOnce();
+      } while (this.again);
+      return pass;
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  /** Resolves when no pass is running. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => {});
+  }
+
+  private async evictOnce(): Promise<EvictionPass> {
+    const { index, logger } = this.options;
+    const budget = this.options.budgetBytes();
+    const pass: EvictionPass = { evictedCount: 0, evictedBytes: 0, blockedByPins: false };
+    if (this.options.usedBytes() <= budget) return pass;
+    const target = Math.floor(budget * (this.options.lowWaterRatio ?? 0.95));
+    this.options.beforePass();
+    while (this.options.usedBytes() > target) {
+      const candidates = index.evictionCandidates(this.options.batchSize ?? 256);
+      if (candidates.length === 0) {
+        pass.blockedByPins = this.options.usedBytes() > budget;
+        break;
+      }
+      const chosen: typeof candidates = [];
+      let projectedBytes = this.options.usedBytes();
+      for (const candidate of candidates) {
+        if (projectedBytes <= target) break;
+        chosen.push(candidate);
+        projectedBytes -= candidate.size_bytes;
+      }
+      // File first, then row: a crash in between leaves a row without a file, which a GET
+      // and start-up recovery both treat as a miss.
+      for (const { hash } of chosen) await fs.rm(this.options.blobFile(hash), { force: true });
+      const removed = index.removeMany(chosen.map((c) => c.hash));
+      for (const { hash, size_bytes } of chosen) {
+        if (!removed.has(hash)) continue; // dropped meanwhile by a GET that found it corrupt
+        this.options.onEvicted(hash, size_bytes);
+        pass.evictedCount++;
+        pass.evictedBytes += size_bytes;
+      }
+    }
+    if (pass.evictedCount > 0) logger.info('evicted least recently used artifacts', { ...pass, blockedByPins: undefined });
+    if (pass.blockedByPins) logger.warn('over the size budget, but every remaining artifact waits for upload and is pinned');
+    return pass;
+  }
+}

@@ -1,0 +1,5 @@
+export { LocalStore, LocalStoreOpenError, type StoredArtifact, type LocalUsage } from './local-store.js';
+export { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
+export { CacheDirBusyError } from './dir-lock.js';
+export { isValidArtifactHash } from './artifact-hash.js';
+export { cacheDirLayout } from './cache-dir.js';

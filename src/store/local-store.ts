@@ -1,0 +1,249 @@
+/**
+ * The local disk tier: artifact blobs on disk, indexed in SQLite, evicted LRU under a budget.
+ * `put` makes an artifact durable before it returns; `open` hands out only artifacts whose
+ * size (and, by default, checksum) match the index, so a damaged file is a miss, never a
+ * broken build.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { mkdirSync, readdirSync, existsSync, accessSync, constants as fsConstants } from 'node:fs';
+import { Readable } from 'node:stream';
+import { AccessBatcher } from './access-batcher.js';
+import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
+import { acquireDirLock } from './dir-lock.js';
+import { ArtifactExistsError, StorageError } from './errors.js';
+import { Evictor, type EvictionPass } from './eviction.js';
+import { IndexDb } from './index-db.js';
+import { publishBlob, receiveToTempFile, describeFsError } from './blob-writer.js';
+import { recoverCacheDir, type RecoveryReport } from './recovery.js';
+import type { Logger } from '../log.js';
+
+export interface LocalStoreOptions {
+  cacheDir: string;
+  maxSizeBytes: number;
+  verifyReads: boolean;
+  logger: Logger;
+}
+
+/** A stored artifact, verified and open for reading; call `release` when done. */
+export interface StoredArtifact {
+  sizeBytes: number;
+  stream(): Readable;
+  release(): Promise<void>;
+}
+
+export interface LocalUsage {
+  usedBytes: number;
+  entries: number;
+  budgetBytes: number;
+}
+
+// Artifacts up to this size are read once into memory, verified and served from there;
+// larger ones are hashed in one pass and streamed in a second (the page cache serves it).
+const SMALL_ARTIFACT_BYTES = 1024 * 1024;
+
+export class LocalStoreOpenError extends Error {
+  override name = 'LocalStoreOpenError';
+}
+
+export class LocalStore {
+  private readonly inFlightPuts = new Set<string>();
+  private readonly accessBatcher: AccessBatcher;
+  private readonly evictor: Evictor;
+  private usedBytes: number;
+  private entryCount: number;
+  private closed = false;
+
+  private constructor(
+    readonly layout: CacheDirLayout,
+    private readonly index: IndexDb,
+    private readonly options: LocalStoreOptions,
+    private readonly releaseLock: () => void,
+    readonly recovery: RecoveryReport,
+  ) {
+    const totals = index.totals();
+    this.usedBytes = totals.bytes;
+    this.entryCount = totals.count;
+    this.accessBatcher = new AccessBatcher((accesses) => this.index.touchMany(accesses));
+    this.evictor = new Evictor({
+      index,
+      budgetBytes: () => this.options.maxSizeBytes,
+      usedBytes: () => this.usedBytes,
+      blobFile: (hash) => blobPath(layout, hash),
+      onEvicted: (_hash, sizeBytes) => this.forget(sizeBytes),
+      beforePass: () => this.accessBatcher.flush(),
+      logger: options.logger,
+    });
+  }
+
+  /** Prepares the directory, takes its lock, recovers from an unclean stop. */
+  static async open(options: LocalStoreOptions): Promise<LocalStore> {
+    const layout = cacheDirLayout(options.cacheDir);
+    prepareCacheDir(layout);
+    const releaseLock = acquireDirLock(layout.lockFile);
+    let index: IndexDb | undefined;
+    try {
+      index = new IndexDb(layout.indexFile);
+      const recovery = await recoverCacheDir(layout, index, options.logger);
+      const store = new LocalStore(layout, index, options, releaseLock, recovery);
+      void store.evictor.schedule(); // the budget may have shrunk since the last run
+      return store;
+    } catch (error) {
+      index?.close();
+      releaseLock();
+      throw error;
+    }
+  }
+
+  has(hash: string): boolean {
+    return this.inFlightPuts.has(hash) || this.index.has(hash);
+  }
+
+  usage(): LocalUsage {
+    return { usedBytes: this.usedBytes, entries: this.entryCount, budgetBytes: this.options.maxSizeBytes };
+  }
+
+  /**
+   * Stores a body durably. Throws ArtifactExistsError when the hash is stored or being stored,
+   * IncompleteBodyError when the body does not match its declared length, StorageError when
+   * the disk fails. Nothing is left behind on any failure.
+   */
+  async put(hash: string, body: Readable, declaredBytes: number): Promise<{ sizeBytes: number; sha256: string }> {
+    if (this.has(hash)) throw new ArtifactExistsError(hash);
+    this.inFlightPuts.add(hash);
+    try {
+      const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes);
+      const finalFile = blobPath(this.layout, hash);
+      await publishBlob(received.tempFile, finalFile);
+      const nowMs = Date.now();
+      try {
+        this.index.insert({ hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs });
+      } catch (error) {
+        await fs.rm(finalFile, { force: true });
+        throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
+      }
+      this.usedBytes += received.sizeBytes;
+      this.entryCount++;
+      if (this.usedBytes > this.options.maxSizeBytes) void this.evictor.schedule();
+      return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
+    } catch (error) {
+      // A full disk is the one failure eviction can cure for the next PUT.
+      if (error instanceof StorageError && /ENOSPC|EDQUOT/.test(error.message)) void this.evictor.schedule();
+      throw error;
+    } finally {
+      this.inFlightPuts.delete(hash);
+    }
+  }
+
+  /** The artifact if it is stored and intact, else undefined (a damaged entry is dropped). */
+  async open(hash: string): Promise<StoredArtifact | undefined> {
+    const row = this.index.get(hash);
+    if (!row) return undefined;
+    const file = blobPath(this.layout, hash);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error; // e.g. EMFILE: not the entry's fault
+      await this.dropDamaged(hash, row.size_bytes, 'its file is missing');
+      return undefined;
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size !== row.size_bytes) {
+        await this.dropDamaged(hash, row.size_bytes, `its file has ${size} bytes, the index says ${row.size_bytes}`, file);
+        await handle.close();
+        return undefined;
+      }
+      let artifact: StoredArtifact;
+      if (size <= SMALL_ARTIFACT_BYTES) {
+        const bytes = await handle.readFile();
+        await handle.close();
+        if (this.options.verifyReads && sha256(bytes) !== row.sha256) {
+          await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
+          return undefined;
+        }
+        artifact = { sizeBytes: size, stream: () => Readable.from([bytes]), release: async () => {} };
+      } else {
+        if (this.options.verifyReads && (await sha256OfHandle(handle)) !== row.sha256) {
+          await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
+          await handle.close();
+          return undefined;
+        }
+        artifact = {
+          sizeBytes: size,
+          stream: () => handle.createReadStream({ start: 0, autoClose: false }),
+          release: () => handle.close().catch(() => {}),
+        };
+      }
+      this.accessBatcher.record(hash);
+      return artifact;
+    } catch (error) {
+      await handle.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Runs an eviction pass now (and waits for it). */
+  evict(): Promise<EvictionPass> {
+    return this.evictor.schedule();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.evictor.idle();
+    this.accessBatcher.stop();
+    this.index.close();
+    this.releaseLock();
+  }
+
+  private forget(sizeBytes: number): void {
+    this.usedBytes -= sizeBytes;
+    this.entryCount--;
+  }
+
+  private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<void> {
+    this.options.logger.warn('dropped a damaged artifact from the local tier', { hash, reason });
+    // File before row: while the row exists a PUT of this hash is refused, so it cannot
+    // write a new file that this removal would then delete.
+    if (file) await fs.rm(file, { force: true }).catch(() => {});
+    if (this.index.remove(hash)) this.forget(sizeBytes);
+  }
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+async function sha256OfHandle(handle: fs.FileHandle): Promise<string> {
+  const digest = createHash('sha256');
+  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false })) digest.update(chunk as Buffer);
+  return digest.digest('hex');
+}
+
+/**
+ * Creates the directory tree, refusing a directory that holds something other than a cache:
+ * pointing --cache-dir at a home or project folder must never let recovery delete files in it.
+ */
+function prepareCacheDir(layout: CacheDirLayout): void {
+  try {
+    mkdirSync(layout.root, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new LocalStoreOpenError(`cannot create the cache directory ${layout.root}: ${describeFsError(error)}; choose another with --cache-dir`);
+  }
+  try {
+    accessSync(layout.root, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+  } catch (error) {
+    throw new LocalStoreOpenError(`cannot use the cache directory ${layout.root}: ${describeFsError(error)}; fix its permissions or choose another with --cache-dir`);
+  }
+  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'blobs', 'tmp']);
+  const entries = readdirSync(layout.root);
+  if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
+    throw new LocalStoreOpenError(
+      `${layout.root} is not empty and is not an nx-s3-sidecar cache directory: choose an empty or new directory with --cache-dir`,
+    );
+  }
+  mkdirSync(layout.blobsDir, { recursive: true });
+  mkdirSync(layout.tmpDir, { recursive: true });
+}
