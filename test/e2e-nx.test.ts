@@ -137,7 +137,7 @@ describe('real nx client against the daemon', () => {
         const why = `${label}\n${describeRun(r)}`;
         expect(r.exitCode, why).toBe(1);
         expect(r.tasks, why).toEqual([]); // nothing ran, nothing restored
-        expect(r.stderr, why).toMatch(/\bUnauthorized\b/);
+        expect(r.stderr, why).toMatch(/NX\s+Unauthorized:/);
         expect(r.stderr, why).not.toMatch(/Misconfigured remote cache endpoint/);
         expect(await outputDigests(ws), why).toEqual({});
       }

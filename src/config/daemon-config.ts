@@ -125,7 +125,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput):
     throw new ConfigError(where('cache-dir'), 'must not be empty');
   }
   const maxSizeBytes = size('max-size', 10 * 1024 ** 3);
-  const maxArtifactBytes = size('max-artifact-size', 4 * 1024 ** 3);
+  // The default limit shrinks with a small budget; an explicit one larger than the budget is an error.
+  const maxArtifactBytes = size('max-artifact-size', Math.min(4 * 1024 ** 3, maxSizeBytes));
   if (maxArtifactBytes > maxSizeBytes) {
     throw new ConfigError(
       where('max-artifact-size'),

@@ -62,9 +62,12 @@ export function startHttpServer(app: Hono<any>, options: HttpServerOptions): Pro
         close: (graceMs) =>
           new Promise<void>((done) => {
             const force = setTimeout(() => server.closeAllConnections(), graceMs);
-            force.unref();
+            // Keep-alive connections become idle as their requests finish: close them then,
+            // rather than waiting out the keep-alive timeout.
+            const closeIdle = setInterval(() => server.closeIdleConnections(), 50);
             server.close(() => {
               clearTimeout(force);
+              clearInterval(closeIdle);
               done();
             });
             server.closeIdleConnections();

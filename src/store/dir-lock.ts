@@ -22,12 +22,19 @@ function isRunning(pid: number): boolean {
   }
 }
 
+// Locks this process holds: a lock file naming our own pid is ours only if it is in here
+// (in a container a restarted daemon often gets the same pid as the one that died).
+const heldLocks = new Set<string>();
+
 /** Takes the lock or throws CacheDirBusyError; returns the function that releases it. */
 export function acquireDirLock(lockFile: string): () => void {
+  if (heldLocks.has(lockFile)) throw new CacheDirBusyError(lockFile, process.pid);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       fs.writeFileSync(lockFile, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
+      heldLocks.add(lockFile);
       return () => {
+        heldLocks.delete(lockFile);
         try {
           if (fs.readFileSync(lockFile, 'utf8').trim() === String(process.pid)) fs.rmSync(lockFile, { force: true });
         } catch {

@@ -41,6 +41,7 @@ export interface LocalUsage {
 // Artifacts up to this size are read once into memory, verified and served from there;
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
+const READ_CHUNK_BYTES = 1024 * 1024;
 
 export class LocalStoreOpenError extends Error {
   override name = 'LocalStoreOpenError';
@@ -172,7 +173,7 @@ export class LocalStore {
         }
         artifact = {
           sizeBytes: size,
-          stream: () => handle.createReadStream({ start: 0, autoClose: false }),
+          stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
           release: () => handle.close().catch(() => {}),
         };
       }
@@ -218,7 +219,7 @@ function sha256(bytes: Buffer): string {
 
 async function sha256OfHandle(handle: fs.FileHandle): Promise<string> {
   const digest = createHash('sha256');
-  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false })) digest.update(chunk as Buffer);
+  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES })) digest.update(chunk as Buffer);
   return digest.digest('hex');
 }
 

@@ -1,0 +1,53 @@
+/** Starts the daemon inside the test process (fast), on a free loopback port and a temp cache dir. */
+import path from 'node:path';
+import { resolveDaemonConfig, type ConfigInput } from '../../src/config/index.js';
+import { startDaemon, type RunningDaemon } from '../../src/daemon.js';
+import { createLogger, type Logger } from '../../src/log.js';
+import { makeTempDir } from './temp-dir.js';
+import { testToken } from './daemon-process.js';
+
+export interface TestDaemon extends RunningDaemon {
+  cacheDir: string;
+  logLines: string[];
+  /** Stops the daemon and removes its cache dir. */
+  dispose(): Promise<void>;
+}
+
+export async function startTestDaemon(flags: ConfigInput = {}, options: { keepDir?: boolean } = {}): Promise<TestDaemon> {
+  const temp = flags['cache-dir'] ? undefined : makeTempDir();
+  const cacheDir = flags['cache-dir'] ?? path.join(temp!.dir, 'cache');
+  const config = resolveDaemonConfig({}, { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir });
+  const logLines: string[] = [];
+  const logger: Logger = createLogger('debug', (line) => logLines.push(line));
+  const daemon = await startDaemon(config, logger);
+  return {
+    ...daemon,
+    cacheDir,
+    logLines,
+    dispose: async () => {
+      await daemon.stop(1000);
+      if (!options.keepDir) temp?.remove();
+    },
+  };
+}
+
+export function authHeaders(token: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { authorization: `Bearer ${token}`, ...extra };
+}
+
+export function artifactUrl(daemon: { url: string }, hash: string): string {
+  return `${daemon.url}/v1/cache/${hash}`;
+}
+
+export async function putArtifact(daemon: { url: string; token: string }, hash: string, body: Uint8Array): Promise<Response> {
+  return fetch(artifactUrl(daemon, hash), {
+    method: 'PUT',
+    headers: authHeaders(daemon.token, { 'content-type': 'application/octet-stream' }),
+    body,
+  });
+}
+
+export async function getArtifact(daemon: { url: string; token: string }, hash: string): Promise<{ status: number; body: Buffer; contentType: string | null }> {
+  const response = await fetch(artifactUrl(daemon, hash), { headers: authHeaders(daemon.token) });
+  return { status: response.status, body: Buffer.from(await response.arrayBuffer()), contentType: response.headers.get('content-type') };
+}

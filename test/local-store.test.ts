@@ -1,0 +1,176 @@
+/**
+ * The local tier on its own: LRU eviction under the budget, pinning of artifacts waiting for
+ * upload, start-up recovery after files or rows go missing, and the directory guards.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LocalStore, CacheDirBusyError, LocalStoreOpenError } from '../src/store/index.js';
+import { createLogger } from '../src/log.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function tempCacheDir(): string {
+  const temp = makeTempDir();
+  cleanups.push(temp.remove);
+  return path.join(temp.dir, 'cache');
+}
+
+async function openStore(cacheDir: string, maxSizeBytes = 1024 * 1024 * 1024) {
+  const logLines: string[] = [];
+  const store = await LocalStore.open({ cacheDir, maxSizeBytes, verifyReads: true, logger: createLogger('debug', (l) => logLines.push(l)) });
+  cleanups.push(() => store.close());
+  return { store, logLines };
+}
+
+async function put(store: LocalStore, hash: string, bytes: Buffer) {
+  return store.put(hash, Readable.from([bytes]), bytes.length);
+}
+
+async function read(store: LocalStore, hash: string): Promise<Buffer | undefined> {
+  const artifact = await store.open(hash);
+  if (!artifact) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const chunk of artifact.stream()) chunks.push(chunk as Buffer);
+  await artifact.release();
+  return Buffer.concat(chunks);
+}
+
+const blobFile = (cacheDir: string, hash: string) => path.join(cacheDir, 'blobs', hash.slice(-2), hash);
+
+describe('LRU eviction', () => {
+  it('evicts the least recently used artifacts first once usage passes the budget', async () => {
+    const cacheDir = tempCacheDir();
+    const { store } = await openStore(cacheDir, 10_000);
+    for (const hash of ['101', '102', '103', '104']) {
+      await put(store, hash, randomBytes(2000));
+      await new Promise((r) => setTimeout(r, 5)); // distinct access times
+    }
+    await read(store, '101'); // now the most recently used
+    await new Promise((r) => setTimeout(r, 5));
+    await put(store, '105', randomBytes(3000)); // 11,000 bytes > 10,000
+    await store.evict();
+
+    const present = ['101', '102', '103', '104', '105'].filter((h) => fs.existsSync(blobFile(cacheDir, h)));
+    // 102 (oldest untouched) goes first; dropping it alone reaches the low-water mark (9,500).
+    expect(present).toEqual(['101', '103', '104', '105']);
+    expect(await store.open('102')).toBeUndefined();
+    expect(store.usage()).toMatchObject({ usedBytes: 9000, entries: 4 });
+  });
+
+  it('never evicts an artifact that waits in the outbox', async () => {
+    const cacheDir = tempCacheDir();
+    const { store, logLines } = await openStore(cacheDir, 5000);
+    await put(store, '201', randomBytes(2000));
+    await put(store, '202', randomBytes(2000));
+    const db = new Database(path.join(cacheDir, 'index.sqlite'));
+    db.prepare('INSERT INTO outbox (hash, enqueued_ms) VALUES (?, ?)').run('201', Date.now());
+    db.prepare('INSERT INTO outbox (hash, enqueued_ms) VALUES (?, ?)').run('202', Date.now());
+    db.close();
+    await put(store, '203', randomBytes(2000));
+    const pass = await store.evict();
+    // 201 and 202 are pinned: only 203 may go, and after it usage is within budget again.
+    expect(fs.existsSync(blobFile(cacheDir, '201'))).toBe(true);
+    expect(fs.existsSync(blobFile(cacheDir, '202'))).toBe(true);
+    expect(fs.existsSync(blobFile(cacheDir, '203'))).toBe(false);
+    expect(pass.blockedByPins).toBe(false);
+    await put(store, '204', randomBytes(1500));
+    await put(store, '205', randomBytes(1600));
+    await store.evict();
+    expect(store.usage().usedBytes).toBeLessThanOrEqual(5000 + 2000); // over budget only by pinned bytes
+    expect(fs.existsSync(blobFile(cacheDir, '201'))).toBe(true);
+    expect(fs.existsSync(blobFile(cacheDir, '202'))).toBe(true);
+    expect(logLines.join('')).not.toContain('ERROR');
+  });
+
+  it('reports when pinned artifacts alone exceed the budget', async () => {
+    const cacheDir = tempCacheDir();
+    const { store, logLines } = await openStore(cacheDir, 3000);
+    const db = new Database(path.join(cacheDir, 'index.sqlite'));
+    const pin = db.prepare('INSERT INTO outbox (hash, enqueued_ms) VALUES (?, ?)');
+    pin.run('301', Date.now());
+    pin.run('302', Date.now());
+    db.close();
+    await put(store, '301', randomBytes(2000));
+    await put(store, '302', randomBytes(2000));
+    const pass = await store.evict();
+    expect(pass).toMatchObject({ evictedCount: 0, blockedByPins: true });
+    expect(logLines.join('')).toMatch(/every remaining artifact waits for upload/);
+  });
+
+  it('uses an index to pick eviction candidates, not a table scan', () => {
+    const cacheDir = tempCacheDir();
+    fs.mkdirSync(cacheDir, { recursive: true });
+    return openStore(cacheDir).then(() => {
+      const db = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
+      const plan = db
+        .prepare(
+          `EXPLAIN QUERY PLAN SELECT a.hash, a.size_bytes FROM artifacts a
+           WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash) ORDER BY a.last_access_ms LIMIT 256`,
+        )
+        .all() as { detail: string }[];
+      db.close();
+      const details = plan.map((row) => row.detail).join('\n');
+      expect(details).toMatch(/artifacts_by_last_access/);
+      expect(details).not.toMatch(/TEMP B-TREE/);
+    });
+  });
+});
+
+describe('start-up recovery', () => {
+  it('removes temp leftovers, drops rows whose file is gone or wrong, adopts files without rows', async () => {
+    const cacheDir = tempCacheDir();
+    const bodies = new Map(['401', '402', '403', '404'].map((h) => [h, randomBytes(3000)]));
+    {
+      const { store } = await openStore(cacheDir);
+      for (const [hash, body] of bodies) await put(store, hash, body);
+      await store.close();
+    }
+    fs.writeFileSync(path.join(cacheDir, 'tmp', '999.abc.part'), 'half an upload');
+    fs.rmSync(blobFile(cacheDir, '401')); // row without file
+    fs.truncateSync(blobFile(cacheDir, '402'), 10); // wrong size
+    const db = new Database(path.join(cacheDir, 'index.sqlite'));
+    db.prepare('DELETE FROM artifacts WHERE hash = ?').run('403'); // file without row (crash before commit)
+    db.close();
+    fs.writeFileSync(path.join(cacheDir, 'blobs', '04', 'NOT-A-HASH'), 'stray');
+
+    const { store, logLines } = await openStore(cacheDir);
+    expect(store.recovery).toMatchObject({ tempFilesRemoved: 1, rowsDropped: 2, strayFilesRemoved: 1, blobsAdopted: 1, entries: 2 });
+    expect(fs.readdirSync(path.join(cacheDir, 'tmp'))).toEqual([]);
+    expect(await read(store, '401')).toBeUndefined();
+    expect(await read(store, '402')).toBeUndefined();
+    expect(fs.existsSync(blobFile(cacheDir, '402'))).toBe(false);
+    expect((await read(store, '403'))?.equals(bodies.get('403')!)).toBe(true);
+    expect((await read(store, '404'))?.equals(bodies.get('404')!)).toBe(true);
+    expect(store.usage()).toMatchObject({ usedBytes: 6000, entries: 2 });
+    expect(logLines.join('')).toMatch(/recovered the cache directory/);
+  });
+
+  it('refuses a non-empty directory that is not a cache, and touches nothing in it', async () => {
+    const temp = makeTempDir();
+    cleanups.push(temp.remove);
+    fs.writeFileSync(path.join(temp.dir, 'my-notes.txt'), 'precious');
+    await expect(LocalStore.open({ cacheDir: temp.dir, maxSizeBytes: 1e9, verifyReads: true, logger: createLogger('error', () => {}) })).rejects.toThrow(
+      LocalStoreOpenError,
+    );
+    expect(fs.readdirSync(temp.dir)).toEqual(['my-notes.txt']);
+  });
+
+  it('refuses a second store on the same directory while the first is open, and takes over a stale lock', async () => {
+    const cacheDir = tempCacheDir();
+    const { store } = await openStore(cacheDir);
+    await expect(openStore(cacheDir)).rejects.toThrow(CacheDirBusyError);
+    await store.close();
+    // A lock left by a process that no longer exists is stale.
+    fs.writeFileSync(path.join(cacheDir, 'daemon.lock'), '999999999\n');
+    const { store: second } = await openStore(cacheDir);
+    expect(second.usage().entries).toBe(0);
+  });
+});
