@@ -5,6 +5,7 @@ export default defineConfig({
   root: path.resolve(import.meta.dirname, '..'),
   test: {
     include: ['test/**/*.test.ts'],
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
     // Child processes, sockets and a native addon: separate processes isolate them best.
     pool: 'forks',
     testTimeout: 30_000,
