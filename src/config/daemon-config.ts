@@ -1,13 +1,37 @@
 /**
- * The one resolved configuration of the daemon. Defaults live here and only here;
- * sources are merged in order (defaults → environment → command-line flags, later wins)
- * and the result is validated once, with errors that name the setting and the fix.
+ * The one resolved configuration of the daemon. Defaults live here and only here. Sources
+ * are merged in order, later wins:
+ *   defaults → the workspace's nx.json "s3" block → the sidecar's config file
+ *   → environment (NX_POWERPACK_CACHE_MODE, NX_S3_SIDECAR_*) → command-line flags
+ * and the result is validated once, with errors that name the setting, where it came from,
+ * and the fix.
  */
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from './errors.js';
-import { parseSize, formatSize } from './size.js';
+import { parseSize, parseDuration, formatSize } from './size.js';
+import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-json.js';
+import { readConfigFile, defaultConfigFile } from './config-file.js';
 import { logLevels, type LogLevel } from '../log.js';
+
+export type ChecksumPolicy = 'when-required' | 'when-supported';
+
+export interface S3Config {
+  bucket: string;
+  region: string;
+  /** A custom endpoint (MinIO, Ceph, …); undefined for AWS itself. */
+  endpoint?: string;
+  forcePathStyle: boolean;
+  /** Prepended to every object key; empty or ending in "/". */
+  keyPrefix: string;
+  /** nx.json's static keys and profiles; the AWS credential chain is consulted first. */
+  credentials: { accessKeyId?: string; secretAccessKey?: string; ssoProfile?: string; profile?: string };
+  /** The SDK's request/response checksum behaviour; see README (S3-compatible stores). */
+  checksums: ChecksumPolicy;
+  uploadConcurrency: number;
+  /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
+  readTimeoutMs: number;
+}
 
 export interface DaemonConfig {
   host: string;
@@ -26,6 +50,19 @@ export interface DaemonConfig {
   idleTimeoutMs: number;
   /** Hash every artifact before serving it, so a corrupted file is a miss, never a broken build. */
   verifyReads: boolean;
+  /** What the S3 tier may do: upload and read (read-write), only read (read-only), nothing (no-cache). */
+  mode: CacheMode;
+  /** Where the mode came from, for the start-up line and `status`. */
+  modeSource: string;
+  /** The S3 tier; undefined when no bucket is configured (local tier only). */
+  s3?: S3Config;
+  /** An encryptionKey is configured (nx.json or NX_S3_ENCRYPTION_KEY). */
+  encryptionKeySet: boolean;
+  workspaceDir: string;
+  /** The nx.json whose "s3" block was read, if any. */
+  nxJsonFile?: string;
+  /** The sidecar config file that was read, if any. */
+  configFile?: string;
 }
 
 export const DEFAULT_PORT = 4573;
@@ -36,9 +73,6 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, platform =
   const xdg = env.XDG_CACHE_HOME;
   return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'nx-s3-sidecar');
 }
-
-/** The settings as text, the way flags and environment variables carry them. */
-export type ConfigInput = Partial<Record<ConfigKey, string>>;
 
 export const configKeys = [
   'host',
@@ -51,8 +85,23 @@ export const configKeys = [
   'log-level',
   'idle-timeout',
   'verify-reads',
+  'workspace',
+  'config',
+  'bucket',
+  'region',
+  'endpoint',
+  'force-path-style',
+  'prefix',
+  'mode',
+  'upload-concurrency',
+  'read-timeout',
+  'checksums',
+  'profile',
 ] as const;
 export type ConfigKey = (typeof configKeys)[number];
+
+/** The settings as text, the way flags, environment variables and the config file carry them. */
+export type ConfigInput = Partial<Record<ConfigKey, string>>;
 
 /** Environment variable for each setting: NX_S3_SIDECAR_CACHE_DIR for cache-dir, and so on. */
 export function envVarFor(key: ConfigKey): string {
@@ -75,10 +124,44 @@ export function isUsableToken(token: string): boolean {
   return token.length >= 16 && token.length <= 512 && tokenPattern.test(token);
 }
 
+/** CI is detected the way CI systems announce themselves: CI set to anything but false/0. */
+export function isCi(env: NodeJS.ProcessEnv): boolean {
+  const ci = env.CI?.trim().toLowerCase();
+  return ci !== undefined && ci !== '' && ci !== 'false' && ci !== '0';
+}
+
+export interface ResolveOptions {
+  /** Read nx.json and the config file (off in unit tests of the merge itself). */
+  readFiles?: boolean;
+}
+
 /** Merges the sources (later wins) and validates the result. Throws ConfigError. */
-export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput): DaemonConfig {
-  const input: ConfigInput = { ...configFromEnv(env), ...flags };
-  const where = (key: ConfigKey) => (key in flags ? `--${key}` : envVarFor(key));
+export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, options: ResolveOptions = {}): DaemonConfig {
+  const readFiles = options.readFiles ?? true;
+  const envInput = configFromEnv(env);
+
+  const workspaceDir = path.resolve(flags.workspace ?? envInput.workspace ?? process.cwd());
+  const namedConfigFile = flags.config ?? envInput.config;
+  const configFile = namedConfigFile ? path.resolve(namedConfigFile) : defaultConfigFile(env);
+  const fileInput: ConfigInput = readFiles ? readConfigFile(configFile, namedConfigFile !== undefined, configKeys) : {};
+  const nx = readFiles ? readNxS3Block(workspaceDir) : undefined;
+  const nxBlock: NxS3Block = nx?.block ?? {};
+
+  // nx.json's S3 keys are the lowest layer of the sidecar's own settings.
+  const nxInput: ConfigInput = {};
+  if (nxBlock.bucket) nxInput.bucket = nxBlock.bucket;
+  if (nxBlock.region) nxInput.region = nxBlock.region;
+  if (nxBlock.endpoint) nxInput.endpoint = nxBlock.endpoint;
+  if (nxBlock.forcePathStyle !== undefined) nxInput['force-path-style'] = String(nxBlock.forcePathStyle);
+
+  const input: ConfigInput = { ...nxInput, ...fileInput, ...envInput, ...flags };
+  const where = (key: ConfigKey): string => {
+    if (key in flags) return `--${key}`;
+    if (key in envInput) return envVarFor(key);
+    if (key in fileInput) return `${configFile}: ${key}`;
+    if (key in nxInput) return `${nx!.file}: s3.${key === 'force-path-style' ? 'forcePathStyle' : key}`;
+    return `--${key}`;
+  };
 
   const size = (key: ConfigKey, fallback: number): number => {
     const text = input[key];
@@ -98,6 +181,26 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput):
     }
     return value;
   };
+  const duration = (key: ConfigKey, fallbackMs: number, bareUnit: 'ms' | 's', minMs: number, maxMs: number): number => {
+    const text = input[key];
+    if (text === undefined) return fallbackMs;
+    const ms = parseDuration(text, bareUnit);
+    if (ms === undefined || ms < minMs || ms > maxMs) {
+      throw new ConfigError(where(key), `"${text}" must be a duration from ${minMs} ms to ${maxMs / 1000} s, like 500ms, 3s or 1m`);
+    }
+    return ms;
+  };
+  const boolean = (key: ConfigKey, fallback: boolean): boolean => {
+    const text = input[key];
+    if (text === undefined) return fallback;
+    if (text !== 'true' && text !== 'false') throw new ConfigError(where(key), `"${text}" must be true or false`);
+    return text === 'true';
+  };
+  const oneOf = <T extends string>(key: ConfigKey, allowed: readonly T[], fallback: T): T => {
+    const text = input[key] ?? fallback;
+    if (!allowed.includes(text as T)) throw new ConfigError(where(key), `"${text}" is not one of ${allowed.join(', ')}`);
+    return text as T;
+  };
   const token = (key: ConfigKey): string | undefined => {
     const text = input[key];
     if (text === undefined) return undefined;
@@ -108,18 +211,9 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput):
   };
 
   const host = input.host ?? '127.0.0.1';
-  if (!/^[A-Za-z0-9.:-]+$/.test(host) && host !== '::') {
+  if (!/^[A-Za-z0-9.:-]+$/.test(host)) {
     throw new ConfigError(where('host'), `"${host}" is not a host name or IP address`);
   }
-  const logLevel = (input['log-level'] ?? 'info') as LogLevel;
-  if (!logLevels.includes(logLevel)) {
-    throw new ConfigError(where('log-level'), `"${logLevel}" is not one of ${logLevels.join(', ')}`);
-  }
-  const verifyText = input['verify-reads'] ?? 'true';
-  if (verifyText !== 'true' && verifyText !== 'false') {
-    throw new ConfigError(where('verify-reads'), `"${verifyText}" must be true or false`);
-  }
-
   const cacheDirText = input['cache-dir'];
   if (cacheDirText !== undefined && cacheDirText.trim() === '') {
     throw new ConfigError(where('cache-dir'), 'must not be empty');
@@ -139,6 +233,54 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput):
     throw new ConfigError(where('read-only-token'), 'must differ from the read-write token');
   }
 
+  const { mode, modeSource } = resolveMode(env, input, where, nxBlock, nx?.file);
+  const encryptionKeySet = Boolean(nxBlock.encryptionKey || env.NX_S3_ENCRYPTION_KEY);
+
+  let s3: S3Config | undefined;
+  const bucket = input.bucket;
+  if (bucket !== undefined) {
+    // S3 bucket naming rules (3–63 of a-z 0-9 . -), loosened only for upper case that some stores allow.
+    if (!/^[A-Za-z0-9][A-Za-z0-9.\-_]{1,61}[A-Za-z0-9]$/.test(bucket)) {
+      throw new ConfigError(where('bucket'), `"${bucket}" is not a valid bucket name (3–63 characters of a-z, 0-9, "." and "-")`);
+    }
+    const endpoint = input.endpoint;
+    if (endpoint !== undefined) {
+      let url: URL | undefined;
+      try {
+        url = new URL(endpoint);
+      } catch {
+        url = undefined;
+      }
+      if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+        throw new ConfigError(where('endpoint'), `"${endpoint}" is not an http:// or https:// URL`);
+      }
+    }
+    const prefixText = (input.prefix ?? '').replace(/^\/+/, '');
+    if (!/^[A-Za-z0-9!_.*'()\-/]*$/.test(prefixText) || prefixText.includes('//') || prefixText.split('/').some((p) => p === '..' || p === '.')) {
+      throw new ConfigError(where('prefix'), `"${input.prefix}" is not a usable key prefix (letters, digits, ! _ . * ' ( ) - and single "/")`);
+    }
+    s3 = {
+      bucket,
+      region: input.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      endpoint,
+      // S3-compatible stores behind a custom endpoint almost always need path-style requests.
+      forcePathStyle: boolean('force-path-style', endpoint !== undefined),
+      keyPrefix: prefixText === '' || prefixText.endsWith('/') ? prefixText : prefixText + '/',
+      credentials: {
+        accessKeyId: nxBlock.accessKeyId,
+        secretAccessKey: nxBlock.secretAccessKey,
+        ssoProfile: nxBlock.ssoProfile,
+        profile: input.profile,
+      },
+      checksums: oneOf<ChecksumPolicy>('checksums', ['when-required', 'when-supported'], endpoint !== undefined ? 'when-required' : 'when-supported'),
+      uploadConcurrency: integer('upload-concurrency', 4, 1, 64),
+      readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
+    };
+    if ((s3.credentials.accessKeyId === undefined) !== (s3.credentials.secretAccessKey === undefined)) {
+      throw new ConfigError(`${nx?.file ?? 'nx.json'}: s3`, 'accessKeyId and secretAccessKey go together: set both or neither');
+    }
+  }
+
   return {
     host,
     port: integer('port', DEFAULT_PORT, 0, 65535),
@@ -147,10 +289,44 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput):
     maxArtifactBytes,
     token: readWriteToken,
     readOnlyToken,
-    logLevel,
-    idleTimeoutMs: integer('idle-timeout', 30, 1, 3600) * 1000,
-    verifyReads: verifyText === 'true',
+    logLevel: oneOf<LogLevel>('log-level', logLevels, 'info'),
+    idleTimeoutMs: duration('idle-timeout', 30_000, 's', 1000, 3_600_000),
+    verifyReads: boolean('verify-reads', true),
+    mode,
+    modeSource,
+    s3,
+    encryptionKeySet,
+    workspaceDir,
+    nxJsonFile: nx?.file,
+    configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
   };
+}
+
+/**
+ * The mode, highest precedence first: --mode / NX_S3_SIDECAR_MODE, NX_POWERPACK_CACHE_MODE
+ * (as @nx/s3-cache reads it), the config file's mode, nx.json's ciMode (when CI is set) or
+ * localMode (otherwise), read-write.
+ */
+function resolveMode(
+  env: NodeJS.ProcessEnv,
+  input: ConfigInput,
+  where: (key: ConfigKey) => string,
+  nxBlock: NxS3Block,
+  nxFile: string | undefined,
+): { mode: CacheMode; modeSource: string } {
+  const check = (value: string, source: string): CacheMode => {
+    if (!cacheModes.includes(value as CacheMode)) throw new ConfigError(source, `"${value}" is not one of ${cacheModes.join(', ')}`);
+    return value as CacheMode;
+  };
+  const sidecarSource = input.mode !== undefined ? where('mode') : undefined;
+  if (sidecarSource && !sidecarSource.includes(':')) return { mode: check(input.mode!, sidecarSource), modeSource: sidecarSource };
+  const powerpack = env.NX_POWERPACK_CACHE_MODE;
+  if (powerpack) return { mode: check(powerpack, 'NX_POWERPACK_CACHE_MODE'), modeSource: 'NX_POWERPACK_CACHE_MODE' };
+  if (sidecarSource) return { mode: check(input.mode!, sidecarSource), modeSource: sidecarSource };
+  const ci = isCi(env);
+  const nxMode = ci ? nxBlock.ciMode : nxBlock.localMode;
+  if (nxMode) return { mode: nxMode, modeSource: `${nxFile}: s3.${ci ? 'ciMode' : 'localMode'}${ci ? ' (CI is set)' : ''}` };
+  return { mode: 'read-write', modeSource: 'default' };
 }
 
 export function isLoopbackHost(host: string): boolean {

@@ -29,3 +29,15 @@ export function formatSize(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
+
+const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+
+/** Durations as "500ms", "2s", "5m", "1h"; a bare number is in `bareUnit`. Undefined when not a duration. */
+export function parseDuration(text: string, bareUnit: 'ms' | 's' = 's'): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!match) return undefined;
+  const multiplier = unitMs[(match[2] || bareUnit).toLowerCase()];
+  if (multiplier === undefined) return undefined;
+  const ms = Math.round(Number(match[1]) * multiplier);
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}

@@ -12,6 +12,10 @@ import type { Logger } from '../log.js';
 import { requireToken, type Access, type AccessTokens } from './auth.js';
 import { getArtifact } from './routes/get-artifact.js';
 import { putArtifact } from './routes/put-artifact.js';
+import { getStatus, postFlush } from './routes/status.js';
+import type { ReadThrough } from '../read-through/index.js';
+import type { Uploader } from '../upload/index.js';
+import type { StatusReport } from '../status.js';
 import { textResponse } from './text-response.js';
 
 export interface HttpAppDeps {
@@ -19,6 +23,9 @@ export interface HttpAppDeps {
   logger: Logger;
   tokens: AccessTokens;
   maxArtifactBytes: number;
+  readThrough?: ReadThrough;
+  uploader?: Uploader;
+  statusReport: () => StatusReport;
   /** True while the daemon is stopping: health answers 503 so supervisors and wrappers see it. */
   isStopping: () => boolean;
 }
@@ -50,6 +57,11 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   app.get('/v1/cache/*', getArtifact(deps));
   app.put('/v1/cache/*', putArtifact(deps));
   app.all('/v1/cache/*', () => textResponse(405, 'only GET and PUT', { allow: 'GET, PUT' }));
+
+  app.use('/status', requireToken(deps.tokens));
+  app.use('/flush', requireToken(deps.tokens));
+  app.get('/status', getStatus(deps));
+  app.post('/flush', postFlush({ ...deps, retryUploadsNow: deps.uploader && (() => deps.uploader!.retryNow()) }));
 
   app.notFound(() => textResponse(404, 'not found'));
   app.onError((error, c: Context) => {

@@ -5,6 +5,25 @@
  */
 import Database from 'better-sqlite3';
 
+export type OutboxState = 'pending' | 'parked';
+
+export interface OutboxRow {
+  hash: string;
+  enqueued_ms: number;
+  attempts: number;
+  next_attempt_ms: number;
+  state: OutboxState;
+  last_error: string | null;
+}
+
+export interface OutboxSummary {
+  entries: number;
+  bytes: number;
+  parked: number;
+  oldestEnqueuedMs: number | null;
+  nextAttemptMs: number | null;
+}
+
 export interface ArtifactRow {
   hash: string;
   size_bytes: number;
@@ -65,6 +84,25 @@ export class IndexDb {
          ORDER BY a.last_access_ms LIMIT ?`,
       ),
       allSizes: this.db.prepare<[], Pick<ArtifactRow, 'hash' | 'size_bytes'>>('SELECT hash, size_bytes FROM artifacts'),
+      enqueue: this.db.prepare<[string, number]>('INSERT OR IGNORE INTO outbox (hash, enqueued_ms) VALUES (?, ?)'),
+      outboxDue: this.db.prepare<[number, number], OutboxRow & { size_bytes: number | null }>(
+        `SELECT o.*, a.size_bytes FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash
+         WHERE o.next_attempt_ms <= ? ORDER BY o.next_attempt_ms, o.enqueued_ms LIMIT ?`,
+      ),
+      outboxGet: this.db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE hash = ?'),
+      outboxRemove: this.db.prepare<[string]>('DELETE FROM outbox WHERE hash = ?'),
+      outboxDefer: this.db.prepare<[number, number, string, string | null, string]>(
+        'UPDATE outbox SET attempts = ?, next_attempt_ms = ?, state = ?, last_error = ? WHERE hash = ?',
+      ),
+      outboxRetryAll: this.db.prepare<[]>('UPDATE outbox SET next_attempt_ms = 0'),
+      outboxSummary: this.db.prepare<[], { entries: number; bytes: number | null; parked: number | null; oldest: number | null; next: number | null }>(
+        `SELECT count(*) AS entries, sum(a.size_bytes) AS bytes, sum(o.state = 'parked') AS parked,
+                min(o.enqueued_ms) AS oldest, min(o.next_attempt_ms) AS next
+         FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash`,
+      ),
+      lastOutboxError: this.db.prepare<[], { hash: string; last_error: string }>(
+        'SELECT hash, last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY next_attempt_ms DESC LIMIT 1',
+      ),
     };
   }
 
@@ -91,19 +129,68 @@ export class IndexDb {
     return this.statements.has.get(hash) !== undefined;
   }
 
-  insert(row: ArtifactRow): void {
-    this.statements.insert.run(row);
+  /** Inserts the artifact row, and its outbox row in the same transaction when it must be uploaded. */
+  insert(row: ArtifactRow, enqueueUpload = false): void {
+    if (!enqueueUpload) {
+      this.statements.insert.run(row);
+      return;
+    }
+    this.db.transaction(() => {
+      this.statements.insert.run(row);
+      this.statements.enqueue.run(row.hash, row.created_ms);
+    })();
   }
 
+  outboxDue(nowMs: number, limit: number): (OutboxRow & { size_bytes: number | null })[] {
+    return this.statements.outboxDue.all(nowMs, limit);
+  }
+
+  outboxGet(hash: string): OutboxRow | undefined {
+    return this.statements.outboxGet.get(hash);
+  }
+
+  /** The upload is confirmed (or no longer possible): unpins the artifact. */
+  outboxRemove(hash: string): void {
+    this.statements.outboxRemove.run(hash);
+  }
+
+  outboxDefer(hash: string, attempts: number, nextAttemptMs: number, state: OutboxState, lastError: string | null): void {
+    this.statements.outboxDefer.run(attempts, nextAttemptMs, state, lastError, hash);
+  }
+
+  outboxRetryAll(): void {
+    this.statements.outboxRetryAll.run();
+  }
+
+  outboxSummary(): OutboxSummary & { lastError?: { hash: string; message: string } } {
+    const row = this.statements.outboxSummary.get()!;
+    const last = this.statements.lastOutboxError.get();
+    return {
+      entries: row.entries,
+      bytes: row.bytes ?? 0,
+      parked: row.parked ?? 0,
+      oldestEnqueuedMs: row.oldest,
+      nextAttemptMs: row.next,
+      lastError: last ? { hash: last.hash, message: last.last_error } : undefined,
+    };
+  }
+
+  /** Removes an artifact's row and any outbox row of it (a blob that is gone cannot be uploaded). */
   remove(hash: string): boolean {
-    return this.statements.remove.run(hash).changes > 0;
+    return this.db.transaction(() => {
+      this.statements.outboxRemove.run(hash);
+      return this.statements.remove.run(hash).changes > 0;
+    })();
   }
 
   /** Removes the rows in one transaction; returns the hashes that were there. */
   removeMany(hashes: readonly string[]): Set<string> {
     return this.db.transaction(() => {
       const removed = new Set<string>();
-      for (const hash of hashes) if (this.statements.remove.run(hash).changes > 0) removed.add(hash);
+      for (const hash of hashes) {
+        this.statements.outboxRemove.run(hash);
+        if (this.statements.remove.run(hash).changes > 0) removed.add(hash);
+      }
       return removed;
     })();
   }

@@ -11,9 +11,9 @@ import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
-import { ArtifactExistsError, StorageError } from './errors.js';
+import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
-import { IndexDb } from './index-db.js';
+import { IndexDb, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
 import { publishBlob, receiveToTempFile, describeFsError } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
@@ -23,11 +23,21 @@ export interface LocalStoreOptions {
   maxSizeBytes: number;
   verifyReads: boolean;
   logger: Logger;
+  /** Blobs adopted at start-up (rows lost in a crash) are queued for upload too. */
+  uploadsEnabled?: boolean;
+}
+
+export interface PutOptions {
+  /** Also write an outbox row, in the same transaction, so the artifact is uploaded. */
+  enqueueUpload?: boolean;
+  /** Refuse the body unless its sha256 is this (read-through verifies what S3 sent). */
+  expectedSha256?: string;
 }
 
 /** A stored artifact, verified and open for reading; call `release` when done. */
 export interface StoredArtifact {
   sizeBytes: number;
+  sha256: string;
   stream(): Readable;
   release(): Promise<void>;
 }
@@ -85,7 +95,7 @@ export class LocalStore {
     let index: IndexDb | undefined;
     try {
       index = new IndexDb(layout.indexFile);
-      const recovery = await recoverCacheDir(layout, index, options.logger);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false);
       const store = new LocalStore(layout, index, options, releaseLock, recovery);
       void store.evictor.schedule(); // the budget may have shrunk since the last run
       return store;
@@ -109,16 +119,23 @@ export class LocalStore {
    * IncompleteBodyError when the body does not match its declared length, StorageError when
    * the disk fails. Nothing is left behind on any failure.
    */
-  async put(hash: string, body: Readable, declaredBytes: number): Promise<{ sizeBytes: number; sha256: string }> {
+  async put(hash: string, body: Readable, declaredBytes: number, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
     if (this.has(hash)) throw new ArtifactExistsError(hash);
     this.inFlightPuts.add(hash);
     try {
       const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes);
+      if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
+        await fs.rm(received.tempFile, { force: true });
+        throw new IncompleteBodyError(`checksum mismatch: expected sha256 ${options.expectedSha256}, received ${received.sha256}`);
+      }
       const finalFile = blobPath(this.layout, hash);
       await publishBlob(received.tempFile, finalFile);
       const nowMs = Date.now();
       try {
-        this.index.insert({ hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs });
+        this.index.insert(
+          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs },
+          options.enqueueUpload ?? false,
+        );
       } catch (error) {
         await fs.rm(finalFile, { force: true });
         throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
@@ -136,8 +153,11 @@ export class LocalStore {
     }
   }
 
-  /** The artifact if it is stored and intact, else undefined (a damaged entry is dropped). */
-  async open(hash: string): Promise<StoredArtifact | undefined> {
+  /**
+   * The artifact if it is stored and intact, else undefined (a damaged entry is dropped).
+   * `touch: false` reads without counting as a use for LRU (the uploader's reads).
+   */
+  async open(hash: string, { touch = true }: { touch?: boolean } = {}): Promise<StoredArtifact | undefined> {
     const row = this.index.get(hash);
     if (!row) return undefined;
     const file = blobPath(this.layout, hash);
@@ -164,7 +184,7 @@ export class LocalStore {
           await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
           return undefined;
         }
-        artifact = { sizeBytes: size, stream: () => Readable.from([bytes]), release: async () => {} };
+        artifact = { sizeBytes: size, sha256: row.sha256, stream: () => Readable.from([bytes]), release: async () => {} };
       } else {
         if (this.options.verifyReads && (await sha256OfHandle(handle)) !== row.sha256) {
           await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
@@ -173,16 +193,51 @@ export class LocalStore {
         }
         artifact = {
           sizeBytes: size,
+          sha256: row.sha256,
           stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
           release: () => handle.close().catch(() => {}),
         };
       }
-      this.accessBatcher.record(hash);
+      if (touch) this.accessBatcher.record(hash);
       return artifact;
     } catch (error) {
       await handle.close().catch(() => {});
       throw error;
     }
+  }
+
+  // The outbox: artifacts acknowledged to Nx but not yet confirmed by S3. Its rows pin their
+  // artifacts against eviction; the uploader works through them.
+
+  outboxDue(nowMs: number, limit: number): (OutboxRow & { size_bytes: number | null })[] {
+    return this.index.outboxDue(nowMs, limit);
+  }
+
+  outboxEntry(hash: string): OutboxRow | undefined {
+    return this.index.outboxGet(hash);
+  }
+
+  completeUpload(hash: string): void {
+    this.index.outboxRemove(hash);
+    if (this.usedBytes > this.options.maxSizeBytes) void this.evictor.schedule(); // it may go now
+  }
+
+  deferUpload(hash: string, attempts: number, nextAttemptMs: number, state: OutboxState, lastError: string): void {
+    this.index.outboxDefer(hash, attempts, nextAttemptMs, state, lastError);
+  }
+
+  retryUploadsNow(): void {
+    this.index.outboxRetryAll();
+  }
+
+  outboxSummary(): OutboxSummary & { lastError?: { hash: string; message: string } } {
+    return this.index.outboxSummary();
+  }
+
+  /** Forgets an artifact that cannot be served or uploaded any more (its blob is damaged). */
+  async discard(hash: string, reason: string): Promise<void> {
+    const row = this.index.get(hash);
+    if (row) await this.dropDamaged(hash, row.size_bytes, reason, blobPath(this.layout, hash));
   }
 
   /** Runs an eviction pass now (and waits for it). */

@@ -23,7 +23,7 @@ export interface RecoveryReport {
   durationMs: number;
 }
 
-export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger): Promise<RecoveryReport> {
+export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean): Promise<RecoveryReport> {
   const startedMs = performance.now();
   const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, entries: 0, durationMs: 0 };
 
@@ -71,7 +71,9 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
     const file = path.join(layout.blobsDir, shardOf(hash), hash);
     const sha256 = await sha256OfFile(file);
     const accessMs = Math.floor(blob.mtimeMs);
-    index.insert({ hash, size_bytes: blob.sizeBytes, sha256, created_ms: accessMs, last_access_ms: accessMs });
+    // Its PUT was acknowledged only if the row was written; queue it anyway: a HEAD skips it
+    // cheaply if it is already in the bucket, and an acknowledged artifact is never lost.
+    index.insert({ hash, size_bytes: blob.sizeBytes, sha256, created_ms: accessMs, last_access_ms: accessMs }, enqueueAdopted);
     report.blobsAdopted++;
   }
 

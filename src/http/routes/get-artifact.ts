@@ -7,6 +7,7 @@ import type { Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { LocalStore, StoredArtifact } from '../../store/index.js';
+import type { ReadThrough } from '../../read-through/index.js';
 import type { Logger } from '../../log.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
@@ -14,15 +15,18 @@ import { textResponse } from '../text-response.js';
 export interface GetArtifactDeps {
   store: LocalStore;
   logger: Logger;
+  /** Present when the mode may read S3: a local miss is fetched from there within its deadline. */
+  readThrough?: ReadThrough;
 }
 
-export function getArtifact({ store, logger }: GetArtifactDeps) {
+export function getArtifact({ store, logger, readThrough }: GetArtifactDeps) {
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const param = artifactHashParam(c);
     if (!param.ok) return textResponse(400, param.reason);
     let artifact: StoredArtifact | undefined;
     try {
       artifact = await store.open(param.hash);
+      if (!artifact && readThrough && (await readThrough.fetch(param.hash))) artifact = await store.open(param.hash);
     } catch (error) {
       logger.error('GET failed inside the daemon; answering a miss', { hash: param.hash, error });
       return textResponse(404, 'not found (the daemon could not read it; see its log)');

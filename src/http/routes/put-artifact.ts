@@ -12,6 +12,7 @@ import { ArtifactExistsError, IncompleteBodyError, StorageError, type LocalStore
 import { formatSize } from '../../config/index.js';
 import type { Logger } from '../../log.js';
 import type { Access } from '../auth.js';
+import type { Uploader } from '../../upload/index.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
 
@@ -19,11 +20,13 @@ export interface PutArtifactDeps {
   store: LocalStore;
   logger: Logger;
   maxArtifactBytes: number;
+  /** Present when the mode uploads: stored artifacts get an outbox row and the uploader is woken. */
+  uploader?: Uploader;
 }
 
 type PutContext = Context<{ Bindings: HttpBindings; Variables: { access: Access } }>;
 
-export function putArtifact({ store, logger, maxArtifactBytes }: PutArtifactDeps) {
+export function putArtifact({ store, logger, maxArtifactBytes, uploader }: PutArtifactDeps) {
   return async (c: PutContext) => {
     const incoming = c.env.incoming;
     const param = artifactHashParam(c);
@@ -52,7 +55,9 @@ export function putArtifact({ store, logger, maxArtifactBytes }: PutArtifactDeps
     }
 
     try {
-      await store.put(hash, incoming, declaredBytes);
+      // The outbox row is written in the same transaction as the artifact's: no S3 call here.
+      await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined });
+      uploader?.notify();
       return textResponse(200, 'stored');
     } catch (error) {
       if (error instanceof ArtifactExistsError) {

@@ -1,0 +1,43 @@
+/**
+ * The sidecar's own config file: a JSON object whose keys are the command-line flag names
+ * without dashes in front ({ "port": 4573, "max-size": "20GiB", "bucket": "team-cache" }).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError } from './errors.js';
+import { parseJsonWithComments } from './nx-json.js';
+
+export function defaultConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CONFIG_HOME;
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.config'), 'nx-s3-sidecar', 'config.json');
+}
+
+/**
+ * Reads the file as flag-name → text. A missing file is fine when it is the default one,
+ * an error when the user named it.
+ */
+export function readConfigFile(file: string, named: boolean, knownKeys: readonly string[]): Record<string, string> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !named) return {};
+    throw new ConfigError('--config', `cannot read ${file}: ${(error as Error).message}`);
+  }
+  const json = parseJsonWithComments(text, file);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ConfigError(file, 'must hold a JSON object such as { "max-size": "20GiB" }');
+  }
+  const input: Record<string, string> = {};
+  for (const [key, value] of Object.entries(json)) {
+    if (!knownKeys.includes(key) || key === 'config') {
+      throw new ConfigError(`${file}: ${key}`, `unknown setting; known ones are ${knownKeys.filter((k) => k !== 'config').join(', ')}`);
+    }
+    if (!['string', 'number', 'boolean'].includes(typeof value)) {
+      throw new ConfigError(`${file}: ${key}`, 'must be a string, number or boolean');
+    }
+    input[key] = String(value);
+  }
+  return input;
+}

@@ -1,0 +1,203 @@
+/**
+ * The S3 tier: the few object operations the daemon needs, each verified.
+ * - upload: HEAD first (another machine may have stored this hash already: first writer wins),
+ *   then PutObject with Content-MD5 (the store rejects damaged bodies) or, for large artifacts,
+ *   a multipart Upload; then a HEAD that checks size and our sha256 metadata, so a store that
+ *   silently mangles bodies is caught instead of trusted.
+ * - fetch: GetObject under a deadline for the answer to start, and the same deadline for any
+ *   pause in the body, so a slow or unreachable store costs a GET a bounded wait.
+ */
+import { createHash } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { objectKey, SHA256_METADATA_KEY } from './object-key.js';
+import { classifyS3Error, type S3Failure } from './s3-errors.js';
+
+export interface RemoteStoreOptions {
+  bucket: string;
+  keyPrefix: string;
+  /** Artifacts at least this large go up as multipart uploads. */
+  multipartThresholdBytes?: number;
+  partSizeBytes?: number;
+}
+
+export interface UploadSource {
+  sizeBytes: number;
+  sha256: string;
+  stream(): Readable;
+}
+
+export type UploadOutcome = 'uploaded' | 'already-present';
+
+export interface FetchedObject {
+  sizeBytes: number;
+  /** From the object's metadata; absent on objects not written by nx-s3-sidecar. */
+  sha256?: string;
+  body: Readable;
+}
+
+export class S3OperationError extends Error {
+  constructor(readonly failure: S3Failure, options?: { cause?: unknown }) {
+    super(failure.message, options);
+    this.name = 'S3OperationError';
+  }
+}
+
+export class UploadVerificationError extends Error {
+  override name = 'UploadVerificationError';
+}
+
+export class ReadDeadlineError extends Error {
+  override name = 'ReadDeadlineError';
+}
+
+const DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024;
+const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+
+export class RemoteStore {
+  readonly bucket: string;
+  private readonly multipartThresholdBytes: number;
+  private readonly partSizeBytes: number;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly options: RemoteStoreOptions,
+  ) {
+    this.bucket = options.bucket;
+    this.multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD;
+    this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE;
+  }
+
+  key(hash: string): string {
+    return objectKey(this.options.keyPrefix, hash);
+  }
+
+  /** Checks the bucket exists and these credentials reach it. Throws S3OperationError. */
+  async checkBucket(signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+    } catch (error) {
+      const failure = classifyS3Error(error);
+      // HEAD has no body: a 404 on the bucket itself means the bucket is missing.
+      if (failure.kind === 'not-found') {
+        throw new S3OperationError(classifyS3Error({ name: 'NoSuchBucket', message: `bucket "${this.bucket}" does not exist`, $metadata: { httpStatusCode: 404 } }), { cause: error });
+      }
+      throw new S3OperationError(failure, { cause: error });
+    }
+  }
+
+  /** Size and sha256 of the stored object, or undefined when there is none. */
+  async head(hash: string, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256?: string } | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: signal });
+      return { sizeBytes: head.ContentLength ?? -1, sha256: head.Metadata?.[SHA256_METADATA_KEY] };
+    } catch (error) {
+      const failure = classifyS3Error(error);
+      if (failure.kind === 'not-found') return undefined;
+      throw new S3OperationError(failure, { cause: error });
+    }
+  }
+
+  async upload(hash: string, source: UploadSource, signal?: AbortSignal): Promise<UploadOutcome> {
+    if (await this.head(hash, signal)) return 'already-present';
+    const params = {
+      Bucket: this.bucket,
+      Key: this.key(hash),
+      ContentType: 'application/octet-stream',
+      Metadata: { [SHA256_METADATA_KEY]: source.sha256 },
+    };
+    try {
+      if (source.sizeBytes < this.multipartThresholdBytes) {
+        const body = await readAll(source.stream());
+        await this.client.send(
+          new PutObjectCommand({ ...params, Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }),
+          { abortSignal: signal },
+        );
+      } else {
+        const upload = new Upload({
+          client: this.client,
+          params: { ...params, Body: source.stream() },
+          partSize: this.partSizeBytes,
+          queueSize: 2,
+          leavePartsOnError: false,
+        });
+        signal?.addEventListener('abort', () => void upload.abort(), { once: true });
+        await upload.done();
+      }
+    } catch (error) {
+      if (error instanceof UploadVerificationError) throw error;
+      throw new S3OperationError(classifyS3Error(error), { cause: error });
+    }
+    const stored = await this.head(hash, signal);
+    if (!stored) throw new UploadVerificationError(`object ${this.key(hash)} is missing right after its upload`);
+    if (stored.sizeBytes !== source.sizeBytes || stored.sha256 !== source.sha256) {
+      throw new UploadVerificationError(
+        `object ${this.key(hash)} does not match what was sent (size ${stored.sizeBytes} vs ${source.sizeBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${source.sha256}); ` +
+          'if this store mishandles streamed checksums, keep the checksums setting at when-required',
+      );
+    }
+    return 'uploaded';
+  }
+
+  /**
+   * Starts a download. Resolves once the store answered (within `timeoutMs`), with a body that
+   * errors with ReadDeadlineError if it pauses for longer than `timeoutMs`. Undefined when the
+   * object does not exist.
+   */
+  async fetch(hash: string, timeoutMs: number): Promise<FetchedObject | undefined> {
+    const abort = new AbortController();
+    const headerTimer = setTimeout(() => abort.abort(new ReadDeadlineError(`S3 did not answer within ${timeoutMs} ms`)), timeoutMs);
+    let response;
+    try {
+      response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: abort.signal });
+    } catch (error) {
+      if (abort.signal.aborted) throw abort.signal.reason as Error;
+      const failure = classifyS3Error(error);
+      if (failure.kind === 'not-found') return undefined;
+      throw new S3OperationError(failure, { cause: error });
+    } finally {
+      clearTimeout(headerTimer);
+    }
+    const source = response.Body as Readable | undefined;
+    if (!source || response.ContentLength === undefined) {
+      source?.destroy();
+      throw new S3OperationError({ kind: 'transient', code: 'NoContentLength', message: 'S3 answered without a body length' });
+    }
+    return { sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
+  }
+}
+
+/** Passes a stream through, failing it when no data arrives for `timeoutMs`. */
+function withStallDeadline(source: Readable, timeoutMs: number, onStall: () => void): Readable {
+  const out = new PassThrough();
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      onStall();
+      const error = new ReadDeadlineError(`S3 stopped sending for ${timeoutMs} ms`);
+      source.destroy(error);
+      out.destroy(error);
+    }, timeoutMs);
+  };
+  arm();
+  source.on('data', arm);
+  source.on('end', () => clearTimeout(timer));
+  source.on('error', (error) => {
+    clearTimeout(timer);
+    out.destroy(error);
+  });
+  out.on('close', () => {
+    clearTimeout(timer);
+    if (!source.destroyed) source.destroy();
+  });
+  source.pipe(out);
+  return out;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}

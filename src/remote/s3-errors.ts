@@ -1,0 +1,56 @@
+/**
+ * Sorting S3 failures into what to do about them: retry later (transient), stop retrying
+ * until the configuration changes (permanent), or a plain "not there".
+ */
+export type S3FailureKind = 'not-found' | 'permanent' | 'transient';
+
+export interface S3Failure {
+  kind: S3FailureKind;
+  code: string;
+  message: string;
+}
+
+// Errors that do not go away by retrying: the bucket, the credentials or the policy is wrong.
+const permanentCodes = new Set([
+  'AccessDenied',
+  'AllAccessDisabled',
+  'AccountProblem',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'NoSuchBucket',
+  'InvalidBucketName',
+  'PermanentRedirect',
+  'AuthorizationHeaderMalformed',
+  'InvalidToken',
+  'ExpiredToken',
+  'CredentialsProviderError',
+  'InvalidObjectState',
+]);
+
+const hints: Record<string, string> = {
+  NoSuchBucket: 'create the bucket (the daemon never creates it), or fix s3.bucket in nx.json / --bucket',
+  AccessDenied: 'the credentials may not use this bucket: check the IAM policy (s3:GetObject, s3:PutObject, s3:ListBucket)',
+  InvalidAccessKeyId: 'the access key is unknown to the store: check AWS_ACCESS_KEY_ID, the profile, or s3.accessKeyId in nx.json',
+  SignatureDoesNotMatch: 'the secret key is wrong: check AWS_SECRET_ACCESS_KEY, the profile, or s3.secretAccessKey in nx.json',
+  PermanentRedirect: 'the bucket lives in another region: set s3.region in nx.json or --region',
+  CredentialsProviderError: 'no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, s3.ssoProfile, or s3.accessKeyId/secretAccessKey in nx.json',
+  ExpiredToken: 'the session credentials expired: refresh them (aws sso login) — the daemon picks new ones up without a restart',
+};
+
+export function classifyS3Error(error: unknown): S3Failure {
+  const e = error as { name?: string; Code?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  let code = e?.Code ?? e?.name ?? e?.code ?? 'Error';
+  if (code === 'NotFound' || code === 'NoSuchKey' || (status === 404 && code !== 'NoSuchBucket')) {
+    return { kind: 'not-found', code: 'NoSuchKey', message: 'no such object' };
+  }
+  // HEAD answers carry no body, so a 403 arrives as a bare "Forbidden".
+  if (status === 403 && (code === 'Forbidden' || code === 'Unknown' || code === '403')) code = 'AccessDenied';
+  if (status === 301) code = 'PermanentRedirect';
+  const message = `${code}${e?.message && e.message !== code ? `: ${e.message}` : ''}${status ? ` (HTTP ${status})` : ''}`;
+  if (permanentCodes.has(code)) {
+    const hint = hints[code];
+    return { kind: 'permanent', code, message: hint ? `${message} — ${hint}` : message };
+  }
+  return { kind: 'transient', code, message };
+}

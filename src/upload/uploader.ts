@@ -1,0 +1,163 @@
+/**
+ * Works through the outbox: every artifact acknowledged to Nx but not yet confirmed by S3.
+ * Rows live in SQLite, so a crash, reboot or outage loses nothing: on start every row is
+ * resumed. A p-queue bounds concurrency. Transient failures retry with backoff for as long as
+ * it takes; permanent ones (access denied, no such bucket) are parked with a clear status and
+ * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
+ * confirmed the object (and its verification passed).
+ */
+import PQueue from 'p-queue';
+import type { LocalStore } from '../store/index.js';
+import { S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
+import type { Logger } from '../log.js';
+import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
+
+export interface UploaderOptions {
+  store: LocalStore;
+  remote: RemoteStore;
+  concurrency: number;
+  logger: Logger;
+  backoff?: BackoffPolicy;
+}
+
+export interface UploaderCounters {
+  uploaded: number;
+  uploadedBytes: number;
+  alreadyPresent: number;
+  failedAttempts: number;
+  parkedAttempts: number;
+}
+
+export interface UploaderStatus extends UploaderCounters {
+  inFlight: number;
+  lastError?: { hash: string; message: string; atMs: number };
+}
+
+export class Uploader {
+  private readonly queue: PQueue;
+  private readonly queued = new Set<string>();
+  private readonly abort = new AbortController();
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly backoff: BackoffPolicy;
+  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0 };
+  private lastError: UploaderStatus['lastError'];
+  // Permanent errors are logged once per distinct message, not once per artifact.
+  private readonly reportedPermanent = new Set<string>();
+
+  constructor(private readonly options: UploaderOptions) {
+    this.queue = new PQueue({ concurrency: options.concurrency });
+    this.backoff = options.backoff ?? defaultBackoff;
+  }
+
+  start(): void {
+    this.pump();
+  }
+
+  /** A new outbox row was written: look for work now. */
+  notify(): void {
+    if (!this.stopped) setImmediate(() => this.pump());
+  }
+
+  /** Makes every row due now, parked ones included (`flush` and config fixes use it). */
+  retryNow(): void {
+    this.options.store.retryUploadsNow();
+    this.reportedPermanent.clear();
+    this.notify();
+  }
+
+  setConcurrency(concurrency: number): void {
+    this.queue.concurrency = concurrency;
+    this.notify();
+  }
+
+  status(): UploaderStatus {
+    return { ...this.counters, inFlight: this.queue.pending, lastError: this.lastError };
+  }
+
+  /** Resolves when nothing is uploading right now. */
+  onIdle(): Promise<void> {
+    return this.queue.onIdle();
+  }
+
+  /** Stops taking work and abandons in-flight uploads; their rows stay for the next start. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.wakeTimer);
+    this.queue.clear();
+    this.abort.abort();
+    await this.queue.onIdle();
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    const room = this.queue.concurrency * 2 - this.queue.size - this.queue.pending;
+    if (room > 0) {
+      const due = this.options.store.outboxDue(Date.now(), room + this.queued.size);
+      for (const row of due) {
+        if (this.queued.has(row.hash)) continue;
+        this.queued.add(row.hash);
+        void this.queue.add(() => this.uploadOne(row.hash, row.attempts)).finally(() => {
+          this.queued.delete(row.hash);
+          this.pump();
+        });
+      }
+    }
+    // Sleep until the earliest deferred row is due (new PUTs wake us through notify()).
+    const next = this.options.store.outboxSummary().nextAttemptMs;
+    if (next !== null && this.queue.pending + this.queue.size === 0) {
+      this.wakeTimer = setTimeout(() => this.pump(), Math.max(next - Date.now(), 50));
+      this.wakeTimer.unref();
+    }
+  }
+
+  private async uploadOne(hash: string, attempts: number): Promise<void> {
+    const { store, remote, logger } = this.options;
+    if (this.stopped) return;
+    const artifact = await store.open(hash, { touch: false });
+    if (!artifact) {
+      // open() already dropped a damaged entry (and with it the outbox row); a missing row
+      // means it was removed meanwhile. Either way there is nothing left to upload.
+      store.completeUpload(hash);
+      logger.error('an artifact waiting for upload is gone or damaged locally; it cannot be uploaded', { hash });
+      return;
+    }
+    try {
+      const outcome = await remote.upload(hash, artifact, this.abort.signal);
+      store.completeUpload(hash);
+      if (outcome === 'already-present') this.counters.alreadyPresent++;
+      else {
+        this.counters.uploaded++;
+        this.counters.uploadedBytes += artifact.sizeBytes;
+      }
+      logger.debug('uploaded', { hash, bytes: artifact.sizeBytes, outcome });
+    } catch (error) {
+      if (this.stopped) return; // aborted by stop(): the row stays as it was
+      this.recordFailure(hash, attempts + 1, error);
+    } finally {
+      await artifact.release();
+    }
+  }
+
+  private recordFailure(hash: string, attempts: number, error: unknown): void {
+    const { store, logger } = this.options;
+    this.counters.failedAttempts++;
+    const permanent = error instanceof S3OperationError && error.failure.kind === 'permanent';
+    const message = error instanceof S3OperationError || error instanceof UploadVerificationError ? error.message : `${(error as Error).message}`;
+    this.lastError = { hash, message, atMs: Date.now() };
+    if (permanent) {
+      store.deferUpload(hash, attempts, Date.now() + this.backoff.parkedMs, 'parked', message);
+      this.counters.parkedAttempts++;
+      if (!this.reportedPermanent.has(message)) {
+        this.reportedPermanent.add(message);
+        logger.warn(`uploads to bucket "${this.options.remote.bucket}" are failing and parked; builds go on from the local cache`, { error: message });
+      }
+    } else {
+      const delayMs = retryDelayMs(attempts, this.backoff);
+      store.deferUpload(hash, attempts, Date.now() + delayMs, 'pending', message);
+      logger.info('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });
+    }
+  }
+}
