@@ -117,7 +117,8 @@ export class RemoteStore {
       } else {
         const upload = new Upload({
           client: this.client,
-          params: { ...params, Body: source.stream() },
+          // ContentLength tells lib-storage the part count; it cannot size a stream from an open file handle.
+          params: { ...params, Body: source.stream(), ContentLength: source.sizeBytes },
           partSize: this.partSizeBytes,
           queueSize: 2,
           leavePartsOnError: false,

@@ -13,10 +13,17 @@ export interface TestDaemon extends RunningDaemon {
   dispose(): Promise<void>;
 }
 
-export async function startTestDaemon(flags: ConfigInput = {}, options: { keepDir?: boolean } = {}): Promise<TestDaemon> {
+export interface TestDaemonOptions {
+  /** Keep the cache dir after dispose (for a restart on the same directory). */
+  keepDir?: boolean;
+  /** The environment the config is resolved from (CI, NX_POWERPACK_CACHE_MODE, …); default none. */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function startTestDaemon(flags: ConfigInput = {}, options: TestDaemonOptions = {}): Promise<TestDaemon> {
   const temp = flags['cache-dir'] ? undefined : makeTempDir();
   const cacheDir = flags['cache-dir'] ?? path.join(temp!.dir, 'cache');
-  const config = resolveDaemonConfig({}, { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir });
+  const config = resolveDaemonConfig(options.env ?? {}, { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir });
   const logLines: string[] = [];
   const logger: Logger = createLogger('debug', (line) => logLines.push(line));
   const daemon = await startDaemon(config, logger);

@@ -1,0 +1,56 @@
+/** Shared pieces of the S3-tier suites: daemon flags for a test bucket, and bucket inspection. */
+import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { ConfigInput } from '../../src/config/index.js';
+import { objectKey } from '../../src/remote/index.js';
+import type { S3TestServer } from './s3-server-types.js';
+
+/** The environment a daemon needs to reach the test server (credentials via the env provider). */
+export function s3Env(server: S3TestServer): Record<string, string> {
+  return {
+    AWS_ACCESS_KEY_ID: server.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
+    AWS_REGION: server.region,
+    // Never fall through to the instance metadata service: tests stay on loopback.
+    AWS_EC2_METADATA_DISABLED: 'true',
+  };
+}
+
+/** Makes the in-process daemons of this test file use the server's credentials. */
+export function useS3Credentials(server: S3TestServer): void {
+  Object.assign(process.env, s3Env(server));
+}
+
+export function s3Flags(endpoint: string, bucket: string, extra: ConfigInput = {}): ConfigInput {
+  return { bucket, endpoint, 'read-timeout': '2000ms', ...extra };
+}
+
+/** The object's bytes, or undefined when it is not in the bucket. */
+export async function readObject(client: S3Client, bucket: string, hash: string, keyPrefix = ''): Promise<Buffer | undefined> {
+  try {
+    const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey(keyPrefix, hash) }));
+    return Buffer.from(await response.Body!.transformToByteArray());
+  } catch (error) {
+    if ((error as { name?: string }).name === 'NoSuchKey' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+    throw error;
+  }
+}
+
+export async function objectExists(client: S3Client, bucket: string, hash: string, keyPrefix = ''): Promise<boolean> {
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey(keyPrefix, hash) }));
+    return true;
+  } catch (error) {
+    if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
+    throw error;
+  }
+}
+
+/** Polls until `check` holds, at most `timeoutMs`; fails with `what` otherwise. */
+export async function eventually(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

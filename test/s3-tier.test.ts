@@ -1,0 +1,314 @@
+/**
+ * The write-behind S3 tier against a real S3-compatible server on loopback (s3rver by default;
+ * Ceph radosgw with NX_S3_SIDECAR_TEST_S3=ceph), with a fault-injecting proxy in between where
+ * a test needs S3 slow, stalled or gone.
+ */
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
+import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { eventually, objectExists, readObject, s3Env, s3Flags, useS3Credentials } from './helpers/s3-tier.js';
+
+let server: S3TestServer;
+let s3: S3Client;
+const cleanups: (() => unknown)[] = [];
+let nextHash = 18000000000000000000n;
+const newHash = () => String(nextHash++);
+
+beforeAll(async () => {
+  server = await startS3Server();
+  s3 = s3ClientFor(server);
+  useS3Credentials(server);
+});
+afterAll(async () => {
+  s3?.destroy();
+  await server?.stop();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function daemon(flags: Parameters<typeof startTestDaemon>[0], options?: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
+  const d = await startTestDaemon(flags, options);
+  cleanups.push(() => d.dispose());
+  return d;
+}
+async function proxy(): Promise<FaultProxy> {
+  const p = await startFaultProxy({ host: '127.0.0.1', port: server.port });
+  cleanups.push(() => p.stop());
+  return p;
+}
+function tempDir(): string {
+  const temp = makeTempDir();
+  cleanups.push(temp.remove);
+  return temp.dir;
+}
+async function status(d: { url: string; token: string }) {
+  const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });
+  expect(response.status).toBe(200);
+  return (await response.json()) as {
+    mode: string;
+    modeSource: string;
+    remote: { state: string; reason?: string };
+    outbox: { entries: number; parked: number; lastError?: { message: string } };
+    uploads?: { uploaded: number; alreadyPresent: number };
+    readThrough?: { hits: number; timeouts: number };
+  };
+}
+
+describe('write-behind', () => {
+  it('acknowledges a PUT before its upload completes, then the object appears with identical bytes', async () => {
+    const bucket = await server.createBucket('ack');
+    const faults = await proxy();
+    faults.setMode({ kind: 'stall' });
+    await faults.settled();
+    const d = await daemon(s3Flags(faults.endpoint, bucket));
+    const hash = newHash();
+    const body = randomBytes(300_000);
+
+    expect((await putArtifact(d, hash, body)).status).toBe(200);
+    // S3 cannot have answered anything: every request to it stalls. The artifact waits in the outbox.
+    expect(await objectExists(s3, bucket, hash)).toBe(false);
+    expect((await status(d)).outbox.entries).toBe(1);
+    expect((await getArtifact(d, hash)).body.equals(body)).toBe(true); // served locally meanwhile
+
+    faults.setMode({ kind: 'pass' });
+    await d.uploader!.retryNow();
+    await eventually('the object is in the bucket', () => objectExists(s3, bucket, hash));
+    expect((await readObject(s3, bucket, hash))!.equals(body)).toBe(true);
+    await eventually('the outbox is empty', async () => (await status(d)).outbox.entries === 0);
+  });
+
+  it('answers every PUT while S3 is down for the whole write phase, and uploads all of them when it is back', async () => {
+    const bucket = await server.createBucket('outage');
+    const faults = await proxy();
+    faults.setMode({ kind: 'refuse' });
+    await faults.settled();
+    const d = await daemon(s3Flags(faults.endpoint, bucket));
+    const artifacts = Array.from({ length: 20 }, (_, i) => ({ hash: newHash(), body: randomBytes(1000 + i * 5000) }));
+    const statuses = await Promise.all(artifacts.map(({ hash, body }) => putArtifact(d, hash, body).then((r) => r.status)));
+    expect(statuses).toEqual(artifacts.map(() => 200));
+    await eventually('uploads failed at least once', () => d.uploader!.status().failedAttempts > 0);
+    expect((await status(d)).outbox.entries).toBe(20);
+
+    faults.setMode({ kind: 'pass' });
+    await faults.settled();
+    d.uploader!.retryNow();
+    await eventually('the outbox drains', async () => (await status(d)).outbox.entries === 0);
+    for (const { hash, body } of artifacts) {
+      expect((await readObject(s3, bucket, hash))?.equals(body), hash).toBe(true);
+    }
+  });
+
+  it('resumes pending uploads after the daemon is killed with SIGKILL', async () => {
+    const bucket = await server.createBucket('crash');
+    const faults = await proxy();
+    faults.setMode({ kind: 'refuse' });
+    await faults.settled();
+    const cacheDir = path.join(tempDir(), 'cache');
+    const args = ['--bucket', bucket, '--endpoint', faults.endpoint];
+    const first: DaemonProcess = await startDaemonProcess({ cacheDir, args, env: s3Env(server) });
+    cleanups.push(() => first.kill());
+    const artifacts = Array.from({ length: 8 }, () => ({ hash: newHash(), body: randomBytes(20_000) }));
+    for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
+    await first.kill();
+
+    faults.setMode({ kind: 'pass' });
+    await faults.settled();
+    const second = await startDaemonProcess({ cacheDir, args, env: s3Env(server), token: first.token });
+    cleanups.push(() => second.kill());
+    expect(second.logs()).toMatch(/pendingUploads=8/);
+    await eventually('every artifact is in the bucket', async () => {
+      for (const { hash } of artifacts) if (!(await objectExists(s3, bucket, hash))) return false;
+      return true;
+    });
+    for (const { hash, body } of artifacts) expect((await readObject(s3, bucket, hash))!.equals(body)).toBe(true);
+  });
+
+  it('skips the upload when the object is already in the bucket (first writer wins)', async () => {
+    const bucket = await server.createBucket('skip');
+    const hash = newHash();
+    const a = await daemon(s3Flags(server.endpoint, bucket));
+    const first = randomBytes(5000);
+    await putArtifact(a, hash, first);
+    await eventually('A uploaded', () => objectExists(s3, bucket, hash));
+    const b = await daemon(s3Flags(server.endpoint, bucket));
+    expect((await putArtifact(b, hash, randomBytes(5000))).status).toBe(200);
+    await eventually('B finished', async () => (await status(b)).outbox.entries === 0);
+    expect((await status(b)).uploads?.alreadyPresent).toBe(1);
+    expect((await readObject(s3, bucket, hash))!.equals(first)).toBe(true);
+  });
+
+  it('uploads a 100 MiB artifact as a multipart upload, and it comes back identical', async () => {
+    const bucket = await server.createBucket('multipart');
+    const a = await daemon(s3Flags(server.endpoint, bucket, { 'max-size': '1GiB' }));
+    const hash = newHash();
+    const body = randomBytes(100 * 1024 * 1024);
+    expect((await putArtifact(a, hash, body)).status).toBe(200);
+    await eventually('uploaded', async () => (await status(a)).outbox.entries === 0, 60_000);
+    expect(a.logLines.join('')).not.toMatch(/upload failed/);
+
+    const b = await daemon(s3Flags(server.endpoint, bucket, { 'max-size': '1GiB', 'read-timeout': '10s' }));
+    const got = await getArtifact(b, hash);
+    expect(got.status).toBe(200);
+    expect(got.body.equals(body)).toBe(true);
+  }, 120_000);
+});
+
+describe('read-through', () => {
+  it("serves machine A's artifacts on machine B, and keeps them locally", async () => {
+    const bucket = await server.createBucket('shared');
+    const a = await daemon(s3Flags(server.endpoint, bucket));
+    const artifacts = Array.from({ length: 5 }, () => ({ hash: newHash(), body: randomBytes(70_000) }));
+    for (const { hash, body } of artifacts) await putArtifact(a, hash, body);
+    await eventually('A uploaded everything', async () => (await status(a)).outbox.entries === 0);
+
+    const faults = await proxy();
+    const b = await daemon(s3Flags(faults.endpoint, bucket));
+    for (const { hash, body } of artifacts) {
+      const got = await getArtifact(b, hash);
+      expect(got.status).toBe(200);
+      expect(got.body.equals(body)).toBe(true);
+    }
+    expect((await status(b)).readThrough?.hits).toBe(5);
+    // Now local on B: served even with S3 gone, and B does not upload what it read.
+    faults.setMode({ kind: 'refuse' });
+    await faults.settled();
+    for (const { hash, body } of artifacts) expect((await getArtifact(b, hash)).body.equals(body)).toBe(true);
+    expect((await status(b)).outbox.entries).toBe(0);
+    expect((await getArtifact(b, newHash())).status).toBe(404);
+  });
+
+  it('answers a miss within the deadline when S3 never answers', async () => {
+    const bucket = await server.createBucket('stall');
+    const faults = await proxy();
+    faults.setMode({ kind: 'stall' });
+    await faults.settled();
+    const d = await daemon(s3Flags(faults.endpoint, bucket, { 'read-timeout': '800ms' }));
+    const startedMs = performance.now();
+    const got = await getArtifact(d, newHash());
+    const elapsedMs = performance.now() - startedMs;
+    expect(got.status).toBe(404);
+    expect(elapsedMs).toBeGreaterThanOrEqual(750);
+    expect(elapsedMs).toBeLessThan(800 + 1500);
+    expect((await status(d)).readThrough?.timeouts).toBe(1);
+  });
+
+  it('answers a miss, never an error, when S3 fails with 503, resets, or refuses', async () => {
+    const bucket = await server.createBucket('faults');
+    const faults = await proxy();
+    const d = await daemon(s3Flags(faults.endpoint, bucket));
+    for (const mode of [{ kind: 'status', status: 503 }, { kind: 'status', status: 500 }, { kind: 'reset' }, { kind: 'refuse' }] as const) {
+      faults.setMode(mode);
+      await faults.settled();
+      expect((await getArtifact(d, newHash())).status, JSON.stringify(mode)).toBe(404);
+    }
+  });
+
+  it('does not keep or serve an object whose bytes do not match its recorded checksum', async () => {
+    const bucket = await server.createBucket('corrupt');
+    const a = await daemon(s3Flags(server.endpoint, bucket));
+    const hash = newHash();
+    await putArtifact(a, hash, randomBytes(4000));
+    await eventually('uploaded', () => objectExists(s3, bucket, hash));
+    // Replace the body behind the daemon's back, keeping the original sha256 metadata.
+    const { PutObjectCommand, HeadObjectCommand } = await import('@aws-sdk/client-s3');
+    const { objectKey } = await import('../src/remote/index.js');
+    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash), Body: randomBytes(4000), Metadata: head.Metadata }));
+
+    const b = await daemon(s3Flags(server.endpoint, bucket));
+    expect((await getArtifact(b, hash)).status).toBe(404);
+    expect(b.store.usage().entries).toBe(0);
+  });
+});
+
+describe('modes', () => {
+  it('read-only: stores locally, never uploads, still reads through', async () => {
+    const bucket = await server.createBucket('ro');
+    const writer = await daemon(s3Flags(server.endpoint, bucket));
+    const shared = newHash();
+    const sharedBody = randomBytes(3000);
+    await putArtifact(writer, shared, sharedBody);
+    await eventually('uploaded', () => objectExists(s3, bucket, shared));
+
+    const d = await daemon(s3Flags(server.endpoint, bucket, { mode: 'read-only' }));
+    const local = newHash();
+    expect((await putArtifact(d, local, randomBytes(3000))).status).toBe(200);
+    expect((await getArtifact(d, shared)).body.equals(sharedBody)).toBe(true);
+    const report = await status(d);
+    expect(report.remote.state).toBe('read-only');
+    expect(report.outbox.entries).toBe(0);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await objectExists(s3, bucket, local)).toBe(false);
+  });
+
+  it('no-cache: the bucket is neither read nor written', async () => {
+    const bucket = await server.createBucket('nocache');
+    const writer = await daemon(s3Flags(server.endpoint, bucket));
+    const shared = newHash();
+    await putArtifact(writer, shared, randomBytes(3000));
+    await eventually('uploaded', () => objectExists(s3, bucket, shared));
+
+    const d = await daemon(s3Flags(server.endpoint, bucket, { mode: 'no-cache' }));
+    expect((await getArtifact(d, shared)).status).toBe(404);
+    const local = newHash();
+    expect((await putArtifact(d, local, randomBytes(100))).status).toBe(200);
+    const report = await status(d);
+    expect(report.remote).toMatchObject({ state: 'off', reason: expect.stringMatching(/mode no-cache/) });
+    expect(await objectExists(s3, bucket, local)).toBe(false);
+  });
+
+  it('takes ciMode when CI is set, localMode otherwise, and NX_POWERPACK_CACHE_MODE over both', async () => {
+    const bucket = await server.createBucket('modes');
+    const workspace = tempDir();
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(
+      path.join(workspace, 'nx.json'),
+      JSON.stringify({ s3: { bucket, endpoint: server.endpoint, region: server.region, localMode: 'read-write', ciMode: 'read-only' } }),
+    );
+    const local = await daemon({ workspace }, { env: {} });
+    expect(await status(local)).toMatchObject({ mode: 'read-write', remote: { state: 'read-write' } });
+    const ci = await daemon({ workspace }, { env: { CI: 'true' } });
+    expect(await status(ci)).toMatchObject({ mode: 'read-only', modeSource: expect.stringMatching(/s3\.ciMode \(CI is set\)/) });
+    const overridden = await daemon({ workspace }, { env: { CI: 'true', NX_POWERPACK_CACHE_MODE: 'no-cache' } });
+    expect(await status(overridden)).toMatchObject({ mode: 'no-cache', modeSource: 'NX_POWERPACK_CACHE_MODE', remote: { state: 'off' } });
+  });
+});
+
+describe('misconfiguration', () => {
+  it('says clearly that a missing bucket must be created, parks uploads once, and keeps serving', async () => {
+    const d = await daemon(s3Flags(server.endpoint, 'no-such-bucket-' + Date.now()));
+    await eventually('start-up check logged', () => d.logLines.some((l) => l.includes('is not usable')));
+    expect(d.logLines.join('')).toMatch(/NoSuchBucket.*create the bucket \(the daemon never creates it\)/);
+    const hashes = [newHash(), newHash(), newHash()];
+    for (const hash of hashes) expect((await putArtifact(d, hash, randomBytes(100))).status).toBe(200);
+    await eventually('all three parked', async () => (await status(d)).outbox.parked === 3);
+    const report = await status(d);
+    expect(report.outbox.lastError?.message).toMatch(/NoSuchBucket/);
+    // One warning for the failing uploads, not one per artifact.
+    expect(d.logLines.filter((l) => l.includes('are failing and parked'))).toHaveLength(1);
+    expect((await getArtifact(d, hashes[0]!)).status).toBe(200);
+    expect((await getArtifact(d, newHash())).status).toBe(404);
+  });
+
+  it('parks uploads with a clear message when the credentials are refused, and serves misses', async () => {
+    const bucket = await server.createBucket('creds');
+    const d = await startDaemonProcess({
+      args: ['--bucket', bucket, '--endpoint', server.endpoint],
+      env: { ...s3Env(server), AWS_ACCESS_KEY_ID: 'NOTAKEY0000000000000', AWS_SECRET_ACCESS_KEY: 'wrong-secret-wrong-secret-wrong-secret00' },
+    });
+    cleanups.push(() => d.kill());
+    expect((await putArtifact(d, newHash(), randomBytes(100))).status).toBe(200);
+    await eventually('parked', async () => (await status(d)).outbox.parked === 1);
+    expect((await status(d)).outbox.lastError?.message).toMatch(/InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied/);
+    expect(d.logs()).toMatch(/are failing and parked/);
+    expect(d.logs()).not.toContain('wrong-secret');
+    expect((await getArtifact(d, newHash())).status).toBe(404);
+  });
+});

@@ -1,0 +1,204 @@
+/**
+ * Proves the S3 test helpers work: s3rver as a child process (buckets, objects, multipart,
+ * pause/resume on the same port) and the fault proxy in each mode.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { startS3Server } from './helpers/s3-server.js';
+import type { S3TestServer } from './helpers/s3-server-types.js';
+import { s3ClientFor } from './helpers/s3rver.js';
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function getBytes(client: S3Client, Bucket: string, Key: string, abortSignal?: AbortSignal): Promise<Buffer> {
+  const out = await client.send(new GetObjectCommand({ Bucket, Key }), abortSignal ? { abortSignal } : {});
+  return Buffer.from(await out.Body!.transformToByteArray());
+}
+
+/** The error a promise rejects with (fails the test if it resolves). */
+async function failure(p: Promise<unknown>): Promise<Error & { code?: string; name: string; $metadata?: { httpStatusCode?: number } }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error & { code?: string; $metadata?: { httpStatusCode?: number } };
+  }
+  throw new Error('expected the request to fail, but it succeeded');
+}
+
+let server: S3TestServer;
+let client: S3Client;
+let bucket: string;
+const small = randomBytes(64 * 1024);
+
+beforeAll(async () => {
+  server = await startS3Server();
+  client = s3ClientFor(server);
+  bucket = await server.createBucket('helpers');
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'small', Body: small }));
+});
+afterAll(async () => {
+  client?.destroy();
+  await server?.stop();
+});
+
+describe('s3rver helper', () => {
+  it('starts on loopback with unique buckets and round-trips objects, including a 20 MiB multipart upload', async () => {
+    expect(server.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const other = await server.createBucket('helpers');
+    expect(other).not.toBe(bucket);
+    expect(other).toMatch(/^[a-z0-9][a-z0-9-]{2,62}$/);
+
+    expect(sha256(await getBytes(client, bucket, 'small'))).toBe(sha256(small));
+
+    const big = randomBytes(20 * 1024 * 1024);
+    const upload = new Upload({ client, params: { Bucket: other, Key: 'dir/big', Body: big }, partSize: 5 * 1024 * 1024, queueSize: 2 });
+    await upload.done();
+    const head = await client.send(new HeadObjectCommand({ Bucket: other, Key: 'dir/big' }));
+    expect(head.ContentLength).toBe(big.length);
+    expect(sha256(await getBytes(client, other, 'dir/big'))).toBe(sha256(big));
+
+    // Needs --openssl-legacy-provider in the child (else 500 on Node 20).
+    const list = await client.send(new ListObjectsV2Command({ Bucket: other, MaxKeys: 1 }));
+    expect(list.Contents?.map((o) => o.Key)).toEqual(['dir/big']);
+  });
+
+  it('pause refuses connections; resume serves the same data on the same port', async () => {
+    const once = s3ClientFor(server, { maxAttempts: 1 });
+    try {
+      await server.pause();
+      const err = await failure(getBytes(once, bucket, 'small'));
+      expect(err.code).toBe('ECONNREFUSED');
+      await server.resume();
+      expect(sha256(await getBytes(once, bucket, 'small'))).toBe(sha256(small));
+      expect(server.endpoint).toBe(`http://127.0.0.1:${server.port}`);
+    } finally {
+      once.destroy();
+      await server.resume();
+    }
+  });
+});
+
+describe('fault proxy', () => {
+  let proxy: FaultProxy | undefined;
+  let via: S3Client | undefined;
+  const through = async (initial?: Parameters<typeof startFaultProxy>[1]) => {
+    proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port }, initial);
+    via = s3ClientFor(server, { endpoint: proxy.endpoint, maxAttempts: 1 });
+    return { proxy, via };
+  };
+  afterEach(async () => {
+    via?.destroy();
+    await proxy?.stop();
+    proxy = via = undefined;
+  });
+
+  it('pass forwards GET, HEAD and a 6 MiB PUT (Expect: 100-continue) unchanged, counting requests', async () => {
+    const { proxy, via } = await through();
+    expect(proxy.endpoint).toBe(`http://127.0.0.1:${proxy.port}`);
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+    const body = randomBytes(6 * 1024 * 1024);
+    await via.send(new PutObjectCommand({ Bucket: bucket, Key: 'via-proxy', Body: body }));
+    expect(sha256(await getBytes(client, bucket, 'via-proxy'))).toBe(sha256(body)); // direct, not counted
+    expect((await via.send(new HeadObjectCommand({ Bucket: bucket, Key: 'via-proxy' }))).ContentLength).toBe(body.length);
+    expect(proxy.requestCount()).toBe(3);
+  });
+
+  it('delay adds at least the delay to each request', async () => {
+    const { proxy, via } = await through({ kind: 'pass' });
+    await getBytes(via, bucket, 'small'); // warm the client (credentials, connection)
+    proxy.setMode({ kind: 'delay', ms: 300 });
+    expect(proxy.mode()).toEqual({ kind: 'delay', ms: 300 });
+    for (let i = 0; i < 2; i++) {
+      const t0 = performance.now();
+      expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(295);
+    }
+  });
+
+  it('bandwidth paces bodies', async () => {
+    const { via } = await through({ kind: 'bandwidth', bytesPerSecond: 256 * 1024 });
+    const t0 = performance.now();
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small)); // 64 KiB at 256 KiB/s
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(200);
+  });
+
+  it('stall never answers: an aborted request fails within its bound; switching modes kills stalled requests', async () => {
+    const { proxy, via } = await through({ kind: 'stall' });
+    const t0 = performance.now();
+    const err = await failure(getBytes(via, bucket, 'small', AbortSignal.timeout(400)));
+    const elapsed = performance.now() - t0;
+    expect(err.name).toMatch(/Abort|Timeout/);
+    expect(elapsed).toBeGreaterThanOrEqual(390);
+    expect(elapsed).toBeLessThan(5_000);
+
+    const stalled = failure(getBytes(via, bucket, 'small'));
+    await waitFor(() => proxy.requestCount() === 2);
+    proxy.setMode({ kind: 'pass' });
+    await proxy.settled();
+    expect((await stalled).code).toMatch(/ECONNRESET|EPIPE|socket hang up/i);
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+  });
+
+  it('reset destroys the connection, also an open keep-alive one', async () => {
+    const { proxy, via } = await through();
+    await getBytes(via, bucket, 'small'); // leaves a keep-alive connection in the pool
+    proxy.setMode({ kind: 'reset' });
+    await proxy.settled();
+    const err = await failure(getBytes(via, bucket, 'small'));
+    expect(err.code).toBe('ECONNRESET');
+    expect(proxy.requestCount()).toBe(2);
+  });
+
+  it('status answers S3-style 503 SlowDown and 500 InternalError', async () => {
+    const { proxy, via } = await through({ kind: 'status', status: 503 });
+    const slow = await failure(getBytes(via, bucket, 'small'));
+    expect(slow.$metadata?.httpStatusCode).toBe(503);
+    expect(slow.name).toBe('SlowDown');
+    // With a body, and with Expect: 100-continue (≥ 2 MiB): answered without the body being sent.
+    for (const size of [1024, 3 * 1024 * 1024]) {
+      const put = await failure(via.send(new PutObjectCommand({ Bucket: bucket, Key: 'never', Body: randomBytes(size) })));
+      expect(put.$metadata?.httpStatusCode).toBe(503);
+    }
+    proxy.setMode({ kind: 'status', status: 500 });
+    const internal = await failure(getBytes(via, bucket, 'small'));
+    expect(internal.$metadata?.httpStatusCode).toBe(500);
+    expect(internal.name).toBe('InternalError');
+    const head = await failure(via.send(new HeadObjectCommand({ Bucket: bucket, Key: 'small' })));
+    expect(head.$metadata?.httpStatusCode).toBe(500);
+    await expect(client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'never' }))).rejects.toMatchObject({ $metadata: { httpStatusCode: 404 } });
+  });
+
+  it('refuse closes the port; leaving it listens on the same port again', async () => {
+    const { proxy, via } = await through();
+    await getBytes(via, bucket, 'small');
+    proxy.setMode({ kind: 'refuse' });
+    await proxy.settled();
+    expect((await failure(getBytes(via, bucket, 'small'))).code).toBe('ECONNREFUSED');
+    proxy.setMode({ kind: 'pass' });
+    await proxy.settled();
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+    expect(proxy.requestCount()).toBe(2);
+  });
+
+  it('a paused upstream looks like a network failure through the proxy', async () => {
+    const { via } = await through();
+    await server.pause();
+    try {
+      expect((await failure(getBytes(via, bucket, 'small'))).code).toMatch(/ECONNRESET|socket hang up/i);
+    } finally {
+      await server.resume();
+    }
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+  });
+});
+
+async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
