@@ -1,0 +1,175 @@
+/**
+ * Configuration: nx.json's "s3" block read as @nx/s3-cache reads it, the precedence of the
+ * sources, and errors that name the setting, where it came from, and the fix.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { resolveDaemonConfig, parseSize, parseDuration, isCi, ConfigError, type ConfigInput } from '../src/config/index.js';
+import { classifyS3Error } from '../src/remote/index.js';
+import { retryDelayMs, defaultBackoff } from '../src/upload/index.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => cleanups.splice(0).forEach((c) => c()));
+
+function workspace(nxJson: unknown | string, configFile?: unknown): { dir: string; configFile: string } {
+  const temp = makeTempDir();
+  cleanups.push(temp.remove);
+  fs.writeFileSync(path.join(temp.dir, 'nx.json'), typeof nxJson === 'string' ? nxJson : JSON.stringify(nxJson));
+  const configPath = path.join(temp.dir, 'sidecar.json');
+  if (configFile !== undefined) fs.writeFileSync(configPath, JSON.stringify(configFile));
+  return { dir: temp.dir, configFile: configPath };
+}
+
+function resolve(env: NodeJS.ProcessEnv, flags: ConfigInput) {
+  // HOME-independent: never read the user's own default config file.
+  return resolveDaemonConfig({ XDG_CONFIG_HOME: '/nonexistent', ...env }, flags);
+}
+
+describe('sizes and durations', () => {
+  it.each([
+    ['20GiB', 20 * 1024 ** 3],
+    ['500MiB', 500 * 1024 ** 2],
+    ['1.5 GB', 1.5e9],
+    ['1073741824', 1073741824],
+    ['64k', 65536],
+  ])('parses %s', (text, bytes) => expect(parseSize(text)).toBe(bytes));
+  it.each(['lots', '-1GiB', '10XB', ''])('rejects %j', (text) => expect(parseSize(text)).toBeUndefined());
+  it('parses durations with a unit, and bare numbers in the given unit', () => {
+    expect(parseDuration('500ms')).toBe(500);
+    expect(parseDuration('3s')).toBe(3000);
+    expect(parseDuration('2m')).toBe(120_000);
+    expect(parseDuration('30')).toBe(30_000);
+    expect(parseDuration('30', 'ms')).toBe(30);
+    expect(parseDuration('soon')).toBeUndefined();
+  });
+});
+
+describe("nx.json's s3 block", () => {
+  it('reads the keys @nx/s3-cache uses', () => {
+    const ws = workspace({
+      s3: { bucket: 'team-cache', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000', forcePathStyle: false, accessKeyId: 'AKIA', secretAccessKey: 'secret', ssoProfile: 'dev', localMode: 'read-only', ciMode: 'no-cache' },
+    });
+    const config = resolve({}, { workspace: ws.dir });
+    expect(config.s3).toMatchObject({
+      bucket: 'team-cache',
+      region: 'eu-west-1',
+      endpoint: 'http://127.0.0.1:9000',
+      forcePathStyle: false,
+      credentials: { accessKeyId: 'AKIA', secretAccessKey: 'secret', ssoProfile: 'dev' },
+      checksums: 'when-required',
+    });
+    expect(config.mode).toBe('read-only');
+    expect(resolve({ CI: 'true' }, { workspace: ws.dir }).mode).toBe('no-cache');
+    expect(config.nxJsonFile).toBe(path.join(ws.dir, 'nx.json'));
+  });
+
+  it('tolerates comments and trailing commas, as Nx does', () => {
+    const ws = workspace('{\n  // the team cache\n  "s3": { "bucket": "team-cache", /* eu */ "region": "eu-west-1", },\n}');
+    expect(resolve({}, { workspace: ws.dir }).s3?.bucket).toBe('team-cache');
+  });
+
+  it('runs local-only when there is no nx.json or no bucket', () => {
+    const temp = makeTempDir();
+    cleanups.push(temp.remove);
+    expect(resolve({}, { workspace: temp.dir }).s3).toBeUndefined();
+    expect(resolve({}, { workspace: workspace({ s3: { region: 'eu-west-1' } }).dir }).s3).toBeUndefined();
+  });
+
+  it.each([
+    [{ s3: { forcePathStyle: 'yes' } }, /nx\.json: s3\.forcePathStyle: must be true or false/],
+    [{ s3: { ciMode: 'sometimes' } }, /s3\.ciMode: "sometimes" is not one of read-write, read-only, no-cache/],
+    [{ s3: { bucket: 7 } }, /s3\.bucket: must be a non-empty string/],
+    [{ s3: 'my-bucket' }, /s3: must be an object/],
+    [{ s3: { bucket: 'b-1', accessKeyId: 'AKIA' } }, /accessKeyId and secretAccessKey go together/],
+    [{ s3: { bucket: 'No Spaces!' } }, /nx\.json: s3\.bucket: "No Spaces!" is not a valid bucket name/],
+    [{ s3: { bucket: 'b-1', endpoint: 'localhost:9000' } }, /s3\.endpoint: "localhost:9000" is not an http:\/\/ or https:\/\/ URL/],
+  ])('refuses %j with a message naming the key', (nxJson, message) => {
+    const ws = workspace(nxJson);
+    expect(() => resolve({}, { workspace: ws.dir })).toThrow(message);
+  });
+
+  it('says where invalid JSON is', () => {
+    const ws = workspace('{ "s3": ');
+    expect(() => resolve({}, { workspace: ws.dir })).toThrow(/nx\.json: is not valid JSON/);
+  });
+});
+
+describe('precedence: nx.json < config file < environment < flags', () => {
+  it('lets each later source override the bucket and says which one a bad value came from', () => {
+    const ws = workspace({ s3: { bucket: 'from-nx-json' } }, { bucket: 'from-config-file', 'upload-concurrency': 8 });
+    const base = { workspace: ws.dir };
+    expect(resolve({}, base).s3?.bucket).toBe('from-nx-json');
+    expect(resolve({}, { ...base, config: ws.configFile }).s3).toMatchObject({ bucket: 'from-config-file', uploadConcurrency: 8 });
+    expect(resolve({ NX_S3_SIDECAR_BUCKET: 'from-env' }, { ...base, config: ws.configFile }).s3?.bucket).toBe('from-env');
+    expect(resolve({ NX_S3_SIDECAR_BUCKET: 'from-env' }, { ...base, config: ws.configFile, bucket: 'from-flag' }).s3?.bucket).toBe('from-flag');
+    expect(() => resolve({ NX_S3_SIDECAR_UPLOAD_CONCURRENCY: '0' }, base)).toThrow(/NX_S3_SIDECAR_UPLOAD_CONCURRENCY: "0" must be a whole number from 1 to 64/);
+  });
+
+  it('takes the mode from --mode, then NX_POWERPACK_CACHE_MODE, then the config file, then nx.json', () => {
+    const ws = workspace({ s3: { bucket: 'b-1', localMode: 'read-only' } }, { mode: 'no-cache' });
+    expect(resolve({}, { workspace: ws.dir })).toMatchObject({ mode: 'read-only', modeSource: expect.stringMatching(/s3\.localMode$/) });
+    expect(resolve({}, { workspace: ws.dir, config: ws.configFile })).toMatchObject({ mode: 'no-cache' });
+    expect(resolve({ NX_POWERPACK_CACHE_MODE: 'read-write' }, { workspace: ws.dir, config: ws.configFile })).toMatchObject({
+      mode: 'read-write',
+      modeSource: 'NX_POWERPACK_CACHE_MODE',
+    });
+    expect(resolve({ NX_POWERPACK_CACHE_MODE: 'read-write' }, { workspace: ws.dir, mode: 'read-only' })).toMatchObject({ mode: 'read-only', modeSource: '--mode' });
+    expect(() => resolve({ NX_POWERPACK_CACHE_MODE: 'off' }, { workspace: ws.dir })).toThrow(/NX_POWERPACK_CACHE_MODE: "off" is not one of/);
+  });
+
+  it('refuses an unknown key in the config file, and a named config file that does not exist', () => {
+    const ws = workspace({}, { 'max-szie': '1GiB' });
+    expect(() => resolve({}, { workspace: ws.dir, config: ws.configFile })).toThrow(/sidecar\.json: max-szie: unknown setting/);
+    expect(() => resolve({}, { workspace: ws.dir, config: path.join(ws.dir, 'missing.json') })).toThrow(ConfigError);
+  });
+
+  it('defaults checksums to when-required for custom endpoints and when-supported for AWS', () => {
+    const ws = workspace({ s3: { bucket: 'b-1' } });
+    expect(resolve({}, { workspace: ws.dir }).s3?.checksums).toBe('when-supported');
+    expect(resolve({}, { workspace: ws.dir, endpoint: 'http://127.0.0.1:1' }).s3).toMatchObject({ checksums: 'when-required', forcePathStyle: true });
+    expect(resolve({}, { workspace: ws.dir, endpoint: 'http://127.0.0.1:1', checksums: 'when-supported' }).s3?.checksums).toBe('when-supported');
+  });
+
+  it('notices an encryption key from nx.json or NX_S3_ENCRYPTION_KEY', () => {
+    expect(resolve({}, { workspace: workspace({ s3: { bucket: 'b-1', encryptionKey: 'k' } }).dir }).encryptionKeySet).toBe(true);
+    expect(resolve({ NX_S3_ENCRYPTION_KEY: 'k' }, { workspace: workspace({ s3: { bucket: 'b-1' } }).dir }).encryptionKeySet).toBe(true);
+  });
+
+  it('normalises the key prefix and refuses path tricks', () => {
+    const ws = workspace({ s3: { bucket: 'b-1' } });
+    expect(resolve({}, { workspace: ws.dir, prefix: 'team-a' }).s3?.keyPrefix).toBe('team-a/');
+    expect(resolve({}, { workspace: ws.dir, prefix: '/team-a/' }).s3?.keyPrefix).toBe('team-a/');
+    expect(() => resolve({}, { workspace: ws.dir, prefix: 'a/../b' })).toThrow(/--prefix: "a\/..\/b" is not a usable key prefix/);
+  });
+
+  it('detects CI from the CI variable', () => {
+    expect(isCi({ CI: 'true' })).toBe(true);
+    expect(isCi({ CI: '1' })).toBe(true);
+    expect(isCi({ CI: 'false' })).toBe(false);
+    expect(isCi({})).toBe(false);
+  });
+});
+
+describe('S3 failures and retries', () => {
+  it('sorts errors into not-found, permanent (with a hint) and transient', () => {
+    expect(classifyS3Error({ name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } }).kind).toBe('not-found');
+    expect(classifyS3Error({ name: 'NotFound', $metadata: { httpStatusCode: 404 } }).kind).toBe('not-found');
+    const noBucket = classifyS3Error({ name: 'NoSuchBucket', message: 'The specified bucket does not exist', $metadata: { httpStatusCode: 404 } });
+    expect(noBucket).toMatchObject({ kind: 'permanent', message: expect.stringMatching(/create the bucket/) });
+    expect(classifyS3Error({ name: 'Forbidden', $metadata: { httpStatusCode: 403 } })).toMatchObject({ kind: 'permanent', code: 'AccessDenied' });
+    expect(classifyS3Error({ name: 'SlowDown', $metadata: { httpStatusCode: 503 } }).kind).toBe('transient');
+    expect(classifyS3Error(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })).kind).toBe('transient');
+  });
+
+  it('backs off exponentially with jitter, capped', () => {
+    const low = () => 0;
+    const high = () => 1;
+    expect(retryDelayMs(1, defaultBackoff, low)).toBe(500);
+    expect(retryDelayMs(1, defaultBackoff, high)).toBe(1000);
+    expect(retryDelayMs(4, defaultBackoff, high)).toBe(8000);
+    expect(retryDelayMs(40, defaultBackoff, high)).toBe(defaultBackoff.maxMs);
+    expect(retryDelayMs(40, defaultBackoff, low)).toBe(defaultBackoff.maxMs / 2);
+  });
+});
