@@ -42,8 +42,10 @@ export class Uploader {
   private readonly backoff: BackoffPolicy;
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0 };
   private lastError: UploaderStatus['lastError'];
-  // Permanent errors are logged once per distinct message, not once per artifact.
+  // Permanent errors are logged once per distinct message, not once per artifact; transient
+  // ones once per outage (the first failure after a success), then at debug level.
   private readonly reportedPermanent = new Set<string>();
+  private failing = false;
 
   constructor(private readonly options: UploaderOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency });
@@ -127,6 +129,10 @@ export class Uploader {
     try {
       const outcome = await remote.upload(hash, artifact, this.abort.signal);
       store.completeUpload(hash);
+      if (this.failing) {
+        this.failing = false;
+        logger.info('uploads to S3 work again');
+      }
       if (outcome === 'already-present') this.counters.alreadyPresent++;
       else {
         this.counters.uploaded++;
@@ -157,7 +163,11 @@ export class Uploader {
     } else {
       const delayMs = retryDelayMs(attempts, this.backoff);
       store.deferUpload(hash, attempts, Date.now() + delayMs, 'pending', message);
-      logger.info('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });
+      if (!this.failing) {
+        this.failing = true;
+        logger.warn('uploads to S3 are failing; retrying with backoff, builds go on from the local cache', { error: message });
+      }
+      logger.debug('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });
     }
   }
 }
