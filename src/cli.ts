@@ -1,32 +1,28 @@
 #!/usr/bin/env node
 /**
- * Command-line entry: `start` runs the daemon in the foreground (as services run it);
- * `env` prints the two lines that point a shell's nx at it.
+ * Command-line entry: parses flags into one configuration and hands it to a command
+ * (src/commands/). Commands report failures as CliError; this file prints them.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import {
-  ConfigError,
-  configKeys,
-  envVarFor,
-  formatSize,
-  readTokenFile,
-  resolveDaemonConfig,
-  type ConfigInput,
-  type DaemonConfig,
-} from './config/index.js';
-import { cacheDirLayout } from './store/index.js';
-import { startDaemon, urlHost } from './daemon.js';
-import { createLogger } from './log.js';
-import { formatStatus } from './status-text.js';
-import type { StatusReport } from './status.js';
+import { ConfigError, configKeys, envVarFor, resolveDaemonConfig, type ConfigInput, type DaemonConfig } from './config/index.js';
+import { CliError } from './commands/cli-error.js';
+import { runStart } from './commands/start.js';
+import { runEnv } from './commands/env.js';
+import { runStatus } from './commands/status.js';
+import { runFlush } from './commands/flush.js';
+import { runExec } from './commands/exec.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
 Usage:
   nx-s3-sidecar start [options]   run the daemon in the foreground
   nx-s3-sidecar env [options]     print the export lines that point nx at the daemon
-                                  (eval "$(nx-s3-sidecar env)")
+                                  (eval "$(nx-s3-sidecar env)"); nothing when it is not answering
+  nx-s3-sidecar exec [--flush] [--timeout SECONDS] [options] -- COMMAND [ARGS…]
+                                  run COMMAND with nx pointed at a healthy daemon (started in the
+                                  background if none answers); --flush waits for the uploads after it;
+                                  exits with COMMAND's exit code
   nx-s3-sidecar status [--json]   what the daemon is doing: mode, local usage, outbox, errors
   nx-s3-sidecar flush [--timeout SECONDS]
                                   wait until every stored artifact is uploaded (CI, end of job);
@@ -66,29 +62,38 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
 
 const options = Object.fromEntries(configKeys.map((key) => [key, { type: 'string' }])) as NonNullable<ParseArgsConfig['options']>;
 
-function fail(message: string, exitCode = 2): never {
-  process.stderr.write(`nx-s3-sidecar: ${message}\n`);
-  process.exit(exitCode);
-}
-
 interface CommandLine {
   command: string;
+  flags: ConfigInput;
   config: DaemonConfig;
   json: boolean;
+  flush: boolean;
   timeoutSeconds: number;
+  /** What follows "--" (exec's command). */
+  rest: string[];
 }
 
 function parseCommandLine(argv: string[]): CommandLine {
+  const separator = argv.indexOf('--');
+  const rest = separator >= 0 ? argv.slice(separator + 1) : [];
+  const own = separator >= 0 ? argv.slice(0, separator) : argv;
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
-      options: { ...options, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, json: { type: 'boolean' }, timeout: { type: 'string' } },
+      args: own,
+      options: {
+        ...options,
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+        json: { type: 'boolean' },
+        flush: { type: 'boolean' },
+        timeout: { type: 'string' },
+      },
       allowPositionals: true,
       strict: true,
     });
   } catch (error) {
-    fail(`${(error as Error).message}\n\n${usage}`);
+    throw new CliError(`${(error as Error).message}\n\n${usage}`, 2);
   }
   if (parsed.values.help) {
     process.stdout.write(usage);
@@ -100,8 +105,9 @@ function parseCommandLine(argv: string[]): CommandLine {
     process.exit(0);
   }
   const [command, ...extra] = parsed.positionals;
-  if (!command) fail(`no command given\n\n${usage}`);
-  if (extra.length > 0) fail(`unexpected argument "${extra[0]}"\n\n${usage}`);
+  if (!command) throw new CliError(`no command given\n\n${usage}`, 2);
+  if (extra.length > 0) throw new CliError(`unexpected argument "${extra[0]}"${command === 'exec' ? ' (put the command after "--")' : ''}\n\n${usage}`, 2);
+  if (rest.length > 0 && command !== 'exec') throw new CliError(`"--" is only for exec\n\n${usage}`, 2);
   const flags: ConfigInput = {};
   for (const key of configKeys) {
     const value = (parsed.values as Record<string, unknown>)[key];
@@ -109,119 +115,46 @@ function parseCommandLine(argv: string[]): CommandLine {
   }
   const timeoutText = parsed.values.timeout ?? '600';
   const timeoutSeconds = /^\d+$/.test(timeoutText) ? Number(timeoutText) : NaN;
-  if (!(timeoutSeconds >= 1)) fail(`invalid setting --timeout: "${timeoutText}" must be a whole number of seconds, at least 1`);
+  if (!(timeoutSeconds >= 1)) throw new CliError(`invalid setting --timeout: "${timeoutText}" must be a whole number of seconds, at least 1`, 2);
   try {
-    return { command, config: resolveDaemonConfig(process.env, flags), json: parsed.values.json ?? false, timeoutSeconds };
+    return {
+      command,
+      flags,
+      config: resolveDaemonConfig(process.env, flags),
+      json: parsed.values.json ?? false,
+      flush: parsed.values.flush ?? false,
+      timeoutSeconds,
+      rest,
+    };
   } catch (error) {
-    if (error instanceof ConfigError) fail(`invalid setting ${error.message}`);
+    if (error instanceof ConfigError) throw new CliError(`invalid setting ${error.message}`, 2);
     throw error;
   }
 }
 
-async function runStart(config: DaemonConfig): Promise<void> {
-  const logger = createLogger(config.logLevel);
-  let daemon;
-  try {
-    daemon = await startDaemon(config, logger);
-  } catch (error) {
-    fail(`cannot start: ${(error as Error).message}`, 1);
-  }
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (++signals > 1) {
-      logger.warn(`second ${signal}: exiting without waiting for in-flight requests`);
-      process.exit(1);
-    }
-    logger.info(`received ${signal}`);
-    daemon.stop().then(
-      () => process.exit(0),
-      (error) => {
-        logger.error('error while stopping', { error });
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-}
-
-/** Where the daemon of this configuration listens, and the token to talk to it. */
-function daemonAddress(config: DaemonConfig): { url: string; token: string } {
-  let token = config.token;
-  try {
-    token ??= readTokenFile(cacheDirLayout(config.cacheDir).tokenFile);
-  } catch (error) {
-    fail((error as Error).message, 1);
-  }
-  if (token === undefined) {
-    fail(`no token yet in ${config.cacheDir}: start the daemon once (nx-s3-sidecar start), or pass --token`, 1);
-  }
-  return { url: `http://${urlHost(config.host)}:${config.port}`, token };
-}
-
-function runEnv(config: DaemonConfig): void {
-  const { url, token } = daemonAddress(config);
-  process.stdout.write(`export NX_SELF_HOSTED_REMOTE_CACHE_SERVER=${url}\nexport NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=${token}\n`);
-}
-
-async function callDaemon(config: DaemonConfig, method: 'GET' | 'POST', path: string): Promise<StatusReport> {
-  const { url, token } = daemonAddress(config);
-  let response: Response;
-  try {
-    response = await fetch(url + path, { method, headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
-  } catch (error) {
-    fail(`no daemon answers at ${url} (${(error as Error).cause ?? (error as Error).message}): start it with "nx-s3-sidecar start", or pass the --port/--cache-dir it uses`, 1);
-  }
-  if (response.status === 401) fail(`the daemon at ${url} refused the token from ${config.cacheDir}: pass --token or the --cache-dir it uses`, 1);
-  if (!response.ok) fail(`the daemon at ${url} answered ${response.status}: ${await response.text()}`, 1);
-  return (await response.json()) as StatusReport;
-}
-
-async function runStatus(config: DaemonConfig, json: boolean): Promise<void> {
-  const report = await callDaemon(config, 'GET', '/status');
-  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
-}
-
-async function runFlush(config: DaemonConfig, timeoutSeconds: number): Promise<void> {
-  const deadlineMs = Date.now() + timeoutSeconds * 1000;
-  let report = await callDaemon(config, 'POST', '/flush');
-  if (report.remote.state !== 'read-write') {
-    process.stdout.write(`nothing to upload: the S3 tier is ${report.remote.state}${report.remote.reason ? ` (${report.remote.reason})` : ''}\n`);
-    return;
-  }
-  let lastLine = '';
-  for (;;) {
-    const inFlight = report.uploads?.inFlight ?? 0;
-    if (report.outbox.entries === 0 && inFlight === 0) {
-      process.stdout.write('outbox empty: every artifact is in S3\n');
+async function main(argv: string[]): Promise<void> {
+  const line = parseCommandLine(argv);
+  switch (line.command) {
+    case 'start':
+      return runStart(line.config);
+    case 'env':
+      return runEnv(line.config);
+    case 'status':
+      return runStatus(line.config, line.json);
+    case 'flush':
+      return runFlush(line.config, line.timeoutSeconds);
+    case 'exec':
+      process.exitCode = await runExec(line.config, line.flags, line.rest, { flush: line.flush, timeoutSeconds: line.timeoutSeconds });
       return;
-    }
-    const line = `waiting for ${report.outbox.entries} upload(s), ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
-    if (line !== lastLine) process.stdout.write(line + '\n');
-    lastLine = line;
-    if (Date.now() > deadlineMs) {
-      const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
-      fail(`timed out after ${timeoutSeconds} s with ${report.outbox.entries} upload(s) (${formatSize(report.outbox.bytes)}) still pending${why}`, 1);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    report = await callDaemon(config, 'GET', '/status');
+    default:
+      throw new CliError(`unknown command "${line.command}"\n\n${usage}`, 2);
   }
 }
 
-const { command, config, json, timeoutSeconds } = parseCommandLine(process.argv.slice(2));
-switch (command) {
-  case 'start':
-    await runStart(config);
-    break;
-  case 'env':
-    runEnv(config);
-    break;
-  case 'status':
-    await runStatus(config, json);
-    break;
-  case 'flush':
-    await runFlush(config, timeoutSeconds);
-    break;
-  default:
-    fail(`unknown command "${command}"\n\n${usage}`);
+try {
+  await main(process.argv.slice(2));
+} catch (error) {
+  if (!(error instanceof CliError || error instanceof ConfigError)) throw error;
+  process.stderr.write(`nx-s3-sidecar: ${error.message}\n`);
+  process.exit(error instanceof CliError ? error.exitCode : 1);
 }

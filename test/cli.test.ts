@@ -106,6 +106,12 @@ describe('the generated token and nx-s3-sidecar env', () => {
 
     // A restart reuses the same token, so shells that exported it keep working.
     await daemon.stop();
+    // While it is down, env exports nothing: nx pointed at a dead address fails every build.
+    const down = await runCli(['env', '--cache-dir', cacheDir, '--port', String(daemon.port)]);
+    expect(down.code).toBe(1);
+    expect(down.stdout).toBe('');
+    expect(down.stderr).toMatch(/no nx-s3-sidecar answers at http:\/\/127\.0\.0\.1:\d+, so nothing is exported/);
+
     const again = await daemonProcess({ cacheDir, token: null });
     expect(again.token).toBe(daemon.token);
     expect((await getArtifact(again, '123')).body.equals(body)).toBe(true);

@@ -4,6 +4,7 @@
  *   index.sqlite      the index (WAL mode)
  *   token             the generated access token (0600)
  *   daemon.lock       pid of the daemon that owns the directory
+ *   daemon.log        output of a daemon that `exec` started in the background
  *   blobs/<xy>/<hash> artifact bytes; <xy> is the hash's last two characters, which spread
  *                     Nx's decimal hashes evenly (their leading digits do not)
  *   tmp/              bodies being received; anything here at start-up is a leftover

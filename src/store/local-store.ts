@@ -293,7 +293,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   } catch (error) {
     throw new LocalStoreOpenError(`cannot use the cache directory ${layout.root}: ${describeFsError(error)}; fix its permissions or choose another with --cache-dir`);
   }
-  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'blobs', 'tmp']);
+  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.log', 'blobs', 'tmp']);
   const entries = readdirSync(layout.root);
   if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
     throw new LocalStoreOpenError(

@@ -130,6 +130,9 @@ async function bootCluster(): Promise<Cluster> {
     MICRO_RGW_PORT: String(rgwPort),
     MICRO_RGW_MON_PORT: String(monPort),
     MICRO_RGW_STORE: process.env.MICRO_RGW_STORE ?? 'memstore',
+    // Each wait inside the script gives up (printing the daemon's log) well before vitest's 60 s
+    // hook timeout would hide that log.
+    MICRO_RGW_TIMEOUT_S: '25',
   };
   const watchdog = startWatchdog(env, dir);
   try {

@@ -1,0 +1,23 @@
+/**
+ * `nx-s3-sidecar env`: the two lines that point nx at the daemon — only when it answers. Nx
+ * fails every build when its cache server is not listening, so with the daemon down this
+ * prints nothing to export and says why on stderr.
+ */
+import type { DaemonConfig } from '../config/index.js';
+import { CliError } from './cli-error.js';
+import { DaemonClient } from './daemon-client.js';
+
+export function exportLines(url: string, token: string): string {
+  return `export NX_SELF_HOSTED_REMOTE_CACHE_SERVER=${url}\nexport NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=${token}\n`;
+}
+
+export async function runEnv(config: DaemonConfig): Promise<void> {
+  const client = DaemonClient.for(config);
+  const token = client.requireToken();
+  if (!(await client.isHealthy())) {
+    throw new CliError(
+      `no nx-s3-sidecar answers at ${client.url}, so nothing is exported (nx would fail every build): start it with "nx-s3-sidecar start" or install the service`,
+    );
+  }
+  process.stdout.write(exportLines(client.url, token));
+}

@@ -1,0 +1,102 @@
+/**
+ * `nx-s3-sidecar exec [--flush] -- <command…>`: for CI and scripts. Makes sure a healthy daemon
+ * serves this cache dir (starting one in the background when none answers, and waiting for
+ * /healthz), runs the command with nx pointed at it, optionally waits for the uploads, and exits
+ * with the command's exit code. The daemon it started keeps running for the next command
+ * (its log is <cache-dir>/daemon.log); stop it like any daemon (SIGTERM).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { configKeys, type ConfigInput, type DaemonConfig } from '../config/index.js';
+import { cacheDirLayout } from '../store/index.js';
+import { CliError } from './cli-error.js';
+import { DaemonClient } from './daemon-client.js';
+import { waitForUploads } from './flush.js';
+
+const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+const START_TIMEOUT_MS = 30_000;
+
+export interface ExecOptions {
+  flush: boolean;
+  timeoutSeconds: number;
+}
+
+export async function runExec(config: DaemonConfig, flags: ConfigInput, command: string[], options: ExecOptions): Promise<number> {
+  if (command.length === 0) throw new CliError('exec needs a command after "--", e.g. nx-s3-sidecar exec --flush -- npx nx run-many -t build', 2);
+  if (config.port === 0) throw new CliError('exec needs a fixed --port (0 picks a different one each start)', 2);
+  let client = DaemonClient.for(config);
+  if (!(await client.isHealthy())) {
+    await startInBackground(config, flags);
+    client = DaemonClient.for(config); // the token may have been generated just now
+  }
+  await client.status(); // proves the daemon there is ours: it accepts this cache dir's token
+
+  const exitCode = await runCommand(command, {
+    ...process.env,
+    NX_SELF_HOSTED_REMOTE_CACHE_SERVER: client.url,
+    NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN: client.requireToken(),
+  });
+  if (options.flush) {
+    try {
+      await waitForUploads(client, options.timeoutSeconds, (line) => process.stderr.write(`nx-s3-sidecar: ${line}\n`));
+    } catch (error) {
+      // The command's result stands; artifacts still pending stay in the outbox for later.
+      process.stderr.write(`nx-s3-sidecar: warning: ${(error as Error).message}\n`);
+    }
+  }
+  return exitCode;
+}
+
+async function startInBackground(config: DaemonConfig, flags: ConfigInput): Promise<void> {
+  const layout = cacheDirLayout(config.cacheDir);
+  fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
+  const logFile = path.join(config.cacheDir, 'daemon.log');
+  const log = fs.openSync(logFile, 'a', 0o600);
+  const args = [cliPath, 'start'];
+  for (const key of configKeys) if (flags[key] !== undefined) args.push(`--${key}`, flags[key]!);
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  let exitCode: number | null = null;
+  child.once('exit', (code) => (exitCode = code ?? 1));
+  child.unref();
+
+  const client = new DaemonClient(`http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`, undefined, layout.root);
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!(await client.isHealthy(500))) {
+    if (exitCode !== null || Date.now() > deadline) {
+      const tail = readTail(logFile);
+      throw new CliError(
+        exitCode !== null
+          ? `the daemon exited (code ${exitCode}) before it answered; its log ${logFile} ends with:\n${tail}`
+          : `the daemon did not answer within ${START_TIMEOUT_MS / 1000} s; see ${logFile}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  process.stderr.write(`nx-s3-sidecar: started a daemon in the background (pid ${child.pid}, log ${logFile})\n`);
+}
+
+function readTail(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-5).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function runCommand(command: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.once('error', (error) => reject(new CliError(`cannot run ${command[0]}: ${error.message}`, 127)));
+    child.once('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      resolve(code ?? (signal ? 128 + (signal === 'SIGINT' ? 2 : signal === 'SIGTERM' ? 15 : 9) : 1));
+    });
+  });
+}

@@ -1,0 +1,37 @@
+/**
+ * `nx-s3-sidecar flush`: waits until every stored artifact is in S3 — what a CI job runs before
+ * its runner goes away. Parked and backed-off uploads are retried at once.
+ */
+import { formatSize, type DaemonConfig } from '../config/index.js';
+import { CliError } from './cli-error.js';
+import { DaemonClient } from './daemon-client.js';
+
+/** Resolves when the outbox is empty; throws CliError on timeout with what is left and why. */
+export async function waitForUploads(client: DaemonClient, timeoutSeconds: number, out: (line: string) => void): Promise<void> {
+  const deadlineMs = Date.now() + timeoutSeconds * 1000;
+  let report = await client.flush();
+  if (report.remote.state !== 'read-write') {
+    out(`nothing to upload: the S3 tier is ${report.remote.state}${report.remote.reason ? ` (${report.remote.reason})` : ''}`);
+    return;
+  }
+  let lastLine = '';
+  for (;;) {
+    if (report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0) {
+      out('outbox empty: every artifact is in S3');
+      return;
+    }
+    const line = `waiting for ${report.outbox.entries} upload(s), ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
+    if (line !== lastLine) out(line);
+    lastLine = line;
+    if (Date.now() > deadlineMs) {
+      const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
+      throw new CliError(`timed out after ${timeoutSeconds} s with ${report.outbox.entries} upload(s) (${formatSize(report.outbox.bytes)}) still pending${why}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    report = await client.status();
+  }
+}
+
+export async function runFlush(config: DaemonConfig, timeoutSeconds: number): Promise<void> {
+  await waitForUploads(DaemonClient.for(config), timeoutSeconds, (line) => process.stdout.write(line + '\n'));
+}

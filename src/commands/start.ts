@@ -1,0 +1,32 @@
+/** `nx-s3-sidecar start`: the daemon in the foreground, stopped gracefully by SIGINT/SIGTERM. */
+import type { DaemonConfig } from '../config/index.js';
+import { startDaemon } from '../daemon.js';
+import { createLogger } from '../log.js';
+import { CliError } from './cli-error.js';
+
+export async function runStart(config: DaemonConfig): Promise<void> {
+  const logger = createLogger(config.logLevel);
+  let daemon;
+  try {
+    daemon = await startDaemon(config, logger);
+  } catch (error) {
+    throw new CliError(`cannot start: ${(error as Error).message}`);
+  }
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      logger.warn(`second ${signal}: exiting without waiting for in-flight requests`);
+      process.exit(1);
+    }
+    logger.info(`received ${signal}`);
+    daemon.stop().then(
+      () => process.exit(0),
+      (error) => {
+        logger.error('error while stopping', { error });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
