@@ -100,7 +100,7 @@ export async function stopSharedCeph(): Promise<void> {
   if (!cluster) return;
   if (current === cluster) current = undefined;
   cluster.admin.destroy();
-  await run(cephScript, ['stop'], cluster.env, RGW_TIMEOUT_MS).catch(() => {});
+  await run('bash', [cephScript, 'stop'], cluster.env, RGW_TIMEOUT_MS).catch(() => {});
   fs.rmSync(cluster.dir, { recursive: true, force: true });
   endWatchdog(cluster.watchdog);
 }
@@ -109,7 +109,7 @@ export async function stopSharedCeph(): Promise<void> {
 process.once('exit', () => {
   const cluster = current;
   if (!cluster) return;
-  spawnSync(cephScript, ['stop'], { env: cluster.env, stdio: 'ignore', timeout: RGW_TIMEOUT_MS });
+  spawnSync('bash', [cephScript, 'stop'], { env: cluster.env, stdio: 'ignore', timeout: RGW_TIMEOUT_MS });
   fs.rmSync(cluster.dir, { recursive: true, force: true });
   endWatchdog(cluster.watchdog);
 });
@@ -136,7 +136,7 @@ async function bootCluster(): Promise<Cluster> {
   };
   const watchdog = startWatchdog(env, dir);
   try {
-    await run(cephScript, ['start'], env, START_TIMEOUT_MS);
+    await run('bash', [cephScript, 'start'], env, START_TIMEOUT_MS);
     const settings = parseEnvFile(fs.readFileSync(path.join(dir, 'env'), 'utf8'));
     const endpoint = settings.endpoint!;
     const cluster: Cluster = {
@@ -156,7 +156,7 @@ async function bootCluster(): Promise<Cluster> {
     current = cluster;
     return cluster;
   } catch (err) {
-    await run(cephScript, ['stop'], env, RGW_TIMEOUT_MS).catch(() => {});
+    await run('bash', [cephScript, 'stop'], env, RGW_TIMEOUT_MS).catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
     endWatchdog(watchdog);
     throw err;
@@ -168,7 +168,7 @@ function setRgw(cluster: Cluster, serving: boolean): Promise<void> {
   const next = cluster.queue.then(async () => {
     if (current !== cluster) throw new Error('the shared Ceph cluster was stopped');
     if (serving === !cluster.paused) return;
-    await run(cephScript, [serving ? 'start-rgw' : 'stop-rgw'], cluster.env, RGW_TIMEOUT_MS);
+    await run('bash', [cephScript, serving ? 'start-rgw' : 'stop-rgw'], cluster.env, RGW_TIMEOUT_MS);
     cluster.paused = !serving;
   });
   cluster.queue = next.catch(() => {});
@@ -181,7 +181,7 @@ function setRgw(cluster: Cluster, serving: boolean): Promise<void> {
  * ourselves we kill the watchdog first.
  */
 function startWatchdog(env: NodeJS.ProcessEnv, dir: string): ChildProcess {
-  const watchdog = spawn('bash', ['-c', 'cat >/dev/null; "$0" stop >/dev/null 2>&1; rm -rf -- "$MICRO_RGW_DIR"', cephScript], {
+  const watchdog = spawn('bash', ['-c', 'cat >/dev/null; bash "$0" stop >/dev/null 2>&1; rm -rf -- "$MICRO_RGW_DIR"', cephScript], {
     env: { ...env, MICRO_RGW_DIR: dir },
     detached: true,
     stdio: ['pipe', 'ignore', 'ignore'],
@@ -204,7 +204,7 @@ function endWatchdog(watchdog: ChildProcess): void {
 function run(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${path.basename(command)} ${args.join(' ')} failed (${error.code ?? error.signal}):\n${stderr}${stdout}`));
+      if (error) reject(new Error(`${[command, ...args].map((arg) => path.basename(arg)).join(' ')} failed (${error.code ?? error.signal}):\n${stderr}${stdout}`));
       else resolve(stdout);
     });
   });

@@ -64,6 +64,11 @@ export interface CreateNxWorkspaceOptions {
 }
 
 export interface RunNxOptions {
+  /**
+   * Arguments put before nx's own script on node's command line, to run nx through a wrapper:
+   * e.g. [cli.js, 'exec', '--', process.execPath] runs `node cli.js exec -- node nx.js run-many …`.
+   */
+  launcher?: string[];
   /** NX_SELF_HOSTED_REMOTE_CACHE_SERVER; omit to run without a remote cache. */
   server?: string;
   /** NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN; omit to send no Authorization header. */
@@ -297,7 +302,7 @@ export function runNx(ws: NxWorkspace, opts: RunNxOptions = {}): Promise<NxRunRe
   Object.assign(env, opts.env ?? {});
 
   const nxBin = path.join(ws.root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js');
-  const args = [nxBin, 'run-many', '-t', opts.target ?? 'build', '--outputStyle=static', ...(opts.args ?? [])];
+  const args = [...(opts.launcher ?? []), nxBin, 'run-many', '-t', opts.target ?? 'build', '--outputStyle=static', ...(opts.args ?? [])];
   const timeoutMs = opts.timeoutMs ?? 45_000;
   const started = Date.now();
 

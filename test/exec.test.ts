@@ -1,0 +1,85 @@
+/**
+ * `exec` for CI: it starts a daemon when none answers, runs the real nx with the cache pointed
+ * at it, waits for every upload with --flush, and exits with the command's exit code.
+ */
+import path from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cliPath, freePort, killDaemonOf, runCli } from './helpers/daemon-process.js';
+import { createNxWorkspace, describeRun, killRunningNx, removeWorkspace, runNx } from './helpers/nx-workspace.js';
+import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { s3Env } from './helpers/s3-tier.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+
+let server: S3TestServer;
+const cleanups: (() => unknown)[] = [];
+beforeAll(async () => {
+  server = await startS3Server();
+});
+afterAll(() => server?.stop());
+afterEach(async () => {
+  killRunningNx();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function tempCacheDir(): string {
+  const temp = makeTempDir();
+  const cacheDir = path.join(temp.dir, 'cache');
+  cleanups.push(temp.remove);
+  cleanups.push(() => killDaemonOf(cacheDir));
+  return cacheDir;
+}
+
+describe('nx-s3-sidecar exec', () => {
+  it('starts a daemon, runs nx through it, and returns only when every artifact is in the bucket', async () => {
+    const bucket = await server.createBucket('exec');
+    const cacheDir = tempCacheDir();
+    const port = await freePort();
+    const ws = await createNxWorkspace();
+    cleanups.push(() => removeWorkspace(ws));
+    const sidecarArgs = ['--port', String(port), '--cache-dir', cacheDir, '--bucket', bucket, '--endpoint', server.endpoint];
+
+    const run = await runNx(ws, {
+      launcher: [cliPath, 'exec', '--flush', '--timeout', '60', ...sidecarArgs, '--', process.execPath],
+      env: s3Env(server),
+      timeoutMs: 60_000,
+    });
+    expect(run.exitCode, describeRun(run)).toBe(0);
+    expect([...run.executed].sort()).toEqual([...ws.taskIds].sort());
+    expect(run.stderr).toMatch(/started a daemon in the background \(pid \d+, log .*daemon\.log\)/);
+    expect(run.stderr).toMatch(/outbox empty: every artifact is in S3/);
+
+    const s3 = s3ClientFor(server);
+    cleanups.push(() => s3.destroy());
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'nx-s3-sidecar/v1/' }));
+    expect(listed.KeyCount).toBe(ws.taskIds.length);
+
+    // The daemon keeps running for the next command, and exec passes the command's exit code through.
+    const again = await runCli(['exec', ...sidecarArgs, '--', process.execPath, '-e', 'process.exit(3)'], s3Env(server), 30_000);
+    expect(again.code).toBe(3);
+    expect(again.stderr).not.toMatch(/started a daemon/);
+  }, 90_000);
+
+  it('reports a daemon that cannot start, with the end of its log', async () => {
+    const cacheDir = tempCacheDir();
+    const result = await runCli(['exec', '--port', String(await freePort()), '--cache-dir', cacheDir, '--max-size', '1MiB', '--max-artifact-size', '2MiB', '--', 'true']);
+    expect(result.code).toBe(2); // the configuration is checked before anything starts
+    expect(result.stderr).toMatch(/--max-artifact-size/);
+
+    // Something else holds the port: it is not a healthy daemon, and a new one cannot listen there.
+    const net = await import('node:net');
+    const squatter = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => squatter.close(r)));
+    const port = (squatter.address() as import('node:net').AddressInfo).port;
+    const busy = await runCli(['exec', '--port', String(port), '--cache-dir', cacheDir, '--', 'true'], {}, 40_000);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toMatch(/the daemon exited \(code 1\) before it answered; its log .* ends with:\n[\s\S]*is already in use/);
+  }, 60_000);
+
+  it('needs a command after "--"', async () => {
+    const result = await runCli(['exec', '--cache-dir', tempCacheDir()]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/exec needs a command after "--"/);
+  });
+});
