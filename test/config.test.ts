@@ -158,7 +158,12 @@ describe('S3 failures and retries', () => {
     expect(classifyS3Error({ name: 'NotFound', $metadata: { httpStatusCode: 404 } }).kind).toBe('not-found');
     const noBucket = classifyS3Error({ name: 'NoSuchBucket', message: 'The specified bucket does not exist', $metadata: { httpStatusCode: 404 } });
     expect(noBucket).toMatchObject({ kind: 'permanent', message: expect.stringMatching(/create the bucket/) });
-    expect(classifyS3Error({ name: 'Forbidden', $metadata: { httpStatusCode: 403 } })).toMatchObject({ kind: 'permanent', code: 'AccessDenied' });
+    expect(classifyS3Error({ name: 'Forbidden', $metadata: { httpStatusCode: 403 } })).toMatchObject({
+      kind: 'permanent',
+      code: 'Forbidden',
+      message: expect.stringMatching(/the secret key may be wrong .* or the credentials may not use this bucket/),
+    });
+    expect(classifyS3Error({ name: 'AccessDenied', message: 'UnknownError', $metadata: { httpStatusCode: 403 } }).message).toMatch(/^AccessDenied \(HTTP 403\) — the credentials may not use/);
     expect(classifyS3Error({ name: 'SlowDown', $metadata: { httpStatusCode: 503 } }).kind).toBe('transient');
     expect(classifyS3Error(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })).kind).toBe('transient');
   });

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { startS3Server, s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
@@ -315,9 +315,24 @@ describe('misconfiguration', () => {
     cleanups.push(() => d.kill());
     expect((await putArtifact(d, newHash(), randomBytes(100))).status).toBe(200);
     await eventually('parked', async () => (await status(d)).outbox.parked === 1);
-    expect((await status(d)).outbox.lastError?.message).toMatch(/InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied/);
+    expect((await status(d)).outbox.lastError?.message).toMatch(/InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden/);
     expect(d.logs()).toMatch(/are failing and parked/);
     expect(d.logs()).not.toContain('wrong-secret');
     expect((await getArtifact(d, newHash())).status).toBe(404);
+  });
+
+  // Only Ceph verifies signatures: s3rver accepts any secret for a known access key.
+  it.runIf(testS3Kind() === 'ceph')('parks uploads with SignatureDoesNotMatch when the secret is wrong', async () => {
+    const bucket = await server.createBucket('secret');
+    const d = await startDaemonProcess({
+      args: ['--bucket', bucket, '--endpoint', server.endpoint],
+      env: { ...s3Env(server), AWS_SECRET_ACCESS_KEY: 'not-the-secret-not-the-secret-not-the-se' },
+    });
+    cleanups.push(() => d.kill());
+    expect((await putArtifact(d, newHash(), randomBytes(100))).status).toBe(200);
+    await eventually('parked', async () => (await status(d)).outbox.parked === 1);
+    // The uploader's first request is a HEAD, whose 403 carries no error code: the hint names both causes.
+    expect((await status(d)).outbox.lastError?.message).toMatch(/SignatureDoesNotMatch.*the secret key is wrong|Forbidden .*the secret key may be wrong/);
+    expect(d.logs()).not.toContain('not-the-secret');
   });
 });

@@ -55,7 +55,8 @@ async function startInBackground(config: DaemonConfig, flags: ConfigInput): Prom
   const logFile = path.join(config.cacheDir, 'daemon.log');
   const log = fs.openSync(logFile, 'a', 0o600);
   const args = [cliPath, 'start'];
-  for (const key of configKeys) if (flags[key] !== undefined) args.push(`--${key}`, flags[key]!);
+  // --key=value: a value starting with '-' must not read as a flag.
+  for (const key of configKeys) if (flags[key] !== undefined) args.push(`--${key}=${flags[key]}`);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   let exitCode: number | null = null;

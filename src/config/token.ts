@@ -9,8 +9,9 @@ import { isUsableToken } from './daemon-config.js';
 
 export type TokenSource = 'flag-or-environment' | 'token-file' | 'generated';
 
+/** 'nxs_' + 256 random bits: recognisable to secret scanners, and never starting with '-'. */
 export function generateToken(): string {
-  return randomBytes(32).toString('base64url');
+  return 'nxs_' + randomBytes(32).toString('base64url');
 }
 
 /** Reads the token file, or undefined when there is none yet. */

@@ -25,6 +25,7 @@ const permanentCodes = new Set([
   'ExpiredToken',
   'CredentialsProviderError',
   'InvalidObjectState',
+  'Forbidden',
 ]);
 
 const hints: Record<string, string> = {
@@ -34,6 +35,9 @@ const hints: Record<string, string> = {
   SignatureDoesNotMatch: 'the secret key is wrong: check AWS_SECRET_ACCESS_KEY, the profile, or s3.secretAccessKey in nx.json',
   PermanentRedirect: 'the bucket lives in another region: set s3.region in nx.json or --region',
   CredentialsProviderError: 'no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, s3.ssoProfile, or s3.accessKeyId/secretAccessKey in nx.json',
+  Forbidden:
+    'the store refused the request without saying why (a HEAD has no error body): the secret key may be wrong ' +
+    '(AWS_SECRET_ACCESS_KEY, the profile, or s3.secretAccessKey in nx.json), or the credentials may not use this bucket (IAM policy)',
   ExpiredToken: 'the session credentials expired: refresh them (aws sso login) — the daemon picks new ones up without a restart',
 };
 
@@ -44,10 +48,13 @@ export function classifyS3Error(error: unknown): S3Failure {
   if (code === 'NotFound' || code === 'NoSuchKey' || (status === 404 && code !== 'NoSuchBucket')) {
     return { kind: 'not-found', code: 'NoSuchKey', message: 'no such object' };
   }
-  // HEAD answers carry no body, so a 403 arrives as a bare "Forbidden".
-  if (status === 403 && (code === 'Forbidden' || code === 'Unknown' || code === '403')) code = 'AccessDenied';
+  // HEAD answers carry no body, so a 403 arrives without a code: it may be a wrong secret as
+  // well as a policy that denies access. Some stores (Ceph) also send error bodies without a message.
+  const bodiless = ['Forbidden', 'Unknown', 'UnknownError', '403'].includes(code);
+  if (status === 403 && bodiless) code = 'Forbidden';
   if (status === 301) code = 'PermanentRedirect';
-  const message = `${code}${e?.message && e.message !== code ? `: ${e.message}` : ''}${status ? ` (HTTP ${status})` : ''}`;
+  const detail = e?.message && e.message !== code && e.message !== 'UnknownError' ? `: ${e.message}` : '';
+  const message = `${code}${detail}${status ? ` (HTTP ${status})` : ''}`;
   if (permanentCodes.has(code)) {
     const hint = hints[code];
     return { kind: 'permanent', code, message: hint ? `${message} — ${hint}` : message };

@@ -76,8 +76,9 @@ export async function killDaemonOf(cacheDir: string): Promise<void> {
   }
 }
 
+/** A fresh token; starts with a letter so it never looks like a flag on a command line. */
 export function testToken(): string {
-  return randomBytes(24).toString('base64url');
+  return 't' + randomBytes(24).toString('base64url');
 }
 
 /** Runs the CLI to completion (for commands that exit) and returns its output. */
