@@ -1,10 +1,12 @@
 /**
  * Wires the parts together and owns their lifetimes: the local store opens (and recovers)
- * before the socket listens; the S3 tier (uploader, read-through) starts according to the
- * mode; on stop the socket drains, the uploader stops (pending rows stay in the outbox for
- * the next start), then the store closes.
+ * before the socket listens; the S3 tier (uploader, read-through) runs according to the mode;
+ * a change to nx.json or the config file is applied without a restart where it can be (mode,
+ * S3 settings, size budget, upload concurrency, timeouts); on stop the socket drains, the
+ * uploader stops (pending rows stay in the outbox for the next start), then the store closes.
  */
-import { isLoopbackHost, formatSize, loadOrCreateToken, type DaemonConfig, type TokenSource } from './config/index.js';
+import { isLoopbackHost, formatSize, loadOrCreateToken, ConfigError, type DaemonConfig, type TokenSource } from './config/index.js';
+import { watchConfigFiles, type ConfigWatcher } from './config/watch.js';
 import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
 import { createS3Client, RemoteStore, S3OperationError, type ConfiguredS3Client } from './remote/index.js';
@@ -19,20 +21,32 @@ export interface RunningDaemon {
   token: string;
   tokenSource: TokenSource;
   store: LocalStore;
-  uploader?: Uploader;
+  /** The uploader in force right now (replaced when the S3 settings change). */
+  uploader(): Uploader | undefined;
   status(): StatusReport;
+  /** Re-reads the configuration and applies what can change without a restart. */
+  reload(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish (up to graceMs), closes the index. */
   stop(graceMs?: number): Promise<void>;
 }
 
+export interface StartOptions {
+  /** Resolves the configuration again from the same sources (for hot reload); none: no reload. */
+  resolveConfig?: () => DaemonConfig;
+  /** Watch the configuration files and reload on change (default: when resolveConfig is given). */
+  watch?: boolean;
+}
+
+/** The S3 side as currently configured: what it does, and the parts that do it. */
 interface RemoteTier {
   state: StatusReport['remote'];
   s3?: ConfiguredS3Client;
-  remote?: RemoteStore;
+  uploader?: Uploader;
+  readThrough?: ReadThrough;
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
-function planRemoteTier(config: DaemonConfig): RemoteTier {
+function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger): RemoteTier {
   if (!config.s3) return { state: { state: 'off', reason: 'no bucket configured (nx.json s3.bucket or --bucket)' } };
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   if (config.encryptionKeySet) {
@@ -45,35 +59,47 @@ function planRemoteTier(config: DaemonConfig): RemoteTier {
     };
   }
   const s3 = createS3Client(config.s3);
+  const remote = new RemoteStore(s3.client, { bucket: config.s3.bucket, keyPrefix: config.s3.keyPrefix });
+  const readWrite = config.mode === 'read-write';
   return {
     s3,
-    remote: new RemoteStore(s3.client, { bucket: config.s3.bucket, keyPrefix: config.s3.keyPrefix }),
-    state: {
-      state: config.mode === 'read-only' ? 'read-only' : 'read-write',
-      bucket: config.s3.bucket,
-      endpoint: config.s3.endpoint,
-      keyPrefix: config.s3.keyPrefix,
-    },
+    uploader: readWrite ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger }) : undefined,
+    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes),
+    state: { state: readWrite ? 'read-write' : 'read-only', bucket: config.s3.bucket, endpoint: config.s3.endpoint, keyPrefix: config.s3.keyPrefix },
   };
 }
 
-export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
+function startRemoteTier(tier: RemoteTier, logger: Logger): void {
+  if (tier.state.state === 'off') {
+    logger.info(`S3 tier off: ${tier.state.reason}`);
+    return;
+  }
+  if (tier.s3?.proxy) logger.info('S3 requests go through a proxy', { proxy: tier.s3.proxy });
+  tier.uploader?.start();
+  void checkBucketInBackground(tier, logger);
+}
+
+async function stopRemoteTier(tier: RemoteTier): Promise<void> {
+  await tier.uploader?.stop();
+  tier.s3?.client.destroy();
+}
+
+export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, options: StartOptions = {}): Promise<RunningDaemon> {
   const startedMs = Date.now();
-  const tier = planRemoteTier(config);
-  const uploads = tier.remote !== undefined && tier.state.state === 'read-write';
+  let config = initialConfig;
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
     verifyReads: config.verifyReads,
     logger,
-    uploadsEnabled: uploads,
+    uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write' && !config.encryptionKeySet,
   });
   let stopping = false;
-  let uploader: Uploader | undefined;
+  let tier: RemoteTier = { state: { state: 'off' } };
+  let watcher: ConfigWatcher | undefined;
   try {
+    tier = buildRemoteTier(config, store, logger);
     const { token, source: tokenSource } = loadOrCreateToken(store.layout.tokenFile, config.token);
-    uploader = uploads ? new Uploader({ store, remote: tier.remote!, concurrency: config.s3!.uploadConcurrency, logger }) : undefined;
-    const readThrough = tier.remote ? new ReadThrough(store, tier.remote, config.s3!.readTimeoutMs, logger) : undefined;
     const status = () =>
       buildStatusReport({
         startedMs,
@@ -82,23 +108,23 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
         remote: tier.state,
         credentialsResolvedBy: tier.s3?.credentials.resolvedBy,
         store,
-        uploader,
-        readThrough,
+        uploader: tier.uploader,
+        readThrough: tier.readThrough,
       });
     const app = createHttpApp({
       store,
       logger,
       tokens: { readWrite: token, readOnly: config.readOnlyToken },
-      maxArtifactBytes: config.maxArtifactBytes,
-      readThrough,
-      uploader,
+      maxArtifactBytes: () => config.maxArtifactBytes,
+      readThrough: () => tier.readThrough,
+      uploader: () => tier.uploader,
       statusReport: status,
+      idleTimeoutMs: config.idleTimeoutMs,
       isStopping: () => stopping,
     });
     const server = await startHttpServer(app, { host: config.host, port: config.port, idleTimeoutMs: config.idleTimeoutMs });
     const url = `http://${urlHost(config.host)}:${server.port}`;
     const usage = store.usage();
-    const pending = store.outboxSummary();
     logger.info('nx-s3-sidecar is serving the Nx remote cache', {
       url,
       cacheDir: config.cacheDir,
@@ -108,19 +134,60 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       mode: tier.state.state === 'off' ? 'local-only' : tier.state.state,
       bucket: tier.state.bucket,
       endpoint: tier.state.endpoint,
-      pendingUploads: uploads ? pending.entries : undefined,
+      pendingUploads: tier.uploader ? store.outboxSummary().entries : undefined,
       token: tokenSource,
       recoveryMs: store.recovery.durationMs,
     });
-    if (tier.state.state === 'off' && tier.state.reason) {
-      (config.encryptionKeySet ? logger.warn : logger.info)(`S3 tier off: ${tier.state.reason}`);
-    }
-    if (tier.s3?.proxy) logger.info('S3 requests go through a proxy', { proxy: tier.s3.proxy });
     if (!isLoopbackHost(config.host)) {
       logger.warn(`listening on ${config.host}, not loopback: anyone who can reach this port and knows the token can read and write the cache`);
     }
-    uploader?.start();
-    if (tier.remote) void checkBucketInBackground(tier.remote, tier.s3!, logger);
+    startRemoteTier(tier, logger);
+
+    // Serialised: a burst of edits applies in order, never two rebuilds at once.
+    let reloading: Promise<void> = Promise.resolve();
+    const reload = () => {
+      reloading = reloading.then(async () => {
+        if (stopping || !options.resolveConfig) return;
+        let next: DaemonConfig;
+        try {
+          next = options.resolveConfig();
+        } catch (error) {
+          const message = error instanceof ConfigError ? error.message : (error as Error).message;
+          logger.error('configuration change rejected; the previous configuration stays in force', { error: message });
+          return;
+        }
+        const previous = config;
+        config = next;
+        const needRestart = (['host', 'port', 'cacheDir', 'token', 'readOnlyToken', 'idleTimeoutMs', 'verifyReads'] as const).filter(
+          (key) => JSON.stringify(previous[key]) !== JSON.stringify(next[key]),
+        );
+        if (needRestart.length > 0) logger.warn(`changed settings that take effect only after a restart: ${needRestart.join(', ')}`);
+        if (next.maxSizeBytes !== previous.maxSizeBytes) store.setBudget(next.maxSizeBytes);
+        const remoteChanged =
+          previous.mode !== next.mode || previous.encryptionKeySet !== next.encryptionKeySet || JSON.stringify({ ...previous.s3, uploadConcurrency: 0 }) !== JSON.stringify({ ...next.s3, uploadConcurrency: 0 });
+        if (remoteChanged) {
+          const old = tier;
+          tier = buildRemoteTier(next, store, logger);
+          await stopRemoteTier(old);
+          startRemoteTier(tier, logger);
+        } else if (next.s3 && previous.s3 && next.s3.uploadConcurrency !== previous.s3.uploadConcurrency) {
+          tier.uploader?.setConcurrency(next.s3.uploadConcurrency);
+        }
+        logger.info('configuration reloaded', {
+          mode: tier.state.state === 'off' ? 'local-only' : tier.state.state,
+          bucket: tier.state.bucket,
+          budget: formatSize(next.maxSizeBytes),
+          uploadConcurrency: next.s3?.uploadConcurrency,
+        });
+      });
+      return reloading;
+    };
+    if (options.resolveConfig && (options.watch ?? true)) {
+      watcher = watchConfigFiles(config.sourceFiles, (file) => {
+        logger.info('configuration file changed', { file });
+        void reload();
+      });
+    }
 
     return {
       url,
@@ -128,36 +195,40 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       token,
       tokenSource,
       store,
-      uploader,
+      uploader: () => tier.uploader,
       status,
+      reload,
       stop: async (graceMs = 10_000) => {
         if (stopping) return;
         stopping = true;
         logger.info('stopping: finishing in-flight requests');
+        await watcher?.close();
         await server.close(graceMs);
-        await uploader?.stop();
-        tier.s3?.client.destroy();
+        await reloading;
+        await stopRemoteTier(tier);
         const left = store.outboxSummary().entries;
         await store.close();
-        logger.info('stopped', { pendingUploads: uploads ? left : undefined });
+        logger.info('stopped', { pendingUploads: left > 0 ? left : undefined });
       },
     };
   } catch (error) {
-    await uploader?.stop();
-    tier.s3?.client.destroy();
+    await watcher?.close();
+    await stopRemoteTier(tier);
     await store.close();
     throw error;
   }
 }
 
-/** Says at start-up, once, whether the bucket is reachable; never blocks serving. */
-async function checkBucketInBackground(remote: RemoteStore, s3: ConfiguredS3Client, logger: Logger): Promise<void> {
+/** Says, once, whether the bucket is reachable; never blocks serving. */
+async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promise<void> {
+  const bucket = tier.state.bucket!;
   try {
-    await remote.checkBucket(AbortSignal.timeout(10_000));
-    logger.info('S3 bucket reachable', { bucket: remote.bucket, credentials: s3.credentials.resolvedBy() });
+    await new RemoteStore(tier.s3!.client, { bucket, keyPrefix: '' }).checkBucket(AbortSignal.timeout(10_000));
+    logger.info('S3 bucket reachable', { bucket, credentials: tier.s3!.credentials.resolvedBy() });
   } catch (error) {
+    if ((error as Error).name === 'AbortError' && tier.s3 === undefined) return;
     const message = error instanceof S3OperationError ? error.message : (error as Error).message;
-    logger.warn(`S3 bucket "${remote.bucket}" is not usable; serving from the local tier, uploads wait in the outbox`, { error: message });
+    logger.warn(`S3 bucket "${bucket}" is not usable; serving from the local tier, uploads wait in the outbox`, { error: message });
   }
 }
 

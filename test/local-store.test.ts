@@ -163,14 +163,24 @@ describe('start-up recovery', () => {
     expect(fs.readdirSync(temp.dir)).toEqual(['my-notes.txt']);
   });
 
-  it('refuses a second store on the same directory while the first is open, and takes over a stale lock', async () => {
+  it('refuses a second store on the same directory while the first is open, naming its pid', async () => {
     const cacheDir = tempCacheDir();
     const { store } = await openStore(cacheDir);
-    await expect(openStore(cacheDir)).rejects.toThrow(CacheDirBusyError);
+    await expect(openStore(cacheDir)).rejects.toThrow(`another nx-s3-sidecar (pid ${process.pid}) is using this cache directory`);
     await store.close();
-    // A lock left by a process that no longer exists is stale.
-    fs.writeFileSync(path.join(cacheDir, 'daemon.lock'), '999999999\n');
     const { store: second } = await openStore(cacheDir);
     expect(second.usage().entries).toBe(0);
+  });
+
+  it('is not blocked by the pid file of a dead daemon, even when that pid now belongs to another process', async () => {
+    const cacheDir = tempCacheDir();
+    const { store } = await openStore(cacheDir);
+    await store.close();
+    // What a SIGKILLed daemon leaves: its pid file, naming a pid that is alive (pid 1 always is).
+    fs.writeFileSync(path.join(cacheDir, 'daemon.pid'), '1\n');
+    const { store: again } = await openStore(cacheDir);
+    expect(fs.readFileSync(path.join(cacheDir, 'daemon.pid'), 'utf8').trim()).toBe(String(process.pid));
+    await expect(openStore(cacheDir)).rejects.toThrow(CacheDirBusyError);
+    await again.close();
   });
 });

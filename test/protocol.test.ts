@@ -220,6 +220,13 @@ describe('authentication', () => {
     }
   });
 
+  it('lets a read-only token see /status but not trigger /flush', async () => {
+    expect((await fetch(`${daemon.url}/status`, { headers: authHeaders(readOnlyToken) })).status).toBe(200);
+    expect((await fetch(`${daemon.url}/flush`, { method: 'POST', headers: authHeaders(readOnlyToken) })).status).toBe(403);
+    expect((await fetch(`${daemon.url}/flush`, { method: 'POST', headers: authHeaders(daemon.token) })).status).toBe(200);
+    expect((await fetch(`${daemon.url}/status`)).status).toBe(401);
+  });
+
   it('serves /healthz without a token and never logs the token', async () => {
     const response = await fetch(`${daemon.url}/healthz`);
     expect(response.status).toBe(200);

@@ -78,7 +78,7 @@ describe('write-behind', () => {
     expect((await getArtifact(d, hash)).body.equals(body)).toBe(true); // served locally meanwhile
 
     faults.setMode({ kind: 'pass' });
-    await d.uploader!.retryNow();
+    await d.uploader()!.retryNow();
     await eventually('the object is in the bucket', () => objectExists(s3, bucket, hash));
     expect((await readObject(s3, bucket, hash))!.equals(body)).toBe(true);
     await eventually('the outbox is empty', async () => (await status(d)).outbox.entries === 0);
@@ -93,12 +93,12 @@ describe('write-behind', () => {
     const artifacts = Array.from({ length: 20 }, (_, i) => ({ hash: newHash(), body: randomBytes(1000 + i * 5000) }));
     const statuses = await Promise.all(artifacts.map(({ hash, body }) => putArtifact(d, hash, body).then((r) => r.status)));
     expect(statuses).toEqual(artifacts.map(() => 200));
-    await eventually('uploads failed at least once', () => d.uploader!.status().failedAttempts > 0);
+    await eventually('uploads failed at least once', () => d.uploader()!.status().failedAttempts > 0);
     expect((await status(d)).outbox.entries).toBe(20);
 
     faults.setMode({ kind: 'pass' });
     await faults.settled();
-    d.uploader!.retryNow();
+    d.uploader()!.retryNow();
     await eventually('the outbox drains', async () => (await status(d)).outbox.entries === 0);
     for (const { hash, body } of artifacts) {
       expect((await readObject(s3, bucket, hash))?.equals(body), hash).toBe(true);
@@ -234,6 +234,30 @@ describe('read-through', () => {
     const b = await daemon(s3Flags(server.endpoint, bucket));
     expect((await getArtifact(b, hash)).status).toBe(404);
     expect(b.store.usage().entries).toBe(0);
+    expect(b.logLines.join('')).toMatch(/an object in S3 is not usable; answering a miss for it.*checksum mismatch/);
+    // One bad object is not S3 being down: the next miss still asks S3, and a good object is served.
+    const good = newHash();
+    const goodBody = randomBytes(4000);
+    await putArtifact(a, good, goodBody);
+    await eventually('uploaded', () => objectExists(s3, bucket, good));
+    expect((await getArtifact(b, good)).body.equals(goodBody)).toBe(true);
+    expect((await status(b)).readThrough).toMatchObject({ hits: 1, skipped: 0 });
+  });
+
+  it('keeps a read-through alive past the idle timeout while S3 is slow but sending', async () => {
+    const bucket = await server.createBucket('slow');
+    const a = await daemon(s3Flags(server.endpoint, bucket));
+    const hash = newHash();
+    const body = randomBytes(3 * 1024 * 1024);
+    await putArtifact(a, hash, body);
+    await eventually('uploaded', () => objectExists(s3, bucket, hash));
+    const faults = await proxy();
+    faults.setMode({ kind: 'bandwidth', bytesPerSecond: 1024 * 1024 }); // ~3 s for the object
+    // The connection idle timeout (1 s) is for stalled clients, not for the daemon's own wait on S3.
+    const b = await daemon(s3Flags(faults.endpoint, bucket, { 'idle-timeout': '1', 'read-timeout': '2s' }));
+    const got = await getArtifact(b, hash);
+    expect(got.status).toBe(200);
+    expect(got.body.equals(body)).toBe(true);
   });
 });
 

@@ -3,11 +3,16 @@
  * the address from the same configuration the daemon resolves, the token from the flag,
  * the environment or the cache dir's token file.
  */
+import http from 'node:http';
 import { readTokenFile, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
 import { urlHost } from '../daemon.js';
 import type { StatusReport } from '../status.js';
 import { CliError } from './cli-error.js';
+
+// Requests use node:http with a timer of their own rather than fetch: with fetch, a peer that
+// accepts and drops connections left the request pending forever (its AbortSignal.timeout
+// does not keep the process alive), and the command exited 13 with nothing said.
 
 export class DaemonClient {
   constructor(
@@ -27,12 +32,12 @@ export class DaemonClient {
     return this.token;
   }
 
-  /** True when a daemon answers /healthz with 200 within `timeoutMs`. */
+  /**
+   * True when a daemon answers /healthz with 200 within `timeoutMs`.
+   */
   async isHealthy(timeoutMs = 2000): Promise<boolean> {
     try {
-      const response = await fetch(`${this.url}/healthz`, { signal: AbortSignal.timeout(timeoutMs) });
-      await response.body?.cancel();
-      return response.status === 200;
+      return (await request('GET', `${this.url}/healthz`, {}, timeoutMs)).status === 200;
     } catch {
       return false;
     }
@@ -49,17 +54,38 @@ export class DaemonClient {
 
   private async call(method: 'GET' | 'POST', path: string): Promise<StatusReport> {
     const token = this.requireToken();
-    let response: Response;
+    let response: { status: number; body: string };
     try {
-      response = await fetch(this.url + path, { method, headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
+      response = await request(method, this.url + path, { authorization: `Bearer ${token}` }, 10_000);
     } catch (error) {
-      const cause = (error as Error).cause as Error | undefined;
-      throw new CliError(
-        `no daemon answers at ${this.url} (${cause?.message ?? (error as Error).message}): start it with "nx-s3-sidecar start", or pass the --port/--cache-dir it uses`,
-      );
+      throw new CliError(`no daemon answers at ${this.url} (${(error as Error).message}): start it with "nx-s3-sidecar start", or pass the --port/--cache-dir it uses`);
     }
     if (response.status === 401) throw new CliError(`the daemon at ${this.url} refused the token from ${this.cacheDir}: pass --token or the --cache-dir it uses`);
-    if (!response.ok) throw new CliError(`the daemon at ${this.url} answered ${response.status}: ${(await response.text()).trim()}`);
-    return (await response.json()) as StatusReport;
+    if (response.status !== 200) throw new CliError(`the daemon at ${this.url} answered ${response.status}: ${response.body.trim()}`);
+    return JSON.parse(response.body) as StatusReport;
   }
+}
+
+/** One small HTTP request with a deadline that keeps the process alive until it passes. */
+function request(method: string, url: string, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => (body += chunk));
+      response.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: response.statusCode ?? 0, body });
+      });
+      response.on('error', fail);
+    });
+    const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    function fail(error: Error) {
+      clearTimeout(timer);
+      req.destroy();
+      reject(error);
+    }
+    req.on('error', fail);
+    req.end();
+  });
 }

@@ -9,8 +9,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configKeys, type ConfigInput, type DaemonConfig } from '../config/index.js';
+import { configKeys, envVarFor, type ConfigInput, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
+import { urlHost } from '../daemon.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { waitForUploads } from './flush.js';
@@ -55,28 +56,36 @@ async function startInBackground(config: DaemonConfig, flags: ConfigInput): Prom
   const logFile = path.join(config.cacheDir, 'daemon.log');
   const log = fs.openSync(logFile, 'a', 0o600);
   const args = [cliPath, 'start'];
-  // --key=value: a value starting with '-' must not read as a flag.
-  for (const key of configKeys) if (flags[key] !== undefined) args.push(`--${key}=${flags[key]}`);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const key of configKeys) {
+    const value = flags[key];
+    if (value === undefined) continue;
+    // Tokens go through the environment: a command line is readable by every local user (ps).
+    if (key === 'token' || key === 'read-only-token') env[envVarFor(key)] = value;
+    else args.push(`--${key}=${value}`); // --key=value: a value starting with '-' must not read as a flag
+  }
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log], env });
   fs.closeSync(log);
   let exitCode: number | null = null;
   child.once('exit', (code) => (exitCode = code ?? 1));
   child.unref();
 
-  const client = new DaemonClient(`http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`, undefined, layout.root);
+  const client = new DaemonClient(`http://${urlHost(config.host)}:${config.port}`, undefined, layout.root);
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (!(await client.isHealthy(500))) {
-    if (exitCode !== null || Date.now() > deadline) {
-      const tail = readTail(logFile);
+    // A child that lost the race to a concurrent exec's daemon exits at once; that daemon
+    // will answer soon, so only other failures end the wait early.
+    const lostRace = exitCode !== null && /another nx-s3-sidecar .* is using this cache directory/.test(readTail(logFile));
+    if ((exitCode !== null && !lostRace) || Date.now() > deadline) {
       throw new CliError(
         exitCode !== null
-          ? `the daemon exited (code ${exitCode}) before it answered; its log ${logFile} ends with:\n${tail}`
+          ? `the daemon exited (code ${exitCode}) before it answered; its log ${logFile} ends with:\n${readTail(logFile)}`
           : `the daemon did not answer within ${START_TIMEOUT_MS / 1000} s; see ${logFile}`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  process.stderr.write(`nx-s3-sidecar: started a daemon in the background (pid ${child.pid}, log ${logFile})\n`);
+  if (exitCode === null) process.stderr.write(`nx-s3-sidecar: started a daemon in the background (pid ${child.pid}, log ${logFile})\n`);
 }
 
 function readTail(file: string): string {

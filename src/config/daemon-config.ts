@@ -63,6 +63,8 @@ export interface DaemonConfig {
   nxJsonFile?: string;
   /** The sidecar config file that was read, if any. */
   configFile?: string;
+  /** The files this configuration was (or would be) read from: watched for hot reload. */
+  sourceFiles: string[];
 }
 
 export const DEFAULT_PORT = 4573;
@@ -299,6 +301,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     workspaceDir,
     nxJsonFile: nx?.file,
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
+    sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
   };
 }
 

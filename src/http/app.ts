@@ -22,10 +22,13 @@ export interface HttpAppDeps {
   store: LocalStore;
   logger: Logger;
   tokens: AccessTokens;
-  maxArtifactBytes: number;
-  readThrough?: ReadThrough;
-  uploader?: Uploader;
+  /** Getters: hot reload replaces these while the server runs. */
+  maxArtifactBytes: () => number;
+  readThrough: () => ReadThrough | undefined;
+  uploader: () => Uploader | undefined;
   statusReport: () => StatusReport;
+  /** Connections idle this long are closed; routes pause it while the daemon itself works. */
+  idleTimeoutMs: number;
   /** True while the daemon is stopping: health answers 503 so supervisors and wrappers see it. */
   isStopping: () => boolean;
 }
@@ -61,7 +64,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   app.use('/status', requireToken(deps.tokens));
   app.use('/flush', requireToken(deps.tokens));
   app.get('/status', getStatus(deps));
-  app.post('/flush', postFlush({ ...deps, retryUploadsNow: deps.uploader && (() => deps.uploader!.retryNow()) }));
+  app.post('/flush', postFlush({ ...deps, retryUploadsNow: () => deps.uploader()?.retryNow() }));
 
   app.notFound(() => textResponse(404, 'not found'));
   app.onError((error, c: Context) => {

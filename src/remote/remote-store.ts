@@ -123,8 +123,13 @@ export class RemoteStore {
           queueSize: 2,
           leavePartsOnError: false,
         });
-        signal?.addEventListener('abort', () => void upload.abort(), { once: true });
-        await upload.done();
+        const onAbort = () => void upload.abort();
+        signal?.addEventListener('abort', onAbort, { once: true });
+        try {
+          await upload.done();
+        } finally {
+          signal?.removeEventListener('abort', onAbort);
+        }
       }
     } catch (error) {
       if (error instanceof UploadVerificationError) throw error;
@@ -132,6 +137,9 @@ export class RemoteStore {
     }
     const stored = await this.head(hash, signal);
     if (!stored) throw new UploadVerificationError(`object ${this.key(hash)} is missing right after its upload`);
+    // Another machine's PUT of the same hash landed just after ours: its artifact (Nx archives
+    // differ byte-wise between runs) is as good as ours, and it is complete by its own record.
+    if (stored.sha256 !== undefined && stored.sha256 !== source.sha256) return 'already-present';
     if (stored.sizeBytes !== source.sizeBytes || stored.sha256 !== source.sha256) {
       throw new UploadVerificationError(
         `object ${this.key(hash)} does not match what was sent (size ${stored.sizeBytes} vs ${source.sizeBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${source.sha256}); ` +
@@ -151,7 +159,12 @@ export class RemoteStore {
     const headerTimer = setTimeout(() => abort.abort(new ReadDeadlineError(`S3 did not answer within ${timeoutMs} ms`)), timeoutMs);
     let response;
     try {
-      response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: abort.signal });
+      // Raced against the deadline too: the SDK honours the signal only once it is on the
+      // network, and resolving credentials (SSO, a credential process) may take any time.
+      response = await raceAbort(
+        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: abort.signal }),
+        abort.signal,
+      );
     } catch (error) {
       if (abort.signal.aborted) throw abort.signal.reason as Error;
       const failure = classifyS3Error(error);
@@ -167,6 +180,25 @@ export class RemoteStore {
     }
     return { sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
   }
+}
+
+/** Rejects with the signal's reason as soon as it aborts, whatever `promise` is waiting for. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** Passes a stream through, failing it when no data arrives for `timeoutMs`. */

@@ -11,6 +11,7 @@ export class AccessBatcher {
     private readonly write: (accesses: ReadonlyMap<string, number>) => void,
     flushIntervalMs = 1000,
     private readonly maxPending = 10_000,
+    private readonly onError?: (error: unknown) => void,
   ) {
     this.timer = setInterval(() => this.flush(), flushIntervalMs);
     this.timer.unref();
@@ -25,7 +26,13 @@ export class AccessBatcher {
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
-    this.write(batch);
+    try {
+      this.write(batch);
+    } catch (error) {
+      // Keep the batch for the next interval (newer touches win); never throw out of a timer.
+      for (const [hash, atMs] of batch) if (!this.pending.has(hash)) this.pending.set(hash, atMs);
+      this.onError?.(error);
+    }
   }
 
   stop(): void {

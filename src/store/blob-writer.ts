@@ -15,17 +15,25 @@ export interface ReceivedBlob {
   sha256: string;
 }
 
-export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, declaredBytes: number): Promise<ReceivedBlob> {
+export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, declaredBytes: number, idleTimeoutMs = 0): Promise<ReceivedBlob> {
   const tempFile = path.join(tmpDir, `${hash}.${randomBytes(6).toString('hex')}.part`);
   const digest = createHash('sha256');
   let sizeBytes = 0;
   let file: fs.FileHandle | undefined;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const armIdleTimer = () => {
+    if (idleTimeoutMs <= 0) return;
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => body.destroy(new Error(`no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+  };
   try {
     file = await fs.open(tempFile, 'wx', 0o644).catch((error) => {
       throw new StorageError(`cannot create a temp file in ${tmpDir}: ${describeFsError(error)}`, { cause: error });
     });
     try {
+      armIdleTimer();
       for await (const chunk of body as AsyncIterable<Buffer>) {
+        armIdleTimer();
         sizeBytes += chunk.length;
         if (sizeBytes > declaredBytes) {
           throw new IncompleteBodyError(`body is longer than its Content-Length of ${declaredBytes} bytes`);
@@ -36,6 +44,8 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     } catch (error) {
       if (error instanceof IncompleteBodyError || error instanceof StorageError) throw error;
       throw new IncompleteBodyError(`client went away after ${sizeBytes} of ${declaredBytes} bytes (${(error as Error).message})`);
+    } finally {
+      clearTimeout(idleTimer);
     }
     if (sizeBytes !== declaredBytes) {
       throw new IncompleteBodyError(`body ended after ${sizeBytes} of ${declaredBytes} bytes`);

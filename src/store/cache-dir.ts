@@ -3,7 +3,8 @@
  *
  *   index.sqlite      the index (WAL mode)
  *   token             the generated access token (0600)
- *   daemon.lock       pid of the daemon that owns the directory
+ *   daemon.lock       exclusive lock held by the daemon that owns the directory
+ *   daemon.pid        that daemon's pid (for messages and scripts)
  *   daemon.log        output of a daemon that `exec` started in the background
  *   blobs/<xy>/<hash> artifact bytes; <xy> is the hash's last two characters, which spread
  *                     Nx's decimal hashes evenly (their leading digits do not)
@@ -17,6 +18,7 @@ export interface CacheDirLayout {
   indexFile: string;
   tokenFile: string;
   lockFile: string;
+  pidFile: string;
   blobsDir: string;
   tmpDir: string;
 }
@@ -27,6 +29,7 @@ export function cacheDirLayout(root: string): CacheDirLayout {
     indexFile: path.join(root, 'index.sqlite'),
     tokenFile: path.join(root, 'token'),
     lockFile: path.join(root, 'daemon.lock'),
+    pidFile: path.join(root, 'daemon.pid'),
     blobsDir: path.join(root, 'blobs'),
     tmpDir: path.join(root, 'tmp'),
   };

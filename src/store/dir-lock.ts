@@ -1,54 +1,48 @@
 /**
  * One daemon per cache directory: two would corrupt each other's view of the index and
- * blobs. The lock file holds the owner's pid; a lock whose pid is gone is stale and taken over.
+ * blobs. The lock is an exclusive SQLite lock (an OS file lock underneath) held for the
+ * daemon's lifetime: the OS releases it when the process dies however it dies, so there is no
+ * stale lock to clean up and no pid that another process may have reused. The owner's pid is
+ * written beside it, only to name the owner in the message.
  */
 import fs from 'node:fs';
+import Database from 'better-sqlite3';
 
 export class CacheDirBusyError extends Error {
-  constructor(readonly lockFile: string, readonly ownerPid: number) {
+  constructor(
+    readonly lockFile: string,
+    readonly ownerPid: number | undefined,
+  ) {
     super(
-      `another nx-s3-sidecar (pid ${ownerPid}) is using this cache directory: stop it, or start this one with another --cache-dir (lock: ${lockFile})`,
+      `another nx-s3-sidecar${ownerPid ? ` (pid ${ownerPid})` : ''} is using this cache directory: stop it, or start this one with another --cache-dir (lock: ${lockFile})`,
     );
     this.name = 'CacheDirBusyError';
   }
 }
 
-function isRunning(pid: number): boolean {
+/** Takes the lock or throws CacheDirBusyError; returns the function that releases it. */
+export function acquireDirLock(lockFile: string, pidFile: string): () => void {
+  const db = new Database(lockFile, { timeout: 0 });
   try {
-    process.kill(pid, 0);
-    return true;
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE'); // held, never committed, until release or process exit
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    db.close();
+    if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new CacheDirBusyError(lockFile, readPid(pidFile));
+    throw error;
   }
+  fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  return () => {
+    if (readPid(pidFile) === process.pid) fs.rmSync(pidFile, { force: true });
+    if (db.open) db.close();
+  };
 }
 
-// Locks this process holds: a lock file naming our own pid is ours only if it is in here
-// (in a container a restarted daemon often gets the same pid as the one that died).
-const heldLocks = new Set<string>();
-
-/** Takes the lock or throws CacheDirBusyError; returns the function that releases it. */
-export function acquireDirLock(lockFile: string): () => void {
-  if (heldLocks.has(lockFile)) throw new CacheDirBusyError(lockFile, process.pid);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(lockFile, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
-      heldLocks.add(lockFile);
-      return () => {
-        heldLocks.delete(lockFile);
-        try {
-          if (fs.readFileSync(lockFile, 'utf8').trim() === String(process.pid)) fs.rmSync(lockFile, { force: true });
-        } catch {
-          // already gone
-        }
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const ownerPid = Number.parseInt(fs.readFileSync(lockFile, 'utf8'), 10);
-      if (Number.isInteger(ownerPid) && ownerPid !== process.pid && isRunning(ownerPid)) {
-        throw new CacheDirBusyError(lockFile, ownerPid);
-      }
-      fs.rmSync(lockFile, { force: true }); // stale: its owner died without cleaning up
-    }
+function readPid(pidFile: string): number | undefined {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8'), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
-  throw new Error(`could not take the lock ${lockFile}`);
 }

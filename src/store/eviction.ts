@@ -81,11 +81,21 @@ export class Evictor {
         projectedBytes -= candidate.size_bytes;
       }
       // File first, then row: a crash in between leaves a row without a file, which a GET
-      // and start-up recovery both treat as a miss.
-      for (const { hash } of chosen) await fs.rm(this.options.blobFile(hash), { force: true });
-      const removed = index.removeMany(chosen.map((c) => c.hash));
-      for (const { hash, size_bytes } of chosen) {
-        if (!removed.has(hash)) continue; // dropped meanwhile by a GET that found it corrupt
+      // and start-up recovery both treat as a miss. A file that cannot be removed keeps its row.
+      const gone: typeof chosen = [];
+      for (const candidate of chosen) {
+        try {
+          await fs.rm(this.options.blobFile(candidate.hash), { force: true });
+          gone.push(candidate);
+        } catch (error) {
+          logger.warn('cannot remove an artifact file; skipping it in this pass', { hash: candidate.hash, error });
+        }
+      }
+      if (gone.length === 0) break;
+      // Only rows still as chosen: a PUT may have stored the hash anew meanwhile.
+      const removed = index.removeUnchanged(gone);
+      for (const { hash, size_bytes } of gone) {
+        if (!removed.has(hash)) continue; // dropped or replaced meanwhile
         this.options.onEvicted(hash, size_bytes);
         pass.evictedCount++;
         pass.evictedBytes += size_bytes;

@@ -24,6 +24,8 @@ export interface OutboxSummary {
   nextAttemptMs: number | null;
 }
 
+export type EvictionCandidate = Pick<ArtifactRow, 'hash' | 'size_bytes' | 'created_ms'>;
+
 export interface ArtifactRow {
   hash: string;
   size_bytes: number;
@@ -52,6 +54,7 @@ CREATE TABLE outbox (
   state           TEXT NOT NULL DEFAULT 'pending',
   last_error      TEXT
 ) WITHOUT ROWID;
+CREATE INDEX outbox_by_next_attempt ON outbox (next_attempt_ms, enqueued_ms);
 `;
 
 export class IndexDb {
@@ -78,8 +81,9 @@ export class IndexDb {
         'SELECT sum(size_bytes) AS total, count(*) AS count FROM artifacts',
       ),
       // Walks the last-access index oldest first; the outbox probe is a primary-key lookup.
-      evictionCandidates: this.db.prepare<[number], Pick<ArtifactRow, 'hash' | 'size_bytes'>>(
-        `SELECT a.hash, a.size_bytes FROM artifacts a
+      removeUnchanged: this.db.prepare<[string, number]>('DELETE FROM artifacts WHERE hash = ? AND created_ms = ?'),
+      evictionCandidates: this.db.prepare<[number], EvictionCandidate>(
+        `SELECT a.hash, a.size_bytes, a.created_ms FROM artifacts a
          WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash)
          ORDER BY a.last_access_ms LIMIT ?`,
       ),
@@ -89,6 +93,7 @@ export class IndexDb {
         `SELECT o.*, a.size_bytes FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash
          WHERE o.next_attempt_ms <= ? ORDER BY o.next_attempt_ms, o.enqueued_ms LIMIT ?`,
       ),
+      nextDueAfter: this.db.prepare<[number], { next: number | null }>('SELECT min(next_attempt_ms) AS next FROM outbox WHERE next_attempt_ms > ?'),
       outboxGet: this.db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE hash = ?'),
       outboxRemove: this.db.prepare<[string]>('DELETE FROM outbox WHERE hash = ?'),
       outboxDefer: this.db.prepare<[number, number, string, string | null, string]>(
@@ -143,6 +148,11 @@ export class IndexDb {
 
   outboxDue(nowMs: number, limit: number): (OutboxRow & { size_bytes: number | null })[] {
     return this.statements.outboxDue.all(nowMs, limit);
+  }
+
+  /** The earliest retry time after `nowMs` (an index lookup, cheap enough for every PUT). */
+  nextDueAfter(nowMs: number): number | undefined {
+    return this.statements.nextDueAfter.get(nowMs)?.next ?? undefined;
   }
 
   outboxGet(hash: string): OutboxRow | undefined {
@@ -206,7 +216,21 @@ export class IndexDb {
     return { bytes: row.total ?? 0, count: row.count };
   }
 
-  evictionCandidates(limit: number): Pick<ArtifactRow, 'hash' | 'size_bytes'>[] {
+  /** Removes rows that are still the ones chosen (same created_ms); returns the hashes removed. */
+  removeUnchanged(candidates: readonly EvictionCandidate[]): Set<string> {
+    return this.db.transaction(() => {
+      const removed = new Set<string>();
+      for (const { hash, created_ms } of candidates) {
+        if (this.statements.removeUnchanged.run(hash, created_ms).changes > 0) {
+          this.statements.outboxRemove.run(hash);
+          removed.add(hash);
+        }
+      }
+      return removed;
+    })();
+  }
+
+  evictionCandidates(limit: number): EvictionCandidate[] {
     return this.statements.evictionCandidates.all(limit);
   }
 

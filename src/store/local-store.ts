@@ -32,6 +32,8 @@ export interface PutOptions {
   enqueueUpload?: boolean;
   /** Refuse the body unless its sha256 is this (read-through verifies what S3 sent). */
   expectedSha256?: string;
+  /** Abandon a body that sends nothing for this long (a stalled client). */
+  bodyIdleTimeoutMs?: number;
 }
 
 /** A stored artifact, verified and open for reading; call `release` when done. */
@@ -75,7 +77,12 @@ export class LocalStore {
     const totals = index.totals();
     this.usedBytes = totals.bytes;
     this.entryCount = totals.count;
-    this.accessBatcher = new AccessBatcher((accesses) => this.index.touchMany(accesses));
+    this.accessBatcher = new AccessBatcher(
+      (accesses) => this.index.touchMany(accesses),
+      1000,
+      10_000,
+      (error) => options.logger.warn('cannot record last-access times; will retry', { error }),
+    );
     this.evictor = new Evictor({
       index,
       budgetBytes: () => this.options.maxSizeBytes,
@@ -91,13 +98,13 @@ export class LocalStore {
   static async open(options: LocalStoreOptions): Promise<LocalStore> {
     const layout = cacheDirLayout(options.cacheDir);
     prepareCacheDir(layout);
-    const releaseLock = acquireDirLock(layout.lockFile);
+    const releaseLock = acquireDirLock(layout.lockFile, layout.pidFile);
     let index: IndexDb | undefined;
     try {
       index = new IndexDb(layout.indexFile);
       const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false);
       const store = new LocalStore(layout, index, options, releaseLock, recovery);
-      void store.evictor.schedule(); // the budget may have shrunk since the last run
+      store.scheduleEviction(); // the budget may have shrunk since the last run
       return store;
     } catch (error) {
       index?.close();
@@ -123,7 +130,7 @@ export class LocalStore {
     if (this.has(hash)) throw new ArtifactExistsError(hash);
     this.inFlightPuts.add(hash);
     try {
-      const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes);
+      const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs);
       if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
         await fs.rm(received.tempFile, { force: true });
         throw new IncompleteBodyError(`checksum mismatch: expected sha256 ${options.expectedSha256}, received ${received.sha256}`);
@@ -142,11 +149,11 @@ export class LocalStore {
       }
       this.usedBytes += received.sizeBytes;
       this.entryCount++;
-      if (this.usedBytes > this.options.maxSizeBytes) void this.evictor.schedule();
+      if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {
       // A full disk is the one failure eviction can cure for the next PUT.
-      if (error instanceof StorageError && /ENOSPC|EDQUOT/.test(error.message)) void this.evictor.schedule();
+      if (error instanceof StorageError && /ENOSPC|EDQUOT/.test(error.message)) this.scheduleEviction();
       throw error;
     } finally {
       this.inFlightPuts.delete(hash);
@@ -213,13 +220,18 @@ export class LocalStore {
     return this.index.outboxDue(nowMs, limit);
   }
 
+  /** When the next deferred upload becomes due, if any is waiting. */
+  nextUploadDueMs(nowMs: number): number | undefined {
+    return this.index.nextDueAfter(nowMs);
+  }
+
   outboxEntry(hash: string): OutboxRow | undefined {
     return this.index.outboxGet(hash);
   }
 
   completeUpload(hash: string): void {
     this.index.outboxRemove(hash);
-    if (this.usedBytes > this.options.maxSizeBytes) void this.evictor.schedule(); // it may go now
+    if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction(); // it may go now
   }
 
   deferUpload(hash: string, attempts: number, nextAttemptMs: number, state: OutboxState, lastError: string): void {
@@ -240,6 +252,12 @@ export class LocalStore {
     if (row) await this.dropDamaged(hash, row.size_bytes, reason, blobPath(this.layout, hash));
   }
 
+  /** A new size budget (hot reload): a smaller one is enforced at once, in the background. */
+  setBudget(maxSizeBytes: number): void {
+    this.options.maxSizeBytes = maxSizeBytes;
+    this.scheduleEviction();
+  }
+
   /** Runs an eviction pass now (and waits for it). */
   evict(): Promise<EvictionPass> {
     return this.evictor.schedule();
@@ -252,6 +270,12 @@ export class LocalStore {
     this.accessBatcher.stop();
     this.index.close();
     this.releaseLock();
+  }
+
+  /** Starts a background pass; its failure is logged, never thrown into a request or the process. */
+  private scheduleEviction(): void {
+    if (this.closed) return;
+    this.evictor.schedule().catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
   }
 
   private forget(sizeBytes: number): void {
@@ -293,7 +317,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   } catch (error) {
     throw new LocalStoreOpenError(`cannot use the cache directory ${layout.root}: ${describeFsError(error)}; fix its permissions or choose another with --cache-dir`);
   }
-  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.log', 'blobs', 'tmp']);
+  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.lock-journal', 'daemon.pid', 'daemon.log', 'blobs', 'tmp']);
   const entries = readdirSync(layout.root);
   if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
     throw new LocalStoreOpenError(

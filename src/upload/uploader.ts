@@ -101,15 +101,19 @@ export class Uploader {
       for (const row of due) {
         if (this.queued.has(row.hash)) continue;
         this.queued.add(row.hash);
-        void this.queue.add(() => this.uploadOne(row.hash, row.attempts)).finally(() => {
-          this.queued.delete(row.hash);
-          this.pump();
-        });
+        this.queue
+          .add(() => this.uploadOne(row.hash, row.attempts))
+          .catch((error) => this.options.logger.error('upload job failed unexpectedly; it will be retried', { hash: row.hash, error }))
+          .finally(() => {
+            this.queued.delete(row.hash);
+            this.pump();
+          });
       }
     }
-    // Sleep until the earliest deferred row is due (new PUTs wake us through notify()).
-    const next = this.options.store.outboxSummary().nextAttemptMs;
-    if (next !== null && this.queue.pending + this.queue.size === 0) {
+    // Sleep until the earliest deferred row not already queued is due (new PUTs wake us
+    // through notify(), finished jobs through their own pump()).
+    const next = this.options.store.nextUploadDueMs(Date.now());
+    if (next !== undefined) {
       this.wakeTimer = setTimeout(() => this.pump(), Math.max(next - Date.now(), 50));
       this.wakeTimer.unref();
     }
@@ -118,7 +122,14 @@ export class Uploader {
   private async uploadOne(hash: string, attempts: number): Promise<void> {
     const { store, remote, logger } = this.options;
     if (this.stopped) return;
-    const artifact = await store.open(hash, { touch: false });
+    let artifact;
+    try {
+      artifact = await store.open(hash, { touch: false });
+    } catch (error) {
+      // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
+      this.recordFailure(hash, attempts + 1, error);
+      return;
+    }
     if (!artifact) {
       // open() already dropped a damaged entry (and with it the outbox row); a missing row
       // means it was removed meanwhile. Either way there is nothing left to upload.
@@ -147,7 +158,16 @@ export class Uploader {
     }
   }
 
+  /** Defers the row with backoff (or parks it); never throws, whatever the index does. */
   private recordFailure(hash: string, attempts: number, error: unknown): void {
+    try {
+      this.deferAfterFailure(hash, attempts, error);
+    } catch (indexError) {
+      this.options.logger.error('cannot record an upload failure in the index; the upload stays queued', { hash, error: indexError });
+    }
+  }
+
+  private deferAfterFailure(hash: string, attempts: number, error: unknown): void {
     const { store, logger } = this.options;
     this.counters.failedAttempts++;
     const permanent = error instanceof S3OperationError && error.failure.kind === 'permanent';

@@ -53,11 +53,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Kills the daemon that owns a cache dir (its pid is in the lock file) and waits for it to exit. */
+/** Kills the daemon that owns a cache dir (its pid is in daemon.pid) and waits for it to exit. */
 export async function killDaemonOf(cacheDir: string): Promise<void> {
   let pid: number;
   try {
-    pid = Number.parseInt(readFileSync(path.join(cacheDir, 'daemon.lock'), 'utf8'), 10);
+    pid = Number.parseInt(readFileSync(path.join(cacheDir, 'daemon.pid'), 'utf8'), 10);
   } catch {
     return;
   }

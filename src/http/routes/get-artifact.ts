@@ -16,20 +16,29 @@ export interface GetArtifactDeps {
   store: LocalStore;
   logger: Logger;
   /** Present when the mode may read S3: a local miss is fetched from there within its deadline. */
-  readThrough?: ReadThrough;
+  readThrough: () => ReadThrough | undefined;
+  /** The connection idle timeout, re-armed once the daemon's own work is done. */
+  idleTimeoutMs: number;
 }
 
-export function getArtifact({ store, logger, readThrough }: GetArtifactDeps) {
+export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetArtifactDeps) {
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const param = artifactHashParam(c);
     if (!param.ok) return textResponse(400, param.reason);
+    // The idle timeout is for stalled clients, not for the daemon's own work (verifying a
+    // large blob, a read-through): pause it until the first byte goes out.
+    const socket = c.env.incoming.socket;
+    socket.setTimeout(0);
     let artifact: StoredArtifact | undefined;
     try {
       artifact = await store.open(param.hash);
-      if (!artifact && readThrough && (await readThrough.fetch(param.hash))) artifact = await store.open(param.hash);
+      const remote = readThrough();
+      if (!artifact && remote && (await remote.fetch(param.hash))) artifact = await store.open(param.hash);
     } catch (error) {
       logger.error('GET failed inside the daemon; answering a miss', { hash: param.hash, error });
       return textResponse(404, 'not found (the daemon could not read it; see its log)');
+    } finally {
+      socket.setTimeout(idleTimeoutMs);
     }
     if (!artifact) return textResponse(404, 'not found');
 

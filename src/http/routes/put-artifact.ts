@@ -19,14 +19,16 @@ import { textResponse } from '../text-response.js';
 export interface PutArtifactDeps {
   store: LocalStore;
   logger: Logger;
-  maxArtifactBytes: number;
+  maxArtifactBytes: () => number;
   /** Present when the mode uploads: stored artifacts get an outbox row and the uploader is woken. */
-  uploader?: Uploader;
+  uploader: () => Uploader | undefined;
+  /** A body that pauses longer than this is abandoned; the connection's idle timeout is re-armed after. */
+  idleTimeoutMs: number;
 }
 
 type PutContext = Context<{ Bindings: HttpBindings; Variables: { access: Access } }>;
 
-export function putArtifact({ store, logger, maxArtifactBytes, uploader }: PutArtifactDeps) {
+export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesNow, uploader: currentUploader, idleTimeoutMs }: PutArtifactDeps) {
   return async (c: PutContext) => {
     const incoming = c.env.incoming;
     const param = artifactHashParam(c);
@@ -41,6 +43,7 @@ export function putArtifact({ store, logger, maxArtifactBytes, uploader }: PutAr
     if (lengthHeader === undefined) return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)');
     if (!/^\d{1,16}$/.test(lengthHeader)) return textResponse(400, `Content-Length "${lengthHeader}" is not a byte count`);
     const declaredBytes = Number(lengthHeader);
+    const maxArtifactBytes = maxArtifactBytesNow();
     if (declaredBytes === 0) return textResponse(400, 'an artifact cannot be empty');
     if (declaredBytes > maxArtifactBytes) {
       logger.warn('PUT refused: artifact over the size limit', { hash, bytes: declaredBytes, limitBytes: maxArtifactBytes });
@@ -54,9 +57,14 @@ export function putArtifact({ store, logger, maxArtifactBytes, uploader }: PutAr
       return textResponse(409, 'already stored');
     }
 
+    // While the daemon works (receiving watches for stalls itself, then fsync and rename),
+    // the connection's idle timeout must not cut it off.
+    const socket = incoming.socket;
+    socket.setTimeout(0);
+    const uploader = currentUploader();
     try {
       // The outbox row is written in the same transaction as the artifact's: no S3 call here.
-      await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined });
+      await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs: idleTimeoutMs });
       uploader?.notify();
       return textResponse(200, 'stored');
     } catch (error) {
@@ -71,6 +79,8 @@ export function putArtifact({ store, logger, maxArtifactBytes, uploader }: PutAr
       const reason = error instanceof StorageError ? error.message : `internal error: ${(error as Error).message}`;
       logger.warn('PUT not stored; answering 403 so the build goes on', { hash, reason });
       return textResponse(403, `not stored: ${reason}`, { connection: 'close' });
+    } finally {
+      socket.setTimeout(idleTimeoutMs);
     }
   };
 }

@@ -4,6 +4,8 @@
  */
 import type { Context } from 'hono';
 import type { StatusReport } from '../../status.js';
+import type { Access } from '../auth.js';
+import { textResponse } from '../text-response.js';
 
 export interface StatusDeps {
   statusReport: () => StatusReport;
@@ -15,7 +17,9 @@ export function getStatus({ statusReport }: StatusDeps) {
 }
 
 export function postFlush({ statusReport, retryUploadsNow }: StatusDeps) {
-  return (c: Context) => {
+  return (c: Context<{ Variables: { access: Access } }>) => {
+    // Retrying everything at once is a write-side action: not for a read-only token.
+    if (c.get('access') !== 'read-write') return textResponse(403, 'this token may only read; flush needs the read-write token');
     retryUploadsNow?.();
     return c.json(statusReport());
   };
