@@ -136,7 +136,7 @@ async function main(argv: string[]): Promise<void> {
   const line = parseCommandLine(argv);
   switch (line.command) {
     case 'start':
-      return runStart(line.config);
+      return runStart(line.config, () => resolveDaemonConfig(process.env, line.flags));
     case 'env':
       return runEnv(line.config);
     case 'status':

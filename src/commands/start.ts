@@ -4,11 +4,12 @@ import { startDaemon } from '../daemon.js';
 import { createLogger } from '../log.js';
 import { CliError } from './cli-error.js';
 
-export async function runStart(config: DaemonConfig): Promise<void> {
+/** `resolveConfig` re-reads the same sources (nx.json, config file, environment, flags) on a change. */
+export async function runStart(config: DaemonConfig, resolveConfig: () => DaemonConfig): Promise<void> {
   const logger = createLogger(config.logLevel);
   let daemon;
   try {
-    daemon = await startDaemon(config, logger);
+    daemon = await startDaemon(config, logger, { resolveConfig });
   } catch (error) {
     throw new CliError(`cannot start: ${(error as Error).message}`);
   }

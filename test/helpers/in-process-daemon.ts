@@ -18,15 +18,19 @@ export interface TestDaemonOptions {
   keepDir?: boolean;
   /** The environment the config is resolved from (CI, NX_POWERPACK_CACHE_MODE, …); default none. */
   env?: NodeJS.ProcessEnv;
+  /** Watch nx.json and the config file and reload on change, as `start` does. */
+  hotReload?: boolean;
 }
 
 export async function startTestDaemon(flags: ConfigInput = {}, options: TestDaemonOptions = {}): Promise<TestDaemon> {
   const temp = flags['cache-dir'] ? undefined : makeTempDir();
   const cacheDir = flags['cache-dir'] ?? path.join(temp!.dir, 'cache');
-  const config = resolveDaemonConfig(options.env ?? {}, { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir });
+  const allFlags: ConfigInput = { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir };
+  const resolve = () => resolveDaemonConfig(options.env ?? {}, allFlags);
+  const config = resolve();
   const logLines: string[] = [];
   const logger: Logger = createLogger('debug', (line) => logLines.push(line));
-  const daemon = await startDaemon(config, logger);
+  const daemon = await startDaemon(config, logger, options.hotReload ? { resolveConfig: resolve } : {});
   return {
     ...daemon,
     cacheDir,
