@@ -12,6 +12,7 @@ import { runEnv } from './commands/env.js';
 import { runStatus } from './commands/status.js';
 import { runFlush } from './commands/flush.js';
 import { runExec } from './commands/exec.js';
+import { runInstallService, runUninstallService } from './commands/service.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
@@ -27,6 +28,11 @@ Usage:
   nx-s3-sidecar flush [--timeout SECONDS]
                                   wait until every stored artifact is uploaded (CI, end of job);
                                   exits 0 when the outbox is empty, 1 on timeout (default 600)
+  nx-s3-sidecar install-service [--system] [--dry-run] [options]
+                                  run the daemon as a background service (systemd user unit, or a
+                                  system unit with --system as root; launchd LaunchAgent on macOS),
+                                  with these options; prints the export lines for your shell profile
+  nx-s3-sidecar uninstall-service [--system] [--dry-run]
   nx-s3-sidecar --version
 
 Options (each also read from the environment variable shown; a flag wins):
@@ -68,6 +74,7 @@ interface CommandLine {
   config: DaemonConfig;
   json: boolean;
   flush: boolean;
+  service: { dryRun: boolean; system: boolean; os?: string };
   timeoutSeconds: number;
   /** What follows "--" (exec's command). */
   rest: string[];
@@ -88,6 +95,9 @@ function parseCommandLine(argv: string[]): CommandLine {
         json: { type: 'boolean' },
         flush: { type: 'boolean' },
         timeout: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        system: { type: 'boolean' },
+        os: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -123,6 +133,7 @@ function parseCommandLine(argv: string[]): CommandLine {
       config: resolveDaemonConfig(process.env, flags),
       json: parsed.values.json ?? false,
       flush: parsed.values.flush ?? false,
+      service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os },
       timeoutSeconds,
       rest,
     };
@@ -146,6 +157,10 @@ async function main(argv: string[]): Promise<void> {
     case 'exec':
       process.exitCode = await runExec(line.config, line.flags, line.rest, { flush: line.flush, timeoutSeconds: line.timeoutSeconds });
       return;
+    case 'install-service':
+      return runInstallService(line.config, line.flags, line.service);
+    case 'uninstall-service':
+      return runUninstallService(line.config, line.flags, line.service);
     default:
       throw new CliError(`unknown command "${line.command}"\n\n${usage}`, 2);
   }

@@ -1,0 +1,113 @@
+/**
+ * What installing the background service means on this machine: which unit file goes where,
+ * with what content (rendered from the templates in systemd/ and launchd/), and which commands
+ * enable and start it, or stop and remove it. Pure: nothing is written or run here.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type ServiceKind = 'systemd-user' | 'systemd-system' | 'launchd-agent';
+
+export interface ServicePlan {
+  kind: ServiceKind;
+  unitFile: string;
+  content: string;
+  /** Commands that load, enable and start it, in order. */
+  activate: string[][];
+  /** Commands that stop and disable it (failures are tolerated: it may not be running). */
+  deactivate: string[][];
+  /** Run after the unit file is removed. */
+  afterRemove: string[][];
+  logHint: string;
+}
+
+export interface ServiceInputs {
+  os: 'linux' | 'macos';
+  /** A system unit (root, CI runners) instead of a user unit. Linux only. */
+  system: boolean;
+  nodePath: string;
+  cliPath: string;
+  /** Flags for `start`, already absolute where they are paths. */
+  startArgs: string[];
+  workingDirectory: string;
+  home: string;
+  uid: number;
+}
+
+export const SERVICE_NAME = 'nx-s3-sidecar';
+export const LAUNCHD_LABEL = 'dev.nx-s3-sidecar';
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function planService(inputs: ServiceInputs): ServicePlan {
+  const command = [inputs.nodePath, inputs.cliPath, 'start', ...inputs.startArgs];
+  if (inputs.os === 'macos') {
+    if (inputs.system) throw new Error('--system is for Linux system units; on macOS the service is a LaunchAgent of the user');
+    const unitFile = path.join(inputs.home, 'Library', 'LaunchAgents', `${LAUNCHD_LABEL}.plist`);
+    const logFile = path.join(inputs.home, 'Library', 'Logs', `${SERVICE_NAME}.log`);
+    const content = render(fs.readFileSync(path.join(packageRoot, 'launchd', `${LAUNCHD_LABEL}.plist`), 'utf8'), {
+      LABEL: xml(LAUNCHD_LABEL),
+      PROGRAM_ARGUMENTS: command.map((arg) => `    <string>${xml(arg)}</string>`).join('\n'),
+      WORKING_DIRECTORY: xml(inputs.workingDirectory),
+      LOG_FILE: xml(logFile),
+    });
+    const domain = `gui/${inputs.uid}`;
+    return {
+      kind: 'launchd-agent',
+      unitFile,
+      content,
+      activate: [['launchctl', 'bootstrap', domain, unitFile], ['launchctl', 'enable', `${domain}/${LAUNCHD_LABEL}`]],
+      deactivate: [['launchctl', 'bootout', `${domain}/${LAUNCHD_LABEL}`]],
+      afterRemove: [],
+      logHint: `tail -f ${logFile}`,
+    };
+  }
+  const system = inputs.system;
+  const systemctl = system ? ['systemctl'] : ['systemctl', '--user'];
+  const unitFile = system
+    ? path.join('/etc/systemd/system', `${SERVICE_NAME}.service`)
+    : path.join(process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME) ? process.env.XDG_CONFIG_HOME : path.join(inputs.home, '.config'), 'systemd', 'user', `${SERVICE_NAME}.service`);
+  const content = render(fs.readFileSync(path.join(packageRoot, 'systemd', `${SERVICE_NAME}.service`), 'utf8'), {
+    EXEC_START: command.map(systemdQuote).join(' '),
+    WORKING_DIRECTORY: inputs.workingDirectory,
+    ENVIRONMENT_FILE: system ? `/etc/${SERVICE_NAME}/env` : path.join(inputs.home, '.config', SERVICE_NAME, 'env'),
+    WANTED_BY: system ? 'multi-user.target' : 'default.target',
+  });
+  return {
+    kind: system ? 'systemd-system' : 'systemd-user',
+    unitFile,
+    content,
+    activate: [[...systemctl, 'daemon-reload'], [...systemctl, 'enable', '--now', `${SERVICE_NAME}.service`]],
+    deactivate: [[...systemctl, 'disable', '--now', `${SERVICE_NAME}.service`]],
+    afterRemove: [[...systemctl, 'daemon-reload']],
+    logHint: `journalctl ${system ? '' : '--user '}-u ${SERVICE_NAME} -f`,
+  };
+}
+
+export function currentOs(): 'linux' | 'macos' {
+  if (process.platform === 'darwin') return 'macos';
+  if (process.platform === 'linux') return 'linux';
+  throw new Error(`install-service supports Linux (systemd) and macOS (launchd), not ${process.platform}`);
+}
+
+export function defaultServiceInputs(): Pick<ServiceInputs, 'nodePath' | 'home' | 'uid'> {
+  return { nodePath: process.execPath, home: os.homedir(), uid: process.getuid?.() ?? 0 };
+}
+
+function render(template: string, values: Record<string, string>): string {
+  return template.replace(/@([A-Z_]+)@/g, (match, name: string) => {
+    const value = values[name];
+    if (value === undefined) throw new Error(`template placeholder ${match} has no value`);
+    return value;
+  });
+}
+
+/** One ExecStart word: double-quoted, with systemd's escapes for \\, " and % (specifiers). */
+function systemdQuote(arg: string): string {
+  return `"${arg.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%')}"`;
+}
+
+function xml(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
