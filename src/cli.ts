@@ -13,6 +13,7 @@ import { runStatus } from './commands/status.js';
 import { runFlush } from './commands/flush.js';
 import { runExec } from './commands/exec.js';
 import { runInstallService, runUninstallService } from './commands/service.js';
+import { runDoctor } from './commands/doctor.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
@@ -33,6 +34,7 @@ Usage:
                                   system unit with --system as root; launchd LaunchAgent on macOS),
                                   with these options; prints the export lines for your shell profile
   nx-s3-sidecar uninstall-service [--system] [--dry-run]
+  nx-s3-sidecar doctor [options]  check configuration, credentials, bucket, daemon, shell and disk
   nx-s3-sidecar --version
 
 Options (each also read from the environment variable shown; a flag wins):
@@ -156,6 +158,9 @@ async function main(argv: string[]): Promise<void> {
       return runFlush(line.config, line.timeoutSeconds);
     case 'exec':
       process.exitCode = await runExec(line.config, line.flags, line.rest, { flush: line.flush, timeoutSeconds: line.timeoutSeconds });
+      return;
+    case 'doctor':
+      process.exitCode = await runDoctor(line.config);
       return;
     case 'install-service':
       return runInstallService(line.config, line.flags, line.service);
