@@ -1,28 +1,23 @@
 /** `doctor`: one line per check, a fix for each failure, exit 1 when something is broken. */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess } from './helpers/daemon-process.js';
-import { startS3Server, type S3TestServer } from './helpers/s3-server.js';
+import type { S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { s3Env } from './helpers/s3-tier.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
-const cleanups: (() => unknown)[] = [];
-beforeAll(async () => {
-  server = await startS3Server();
-});
-afterAll(() => server?.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+useS3Server((started) => (server = started));
+const cleanup = useCleanups();
 
 describe('nx-s3-sidecar doctor', () => {
   it('passes every check for a working setup, and names the failure when the shell has a stale token', async () => {
     const bucket = await server.createBucket('doctor');
     const workspace = makeTempDir();
-    cleanups.push(workspace.remove);
+    cleanup(workspace.remove);
     const s3Args = ['--bucket', bucket, '--endpoint', server.endpoint, '--workspace', workspace.dir];
     const d = await startDaemonProcess({ args: s3Args, env: s3Env(server), token: null });
-    cleanups.push(() => d.kill());
+    cleanup(() => d.kill());
     const args = ['doctor', ...s3Args, '--cache-dir', d.cacheDir, '--port', String(d.port)];
     const shell = { NX_SELF_HOSTED_REMOTE_CACHE_SERVER: d.url, NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN: d.token };
 
@@ -45,7 +40,7 @@ describe('nx-s3-sidecar doctor', () => {
 
   it('fails on a missing bucket and on a daemon that is not running, saying what to do', async () => {
     const cacheDir = makeTempDir();
-    cleanups.push(cacheDir.remove);
+    cleanup(cacheDir.remove);
     const result = await runCli(
       ['doctor', '--bucket', 'no-such-bucket-here', '--endpoint', server.endpoint, '--cache-dir', cacheDir.dir, '--port', '1', '--token', 'a-token-of-sixteen-chars', '--workspace', cacheDir.dir],
       s3Env(server),

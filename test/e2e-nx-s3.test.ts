@@ -4,28 +4,22 @@
  * `flush` waits for the uploads; nx on machine B restores every task from A's artifacts by
  * read-through. Also: `flush` exits non-zero, with the reason, when S3 is gone.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
-import { startS3Server, type S3TestServer } from './helpers/s3-server.js';
+import type { S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { s3Env } from './helpers/s3-tier.js';
 
 let server: S3TestServer;
-const cleanups: (() => unknown)[] = [];
 
-beforeAll(async () => {
-  server = await startS3Server();
-});
-afterAll(() => server?.stop());
-afterEach(async () => {
-  killRunningNx();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+useS3Server((started) => (server = started));
+const cleanup = useCleanups(killRunningNx);
 
 async function machine(bucket: string, endpoint = server.endpoint): Promise<DaemonProcess> {
   const d = await startDaemonProcess({ args: ['--bucket', bucket, '--endpoint', endpoint], env: s3Env(server) });
-  cleanups.push(() => d.kill());
+  cleanup(() => d.kill());
   return d;
 }
 const cliArgs = (d: DaemonProcess) => ['--cache-dir', d.cacheDir, '--port', String(d.port), '--token', d.token];
@@ -36,7 +30,7 @@ describe('two machines sharing a bucket', () => {
     const a = await machine(bucket);
     const b = await machine(bucket);
     const ws: NxWorkspace = await createNxWorkspace();
-    cleanups.push(() => removeWorkspace(ws));
+    cleanup(() => removeWorkspace(ws));
 
     const run1 = await runNx(ws, { server: a.url, token: a.token, timeoutMs: 25_000 });
     expect(run1.exitCode, describeRun(run1)).toBe(0);
@@ -62,10 +56,10 @@ describe('two machines sharing a bucket', () => {
   it('flush times out with a non-zero exit and the last error while S3 is unreachable', async () => {
     const bucket = await server.createBucket('down');
     const faults = await startFaultProxy({ host: '127.0.0.1', port: server.port }, { kind: 'refuse' });
-    cleanups.push(() => faults.stop());
+    cleanup(() => faults.stop());
     const a = await machine(bucket, faults.endpoint);
     const ws = await createNxWorkspace();
-    cleanups.push(() => removeWorkspace(ws));
+    cleanup(() => removeWorkspace(ws));
     const run = await runNx(ws, { server: a.url, token: a.token, timeoutMs: 25_000 });
     expect(run.exitCode, describeRun(run)).toBe(0); // S3 down never fails the build
 

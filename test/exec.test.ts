@@ -4,29 +4,23 @@
  */
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { cliPath, freePort, killDaemonOf, runCli } from './helpers/daemon-process.js';
 import { createNxWorkspace, describeRun, killRunningNx, removeWorkspace, runNx } from './helpers/nx-workspace.js';
-import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { s3Env } from './helpers/s3-tier.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
-const cleanups: (() => unknown)[] = [];
-beforeAll(async () => {
-  server = await startS3Server();
-});
-afterAll(() => server?.stop());
-afterEach(async () => {
-  killRunningNx();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+useS3Server((started) => (server = started));
+const cleanup = useCleanups(killRunningNx);
 
 function tempCacheDir(): string {
   const temp = makeTempDir();
   const cacheDir = path.join(temp.dir, 'cache');
-  cleanups.push(temp.remove);
-  cleanups.push(() => killDaemonOf(cacheDir));
+  cleanup(temp.remove);
+  cleanup(() => killDaemonOf(cacheDir));
   return cacheDir;
 }
 
@@ -36,7 +30,7 @@ describe('nx-s3-sidecar exec', () => {
     const cacheDir = tempCacheDir();
     const port = await freePort();
     const ws = await createNxWorkspace();
-    cleanups.push(() => removeWorkspace(ws));
+    cleanup(() => removeWorkspace(ws));
     const sidecarArgs = ['--port', String(port), '--cache-dir', cacheDir, '--bucket', bucket, '--endpoint', server.endpoint];
 
     const run = await runNx(ws, {
@@ -50,7 +44,7 @@ describe('nx-s3-sidecar exec', () => {
     expect(run.stderr).toMatch(/outbox empty: every artifact is in S3/);
 
     const s3 = s3ClientFor(server);
-    cleanups.push(() => s3.destroy());
+    cleanup(() => s3.destroy());
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'nx-s3-sidecar/v1/' }));
     expect(listed.KeyCount).toBe(ws.taskIds.length);
 
@@ -70,7 +64,7 @@ describe('nx-s3-sidecar exec', () => {
     const net = await import('node:net');
     const squatter = net.createServer((socket) => socket.destroy());
     await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise((r) => squatter.close(r)));
+    cleanup(() => new Promise((r) => squatter.close(r)));
     const port = (squatter.address() as import('node:net').AddressInfo).port;
     const busy = await runCli(['exec', '--port', String(port), '--cache-dir', cacheDir, '--', 'true'], {}, 40_000);
     expect(busy.code).toBe(1);

@@ -5,30 +5,24 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { describe, expect, it } from 'vitest';
+import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { startDaemonProcess } from './helpers/daemon-process.js';
-import { eventually, objectExists, s3Env, useS3Credentials } from './helpers/s3-tier.js';
+import { eventually, objectExists, s3Env } from './helpers/s3-tier.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
-const cleanups: (() => unknown)[] = [];
 let nextHash = 17000000000000000000n;
 const newHash = () => String(nextHash++);
 
-beforeAll(async () => {
-  server = await startS3Server();
-  useS3Credentials(server);
-});
-afterAll(() => server?.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+useS3Server((started) => (server = started), { credentials: true });
+const cleanup = useCleanups();
 
 function workspaceWith(s3: Record<string, unknown>): { dir: string; write(s3: Record<string, unknown> | string): void } {
   const temp = makeTempDir();
-  cleanups.push(temp.remove);
+  cleanup(temp.remove);
   const write = (block: Record<string, unknown> | string) =>
     fs.writeFileSync(path.join(temp.dir, 'nx.json'), typeof block === 'string' ? block : JSON.stringify({ s3: block }, null, 2));
   write(s3);
@@ -44,14 +38,14 @@ describe('hot reload', () => {
     const second = await server.createBucket('reload-b');
     const ws = workspaceWith({ bucket: first, endpoint: server.endpoint, localMode: 'read-only' });
     const d: TestDaemon = await startTestDaemon({ workspace: ws.dir }, { hotReload: true });
-    cleanups.push(() => d.dispose());
+    cleanup(() => d.dispose());
     expect(await status(d)).toMatchObject({ mode: 'read-only', remote: { state: 'read-only', bucket: first } });
 
     ws.write({ bucket: second, endpoint: server.endpoint, localMode: 'read-write' });
     await eventually('the new config is in force', async () => (await status(d)).remote.bucket === second, 10_000);
     expect((await status(d)).mode).toBe('read-write');
     const s3 = s3ClientFor(server);
-    cleanups.push(() => s3.destroy());
+    cleanup(() => s3.destroy());
     const hash = newHash();
     await putArtifact(d, hash, randomBytes(2000));
     await eventually('uploaded to the new bucket', () => objectExists(s3, second, hash));
@@ -73,11 +67,11 @@ describe('hot reload', () => {
 
   it('applies a new size budget from the config file, and says which settings need a restart', async () => {
     const temp = makeTempDir();
-    cleanups.push(temp.remove);
+    cleanup(temp.remove);
     const configFile = path.join(temp.dir, 'sidecar.json');
     fs.writeFileSync(configFile, JSON.stringify({ 'max-size': '1MiB' }));
     const d = await startDaemonProcess({ args: ['--config', configFile, '--workspace', temp.dir], env: s3Env(server) });
-    cleanups.push(() => d.kill());
+    cleanup(() => d.kill());
     expect((await status(d)).local.budgetBytes).toBe(1024 * 1024);
     for (let i = 0; i < 6; i++) await putArtifact(d, newHash(), randomBytes(150_000));
 

@@ -6,10 +6,11 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startDaemonProcess } from './helpers/daemon-process.js';
 import { putArtifact } from './helpers/in-process-daemon.js';
-import { startS3Server, s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { eventually, objectExists, s3Env } from './helpers/s3-tier.js';
 
 /** A minimal CONNECT proxy on loopback that records the targets it tunnelled to. */
@@ -45,14 +46,8 @@ async function startConnectProxy(): Promise<{ url: string; targets: string[]; st
 }
 
 let server: S3TestServer;
-const cleanups: (() => unknown)[] = [];
-beforeAll(async () => {
-  server = await startS3Server();
-});
-afterAll(() => server?.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+useS3Server((started) => (server = started));
+const cleanup = useCleanups();
 
 describe('proxies', () => {
   it.each([
@@ -61,15 +56,15 @@ describe('proxies', () => {
     ['NO_PROXY exempting the endpoint host', { HTTP_PROXY: '$PROXY', NO_PROXY: '127.0.0.1' }, false],
   ])('%s', async (_label, proxyEnv, throughProxy) => {
     const proxy = await startConnectProxy();
-    cleanups.push(() => proxy.stop());
+    cleanup(() => proxy.stop());
     const bucket = await server.createBucket('proxy');
     const env = Object.fromEntries(Object.entries(proxyEnv).map(([k, v]) => [k, v.replace('$PROXY', proxy.url)]));
     const d = await startDaemonProcess({ args: ['--bucket', bucket, '--endpoint', server.endpoint], env: { ...s3Env(server), ...env } });
-    cleanups.push(() => d.kill());
+    cleanup(() => d.kill());
     const hash = '4242';
     expect((await putArtifact(d, hash, randomBytes(1000))).status).toBe(200);
     const s3 = s3ClientFor(server);
-    cleanups.push(() => s3.destroy());
+    cleanup(() => s3.destroy());
     await eventually('uploaded', () => objectExists(s3, bucket, hash));
     if (throughProxy) {
       expect(proxy.targets).toContain(`127.0.0.1:${server.port}`);

@@ -6,46 +6,40 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startS3Server, s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { makeTempDir } from './helpers/temp-dir.js';
-import { eventually, objectExists, readObject, s3Env, s3Flags, useS3Credentials } from './helpers/s3-tier.js';
+import { eventually, objectExists, readObject, s3Env, s3Flags } from './helpers/s3-tier.js';
 
 let server: S3TestServer;
 let s3: S3Client;
-const cleanups: (() => unknown)[] = [];
 let nextHash = 18000000000000000000n;
 const newHash = () => String(nextHash++);
 
-beforeAll(async () => {
-  server = await startS3Server();
+useS3Server((started) => {
+  server = started;
   s3 = s3ClientFor(server);
-  useS3Credentials(server);
-});
-afterAll(async () => {
-  s3?.destroy();
-  await server?.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+}, { credentials: true });
+afterAll(() => s3?.destroy());
+const cleanup = useCleanups();
 
 async function daemon(flags: Parameters<typeof startTestDaemon>[0], options?: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
   const d = await startTestDaemon(flags, options);
-  cleanups.push(() => d.dispose());
+  cleanup(() => d.dispose());
   return d;
 }
 async function proxy(): Promise<FaultProxy> {
   const p = await startFaultProxy({ host: '127.0.0.1', port: server.port });
-  cleanups.push(() => p.stop());
+  cleanup(() => p.stop());
   return p;
 }
 function tempDir(): string {
   const temp = makeTempDir();
-  cleanups.push(temp.remove);
+  cleanup(temp.remove);
   return temp.dir;
 }
 async function status(d: { url: string; token: string }) {
@@ -113,7 +107,7 @@ describe('write-behind', () => {
     const cacheDir = path.join(tempDir(), 'cache');
     const args = ['--bucket', bucket, '--endpoint', faults.endpoint];
     const first: DaemonProcess = await startDaemonProcess({ cacheDir, args, env: s3Env(server) });
-    cleanups.push(() => first.kill());
+    cleanup(() => first.kill());
     const artifacts = Array.from({ length: 8 }, () => ({ hash: newHash(), body: randomBytes(20_000) }));
     for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
     await first.kill();
@@ -121,7 +115,7 @@ describe('write-behind', () => {
     faults.setMode({ kind: 'pass' });
     await faults.settled();
     const second = await startDaemonProcess({ cacheDir, args, env: s3Env(server), token: first.token });
-    cleanups.push(() => second.kill());
+    cleanup(() => second.kill());
     expect(second.logs()).toMatch(/pendingUploads=8/);
     await eventually('every artifact is in the bucket', async () => {
       for (const { hash } of artifacts) if (!(await objectExists(s3, bucket, hash))) return false;
@@ -336,7 +330,7 @@ describe('misconfiguration', () => {
       args: ['--bucket', bucket, '--endpoint', server.endpoint],
       env: { ...s3Env(server), AWS_ACCESS_KEY_ID: 'NOTAKEY0000000000000', AWS_SECRET_ACCESS_KEY: 'wrong-secret-wrong-secret-wrong-secret00' },
     });
-    cleanups.push(() => d.kill());
+    cleanup(() => d.kill());
     expect((await putArtifact(d, newHash(), randomBytes(100))).status).toBe(200);
     await eventually('parked', async () => (await status(d)).outbox.parked === 1);
     expect((await status(d)).outbox.lastError?.message).toMatch(/InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden/);
@@ -352,7 +346,7 @@ describe('misconfiguration', () => {
       args: ['--bucket', bucket, '--endpoint', server.endpoint],
       env: { ...s3Env(server), AWS_SECRET_ACCESS_KEY: 'not-the-secret-not-the-secret-not-the-se' },
     });
-    cleanups.push(() => d.kill());
+    cleanup(() => d.kill());
     expect((await putArtifact(d, newHash(), randomBytes(100))).status).toBe(200);
     await eventually('parked', async () => (await status(d)).outbox.parked === 1);
     // The uploader's first request is a HEAD, whose 403 carries no error code: the hint names both causes.

@@ -54,7 +54,8 @@ export async function putArtifact(daemon: { url: string; token: string }, hash: 
   return fetch(artifactUrl(daemon, hash), {
     method: 'PUT',
     headers: authHeaders(daemon.token, { 'content-type': 'application/octet-stream' }),
-    body,
+    // Node's Buffer is a Uint8Array over ArrayBufferLike, which the DOM typing of fetch rejects.
+    body: body as Uint8Array<ArrayBuffer>,
   });
 }
 

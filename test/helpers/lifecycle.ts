@@ -1,0 +1,31 @@
+/** The set-up and tear-down most suites share, registered with vitest's hooks. */
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { startS3Server, type S3TestServer } from './s3-server.js';
+import { useS3Credentials } from './s3-tier.js';
+
+/**
+ * Returns `cleanup(fn)`: fn runs after the current test, also when it failed, in reverse order
+ * of registration (what was started last stops first). `first` runs before them (e.g. killing nx).
+ */
+export function useCleanups(first?: () => void): (cleanup: () => unknown) => void {
+  const cleanups: (() => unknown)[] = [];
+  afterEach(async () => {
+    first?.();
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return (cleanup) => void cleanups.push(cleanup);
+}
+
+/**
+ * One S3-compatible server for the whole file, handed to `use` once it runs; stopped after the
+ * last test. With `credentials`, in-process daemons of this file use its keys.
+ */
+export function useS3Server(use: (server: S3TestServer) => void, options: { credentials?: boolean } = {}): void {
+  let server: S3TestServer | undefined;
+  beforeAll(async () => {
+    server = await startS3Server();
+    if (options.credentials) useS3Credentials(server);
+    use(server);
+  });
+  afterAll(() => server?.stop());
+}
