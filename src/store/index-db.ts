@@ -94,7 +94,6 @@ export class IndexDb {
          WHERE o.next_attempt_ms <= ? ORDER BY o.next_attempt_ms, o.enqueued_ms LIMIT ?`,
       ),
       nextDueAfter: this.db.prepare<[number], { next: number | null }>('SELECT min(next_attempt_ms) AS next FROM outbox WHERE next_attempt_ms > ?'),
-      outboxGet: this.db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE hash = ?'),
       outboxRemove: this.db.prepare<[string]>('DELETE FROM outbox WHERE hash = ?'),
       outboxDefer: this.db.prepare<[number, number, string, string | null, string]>(
         'UPDATE outbox SET attempts = ?, next_attempt_ms = ?, state = ?, last_error = ? WHERE hash = ?',
@@ -153,10 +152,6 @@ export class IndexDb {
   /** The earliest retry time after `nowMs` (an index lookup, cheap enough for every PUT). */
   nextDueAfter(nowMs: number): number | undefined {
     return this.statements.nextDueAfter.get(nowMs)?.next ?? undefined;
-  }
-
-  outboxGet(hash: string): OutboxRow | undefined {
-    return this.statements.outboxGet.get(hash);
   }
 
   /** The upload is confirmed (or no longer possible): unpins the artifact. */

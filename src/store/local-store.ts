@@ -225,10 +225,6 @@ export class LocalStore {
     return this.index.nextDueAfter(nowMs);
   }
 
-  outboxEntry(hash: string): OutboxRow | undefined {
-    return this.index.outboxGet(hash);
-  }
-
   completeUpload(hash: string): void {
     this.index.outboxRemove(hash);
     if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction(); // it may go now
@@ -244,12 +240,6 @@ export class LocalStore {
 
   outboxSummary(): OutboxSummary & { lastError?: { hash: string; message: string } } {
     return this.index.outboxSummary();
-  }
-
-  /** Forgets an artifact that cannot be served or uploaded any more (its blob is damaged). */
-  async discard(hash: string, reason: string): Promise<void> {
-    const row = this.index.get(hash);
-    if (row) await this.dropDamaged(hash, row.size_bytes, reason, blobPath(this.layout, hash));
   }
 
   /** A new size budget (hot reload): a smaller one is enforced at once, in the background. */
