@@ -17,6 +17,7 @@ import { IndexDb, type OutboxRow, type OutboxState, type OutboxSummary } from '.
 import { publishBlob, receiveToTempFile, describeFsError } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
+import { failpoint } from '../failpoints.js';
 
 export interface LocalStoreOptions {
   cacheDir: string;
@@ -136,7 +137,9 @@ export class LocalStore {
         throw new IncompleteBodyError(`checksum mismatch: expected sha256 ${options.expectedSha256}, received ${received.sha256}`);
       }
       const finalFile = blobPath(this.layout, hash);
+      failpoint('after-receive');
       await publishBlob(received.tempFile, finalFile);
+      failpoint('after-publish');
       const nowMs = Date.now();
       try {
         this.index.insert(
@@ -149,6 +152,7 @@ export class LocalStore {
       }
       this.usedBytes += received.sizeBytes;
       this.entryCount++;
+      failpoint('after-commit');
       if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {

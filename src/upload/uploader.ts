@@ -10,6 +10,7 @@ import PQueue from 'p-queue';
 import type { LocalStore } from '../store/index.js';
 import { S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
+import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 
 export interface UploaderOptions {
@@ -139,6 +140,7 @@ export class Uploader {
     }
     try {
       const outcome = await remote.upload(hash, artifact, this.abort.signal);
+      failpoint('after-upload');
       store.completeUpload(hash);
       if (this.failing) {
         this.failing = false;
