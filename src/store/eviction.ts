@@ -3,7 +3,8 @@
  * last-access index; artifacts still in the outbox (not yet uploaded) are never chosen.
  * Runs in the background: a PUT that pushes usage over budget only schedules a pass.
  * A pass evicts down to a low-water mark a little under the budget, so a full cache does
- * not run one pass per PUT.
+ * not run one pass per PUT. A disk that fills before the budget does asks a pass to free
+ * room anyway: a cache gives way rather than make every later PUT fail.
  */
 import fs from 'node:fs/promises';
 import type { IndexDb } from './index-db.js';
@@ -33,11 +34,17 @@ export interface EvictorOptions {
 export class Evictor {
   private running: Promise<EvictionPass> | undefined;
   private again = false;
+  /** Bytes the next pass must free even under budget (the disk filled up before the budget did). */
+  private requestedFreeBytes = 0;
 
   constructor(private readonly options: EvictorOptions) {}
 
-  /** Starts a pass unless one is running (then that one runs once more). */
-  schedule(): Promise<EvictionPass> {
+  /**
+   * Starts a pass unless one is running (then that one runs once more). `freeBytes` asks it to
+   * free at least that much even when usage is within budget: the disk may fill first.
+   */
+  schedule(freeBytes = 0): Promise<EvictionPass> {
+    this.requestedFreeBytes = Math.max(this.requestedFreeBytes, freeBytes);
     if (this.running) {
       this.again = true;
       return this.running;
@@ -64,13 +71,17 @@ export class Evictor {
     const { index, logger } = this.options;
     const budget = this.options.budgetBytes();
     const pass: EvictionPass = { evictedCount: 0, evictedBytes: 0, blockedByPins: false };
-    if (this.options.usedBytes() <= budget) return pass;
-    const target = Math.floor(budget * (this.options.lowWaterRatio ?? 0.95));
+    const freeBytes = this.requestedFreeBytes;
+    this.requestedFreeBytes = 0;
+    const used = this.options.usedBytes();
+    if (used <= budget && freeBytes <= 0) return pass;
+    const budgetTarget = used > budget ? Math.floor(budget * (this.options.lowWaterRatio ?? 0.95)) : used;
+    const target = Math.min(budgetTarget, used - freeBytes);
     this.options.beforePass();
     while (this.options.usedBytes() > target) {
       const candidates = index.evictionCandidates(this.options.batchSize ?? 256);
       if (candidates.length === 0) {
-        pass.blockedByPins = this.options.usedBytes() > budget;
+        pass.blockedByPins = this.options.usedBytes() > target;
         break;
       }
       const chosen: typeof candidates = [];
@@ -102,7 +113,9 @@ export class Evictor {
       }
     }
     if (pass.evictedCount > 0) logger.info('evicted least recently used artifacts', { ...pass, blockedByPins: undefined });
-    if (pass.blockedByPins) logger.warn('over the size budget, but every remaining artifact waits for upload and is pinned');
+    if (pass.blockedByPins) {
+      logger.warn(freeBytes > 0 && used <= budget ? 'the disk is full, and every remaining artifact waits for upload and is pinned' : 'over the size budget, but every remaining artifact waits for upload and is pinned');
+    }
     return pass;
   }
 }

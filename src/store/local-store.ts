@@ -156,8 +156,9 @@ export class LocalStore {
       if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {
-      // A full disk is the one failure eviction can cure for the next PUT.
-      if (error instanceof StorageError && /ENOSPC|EDQUOT/.test(error.message)) this.scheduleEviction();
+      // A full disk is the one failure eviction can cure for the next PUT: make room for this
+      // artifact twice over (SQLite and other PUTs need some too).
+      if (error instanceof StorageError && /disk is full|ENOSPC|EDQUOT/.test(error.message)) this.scheduleEviction(Math.max(2 * declaredBytes, 1024 * 1024));
       throw error;
     } finally {
       this.inFlightPuts.delete(hash);
@@ -267,9 +268,9 @@ export class LocalStore {
   }
 
   /** Starts a background pass; its failure is logged, never thrown into a request or the process. */
-  private scheduleEviction(): void {
+  private scheduleEviction(freeBytes = 0): void {
     if (this.closed) return;
-    this.evictor.schedule().catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
+    this.evictor.schedule(freeBytes).catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
   }
 
   private forget(sizeBytes: number): void {
