@@ -185,13 +185,17 @@ describe('GET /v1/cache/:hash', () => {
 
     for (const hash of [flipped, bigFlipped, truncated, deleted, replacedByDir]) {
       expect((await getArtifact(daemon, hash)).status, hash).toBe(404);
+      expect((await getArtifact(daemon, hash)).status, hash).toBe(404); // again: now a plain miss
+      // The index was repaired on the first GET, so the damage is logged exactly once.
+      expect(daemon.logLines.filter((l) => l.includes('dropped a damaged artifact') && l.includes(`hash=${hash}`)), hash).toHaveLength(1);
     }
     // The damaged entries were dropped, so the next PUT of the same hash is stored again.
     const body = randomBytes(4096);
     expect((await putArtifact(daemon, flipped, body)).status).toBe(200);
     expect((await getArtifact(daemon, flipped)).body.equals(body)).toBe(true);
     expect(daemon.logLines.join('')).toMatch(/dropped a damaged artifact.*checksum does not match/);
-    fs.rmSync(blob(replacedByDir), { recursive: true, force: true });
+    expect(daemon.logLines.join('')).toMatch(/dropped a damaged artifact.*it is not a regular file/);
+    expect(fs.existsSync(blob(replacedByDir))).toBe(false);
   });
 
   it('tolerates the //v1/cache/ path a server URL with a trailing slash produces', async () => {

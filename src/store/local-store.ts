@@ -182,7 +182,13 @@ export class LocalStore {
       return undefined;
     }
     try {
-      const { size } = await handle.stat();
+      const stat = await handle.stat();
+      const size = stat.size;
+      if (!stat.isFile()) {
+        await handle.close();
+        await this.dropDamaged(hash, row.size_bytes, 'it is not a regular file', file);
+        return undefined;
+      }
       if (size !== row.size_bytes) {
         await this.dropDamaged(hash, row.size_bytes, `its file has ${size} bytes, the index says ${row.size_bytes}`, file);
         await handle.close();
@@ -282,7 +288,7 @@ export class LocalStore {
     this.options.logger.warn('dropped a damaged artifact from the local tier', { hash, reason });
     // File before row: while the row exists a PUT of this hash is refused, so it cannot
     // write a new file that this removal would then delete.
-    if (file) await fs.rm(file, { force: true }).catch(() => {});
+    if (file) await fs.rm(file, { force: true, recursive: true }).catch(() => {});
     if (this.index.remove(hash)) this.forget(sizeBytes);
   }
 }
