@@ -24,6 +24,9 @@ export interface ReadThroughCounters {
 }
 
 const COOL_DOWN_MS = 15_000;
+// A whole read-through may take no longer than this, even while S3 keeps sending slowly:
+// beyond it, rebuilding the task is the faster way to its outputs.
+export const READ_THROUGH_MAX_MS = 120_000;
 
 export class ReadThrough {
   private readonly inFlight = new Map<string, Promise<boolean>>();
@@ -80,6 +83,10 @@ export class ReadThrough {
       this.badObject(hash, refusal);
       return false;
     }
+    const tooLong = setTimeout(
+      () => object.body.destroy(new ReadDeadlineError(`S3 stopped sending: the read-through took longer than ${READ_THROUGH_MAX_MS / 1000} s`)),
+      Math.max(READ_THROUGH_MAX_MS - (performance.now() - startedMs), 0),
+    );
     try {
       await this.store.put(hash, object.body, object.sizeBytes, { expectedSha256: object.sha256, enqueueUpload: false });
     } catch (error) {
@@ -95,6 +102,8 @@ export class ReadThrough {
         this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
       }
       return false;
+    } finally {
+      clearTimeout(tooLong);
     }
     this.counters.hits++;
     this.counters.bytes += object.sizeBytes;
