@@ -138,6 +138,21 @@ describe('write-behind', () => {
     expect((await readObject(s3, bucket, hash))!.equals(first)).toBe(true);
   });
 
+  it('overwrites a partial object left by a cut-off upload instead of trusting it', async () => {
+    const bucket = await server.createBucket('partial');
+    const hash = newHash();
+    const body = randomBytes(200_000);
+    // What a non-atomic store keeps of a PUT cut off midway: some bytes, no sha256 metadata.
+    const { PutObjectCommand } = await import('@aws-sdk/client-s3');
+    const { objectKey } = await import('../src/remote/index.js');
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash), Body: body.subarray(0, 50_000) }));
+    const d = await daemon(s3Flags(server.endpoint, bucket));
+    expect((await putArtifact(d, hash, body)).status).toBe(200);
+    await eventually('uploaded', async () => (await status(d)).outbox.entries === 0);
+    expect((await status(d)).uploads).toMatchObject({ uploaded: 1, alreadyPresent: 0 });
+    expect((await readObject(s3, bucket, hash))!.equals(body)).toBe(true);
+  });
+
   it('uploads a 100 MiB artifact as a multipart upload, and it comes back identical', async () => {
     const bucket = await server.createBucket('multipart');
     const a = await daemon(s3Flags(server.endpoint, bucket, { 'max-size': '1GiB' }));

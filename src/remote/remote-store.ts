@@ -100,7 +100,11 @@ export class RemoteStore {
   }
 
   async upload(hash: string, source: UploadSource, signal?: AbortSignal): Promise<UploadOutcome> {
-    if (await this.head(hash, signal)) return 'already-present';
+    // Present means complete: an object we wrote carries its sha256 (and, if it is this very
+    // artifact, has its size). A store that is not atomic (s3rver) leaves a PUT cut off midway
+    // as a partial object without metadata: that one is overwritten, never trusted.
+    const existing = await this.head(hash, signal);
+    if (existing?.sha256 !== undefined && (existing.sha256 !== source.sha256 || existing.sizeBytes === source.sizeBytes)) return 'already-present';
     const params = {
       Bucket: this.bucket,
       Key: this.key(hash),
