@@ -22,7 +22,8 @@ function formatFields(fields: Record<string, unknown> | undefined): string {
   for (const [key, value] of Object.entries(fields)) {
     if (value === undefined) continue;
     const text = value instanceof Error ? value.message : typeof value === 'string' ? value : JSON.stringify(value);
-    parts.push(`${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`);
+    // Quoted (and so escaped) when it has spaces, quotes or control characters: one event, one line.
+    parts.push(`${key}=${/[\s"=\p{Cc}]/u.test(text) ? JSON.stringify(text) : text}`);
   }
   return parts.length ? ' ' + parts.join(' ') : '';
 }

@@ -45,7 +45,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
       deps.logger.debug('request', {
         method: c.req.method,
         path: c.req.path,
-        status: c.env.outgoing.statusCode,
+        status: c.env.outgoing.headersSent ? c.env.outgoing.statusCode : 'none (connection closed before an answer)',
         ms: Math.round(performance.now() - startedMs),
       });
     });

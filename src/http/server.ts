@@ -30,6 +30,10 @@ export function startHttpServer(app: Hono<any>, options: HttpServerOptions): Pro
   return new Promise((resolve, reject) => {
     const server = serve({
       fetch: app.fetch,
+      // Its clean-up closes a connection whose request body is still arriving after 500 ms or
+      // 64 MiB; the PUT route drains bodies itself, and Node drains the rest, keeping the
+      // connection open so the client reads the answer.
+      autoCleanupIncoming: false,
       hostname: options.host,
       port: options.port,
       serverOptions: {

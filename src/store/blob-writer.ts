@@ -32,7 +32,9 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     });
     try {
       armIdleTimer();
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      // destroyOnReturn false: when writing fails midway, the rest of the body stays readable,
+      // so the caller can drain it and answer on a connection that stays usable.
+      for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         armIdleTimer();
         sizeBytes += chunk.length;
         if (sizeBytes > declaredBytes) {

@@ -36,6 +36,12 @@ export class Evictor {
   private again = false;
   /** Bytes the next pass must free even under budget (the disk filled up before the budget did). */
   private requestedFreeBytes = 0;
+  /** Hashes whose files are being removed right now: a GET that finds one gone is a plain miss. */
+  private readonly evicting = new Set<string>();
+
+  isEvicting(hash: string): boolean {
+    return this.evicting.has(hash);
+  }
 
   constructor(private readonly options: EvictorOptions) {}
 
@@ -93,18 +99,20 @@ export class Evictor {
       }
       // File first, then row: a crash in between leaves a row without a file, which a GET
       // and start-up recovery both treat as a miss. A file that cannot be removed keeps its row.
-      const gone: typeof chosen = [];
-      for (const candidate of chosen) {
-        try {
-          await fs.rm(this.options.blobFile(candidate.hash), { force: true });
-          gone.push(candidate);
-        } catch (error) {
-          logger.warn('cannot remove an artifact file; skipping it in this pass', { hash: candidate.hash, error });
-        }
-      }
+      for (const { hash } of chosen) this.evicting.add(hash);
+      // All of a batch at once: one by one, removals queue behind a busy disk's writes and
+      // the cache overshoots its budget under sustained load.
+      const results = await Promise.allSettled(chosen.map((candidate) => fs.rm(this.options.blobFile(candidate.hash), { force: true })));
+      const gone = chosen.filter((candidate, i) => {
+        const result = results[i]!;
+        if (result.status === 'fulfilled') return true;
+        logger.warn('cannot remove an artifact file; skipping it in this pass', { hash: candidate.hash, error: result.reason });
+        return false;
+      });
       if (gone.length === 0) break;
       // Only rows still as chosen: a PUT may have stored the hash anew meanwhile.
       const removed = index.removeUnchanged(gone);
+      for (const { hash } of chosen) this.evicting.delete(hash);
       for (const { hash, size_bytes } of gone) {
         if (!removed.has(hash)) continue; // dropped or replaced meanwhile
         this.options.onEvicted(hash, size_bytes);

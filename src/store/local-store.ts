@@ -178,6 +178,7 @@ export class LocalStore {
       handle = await fs.open(file, 'r');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error; // e.g. EMFILE: not the entry's fault
+      if (this.evictor.isEvicting(hash)) return undefined; // being evicted: a miss, not damage
       await this.dropDamaged(hash, row.size_bytes, 'its file is missing');
       return undefined;
     }
@@ -285,11 +286,15 @@ export class LocalStore {
   }
 
   private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<void> {
-    this.options.logger.warn('dropped a damaged artifact from the local tier', { hash, reason });
     // File before row: while the row exists a PUT of this hash is refused, so it cannot
     // write a new file that this removal would then delete.
     if (file) await fs.rm(file, { force: true, recursive: true }).catch(() => {});
-    if (this.index.remove(hash)) this.forget(sizeBytes);
+    // Logged only by whoever removes the row: a GET that lost a race with eviction (the row
+    // is already gone) saw a plain miss, not damage.
+    if (this.index.remove(hash)) {
+      this.forget(sizeBytes);
+      this.options.logger.warn('dropped a damaged artifact from the local tier', { hash, reason });
+    }
   }
 }
 

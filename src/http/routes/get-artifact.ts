@@ -42,9 +42,15 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetAr
     }
     if (!artifact) return textResponse(404, 'not found');
 
+    const headers = { 'content-type': 'application/octet-stream', 'content-length': String(artifact.sizeBytes) };
+    if (c.req.method === 'HEAD') {
+      // hono answers HEAD through the GET route and drops the body itself: no streaming here.
+      await artifact.release();
+      return new Response(null, { status: 200, headers });
+    }
     // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead.
     const outgoing = c.env.outgoing;
-    outgoing.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(artifact.sizeBytes) });
+    outgoing.writeHead(200, headers);
     pipeline(artifact.stream(), outgoing)
       .catch((error) => {
         // The client went away, or the read failed mid-stream (the socket is closed, so Nx

@@ -3,7 +3,7 @@
  * already stored. Nx fails the task on anything but 200/403/409, so every failure of the
  * daemon's own (disk full, write error, over the size limit) answers 403 with the reason.
  * Early answers read the body to its end first: a client still sending when the answer
- * arrives may see a broken connection instead of the answer.
+ * arrives may see a broken connection instead of the answer (Nx then fails the task).
  */
 import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
@@ -35,25 +35,27 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
     if (!param.ok) return textResponse(400, param.reason);
     const { hash } = param;
     if (c.get('access') !== 'read-write') {
-      await discardBody(incoming);
+      await discardBody(incoming, idleTimeoutMs);
       return textResponse(403, 'this token may only read; use the read-write token to store artifacts');
     }
 
     const lengthHeader = incoming.headers['content-length'];
-    if (lengthHeader === undefined) return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)');
-    if (!/^\d{1,16}$/.test(lengthHeader)) return textResponse(400, `Content-Length "${lengthHeader}" is not a byte count`);
+    // Without a usable length the body's end is unknown: answer, then close the connection.
+    if (lengthHeader === undefined) return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)', { connection: 'close' });
+    if (!/^\d{1,16}$/.test(lengthHeader)) return textResponse(400, `Content-Length "${lengthHeader}" is not a byte count`, { connection: 'close' });
     const declaredBytes = Number(lengthHeader);
     const maxArtifactBytes = maxArtifactBytesNow();
     if (declaredBytes === 0) return textResponse(400, 'an artifact cannot be empty');
     if (declaredBytes > maxArtifactBytes) {
       logger.warn('PUT refused: artifact over the size limit', { hash, bytes: declaredBytes, limitBytes: maxArtifactBytes });
-      // Too big to read just to discard it: answer now and close the connection.
-      return textResponse(403, `artifact of ${formatSize(declaredBytes)} is over the limit of ${formatSize(maxArtifactBytes)} (--max-artifact-size)`, {
-        connection: 'close',
-      });
+      // Answer now, but keep reading (and dropping) the body on an open connection: a client
+      // still sending when its connection closes sees a broken pipe — Nx fails the task —
+      // instead of the 403. A sender that stalls is cut off by the idle timeout.
+      void discardBody(incoming, idleTimeoutMs);
+      return textResponse(403, `artifact of ${formatSize(declaredBytes)} is over the limit of ${formatSize(maxArtifactBytes)} (--max-artifact-size)`);
     }
     if (store.has(hash)) {
-      await discardBody(incoming);
+      await discardBody(incoming, idleTimeoutMs);
       return textResponse(409, 'already stored');
     }
 
@@ -69,7 +71,7 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
       return textResponse(200, 'stored');
     } catch (error) {
       if (error instanceof ArtifactExistsError) {
-        await discardBody(incoming);
+        await discardBody(incoming, idleTimeoutMs);
         return textResponse(409, 'already stored');
       }
       if (error instanceof IncompleteBodyError) {
@@ -78,20 +80,37 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
       }
       const reason = error instanceof StorageError ? error.message : `internal error: ${(error as Error).message}`;
       logger.warn('PUT not stored; answering 403 so the build goes on', { hash, reason });
-      return textResponse(403, `not stored: ${reason}`, { connection: 'close' });
+      // The write may have failed mid-body (a full disk): read the rest, so Nx gets the 403.
+      await discardBody(incoming, idleTimeoutMs);
+      return textResponse(403, `not stored: ${reason}`);
     } finally {
       socket.setTimeout(idleTimeoutMs);
     }
   };
 }
 
-/** Reads and drops the rest of a body; a stalled client is cut off by the idle timeout. */
-function discardBody(incoming: IncomingMessage): Promise<void> {
+/**
+ * Reads and drops the rest of a body. A client that sends nothing for `idleTimeoutMs` is cut
+ * off here: once an answer has gone out, Node would otherwise give the connection its longer
+ * keep-alive timeout.
+ */
+function discardBody(incoming: IncomingMessage, idleTimeoutMs: number): Promise<void> {
   if (incoming.readableEnded || incoming.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
-    incoming.once('end', resolve);
-    incoming.once('close', resolve);
-    incoming.once('error', () => resolve());
+    let timer: NodeJS.Timeout;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => incoming.socket.destroy(), idleTimeoutMs);
+    };
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    incoming.on('data', arm);
+    incoming.once('end', done);
+    incoming.once('close', done);
+    incoming.once('error', done);
+    arm();
     incoming.resume();
   });
 }
