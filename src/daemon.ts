@@ -41,6 +41,7 @@ export interface StartOptions {
 interface RemoteTier {
   state: StatusReport['remote'];
   s3?: ConfiguredS3Client;
+  remote?: RemoteStore;
   uploader?: Uploader;
   readThrough?: ReadThrough;
 }
@@ -63,6 +64,7 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
   const readWrite = config.mode === 'read-write';
   return {
     s3,
+    remote,
     uploader: readWrite ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger }) : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes),
     state: { state: readWrite ? 'read-write' : 'read-only', bucket: config.s3.bucket, endpoint: config.s3.endpoint, keyPrefix: config.s3.keyPrefix },
@@ -223,10 +225,9 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
 async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promise<void> {
   const bucket = tier.state.bucket!;
   try {
-    await new RemoteStore(tier.s3!.client, { bucket, keyPrefix: '' }).checkBucket(AbortSignal.timeout(10_000));
+    await tier.remote!.checkBucket(AbortSignal.timeout(10_000));
     logger.info('S3 bucket reachable', { bucket, credentials: tier.s3!.credentials.resolvedBy() });
   } catch (error) {
-    if ((error as Error).name === 'AbortError' && tier.s3 === undefined) return;
     const message = error instanceof S3OperationError ? error.message : (error as Error).message;
     logger.warn(`S3 bucket "${bucket}" is not usable; serving from the local tier, uploads wait in the outbox`, { error: message });
   }

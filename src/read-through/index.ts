@@ -93,10 +93,9 @@ export class ReadThrough {
       object.body.destroy();
       if (error instanceof ArtifactExistsError) return true; // a PUT stored it meanwhile
       // The body broke off because S3 stalled or the connection failed: an S3 problem.
-      const cause = (error as Error).message ?? '';
-      if (error instanceof IncompleteBodyError && /client went away/.test(cause)) this.s3Failed(hash, error);
+      if (error instanceof IncompleteBodyError && error.interrupted) this.s3Failed(hash, error.cause ?? error);
       // A checksum mismatch is this object's problem; a full disk is ours: neither is S3 being down.
-      else if (error instanceof IncompleteBodyError) this.badObject(hash, cause);
+      else if (error instanceof IncompleteBodyError) this.badObject(hash, error.message);
       else {
         this.counters.failures++;
         this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
@@ -119,7 +118,7 @@ export class ReadThrough {
 
   /** S3 itself failed or timed out: skip it for a cool-down so a batch of misses does not wait on it. */
   private s3Failed(hash: string, error: unknown): void {
-    const timedOut = error instanceof ReadDeadlineError || /S3 stopped sending|S3 did not answer/.test((error as Error).message ?? '');
+    const timedOut = error instanceof ReadDeadlineError;
     if (timedOut) this.counters.timeouts++;
     else this.counters.failures++;
     const message = error instanceof S3OperationError ? error.message : (error as Error).message;

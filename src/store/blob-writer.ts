@@ -45,7 +45,10 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
       }
     } catch (error) {
       if (error instanceof IncompleteBodyError || error instanceof StorageError) throw error;
-      throw new IncompleteBodyError(`client went away after ${sizeBytes} of ${declaredBytes} bytes (${(error as Error).message})`);
+      throw new IncompleteBodyError(`client went away after ${sizeBytes} of ${declaredBytes} bytes (${(error as Error).message})`, {
+        interrupted: true,
+        cause: error,
+      });
     } finally {
       clearTimeout(idleTimer);
     }

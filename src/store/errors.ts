@@ -8,11 +8,17 @@ export class ArtifactExistsError extends Error {
   }
 }
 
-/** The client sent fewer or more bytes than it declared, or went away mid-body. */
+/**
+ * The body does not match what was declared: fewer or more bytes, a wrong checksum, or the
+ * sender went away mid-body (`interrupted`, with what broke it as the cause).
+ */
 export class IncompleteBodyError extends Error {
-  constructor(message: string) {
-    super(message);
+  readonly interrupted: boolean;
+
+  constructor(message: string, options: { interrupted?: boolean; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
     this.name = 'IncompleteBodyError';
+    this.interrupted = options.interrupted ?? false;
   }
 }
 

@@ -21,7 +21,6 @@ export interface OutboxSummary {
   bytes: number;
   parked: number;
   oldestEnqueuedMs: number | null;
-  nextAttemptMs: number | null;
 }
 
 export type EvictionCandidate = Pick<ArtifactRow, 'hash' | 'size_bytes' | 'created_ms'>;
@@ -99,9 +98,9 @@ export class IndexDb {
         'UPDATE outbox SET attempts = ?, next_attempt_ms = ?, state = ?, last_error = ? WHERE hash = ?',
       ),
       outboxRetryAll: this.db.prepare<[]>('UPDATE outbox SET next_attempt_ms = 0'),
-      outboxSummary: this.db.prepare<[], { entries: number; bytes: number | null; parked: number | null; oldest: number | null; next: number | null }>(
+      outboxSummary: this.db.prepare<[], { entries: number; bytes: number | null; parked: number | null; oldest: number | null }>(
         `SELECT count(*) AS entries, sum(a.size_bytes) AS bytes, sum(o.state = 'parked') AS parked,
-                min(o.enqueued_ms) AS oldest, min(o.next_attempt_ms) AS next
+                min(o.enqueued_ms) AS oldest
          FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash`,
       ),
       lastOutboxError: this.db.prepare<[], { hash: string; last_error: string }>(
@@ -175,7 +174,6 @@ export class IndexDb {
       bytes: row.bytes ?? 0,
       parked: row.parked ?? 0,
       oldestEnqueuedMs: row.oldest,
-      nextAttemptMs: row.next,
       lastError: last ? { hash: last.hash, message: last.last_error } : undefined,
     };
   }

@@ -78,11 +78,6 @@ export class Uploader {
     return { ...this.counters, inFlight: this.queue.pending, lastError: this.lastError };
   }
 
-  /** Resolves when nothing is uploading right now. */
-  onIdle(): Promise<void> {
-    return this.queue.onIdle();
-  }
-
   /** Stops taking work and abandons in-flight uploads; their rows stay for the next start. */
   async stop(): Promise<void> {
     this.stopped = true;
