@@ -9,7 +9,7 @@ import { isLoopbackHost, formatSize, loadOrCreateToken, ConfigError, type Daemon
 import { watchConfigFiles, type ConfigWatcher } from './config/watch.js';
 import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
-import { createS3Client, RemoteStore, S3OperationError, type ConfiguredS3Client } from './remote/index.js';
+import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Client, type RemoteStore } from './remote/index.js';
 import { ReadThrough } from './read-through/index.js';
 import { Uploader } from './upload/index.js';
 import { buildStatusReport, type StatusReport } from './status.js';
@@ -50,24 +50,22 @@ interface RemoteTier {
 function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger): RemoteTier {
   if (!config.s3) return { state: { state: 'off', reason: 'no bucket configured (nx.json s3.bucket or --bucket)' } };
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
-  if (config.encryptionKeySet) {
-    return {
-      state: {
-        state: 'off',
-        reason: 'an encryptionKey is configured but this version cannot encrypt yet; nothing is sent to S3 rather than plaintext',
-        bucket: config.s3.bucket,
-      },
-    };
-  }
   const s3 = createS3Client(config.s3);
-  const remote = new RemoteStore(s3.client, { bucket: config.s3.bucket, keyPrefix: config.s3.keyPrefix });
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey);
   const readWrite = config.mode === 'read-write';
   return {
     s3,
     remote,
     uploader: readWrite ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger }) : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes),
-    state: { state: readWrite ? 'read-write' : 'read-only', bucket: config.s3.bucket, endpoint: config.s3.endpoint, keyPrefix: config.s3.keyPrefix },
+    state: {
+      state: readWrite ? 'read-write' : 'read-only',
+      bucket: config.s3.bucket,
+      endpoint: config.s3.endpoint,
+      keyPrefix: config.s3.keyPrefix,
+      encryption: config.encryptionKey ? `AES-256-GCM, key from ${config.encryptionKey.source}` : 'off',
+      pluginObjects: config.s3.pluginObjects === 'read' ? `read at ${remote.pluginKey('<hash>')}` : 'ignored',
+    },
   };
 }
 
@@ -94,7 +92,7 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
     maxSizeBytes: config.maxSizeBytes,
     verifyReads: config.verifyReads,
     logger,
-    uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write' && !config.encryptionKeySet,
+    uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write',
   });
   let stopping = false;
   let tier: RemoteTier = { state: { state: 'off' } };
@@ -166,7 +164,10 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
         if (needRestart.length > 0) logger.warn(`changed settings that take effect only after a restart: ${needRestart.join(', ')}`);
         if (next.maxSizeBytes !== previous.maxSizeBytes) store.setBudget(next.maxSizeBytes);
         const remoteChanged =
-          previous.mode !== next.mode || previous.encryptionKeySet !== next.encryptionKeySet || JSON.stringify({ ...previous.s3, uploadConcurrency: 0 }) !== JSON.stringify({ ...next.s3, uploadConcurrency: 0 });
+          previous.mode !== next.mode ||
+          (previous.encryptionKey === undefined) !== (next.encryptionKey === undefined) ||
+          (next.encryptionKey !== undefined && !next.encryptionKey.sameValueAs(previous.encryptionKey)) ||
+          JSON.stringify({ ...previous.s3, uploadConcurrency: 0 }) !== JSON.stringify({ ...next.s3, uploadConcurrency: 0 });
         if (remoteChanged) {
           const old = tier;
           tier = buildRemoteTier(next, store, logger);

@@ -10,7 +10,18 @@ export interface StatusReport {
   mode: CacheMode;
   modeSource: string;
   /** What the S3 tier does in practice: both, reads only, or nothing (with why). */
-  remote: { state: 'read-write' | 'read-only' | 'off'; reason?: string; bucket?: string; endpoint?: string; keyPrefix?: string; credentials?: string };
+  remote: {
+    state: 'read-write' | 'read-only' | 'off';
+    reason?: string;
+    bucket?: string;
+    endpoint?: string;
+    keyPrefix?: string;
+    credentials?: string;
+    /** "off", or the cipher and where the key came from (never the key). */
+    encryption?: string;
+    /** Whether, and where, a miss looks for objects @nx/s3-cache wrote. */
+    pluginObjects?: string;
+  };
   local: { usedBytes: number; entries: number; budgetBytes: number };
   outbox: {
     entries: number;

@@ -243,7 +243,7 @@ describe('read-through', () => {
     const b = await daemon(s3Flags(server.endpoint, bucket));
     expect((await getArtifact(b, hash)).status).toBe(404);
     expect(b.store.usage().entries).toBe(0);
-    expect(b.logLines.join('')).toMatch(/an object in S3 is not usable; answering a miss for it.*checksum mismatch/);
+    expect(b.logLines.join('')).toMatch(/an object in S3 is not usable; answering a miss for it.*does not match the sha256 its writer recorded/);
     // One bad object is not S3 being down: the next miss still asks S3, and a good object is served.
     const good = newHash();
     const goodBody = randomBytes(4000);

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { formatSize, isLoopbackHost, type DaemonConfig } from '../config/index.js';
-import { createS3Client, RemoteStore, S3OperationError, classifyS3Error, OBJECT_NAMESPACE } from '../remote/index.js';
+import { createS3Client, remoteStoreFor, S3OperationError, classifyS3Error, OBJECT_NAMESPACE } from '../remote/index.js';
 import { DaemonClient } from './daemon-client.js';
 
 type Outcome = 'ok' | 'warn' | 'fail';
@@ -38,7 +38,7 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
   const s3 = config.s3;
   if (!s3) return report('warn', 'S3 tier', 'no bucket configured (nx.json s3.bucket or --bucket): the cache is local to this machine');
   if (config.mode === 'no-cache') return report('ok', 'S3 tier', `off (mode no-cache from ${config.modeSource})`);
-  if (config.encryptionKeySet) return report('warn', 'S3 tier', 'off: an encryptionKey is configured, and this version cannot encrypt yet');
+  report('ok', 'encryption', config.encryptionKey ? `on: objects are written AES-256-GCM encrypted with the key from ${config.encryptionKey.source}` : 'off: objects are written in plaintext (set NX_S3_ENCRYPTION_KEY or nx.json s3.encryptionKey to encrypt them)');
   const { client, credentials, proxy } = createS3Client(s3);
   try {
     try {
@@ -49,7 +49,7 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
     }
     const where = `bucket "${s3.bucket}"${s3.endpoint ? ` at ${s3.endpoint}` : ` in ${s3.region}`}${proxy ? ` via proxy ${proxy}` : ''}`;
     try {
-      await new RemoteStore(client, { bucket: s3.bucket, keyPrefix: s3.keyPrefix }).checkBucket(AbortSignal.timeout(10_000));
+      await remoteStoreFor(client, s3, config.encryptionKey).checkBucket(AbortSignal.timeout(10_000));
       report('ok', 'bucket reachable', where);
     } catch (error) {
       return report('fail', 'bucket reachable', `${where}: ${error instanceof S3OperationError ? error.message : (error as Error).message}`);

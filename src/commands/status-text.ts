@@ -19,6 +19,8 @@ export function formatStatus(report: StatusReport): string {
   else {
     lines.push(`S3 tier     ${remote.state}: bucket ${remote.bucket}${remote.endpoint ? ` at ${remote.endpoint}` : ''}${remote.keyPrefix ? `, prefix ${remote.keyPrefix}` : ''}`);
     if (remote.credentials) lines.push(`credentials ${remote.credentials}`);
+    if (remote.encryption) lines.push(`encryption  ${remote.encryption}`);
+    if (remote.pluginObjects) lines.push(`@nx/s3-cache objects ${remote.pluginObjects}`);
   }
   const percent = local.budgetBytes > 0 ? ((100 * local.usedBytes) / local.budgetBytes).toFixed(1) : '0';
   lines.push(`local tier  ${local.entries} artifacts, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);

@@ -13,8 +13,11 @@ import { parseSize, parseDuration, formatSize } from './size.js';
 import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-json.js';
 import { readConfigFile, defaultConfigFile } from './config-file.js';
 import { logLevels, type LogLevel } from '../log.js';
+import { Secret } from './secret.js';
 
 export type ChecksumPolicy = 'when-required' | 'when-supported';
+/** Whether a local miss also looks for the artifact where @nx/s3-cache stored it. */
+export type PluginObjectsPolicy = 'read' | 'ignore';
 
 export interface S3Config {
   bucket: string;
@@ -24,6 +27,9 @@ export interface S3Config {
   forcePathStyle: boolean;
   /** Prepended to every object key; empty or ending in "/". */
   keyPrefix: string;
+  /** The prefix as configured, which @nx/s3-cache joins with the hash (posix.join) for its keys. */
+  pluginKeyPrefix: string;
+  pluginObjects: PluginObjectsPolicy;
   /** nx.json's static keys and profiles; the AWS credential chain is consulted first. */
   credentials: { accessKeyId?: string; secretAccessKey?: string; ssoProfile?: string; profile?: string };
   /** The SDK's request/response checksum behaviour; see README (S3-compatible stores). */
@@ -56,8 +62,8 @@ export interface DaemonConfig {
   modeSource: string;
   /** The S3 tier; undefined when no bucket is configured (local tier only). */
   s3?: S3Config;
-  /** An encryptionKey is configured (nx.json or NX_S3_ENCRYPTION_KEY). */
-  encryptionKeySet: boolean;
+  /** The encryptionKey (NX_S3_ENCRYPTION_KEY, else nx.json s3.encryptionKey); objects in S3 are encrypted with it. */
+  encryptionKey?: Secret;
   workspaceDir: string;
   /** The nx.json whose "s3" block was read, if any. */
   nxJsonFile?: string;
@@ -99,6 +105,7 @@ export const configKeys = [
   'read-timeout',
   'checksums',
   'profile',
+  'plugin-objects',
 ] as const;
 export type ConfigKey = (typeof configKeys)[number];
 
@@ -155,13 +162,15 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
   if (nxBlock.region) nxInput.region = nxBlock.region;
   if (nxBlock.endpoint) nxInput.endpoint = nxBlock.endpoint;
   if (nxBlock.forcePathStyle !== undefined) nxInput['force-path-style'] = String(nxBlock.forcePathStyle);
+  if (nxBlock.cacheKeyPrefix) nxInput.prefix = nxBlock.cacheKeyPrefix;
+  if (nxBlock.disableChecksum) nxInput.checksums = 'when-required';
 
   const input: ConfigInput = { ...nxInput, ...fileInput, ...envInput, ...flags };
   const where = (key: ConfigKey): string => {
     if (key in flags) return `--${key}`;
     if (key in envInput) return envVarFor(key);
     if (key in fileInput) return `${configFile}: ${key}`;
-    if (key in nxInput) return `${nx!.file}: s3.${key === 'force-path-style' ? 'forcePathStyle' : key}`;
+    if (key in nxInput) return `${nx!.file}: s3.${nxJsonKeyFor[key] ?? key}`;
     return `--${key}`;
   };
 
@@ -236,7 +245,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
   }
 
   const { mode, modeSource } = resolveMode(env, input, where, nxBlock, nx?.file);
-  const encryptionKeySet = Boolean(nxBlock.encryptionKey || env.NX_S3_ENCRYPTION_KEY);
+  const encryptionKey = resolveEncryptionKey(env, nxBlock, nx?.file);
 
   let s3: S3Config | undefined;
   const bucket = input.bucket;
@@ -268,6 +277,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       // S3-compatible stores behind a custom endpoint almost always need path-style requests.
       forcePathStyle: boolean('force-path-style', endpoint !== undefined),
       keyPrefix: prefixText === '' || prefixText.endsWith('/') ? prefixText : prefixText + '/',
+      pluginKeyPrefix: input.prefix ?? '',
+      pluginObjects: oneOf<PluginObjectsPolicy>('plugin-objects', ['read', 'ignore'], 'read'),
       credentials: {
         accessKeyId: nxBlock.accessKeyId,
         secretAccessKey: nxBlock.secretAccessKey,
@@ -297,12 +308,32 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     mode,
     modeSource,
     s3,
-    encryptionKeySet,
+    encryptionKey,
     workspaceDir,
     nxJsonFile: nx?.file,
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
     sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
   };
+}
+
+const nxJsonKeyFor: Partial<Record<ConfigKey, string>> = {
+  'force-path-style': 'forcePathStyle',
+  prefix: 'cacheKeyPrefix',
+  checksums: 'disableChecksum',
+};
+
+/**
+ * The environment wins over nx.json, as for every other setting (a key belongs in the
+ * environment or a secret store rather than in a committed nx.json).
+ */
+function resolveEncryptionKey(env: NodeJS.ProcessEnv, nxBlock: NxS3Block, nxFile: string | undefined): Secret | undefined {
+  const fromEnv = env.NX_S3_ENCRYPTION_KEY;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    const overrides = nxBlock.encryptionKey !== undefined && nxBlock.encryptionKey !== fromEnv;
+    return new Secret(fromEnv, overrides ? `NX_S3_ENCRYPTION_KEY, which overrides ${nxFile}: s3.encryptionKey` : 'NX_S3_ENCRYPTION_KEY');
+  }
+  if (nxBlock.encryptionKey !== undefined) return new Secret(nxBlock.encryptionKey, `${nxFile}: s3.encryptionKey`);
+  return undefined;
 }
 
 /**

@@ -9,10 +9,12 @@ export {
   type DaemonConfig,
   type S3Config,
   type ChecksumPolicy,
+  type PluginObjectsPolicy,
   type ConfigInput,
   type ConfigKey,
 } from './daemon-config.js';
 export { cacheModes, type CacheMode } from './nx-json.js';
 export { ConfigError } from './errors.js';
+export { Secret } from './secret.js';
 export { parseSize, formatSize, parseDuration } from './size.js';
 export { loadOrCreateToken, readTokenFile, type TokenSource } from './token.js';

@@ -20,9 +20,13 @@ export interface NxS3Block {
   encryptionKey?: string;
   localMode?: CacheMode;
   ciMode?: CacheMode;
+  /** Objects live at posix.join(cacheKeyPrefix, hash) in @nx/s3-cache's layout. */
+  cacheKeyPrefix?: string;
+  /** @nx/s3-cache's switch for stores that mishandle checksums (MinIO, Ceph …). */
+  disableChecksum?: boolean;
 }
 
-const stringKeys = ['region', 'bucket', 'endpoint', 'accessKeyId', 'secretAccessKey', 'ssoProfile', 'encryptionKey'] as const;
+const stringKeys = ['region', 'bucket', 'endpoint', 'accessKeyId', 'secretAccessKey', 'ssoProfile', 'encryptionKey', 'cacheKeyPrefix'] as const;
 
 /** Reads DIR/nx.json; undefined when there is no nx.json or it has no "s3" block. */
 export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3Block } | undefined {
@@ -49,9 +53,11 @@ export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3
     if (typeof value !== 'string' || value === '') throw new ConfigError(where(key), 'must be a non-empty string');
     block[key] = value;
   }
-  if (input.forcePathStyle !== undefined) {
-    if (typeof input.forcePathStyle !== 'boolean') throw new ConfigError(where('forcePathStyle'), 'must be true or false');
-    block.forcePathStyle = input.forcePathStyle;
+  for (const key of ['forcePathStyle', 'disableChecksum'] as const) {
+    const value = input[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'boolean') throw new ConfigError(where(key), 'must be true or false');
+    block[key] = value;
   }
   for (const key of ['localMode', 'ciMode'] as const) {
     const value = input[key];

@@ -1,20 +1,23 @@
 /**
  * Read-through: a local miss asks S3, within a deadline, and keeps what it gets. The object is
- * received into the local tier (temp file, hashed, fsynced) and verified against its size and
- * the sha256 its writer recorded before Nx sees a byte: Nx aborts a whole run on a truncated or
- * corrupt artifact but shrugs off a miss, so an unverified stream is never worth the risk.
- * Concurrent misses of one hash share one download.
+ * received into the local tier (temp file, hashed, fsynced) and verified — against its size and
+ * the sha256 its writer recorded, its authentication tag when encrypted, or, for an object of
+ * @nx/s3-cache's, by decrypting, decompressing and rewriting its whole archive — before Nx sees a
+ * byte: Nx aborts a whole run on a truncated or corrupt artifact but shrugs off a miss, so an
+ * unverified stream is never worth the risk. Concurrent misses of one hash share one download.
  *
  * After a timeout or failure S3 is skipped for a cool-down (misses answer 404 at once): Nx asks
  * for every task of a batch, and paying the full deadline on each while S3 is down would make
  * the build wait on the network after all. One request per cool-down probes whether it is back.
  */
 import { ArtifactExistsError, IncompleteBodyError, StorageError, type LocalStore } from '../store/index.js';
-import { ReadDeadlineError, S3OperationError, type RemoteStore } from '../remote/index.js';
+import { BadObjectError, ReadDeadlineError, S3OperationError, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
 
 export interface ReadThroughCounters {
   hits: number;
+  /** Of the hits, those served from an object @nx/s3-cache wrote. */
+  pluginHits: number;
   misses: number;
   failures: number;
   timeouts: number;
@@ -24,14 +27,17 @@ export interface ReadThroughCounters {
 }
 
 const COOL_DOWN_MS = 15_000;
+// A wrong encryption key fails every object alike: say so once in this long, not per object.
+const WRONG_KEY_WARNING_EVERY_MS = 10 * 60_000;
 // A whole read-through may take no longer than this, even while S3 keeps sending slowly:
 // beyond it, rebuilding the task is the faster way to its outputs.
 export const READ_THROUGH_MAX_MS = 120_000;
 
 export class ReadThrough {
   private readonly inFlight = new Map<string, Promise<boolean>>();
-  readonly counters: ReadThroughCounters = { hits: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
+  readonly counters: ReadThroughCounters = { hits: 0, pluginHits: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
   private lastWarningMs = 0;
+  private lastWrongKeyWarningMs = -Infinity;
   private skipUntilMs = 0;
 
   constructor(
@@ -60,42 +66,36 @@ export class ReadThrough {
 
   private async fetchOnce(hash: string): Promise<boolean> {
     const startedMs = performance.now();
-    let object;
+    let artifact;
     try {
-      object = await this.remote.fetch(hash, this.timeoutMs);
+      artifact = await this.remote.fetchArtifact(hash, this.timeoutMs, this.maxArtifactBytes);
     } catch (error) {
-      this.s3Failed(hash, error);
+      if (error instanceof BadObjectError) this.badObject(hash, this.remote.key(hash), error);
+      else this.s3Failed(hash, error);
       return false;
     }
-    if (!object) {
+    if (!artifact) {
       this.counters.misses++;
       return false;
     }
-    // Only objects we can verify are served: our own carry their sha256 in metadata.
-    const refusal =
-      object.sha256 === undefined
-        ? 'it carries no sha256 metadata to verify it against'
-        : object.sizeBytes > this.maxArtifactBytes
-          ? `its ${object.sizeBytes} bytes are over --max-artifact-size`
-          : undefined;
-    if (refusal) {
-      object.body.destroy();
-      this.badObject(hash, refusal);
-      return false;
-    }
+    const body = artifact.body;
     const tooLong = setTimeout(
-      () => object.body.destroy(new ReadDeadlineError(`S3 stopped sending: the read-through took longer than ${READ_THROUGH_MAX_MS / 1000} s`)),
+      () => body.destroy(new ReadDeadlineError(`S3 stopped sending: the read-through took longer than ${READ_THROUGH_MAX_MS / 1000} s`)),
       Math.max(READ_THROUGH_MAX_MS - (performance.now() - startedMs), 0),
     );
+    let stored;
     try {
-      await this.store.put(hash, object.body, object.sizeBytes, { expectedSha256: object.sha256, enqueueUpload: false });
+      stored = await this.store.put(hash, body, { atMostBytes: artifact.maxBytes }, { enqueueUpload: false });
     } catch (error) {
-      object.body.destroy();
+      body.destroy();
       if (error instanceof ArtifactExistsError) return true; // a PUT stored it meanwhile
+      const cause = error instanceof IncompleteBodyError ? error.cause : undefined;
+      // The object itself is unusable (damaged, wrong key, not an archive): its problem, not S3 being down.
+      if (cause instanceof BadObjectError) this.badObject(hash, artifact.key, cause);
       // The body broke off because S3 stalled or the connection failed: an S3 problem.
-      if (error instanceof IncompleteBodyError && error.interrupted) this.s3Failed(hash, error.cause ?? error);
-      // A checksum mismatch is this object's problem; a full disk is ours: neither is S3 being down.
-      else if (error instanceof IncompleteBodyError) this.badObject(hash, error.message);
+      else if (error instanceof IncompleteBodyError && error.interrupted) this.s3Failed(hash, cause ?? error);
+      else if (error instanceof IncompleteBodyError) this.badObject(hash, artifact.key, error);
+      // A full disk is ours.
       else {
         this.counters.failures++;
         this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
@@ -105,15 +105,31 @@ export class ReadThrough {
       clearTimeout(tooLong);
     }
     this.counters.hits++;
-    this.counters.bytes += object.sizeBytes;
-    this.logger.debug('read-through hit', { hash, bytes: object.sizeBytes, ms: Math.round(performance.now() - startedMs) });
+    if (artifact.writer === '@nx/s3-cache') this.counters.pluginHits++;
+    this.counters.bytes += stored.sizeBytes;
+    this.logger.debug('read-through hit', { hash, key: artifact.key, writer: artifact.writer, bytes: stored.sizeBytes, ms: Math.round(performance.now() - startedMs) });
     return true;
   }
 
-  /** One object is unusable (not verifiable, damaged, too large): a miss for that hash only. */
-  private badObject(hash: string, reason: string): void {
+  /** One object is unusable (not verifiable, damaged, too large, wrong key): a miss for that hash only. */
+  private badObject(hash: string, key: string, error: Error): void {
     this.counters.failures++;
-    this.logger.warn('an object in S3 is not usable; answering a miss for it', { hash, key: this.remote.key(hash), reason });
+    const wrongKey = error instanceof BadObjectError && error.wrongKey;
+    if (!wrongKey) {
+      this.logger.warn('an object in S3 is not usable; answering a miss for it', { hash, key, reason: error.message });
+      return;
+    }
+    const nowMs = Date.now();
+    if (nowMs - this.lastWrongKeyWarningMs < WRONG_KEY_WARNING_EVERY_MS) {
+      this.logger.debug('an object in S3 does not fit the encryption key; answering a miss for it', { hash, key, reason: error.message });
+      return;
+    }
+    this.lastWrongKeyWarningMs = nowMs;
+    this.logger.warn(
+      `an object in S3 does not fit the configured encryption key; answering misses for such objects (their tasks rebuild), further ones logged at debug level for ${WRONG_KEY_WARNING_EVERY_MS / 60_000} min. ` +
+        'Check that every machine uses the same encryptionKey (nx.json s3.encryptionKey or NX_S3_ENCRYPTION_KEY)',
+      { hash, key, reason: error.message },
+    );
   }
 
   /** S3 itself failed or timed out: skip it for a cool-down so a batch of misses does not wait on it. */

@@ -16,5 +16,11 @@ export function objectKey(keyPrefix: string, hash: string): string {
   return `${keyPrefix}${OBJECT_NAMESPACE}${hash}`;
 }
 
-/** User metadata carried by every object we write (x-amz-meta-*): what we verify on read. */
+/**
+ * User metadata carried by every object we write (x-amz-meta-*): the sha256 and length of the
+ * object's bytes as stored (verified on read, and by the HEAD after each upload), and its
+ * format (object-format.ts), so a HEAD tells whether an object is complete and current.
+ */
 export const SHA256_METADATA_KEY = 'sha256';
+export const OBJECT_BYTES_METADATA_KEY = 'bytes';
+export const OBJECT_FORMAT_METADATA_KEY = 'format';

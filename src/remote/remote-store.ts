@@ -1,22 +1,32 @@
 /**
  * The S3 tier: the few object operations the daemon needs, each verified.
  * - upload: HEAD first (another machine may have stored this hash already: first writer wins),
- *   then PutObject with Content-MD5 (the store rejects damaged bodies) or, for large artifacts,
- *   a multipart Upload; then a HEAD that checks size and our sha256 metadata, so a store that
+ *   then the artifact in our object format (object-format.ts: encrypted when a key is set) with
+ *   PutObject and Content-MD5 (the store rejects damaged bodies) or, for large artifacts, a
+ *   multipart Upload; then a HEAD that checks size and our sha256 metadata, so a store that
  *   silently mangles bodies is caught instead of trusted.
- * - fetch: GetObject under a deadline for the answer to start, and the same deadline for any
- *   pause in the body, so a slow or unreachable store costs a GET a bounded wait.
+ * - fetchArtifact: our object, or else @nx/s3-cache's object for the hash (plugin-format.ts),
+ *   under a deadline for the answer to start and the same deadline for any pause in the body,
+ *   so a slow or unreachable store costs a GET a bounded wait. Both are asked at once: a miss
+ *   costs one round trip, not two.
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { objectKey, SHA256_METADATA_KEY } from './object-key.js';
+import { objectKey, OBJECT_BYTES_METADATA_KEY, OBJECT_FORMAT_METADATA_KEY, SHA256_METADATA_KEY } from './object-key.js';
 import { classifyS3Error, type S3Failure } from './s3-errors.js';
+import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
+import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
+import { BadObjectError } from './bad-object.js';
 
 export interface RemoteStoreOptions {
   bucket: string;
   keyPrefix: string;
+  /** Our object format; plain unless an encryption key is configured. */
+  codec?: ObjectCodec;
+  /** Where @nx/s3-cache kept its objects, to read them on a miss; absent: never looked for. */
+  plugin?: { keyPrefix: string; cipherKey?: Buffer };
   /** Artifacts at least this large go up as multipart uploads. */
   multipartThresholdBytes?: number;
   partSizeBytes?: number;
@@ -31,10 +41,30 @@ export interface UploadSource {
 export type UploadOutcome = 'uploaded' | 'already-present';
 
 export interface FetchedObject {
+  key: string;
   sizeBytes: number;
   /** From the object's metadata; absent on objects not written by nx-s3-sidecar. */
   sha256?: string;
   body: Readable;
+}
+
+/** An artifact found in the bucket, decoded into the archive Nx expects. */
+export interface FetchedArtifact {
+  key: string;
+  /** Whose object it is: ours, or one @nx/s3-cache wrote. */
+  writer: 'nx-s3-sidecar' | '@nx/s3-cache';
+  /** The artifact is at most this long (its exact length shows only once decoded). */
+  maxBytes: number;
+  /** Fails with BadObjectError, at the latest when it ends, unless the object checks out. */
+  body: Readable;
+}
+
+interface ObjectHead {
+  sizeBytes: number;
+  sha256?: string;
+  format?: string;
+  /** The size its writer declared: a store that keeps a cut-off upload shows less. */
+  declaredBytes?: number;
 }
 
 export class S3OperationError extends Error {
@@ -57,6 +87,7 @@ const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 
 export class RemoteStore {
   readonly bucket: string;
+  readonly codec: ObjectCodec;
   private readonly multipartThresholdBytes: number;
   private readonly partSizeBytes: number;
 
@@ -65,12 +96,18 @@ export class RemoteStore {
     private readonly options: RemoteStoreOptions,
   ) {
     this.bucket = options.bucket;
+    this.codec = options.codec ?? ObjectCodec.plain();
     this.multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD;
     this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE;
   }
 
   key(hash: string): string {
     return objectKey(this.options.keyPrefix, hash);
+  }
+
+  /** Where @nx/s3-cache keeps this hash, when we look there. */
+  pluginKey(hash: string): string | undefined {
+    return this.options.plugin ? pluginObjectKey(this.options.plugin.keyPrefix, hash) : undefined;
   }
 
   /** Checks the bucket exists and these credentials reach it. Throws S3OperationError. */
@@ -87,11 +124,17 @@ export class RemoteStore {
     }
   }
 
-  /** Size and sha256 of the stored object, or undefined when there is none. */
-  async head(hash: string, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256?: string } | undefined> {
+  /** Size and metadata of the stored object, or undefined when there is none. */
+  async head(hash: string, signal?: AbortSignal): Promise<ObjectHead | undefined> {
     try {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: signal });
-      return { sizeBytes: head.ContentLength ?? -1, sha256: head.Metadata?.[SHA256_METADATA_KEY] };
+      const declared = head.Metadata?.[OBJECT_BYTES_METADATA_KEY];
+      return {
+        sizeBytes: head.ContentLength ?? -1,
+        sha256: head.Metadata?.[SHA256_METADATA_KEY],
+        format: head.Metadata?.[OBJECT_FORMAT_METADATA_KEY],
+        declaredBytes: declared !== undefined && /^\d+$/.test(declared) ? Number(declared) : undefined,
+      };
     } catch (error) {
       const failure = classifyS3Error(error);
       if (failure.kind === 'not-found') return undefined;
@@ -100,29 +143,36 @@ export class RemoteStore {
   }
 
   async upload(hash: string, source: UploadSource, signal?: AbortSignal): Promise<UploadOutcome> {
-    // Present means complete: an object we wrote carries its sha256 (and, if it is this very
-    // artifact, has its size). A store that is not atomic (s3rver) leaves a PUT cut off midway
-    // as a partial object without metadata: that one is overwritten, never trusted.
+    // Present means complete and in our current format: an object we wrote carries its sha256,
+    // its format and its length. A store that is not atomic (s3rver) can keep a PUT cut off
+    // midway as a shorter object: that one, an object of an older format, or one in plaintext
+    // while we encrypt (or the reverse) is overwritten, never trusted.
     const existing = await this.head(hash, signal);
-    if (existing?.sha256 !== undefined && (existing.sha256 !== source.sha256 || existing.sizeBytes === source.sizeBytes)) return 'already-present';
-    const params = {
+    if (existing?.sha256 !== undefined && existing.format === this.codec.formatName && existing.declaredBytes === existing.sizeBytes) return 'already-present';
+    const encoding = this.codec.encoding(hash, source.sizeBytes);
+    const objectBytes = encoding.sizeBytes;
+    const params = (sha256: string) => ({
       Bucket: this.bucket,
       Key: this.key(hash),
       ContentType: 'application/octet-stream',
-      Metadata: { [SHA256_METADATA_KEY]: source.sha256 },
-    };
+      Metadata: { [SHA256_METADATA_KEY]: sha256, [OBJECT_FORMAT_METADATA_KEY]: this.codec.formatName, [OBJECT_BYTES_METADATA_KEY]: String(objectBytes) },
+    });
+    let objectSha256: string;
     try {
-      if (source.sizeBytes < this.multipartThresholdBytes) {
-        const body = await readAll(source.stream());
+      if (objectBytes < this.multipartThresholdBytes) {
+        const body = await readAll(encoding.encode(source.stream()));
+        objectSha256 = createHash('sha256').update(body).digest('hex');
         await this.client.send(
-          new PutObjectCommand({ ...params, Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }),
+          new PutObjectCommand({ ...params(objectSha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }),
           { abortSignal: signal },
         );
       } else {
+        // The metadata goes first, so the object is read twice: once to hash, once to send.
+        objectSha256 = await sha256Of(encoding.encode(source.stream()));
         const upload = new Upload({
           client: this.client,
           // ContentLength tells lib-storage the part count; it cannot size a stream from an open file handle.
-          params: { ...params, Body: source.stream(), ContentLength: source.sizeBytes },
+          params: { ...params(objectSha256), Body: encoding.encode(source.stream()), ContentLength: objectBytes },
           partSize: this.partSizeBytes,
           queueSize: 2,
           leavePartsOnError: false,
@@ -143,10 +193,12 @@ export class RemoteStore {
     if (!stored) throw new UploadVerificationError(`object ${this.key(hash)} is missing right after its upload`);
     // Another machine's PUT of the same hash landed just after ours: its artifact (Nx archives
     // differ byte-wise between runs) is as good as ours, and it is complete by its own record.
-    if (stored.sha256 !== undefined && stored.sha256 !== source.sha256) return 'already-present';
-    if (stored.sizeBytes !== source.sizeBytes || stored.sha256 !== source.sha256) {
+    if (stored.sha256 !== undefined && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName && stored.declaredBytes === stored.sizeBytes) {
+      return 'already-present';
+    }
+    if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
       throw new UploadVerificationError(
-        `object ${this.key(hash)} does not match what was sent (size ${stored.sizeBytes} vs ${source.sizeBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${source.sha256}); ` +
+        `object ${this.key(hash)} does not match what was sent (size ${stored.sizeBytes} vs ${objectBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${objectSha256}); ` +
           'if this store mishandles streamed checksums, keep the checksums setting at when-required',
       );
     }
@@ -154,11 +206,46 @@ export class RemoteStore {
   }
 
   /**
+   * The artifact for `hash`: our object if there is one, else @nx/s3-cache's (when configured).
+   * Resolves once the store answered (within `timeoutMs`); undefined when neither exists.
+   * Throws BadObjectError for an object that cannot be verified, S3OperationError or
+   * ReadDeadlineError when S3 fails.
+   */
+  async fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number): Promise<FetchedArtifact | undefined> {
+    const pluginKey = this.pluginKey(hash);
+    const ours = this.fetch(this.key(hash), timeoutMs);
+    const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs) : undefined;
+    const discardTheirs = () => void theirs?.then((unused) => unused?.body.destroy(), () => {});
+    let object: FetchedObject | undefined;
+    try {
+      object = await ours;
+    } catch (error) {
+      discardTheirs();
+      throw error;
+    }
+    if (object) {
+      discardTheirs();
+      if (object.sha256 === undefined) {
+        object.body.destroy();
+        throw new BadObjectError('it carries no sha256 metadata to verify it against');
+      }
+      if (object.sizeBytes > maxArtifactBytes + MAX_FORMAT_OVERHEAD_BYTES) {
+        object.body.destroy();
+        throw new BadObjectError(`its ${object.sizeBytes} bytes are over --max-artifact-size`);
+      }
+      return { key: object.key, writer: 'nx-s3-sidecar', maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: this.codec.decode(hash, object.sizeBytes, object.sha256, object.body) };
+    }
+    const plugin = await theirs;
+    if (!plugin) return undefined;
+    return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: decodePluginObject(plugin.body, this.options.plugin!.cipherKey) };
+  }
+
+  /**
    * Starts a download. Resolves once the store answered (within `timeoutMs`), with a body that
    * errors with ReadDeadlineError if it pauses for longer than `timeoutMs`. Undefined when the
    * object does not exist.
    */
-  async fetch(hash: string, timeoutMs: number): Promise<FetchedObject | undefined> {
+  async fetch(key: string, timeoutMs: number): Promise<FetchedObject | undefined> {
     const abort = new AbortController();
     const headerTimer = setTimeout(() => abort.abort(new ReadDeadlineError(`S3 did not answer within ${timeoutMs} ms`)), timeoutMs);
     let response;
@@ -166,7 +253,7 @@ export class RemoteStore {
       // Raced against the deadline too: the SDK honours the signal only once it is on the
       // network, and resolving credentials (SSO, a credential process) may take any time.
       response = await raceAbort(
-        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: abort.signal }),
+        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: abort.signal }),
         abort.signal,
       );
     } catch (error) {
@@ -182,7 +269,7 @@ export class RemoteStore {
       source?.destroy();
       throw new S3OperationError({ kind: 'transient', code: 'NoContentLength', message: 'S3 answered without a body length' });
     }
-    return { sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
+    return { key, sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
   }
 }
 
@@ -231,6 +318,12 @@ function withStallDeadline(source: Readable, timeoutMs: number, onStall: () => v
   });
   source.pipe(out);
   return out;
+}
+
+async function sha256Of(stream: Readable): Promise<string> {
+  const digest = createHash('sha256');
+  for await (const chunk of stream) digest.update(chunk as Buffer);
+  return digest.digest('hex');
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {

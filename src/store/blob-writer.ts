@@ -15,7 +15,12 @@ export interface ReceivedBlob {
   sha256: string;
 }
 
-export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, declaredBytes: number, idleTimeoutMs = 0): Promise<ReceivedBlob> {
+/** A body's exact length (a Content-Length), or a bound when it shows only at the end. */
+export type BodyLength = number | { atMostBytes: number };
+
+export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, length: BodyLength, idleTimeoutMs = 0): Promise<ReceivedBlob> {
+  const exact = typeof length === 'number';
+  const declaredBytes = exact ? length : length.atMostBytes;
   const tempFile = path.join(tmpDir, `${hash}.${randomBytes(6).toString('hex')}.part`);
   const digest = createHash('sha256');
   let sizeBytes = 0;
@@ -38,7 +43,7 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
         armIdleTimer();
         sizeBytes += chunk.length;
         if (sizeBytes > declaredBytes) {
-          throw new IncompleteBodyError(`body is longer than its Content-Length of ${declaredBytes} bytes`);
+          throw new IncompleteBodyError(exact ? `body is longer than its Content-Length of ${declaredBytes} bytes` : `body is longer than the limit of ${declaredBytes} bytes`);
         }
         digest.update(chunk);
         await writeAll(file, chunk);
@@ -52,7 +57,7 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     } finally {
       clearTimeout(idleTimer);
     }
-    if (sizeBytes !== declaredBytes) {
+    if (exact && sizeBytes !== declaredBytes) {
       throw new IncompleteBodyError(`body ended after ${sizeBytes} of ${declaredBytes} bytes`);
     }
     await file.sync().catch((error) => {

@@ -14,7 +14,7 @@ import { acquireDirLock } from './dir-lock.js';
 import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
-import { publishBlob, receiveToTempFile, describeFsError } from './blob-writer.js';
+import { publishBlob, receiveToTempFile, describeFsError, type BodyLength } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
@@ -31,7 +31,7 @@ export interface LocalStoreOptions {
 export interface PutOptions {
   /** Also write an outbox row, in the same transaction, so the artifact is uploaded. */
   enqueueUpload?: boolean;
-  /** Refuse the body unless its sha256 is this (read-through verifies what S3 sent). */
+  /** Refuse the body unless its sha256 is this. */
   expectedSha256?: string;
   /** Abandon a body that sends nothing for this long (a stalled client). */
   bodyIdleTimeoutMs?: number;
@@ -124,10 +124,11 @@ export class LocalStore {
 
   /**
    * Stores a body durably. Throws ArtifactExistsError when the hash is stored or being stored,
-   * IncompleteBodyError when the body does not match its declared length, StorageError when
-   * the disk fails. Nothing is left behind on any failure.
+   * IncompleteBodyError when the body does not match its declared length (or is longer than
+   * `atMostBytes`, when its length is not known in advance) or fails, StorageError when the
+   * disk fails. Nothing is left behind on any failure.
    */
-  async put(hash: string, body: Readable, declaredBytes: number, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
+  async put(hash: string, body: Readable, declaredBytes: BodyLength, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
     if (this.has(hash)) throw new ArtifactExistsError(hash);
     this.inFlightPuts.add(hash);
     try {
@@ -158,7 +159,9 @@ export class LocalStore {
     } catch (error) {
       // A full disk is the one failure eviction can cure for the next PUT: make room for this
       // artifact twice over (SQLite and other PUTs need some too).
-      if (error instanceof StorageError && /disk is full|ENOSPC|EDQUOT/.test(error.message)) this.scheduleEviction(Math.max(2 * declaredBytes, 1024 * 1024));
+      if (error instanceof StorageError && /disk is full|ENOSPC|EDQUOT/.test(error.message)) {
+        this.scheduleEviction(Math.max(2 * (typeof declaredBytes === 'number' ? declaredBytes : declaredBytes.atMostBytes), 1024 * 1024));
+      }
       throw error;
     } finally {
       this.inFlightPuts.delete(hash);

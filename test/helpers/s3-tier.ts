@@ -24,10 +24,22 @@ export function s3Flags(endpoint: string, bucket: string, extra: ConfigInput = {
   return { bucket, endpoint, 'read-timeout': '2000ms', ...extra };
 }
 
-/** The object's bytes, or undefined when it is not in the bucket. */
+/**
+ * The artifact in an unencrypted object of ours, or undefined when there is none. The format
+ * is checked here by hand (README: object format), not with the daemon's own decoder.
+ */
 export async function readObject(client: S3Client, bucket: string, hash: string, keyPrefix = ''): Promise<Buffer | undefined> {
+  const object = await readRawObject(client, bucket, objectKey(keyPrefix, hash));
+  if (object === undefined) return undefined;
+  const header = object.subarray(0, 8);
+  if (!header.equals(Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]))) throw new Error(`object ${hash} has no plain-format header: ${header.toString('hex')}`);
+  return object.subarray(8);
+}
+
+/** The object's bytes as stored, or undefined when it is not in the bucket. */
+export async function readRawObject(client: S3Client, bucket: string, key: string): Promise<Buffer | undefined> {
   try {
-    const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey(keyPrefix, hash) }));
+    const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     return Buffer.from(await response.Body!.transformToByteArray());
   } catch (error) {
     if ((error as { name?: string }).name === 'NoSuchKey' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;

@@ -1,0 +1,16 @@
+/** The RemoteStore a configuration asks for: its bucket, object format and plugin-object reads. */
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { S3Config, Secret } from '../config/index.js';
+import { deriveMasterKey } from './encryption-key.js';
+import { ObjectCodec } from './object-format.js';
+import { pluginCipherKey } from './plugin-format.js';
+import { RemoteStore } from './remote-store.js';
+
+export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined): RemoteStore {
+  return new RemoteStore(client, {
+    bucket: s3.bucket,
+    keyPrefix: s3.keyPrefix,
+    codec: encryptionKey ? ObjectCodec.encrypted(deriveMasterKey(encryptionKey)) : ObjectCodec.plain(),
+    plugin: s3.pluginObjects === 'read' ? { keyPrefix: s3.pluginKeyPrefix, cipherKey: encryptionKey && pluginCipherKey(encryptionKey) } : undefined,
+  });
+}
