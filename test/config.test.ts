@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveDaemonConfig, parseSize, parseDuration, isCi, ConfigError, type ConfigInput } from '../src/config/index.js';
 import { classifyS3Error } from '../src/remote/index.js';
@@ -132,9 +133,27 @@ describe('precedence: nx.json < config file < environment < flags', () => {
     expect(resolve({}, { workspace: ws.dir, endpoint: 'http://127.0.0.1:1', checksums: 'when-supported' }).s3?.checksums).toBe('when-supported');
   });
 
-  it('notices an encryption key from nx.json or NX_S3_ENCRYPTION_KEY', () => {
-    expect(resolve({}, { workspace: workspace({ s3: { bucket: 'b-1', encryptionKey: 'k' } }).dir }).encryptionKeySet).toBe(true);
-    expect(resolve({ NX_S3_ENCRYPTION_KEY: 'k' }, { workspace: workspace({ s3: { bucket: 'b-1' } }).dir }).encryptionKeySet).toBe(true);
+  it('takes the encryption key from NX_S3_ENCRYPTION_KEY over nx.json, and never shows it', () => {
+    const ws = workspace({ s3: { bucket: 'b-1', encryptionKey: 'from-nx-json-0123' } });
+    const fromNxJson = resolve({}, { workspace: ws.dir });
+    expect(fromNxJson.encryptionKey?.reveal()).toBe('from-nx-json-0123');
+    expect(fromNxJson.encryptionKey?.source).toMatch(/nx\.json: s3\.encryptionKey$/);
+    const fromEnv = resolve({ NX_S3_ENCRYPTION_KEY: 'from-env-4567' }, { workspace: ws.dir });
+    expect(fromEnv.encryptionKey?.reveal()).toBe('from-env-4567');
+    expect(fromEnv.encryptionKey?.source).toMatch(/^NX_S3_ENCRYPTION_KEY, which overrides .*nx\.json: s3\.encryptionKey$/);
+    expect(resolve({}, { workspace: workspace({ s3: { bucket: 'b-1' } }).dir }).encryptionKey).toBeUndefined();
+    // A config printed by any means (a log line, JSON, util.inspect) does not carry the key.
+    for (const printed of [JSON.stringify(fromEnv), inspect(fromEnv, { depth: 10 }), String(fromEnv.encryptionKey)]) {
+      expect(printed).not.toContain('from-env-4567');
+    }
+  });
+
+  it("reads @nx/s3-cache's cacheKeyPrefix and disableChecksum, and looks for its objects unless told not to", () => {
+    const ws = workspace({ s3: { bucket: 'b-1', cacheKeyPrefix: 'team-a', disableChecksum: true } });
+    expect(resolve({}, { workspace: ws.dir }).s3).toMatchObject({ keyPrefix: 'team-a/', pluginKeyPrefix: 'team-a', checksums: 'when-required', pluginObjects: 'read' });
+    expect(resolve({}, { workspace: ws.dir, 'plugin-objects': 'ignore' }).s3?.pluginObjects).toBe('ignore');
+    expect(() => resolve({}, { workspace: ws.dir, 'plugin-objects': 'sometimes' })).toThrow(/--plugin-objects: "sometimes" is not one of read, ignore/);
+    expect(() => resolve({}, { workspace: workspace({ s3: { bucket: 'b-1', cacheKeyPrefix: 'a/../b' } }).dir })).toThrow(/s3\.cacheKeyPrefix: "a\/..\/b" is not a usable key prefix/);
   });
 
   it('normalises the key prefix and refuses path tricks', () => {
