@@ -112,6 +112,16 @@ describe('object format', () => {
     expect((error as Error).message).toMatch(/S3 sent 1000 of the object's \d+ bytes/);
   });
 
+  it('fails with the transfer\'s own error when the connection breaks mid-body', async () => {
+    const object = await encode(ObjectCodec.encrypted(teamKey), '123', artifact);
+    const broken = new Readable({ read() {} });
+    broken.push(object.subarray(0, 5000));
+    setTimeout(() => broken.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })), 20);
+    const error = await collect(ObjectCodec.encrypted(teamKey).decode('123', object.length, sha256(object), broken)).catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(BadObjectError);
+    expect((error as Error).message).toBe('socket hang up');
+  });
+
   it('refuses plaintext objects when a key is configured, and encrypted ones without a key', async () => {
     const plain = await encode(ObjectCodec.plain(), '123', artifact);
     await expect(decode(ObjectCodec.encrypted(teamKey), '123', plain)).rejects.toThrow(/not encrypted, but an encryptionKey is configured/);

@@ -12,7 +12,8 @@ import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import tar from 'tar-stream';
 import { Secret } from '../src/config/index.js';
-import { BadObjectError, pluginCipherKey, pluginObjectKey } from '../src/remote/index.js';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { BadObjectError, pluginCipherKey, pluginObjectKey, RemoteStore } from '../src/remote/index.js';
 import { decodePluginObject } from '../src/remote/plugin-format.js';
 import { pluginKey, pluginObject } from './helpers/plugin-objects.js';
 
@@ -59,6 +60,17 @@ function unpackWithTar(archive: Buffer): string {
 }
 
 const terminalOutput = '> nx run app:build\n\nbuilt app ✓ — ünïcödé\n';
+
+/** A RemoteStore over a stand-in S3 client that holds one plugin object, at team/123. */
+async function remoteStoreServing(pluginBody: Buffer): Promise<RemoteStore> {
+  const client = {
+    send: async (command: GetObjectCommand) => {
+      if (command.input.Key !== 'team/123') throw Object.assign(new Error('no such key'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
+      return { Body: Readable.from([pluginBody]), ContentLength: pluginBody.length, Metadata: {} };
+    },
+  } as unknown as S3Client;
+  return new RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team', cipherKey: pluginCipherKey(new Secret('team secret', 'test')) } });
+}
 
 describe("@nx/s3-cache's objects", () => {
   it('computes the keys the plugin reads: posix.join(cacheKeyPrefix, hash), or the bare hash', () => {
@@ -108,6 +120,15 @@ describe("@nx/s3-cache's objects", () => {
     }
     const encrypted = await pluginObject(outputs, terminalOutput, 0, 'team secret');
     await expect(collect(decodePluginObject(Readable.from([encrypted]), undefined))).rejects.toThrow(/not a gzip stream .*configure its encryptionKey/);
+  });
+
+  it('fails a reader that starts late with the error, rather than leaving it unhandled', async () => {
+    // Regression: a wrong key fails within the first bytes, before the local tier starts reading;
+    // the unhandled 'error' event crashed the daemon mid-build.
+    const fetched = await remoteStoreServing(await pluginObject(taskOutputs(), terminalOutput, 0, 'other secret'));
+    const artifact = await fetched.fetchArtifact('123', 1000, 1024 ** 3);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await expect(collect(artifact!.body)).rejects.toBeInstanceOf(BadObjectError);
   });
 
   it('refuses a truncated or damaged object', async () => {

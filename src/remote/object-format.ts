@@ -92,7 +92,11 @@ export class ObjectCodec {
    * bytes before the stream has ended.
    */
   decode(hash: string, objectBytes: number, objectSha256: string, body: Readable): Readable {
-    return body.pipe(new ObjectDecoder(hash, objectBytes, objectSha256, this.masterKey)).once('error', () => body.destroy());
+    const decoder = new ObjectDecoder(hash, objectBytes, objectSha256, this.masterKey);
+    // pipe() forwards data, not failures: a connection that breaks must fail the decoded stream.
+    body.on('error', (error) => decoder.destroy(error));
+    decoder.once('close', () => body.destroy());
+    return body.pipe(decoder);
   }
 }
 

@@ -233,11 +233,13 @@ export class RemoteStore {
         object.body.destroy();
         throw new BadObjectError(`its ${object.sizeBytes} bytes are over --max-artifact-size`);
       }
-      return { key: object.key, writer: 'nx-s3-sidecar', maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: this.codec.decode(hash, object.sizeBytes, object.sha256, object.body) };
+      const body = this.codec.decode(hash, object.sizeBytes, object.sha256, object.body);
+      return { key: object.key, writer: 'nx-s3-sidecar', maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: failsOnlyItsReader(body) };
     }
     const plugin = await theirs;
     if (!plugin) return undefined;
-    return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: decodePluginObject(plugin.body, this.options.plugin!.cipherKey) };
+    const body = decodePluginObject(plugin.body, this.options.plugin!.cipherKey);
+    return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: failsOnlyItsReader(body) };
   }
 
   /**
@@ -271,6 +273,15 @@ export class RemoteStore {
     }
     return { key, sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
   }
+}
+
+/**
+ * A decoded body can fail before its reader has started (a wrong key shows in the first bytes):
+ * without a listener that 'error' event would crash the daemon. The reader still gets the error
+ * from the stream's state when it reads.
+ */
+function failsOnlyItsReader(body: Readable): Readable {
+  return body.on('error', () => {});
 }
 
 /** Rejects with the signal's reason as soon as it aborts, whatever `promise` is waiting for. */

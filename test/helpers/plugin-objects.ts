@@ -88,8 +88,7 @@ export async function pluginRetrieve(client: S3Client, bucket: string, cacheKeyP
       else restore.files.set(path.relative('outputs', entry.header.name.replace(/\\/g, '/')), content);
     }
   })();
-  await pipeline(Readable.from([body]), createGunzip(), extract);
-  await unpacked;
+  await Promise.all([pipeline(Readable.from([body]), createGunzip(), extract), unpacked]);
   return restore;
 }
 
