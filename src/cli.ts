@@ -14,6 +14,7 @@ import { runFlush } from './commands/flush.js';
 import { runExec } from './commands/exec.js';
 import { runInstallService, runUninstallService } from './commands/service.js';
 import { runDoctor } from './commands/doctor.js';
+import { runMigrate } from './commands/migrate.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
@@ -35,6 +36,10 @@ Usage:
                                   with these options; prints the export lines for your shell profile
   nx-s3-sidecar uninstall-service [--system] [--dry-run]
   nx-s3-sidecar doctor [options]  check configuration, credentials, bucket, daemon, shell and disk
+  nx-s3-sidecar migrate [--dry-run | --apply [--delete-originals]] [options]
+                                  count the bucket's objects by format; --apply rewrites each
+                                  @nx/s3-cache object into nx-s3-sidecar's format (resumable;
+                                  originals are kept unless --delete-originals)
   nx-s3-sidecar --version
 
 Options (each also read from the environment variable shown; a flag wins):
@@ -66,6 +71,11 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
   --checksums POLICY        when-required | when-supported (default when-required
                             with --endpoint, when-supported on AWS)            ${envVarFor('checksums')}
   --profile NAME            AWS profile for the shared config files            ${envVarFor('profile')}
+  --plugin-objects POLICY   read | ignore: on a miss, also look for the artifact where
+                            @nx/s3-cache stored it (default read)              ${envVarFor('plugin-objects')}
+
+Encryption: nx.json's s3.encryptionKey, or NX_S3_ENCRYPTION_KEY (which wins). Objects are
+written AES-256-GCM encrypted; @nx/s3-cache's encrypted objects are read with the same key.
 `;
 
 const options = Object.fromEntries(configKeys.map((key) => [key, { type: 'string' }])) as NonNullable<ParseArgsConfig['options']>;
@@ -76,6 +86,7 @@ interface CommandLine {
   config: DaemonConfig;
   json: boolean;
   flush: boolean;
+  migrate: { apply: boolean; deleteOriginals: boolean };
   service: { dryRun: boolean; system: boolean; os?: string };
   timeoutSeconds: number;
   /** What follows "--" (exec's command). */
@@ -98,6 +109,8 @@ function parseCommandLine(argv: string[]): CommandLine {
         flush: { type: 'boolean' },
         timeout: { type: 'string' },
         'dry-run': { type: 'boolean' },
+        apply: { type: 'boolean' },
+        'delete-originals': { type: 'boolean' },
         system: { type: 'boolean' },
         os: { type: 'string' },
       },
@@ -128,6 +141,10 @@ function parseCommandLine(argv: string[]): CommandLine {
   const timeoutText = parsed.values.timeout ?? '600';
   const timeoutSeconds = /^\d+$/.test(timeoutText) ? Number(timeoutText) : NaN;
   if (!(timeoutSeconds >= 1)) throw new CliError(`invalid setting --timeout: "${timeoutText}" must be a whole number of seconds, at least 1`, 2);
+  const apply = parsed.values.apply ?? false;
+  const deleteOriginals = parsed.values['delete-originals'] ?? false;
+  if (apply && parsed.values['dry-run']) throw new CliError('--apply and --dry-run exclude each other', 2);
+  if (deleteOriginals && !apply) throw new CliError('--delete-originals needs --apply', 2);
   try {
     return {
       command,
@@ -135,6 +152,7 @@ function parseCommandLine(argv: string[]): CommandLine {
       config: resolveDaemonConfig(process.env, flags),
       json: parsed.values.json ?? false,
       flush: parsed.values.flush ?? false,
+      migrate: { apply, deleteOriginals },
       service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os },
       timeoutSeconds,
       rest,
@@ -161,6 +179,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'doctor':
       process.exitCode = await runDoctor(line.config);
+      return;
+    case 'migrate':
+      process.exitCode = await runMigrate(line.config, line.migrate);
       return;
     case 'install-service':
       return runInstallService(line.config, line.flags, line.service);

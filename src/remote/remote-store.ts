@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
-import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { objectKey, OBJECT_BYTES_METADATA_KEY, OBJECT_FORMAT_METADATA_KEY, SHA256_METADATA_KEY } from './object-key.js';
 import { classifyS3Error, type S3Failure } from './s3-errors.js';
@@ -34,7 +34,7 @@ export interface RemoteStoreOptions {
 
 export interface UploadSource {
   sizeBytes: number;
-  sha256: string;
+  /** A fresh stream of the artifact each call (a large upload reads it twice). */
   stream(): Readable;
 }
 
@@ -148,7 +148,7 @@ export class RemoteStore {
     // midway as a shorter object: that one, an object of an older format, or one in plaintext
     // while we encrypt (or the reverse) is overwritten, never trusted.
     const existing = await this.head(hash, signal);
-    if (existing?.sha256 !== undefined && existing.format === this.codec.formatName && existing.declaredBytes === existing.sizeBytes) return 'already-present';
+    if (isComplete(existing) && existing.format === this.codec.formatName) return 'already-present';
     const encoding = this.codec.encoding(hash, source.sizeBytes);
     const objectBytes = encoding.sizeBytes;
     const params = (sha256: string) => ({
@@ -193,7 +193,7 @@ export class RemoteStore {
     if (!stored) throw new UploadVerificationError(`object ${this.key(hash)} is missing right after its upload`);
     // Another machine's PUT of the same hash landed just after ours: its artifact (Nx archives
     // differ byte-wise between runs) is as good as ours, and it is complete by its own record.
-    if (stored.sha256 !== undefined && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName && stored.declaredBytes === stored.sizeBytes) {
+    if (isComplete(stored) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
       return 'already-present';
     }
     if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
@@ -242,6 +242,42 @@ export class RemoteStore {
     return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: failsOnlyItsReader(body) };
   }
 
+  /** Whether one of our objects for `hash` is in the bucket, whole (in any of our formats). */
+  async hasCompleteObject(hash: string, signal?: AbortSignal): Promise<boolean> {
+    return isComplete(await this.head(hash, signal));
+  }
+
+  /** The plugin's object for `hash`, decoded into Nx's archive (migrate); undefined when there is none. */
+  async fetchPluginArtifact(hash: string, timeoutMs: number): Promise<Readable | undefined> {
+    const key = this.pluginKey(hash);
+    if (key === undefined) throw new Error('reading @nx/s3-cache objects is not enabled (plugin-objects: ignore)');
+    const object = await this.fetch(key, timeoutMs);
+    return object && failsOnlyItsReader(decodePluginObject(object.body, this.options.plugin!.cipherKey));
+  }
+
+  async deletePluginObject(hash: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.pluginKey(hash) }), { abortSignal: signal });
+    } catch (error) {
+      throw new S3OperationError(classifyS3Error(error), { cause: error });
+    }
+  }
+
+  /** Every key (with its size) under `prefix`, page by page. */
+  async *list(prefix: string, signal?: AbortSignal): AsyncGenerator<{ key: string; sizeBytes: number }> {
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: signal });
+      } catch (error) {
+        throw new S3OperationError(classifyS3Error(error), { cause: error });
+      }
+      for (const object of page.Contents ?? []) if (object.Key) yield { key: object.Key, sizeBytes: object.Size ?? 0 };
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
   /**
    * Starts a download. Resolves once the store answered (within `timeoutMs`), with a body that
    * errors with ReadDeadlineError if it pauses for longer than `timeoutMs`. Undefined when the
@@ -273,6 +309,11 @@ export class RemoteStore {
     }
     return { key, sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
   }
+}
+
+/** Written by us, and as long as its writer said: not a cut-off upload a non-atomic store kept. */
+function isComplete(head: ObjectHead | undefined): head is ObjectHead {
+  return head?.sha256 !== undefined && head.declaredBytes === head.sizeBytes;
 }
 
 /**
