@@ -5,6 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
+import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, putArtifact, getArtifact, artifactUrl, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { testToken } from './helpers/daemon-process.js';
@@ -196,6 +198,32 @@ describe('GET /v1/cache/:hash', () => {
     expect(daemon.logLines.join('')).toMatch(/dropped a damaged artifact.*checksum does not match/);
     expect(daemon.logLines.join('')).toMatch(/dropped a damaged artifact.*it is not a regular file/);
     expect(fs.existsSync(blob(replacedByDir))).toBe(false);
+  });
+
+  it('answers a GET that carries a body still arriving, on a connection the client will close', async () => {
+    // Regression (found by the fuzzer under load): the 404 went out before the body was read,
+    // the connection closed with unread bytes, and the client got a reset instead of the answer.
+    const socket = net.connect(Number(new URL(daemon.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const received: Buffer[] = [];
+    let bodySent = false;
+    let answeredBeforeBodySent = false;
+    socket.on('data', (chunk) => {
+      if (!bodySent) answeredBeforeBodySent = true;
+      received.push(chunk);
+    });
+    socket.on('error', () => {});
+    const closed = once(socket, 'close');
+    const bodyBytes = 256 * 1024;
+    socket.write(`GET /v1/cache/4242 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${daemon.token}\r\ncontent-length: ${bodyBytes}\r\nconnection: close\r\n\r\n`);
+    for (let sent = 0; sent < bodyBytes; sent += 64 * 1024) {
+      socket.write(Buffer.alloc(64 * 1024, 1));
+      if (sent + 64 * 1024 >= bodyBytes) bodySent = true;
+      else await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+    await closed;
+    expect(answeredBeforeBodySent).toBe(false);
+    expect(Buffer.concat(received).toString('latin1')).toMatch(/^HTTP\/1\.1 404 /);
   });
 
   it('tolerates the //v1/cache/ path a server URL with a trailing slash produces', async () => {

@@ -17,6 +17,7 @@ import type { ReadThrough } from '../read-through/index.js';
 import type { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status.js';
 import { textResponse } from './text-response.js';
+import { discardBody, hasBody } from './discard-body.js';
 
 export interface HttpAppDeps {
   store: LocalStore;
@@ -49,6 +50,14 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
         ms: Math.round(performance.now() - startedMs),
       });
     });
+    await next();
+  });
+
+  // A body no route reads (a GET with one): read it before answering, or a client still sending
+  // it gets a broken pipe instead of the answer when the connection closes.
+  app.use(async (c, next) => {
+    const artifactPut = c.req.method === 'PUT' && c.req.path.startsWith('/v1/cache/');
+    if (!artifactPut && hasBody(c.env.incoming)) await discardBody(c.env.incoming, deps.idleTimeoutMs);
     await next();
   });
 

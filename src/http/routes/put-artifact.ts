@@ -15,6 +15,7 @@ import type { Access } from '../auth.js';
 import type { Uploader } from '../../upload/index.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
+import { discardBody } from '../discard-body.js';
 
 export interface PutArtifactDeps {
   store: LocalStore;
@@ -87,30 +88,4 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
       socket.setTimeout(idleTimeoutMs);
     }
   };
-}
-
-/**
- * Reads and drops the rest of a body. A client that sends nothing for `idleTimeoutMs` is cut
- * off here: once an answer has gone out, Node would otherwise give the connection its longer
- * keep-alive timeout.
- */
-function discardBody(incoming: IncomingMessage, idleTimeoutMs: number): Promise<void> {
-  if (incoming.readableEnded || incoming.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    let timer: NodeJS.Timeout;
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => incoming.socket.destroy(), idleTimeoutMs);
-    };
-    const done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    incoming.on('data', arm);
-    incoming.once('end', done);
-    incoming.once('close', done);
-    incoming.once('error', done);
-    arm();
-    incoming.resume();
-  });
 }
