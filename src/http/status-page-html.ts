@@ -13,7 +13,7 @@ header h1 { margin: 0; font-size: 17px; font-weight: 600; }
 header .meta { color: #c5cad6; font-size: 13px; }
 header #updated { margin-left: auto; }
 body.stale header #updated { color: #ffb4a8; font-weight: 600; }
-main { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 16px; padding: 18px 22px; max-width: 1200px; }
+main { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: 16px; padding: 18px 22px; max-width: 1200px; }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px 16px; }
 section.wide { grid-column: 1 / -1; }
 h2 { margin: 0 0 8px; font-size: 13px; font-weight: 600; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
@@ -26,9 +26,11 @@ h2 { margin: 0 0 8px; font-size: 13px; font-weight: 600; text-transform: upperca
 .bar > div { height: 100%; width: 0; background: var(--good); transition: width .4s; }
 .bar.high > div { background: var(--warn); }
 .bar.over > div { background: var(--bad); }
-svg { width: 100%; height: 90px; display: block; margin-top: 6px; }
+svg { width: 100%; height: 110px; display: block; margin-top: 6px; }
 svg .volume { fill: #d6def0; }
 svg .rate { fill: none; stroke: var(--accent); stroke-width: 1.6; }
+svg .dot { fill: var(--accent); }
+svg .label { fill: var(--muted); font-size: 11px; }
 svg .grid { stroke: var(--line); stroke-width: 1; }
 .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: 12px; }
 .warn { color: var(--warn); }
@@ -61,23 +63,33 @@ function ago(ms) {
 const percent = (ratio) => (ratio === null ? '-' : (100 * ratio).toFixed(1) + ' %');
 function set(id, text) { $(id).textContent = text; }
 
-function drawHistory(history, nowMs) {
+function drawHistory(history, nowMs, uptimeMs) {
   const svg = $('hit-rate-chart');
   const ns = 'http://www.w3.org/2000/svg';
-  const width = 360, height = 90, top = 4, bottom = 86;
+  // Drawn in the chart's own pixels, so dots stay round at any width.
+  const width = Math.max(svg.clientWidth, 200), height = 110, top = 5, bottom = 105;
+  svg.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
   svg.replaceChildren();
-  for (const y of [top, (top + bottom) / 2, bottom]) {
+  for (const [y, label] of [[top, '100 %'], [(top + bottom) / 2, '50 %'], [bottom, '0 %']]) {
     const line = document.createElementNS(ns, 'line');
     line.setAttribute('class', 'grid');
     line.setAttribute('x1', 0); line.setAttribute('x2', width); line.setAttribute('y1', y); line.setAttribute('y2', y);
-    svg.append(line);
+    const text = document.createElementNS(ns, 'text');
+    text.setAttribute('class', 'label');
+    text.setAttribute('x', 2); text.setAttribute('y', Math.max(y - 3, 14));
+    text.textContent = label;
+    svg.append(line, text);
   }
-  const start = nowMs - history.windowMs;
-  const step = (width * history.intervalMs) / history.windowMs;
-  const x = (ms) => ((ms - start) / history.windowMs) * width;
+  // The last 5 minutes at least, the whole window (30 min) once the daemon has been up that long.
+  const spanMs = Math.min(history.windowMs, Math.max(5 * 60000, uptimeMs + history.intervalMs));
+  const start = nowMs - spanMs;
+  const step = (width * history.intervalMs) / spanMs;
+  const x = (ms) => ((ms - start) / spanMs) * width;
+  const dots = [];
   const busiest = Math.max(1, ...history.buckets.map((b) => b.hits + b.misses));
   let path = '', previous = null;
   for (const bucket of history.buckets) {
+    if (bucket.startMs + history.intervalMs <= start) continue;
     const total = bucket.hits + bucket.misses;
     const bar = document.createElementNS(ns, 'rect');
     const barHeight = ((bottom - top) * total) / busiest;
@@ -89,12 +101,19 @@ function drawHistory(history, nowMs) {
     // Intervals without lookups have no hit rate: the line breaks there.
     path += (previous !== null && bucket.startMs - previous === history.intervalMs ? ' L' : ' M') + px.toFixed(1) + ' ' + py.toFixed(1);
     previous = bucket.startMs;
+    const dot = document.createElementNS(ns, 'circle');
+    dot.setAttribute('class', 'dot');
+    dot.setAttribute('cx', px); dot.setAttribute('cy', py); dot.setAttribute('r', 2.2);
+    const title = document.createElementNS(ns, 'title');
+    title.textContent = new Date(bucket.startMs).toLocaleTimeString() + ': ' + bucket.hits + ' hits, ' + bucket.misses + ' misses';
+    dot.append(title);
+    dots.push(dot);
   }
   const rate = document.createElementNS(ns, 'path');
   rate.setAttribute('class', 'rate');
   rate.setAttribute('d', path.trim() || 'M0 0');
-  svg.append(rate);
-  set('chart-start', Math.round(history.windowMs / 60000) + ' min ago');
+  svg.append(rate, ...dots);
+  set('chart-start', Math.round(spanMs / 60000) + ' min ago');
 }
 
 function drawErrors(errors, nowMs) {
@@ -132,7 +151,7 @@ function render(s) {
   set('hits-local', s.cache.hits.local);
   set('hits-s3', s.cache.hits.s3);
   set('misses', s.cache.misses);
-  drawHistory(s.cache.history, s.nowMs);
+  drawHistory(s.cache.history, s.nowMs, s.uptimeMs);
 
   const used = s.local.usedBytes, budget = s.local.budgetBytes;
   const ratio = budget > 0 ? used / budget : 0;
@@ -149,7 +168,7 @@ function render(s) {
   set('outbox-parked', s.outbox.parked);
   set('outbox-oldest', ago(s.outbox.oldestAgeMs));
   set('uploads', s.uploads ? s.uploads.uploaded + ' uploaded, ' + s.uploads.alreadyPresent + ' already in S3, ' + s.uploads.failedAttempts + ' failed attempts' : 'off');
-  set('read-through', s.readThrough ? s.readThrough.hits + ' hits, ' + s.readThrough.misses + ' misses, ' + (s.readThrough.failures + s.readThrough.timeouts) + ' failures' : 'off');
+  set('read-through', s.readThrough ? s.readThrough.hits + ' hits, ' + s.readThrough.misses + ' misses, ' + (s.readThrough.failures + s.readThrough.timeouts) + ' failed, ' + s.readThrough.skipped + ' skipped (cool-down)' : 'off');
 
   drawErrors(s.recentErrors, s.nowMs);
 }
@@ -192,11 +211,6 @@ export const STATUS_PAGE_BODY = `
     </dl>
   </section>
   <section>
-    <h2>Hit rate over time</h2>
-    <svg id="hit-rate-chart" viewBox="0 0 360 90" preserveAspectRatio="none" role="img" aria-label="hit rate (line) and lookups (bars) per 10 s"></svg>
-    <div class="axis"><span id="chart-start"></span><span>line: hit rate · bars: lookups per 10 s</span><span>now</span></div>
-  </section>
-  <section>
     <h2>Local tier</h2>
     <div class="big"><span id="local-used">-</span> <span class="unit">of <span id="local-budget">-</span></span></div>
     <div class="bar"><div id="local-bar"></div></div>
@@ -215,6 +229,11 @@ export const STATUS_PAGE_BODY = `
       <dt>uploads</dt><dd id="uploads">-</dd>
       <dt>read-through</dt><dd id="read-through">-</dd>
     </dl>
+  </section>
+  <section class="wide">
+    <h2>Hit rate over time</h2>
+    <svg id="hit-rate-chart" viewBox="0 0 360 110" role="img" aria-label="hit rate (line) and lookups (bars) per 10 s"></svg>
+    <div class="axis"><span id="chart-start"></span><span>line: hit rate · bars: lookups per 10 s</span><span>now</span></div>
   </section>
   <section class="wide">
     <h2>Recent warnings and errors</h2>
