@@ -6,24 +6,19 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
-import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
+import { hashSequence, useCleanups, useS3Server, useTestDaemons } from './helpers/lifecycle.js';
+import { putArtifact, getArtifact } from './helpers/in-process-daemon.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue, type PromText } from './helpers/prometheus-text.js';
 
 let server: S3TestServer;
-let nextHash = 17100000000000000000n;
-const newHash = () => String(nextHash++);
+const newHash = hashSequence(17100000000000000000n);
 
 useS3Server((started) => (server = started), { credentials: true });
 const cleanup = useCleanups();
+const daemon = useTestDaemons(cleanup);
 
-async function daemon(flags: Parameters<typeof startTestDaemon>[0]): Promise<TestDaemon> {
-  const d = await startTestDaemon(flags);
-  cleanup(() => d.dispose());
-  return d;
-}
 
 async function scrape(d: { url: string }): Promise<PromText> {
   const response = await fetch(`${d.url}/metrics`);

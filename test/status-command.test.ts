@@ -4,20 +4,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { useCleanups } from './helpers/lifecycle.js';
-import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
+import { hashSequence, useCleanups, useTestDaemons } from './helpers/lifecycle.js';
+import { putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
 import type { StatusReport } from '../src/status.js';
 
-let nextHash = 17300000000000000000n;
-const newHash = () => String(nextHash++);
+const newHash = hashSequence(17300000000000000000n);
 const cleanup = useCleanups();
+const daemon = useTestDaemons(cleanup);
 
-async function daemon(flags: Parameters<typeof startTestDaemon>[0]): Promise<TestDaemon> {
-  const d = await startTestDaemon(flags);
-  cleanup(() => d.dispose());
-  return d;
-}
 const cliArgs = (d: TestDaemon) => ['--cache-dir', d.cacheDir, '--port', String(d.port), '--token', d.token];
 
 describe('nx-s3-sidecar status', () => {

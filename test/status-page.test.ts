@@ -10,25 +10,20 @@ import http from 'node:http';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
-import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
+import { hashSequence, useCleanups, useS3Server, useTestDaemons } from './helpers/lifecycle.js';
+import { putArtifact, getArtifact } from './helpers/in-process-daemon.js';
 import { repoRoot, testToken } from './helpers/daemon-process.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { launchChromium } from './helpers/browser.js';
 
 let server: S3TestServer;
-let nextHash = 17200000000000000000n;
-const newHash = () => String(nextHash++);
+const newHash = hashSequence(17200000000000000000n);
 
 useS3Server((started) => (server = started), { credentials: true });
 const cleanup = useCleanups();
+const daemon = useTestDaemons(cleanup);
 
-async function daemon(flags: Parameters<typeof startTestDaemon>[0]): Promise<TestDaemon> {
-  const d = await startTestDaemon(flags);
-  cleanup(() => d.dispose());
-  return d;
-}
 
 /** A GET from 127.0.0.1 with the Host header given (null: none at all), as fetch cannot send. */
 function getWithHost(port: number, urlPath: string, host: string | null, headers: Record<string, string> = {}): Promise<{ status: number; contentType?: string; body: string }> {
