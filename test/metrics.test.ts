@@ -4,6 +4,8 @@
  * server on loopback (s3rver), with the fault proxy in front where uploads must fail first.
  */
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { S3TestServer } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3Server, useTestDaemons } from './helpers/lifecycle.js';
@@ -11,6 +13,7 @@ import { putArtifact, getArtifact } from './helpers/in-process-daemon.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue, type PromText } from './helpers/prometheus-text.js';
+import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 const newHash = hashSequence(17100000000000000000n);
@@ -142,5 +145,32 @@ describe('GET /metrics', () => {
     expect(sampleValue(after, m('uploads_total'), { outcome: 'uploaded' })).toBe(1);
     expect(sampleValue(after, m('s3_uploaded_bytes_total'))).toBe(2000);
     expect(sampleValue(after, m('outbox_artifacts'))).toBe(0);
+  });
+
+  it('keeps counting uploads and read-through across a hot reload that replaces the S3 tier', async () => {
+    const [first, second] = [await server.createBucket('reload-a'), await server.createBucket('reload-b')];
+    const workspace = makeTempDir();
+    cleanup(workspace.remove);
+    const useBucket = (bucket: string) => fs.writeFileSync(path.join(workspace.dir, 'nx.json'), JSON.stringify({ s3: { bucket, endpoint: server.endpoint } }));
+    useBucket(first);
+    const d = await daemon({ workspace: workspace.dir }, { hotReload: true });
+
+    const traffic = async () => {
+      expect((await putArtifact(d, newHash(), randomBytes(1000))).status).toBe(200);
+      expect((await getArtifact(d, newHash())).status).toBe(404); // asks S3: a read-through miss
+      await eventually('the upload is done', () => d.store.outboxSummary().entries === 0);
+    };
+    await traffic();
+    useBucket(second);
+    await d.reload();
+    expect(d.status().remote.bucket).toBe(second);
+    await traffic();
+
+    const text = await scrape(d);
+    expect(sampleValue(text, m('uploads_total'), { outcome: 'uploaded' })).toBe(2);
+    expect(sampleValue(text, m('s3_uploaded_bytes_total'))).toBe(2000);
+    expect(sampleValue(text, m('read_through_total'), { outcome: 'miss' })).toBe(2);
+    expect(sampleValue(text, m('cache_misses_total'), { tier: 's3' })).toBe(2);
+    expect(d.status().uploads).toMatchObject({ uploaded: 2, uploadedBytes: 2000 });
   });
 });
