@@ -13,6 +13,7 @@ import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Clie
 import { ReadThrough } from './read-through/index.js';
 import { Uploader } from './upload/index.js';
 import { buildStatusReport, type StatusReport } from './status.js';
+import { CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import type { Logger } from './log.js';
 
 export interface RunningDaemon {
@@ -84,9 +85,19 @@ async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   tier.s3?.client.destroy();
 }
 
-export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, options: StartOptions = {}): Promise<RunningDaemon> {
+/** Values that must never show in the status page's recent errors, even if something logged them. */
+function secretsOf(config: DaemonConfig): (string | undefined)[] {
+  return [config.token, config.readOnlyToken, config.s3?.credentials.secretAccessKey, process.env.AWS_SECRET_ACCESS_KEY, process.env.AWS_SESSION_TOKEN, config.encryptionKey?.reveal()];
+}
+
+export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logger, options: StartOptions = {}): Promise<RunningDaemon> {
   const startedMs = Date.now();
   let config = initialConfig;
+  const recentErrors = new RecentErrors();
+  recentErrors.redact(secretsOf(config));
+  const logger = teeToRecentErrors(baseLogger, recentErrors);
+  const activity = new CacheActivity();
+  const remoteTotals = new RemoteTierTotals();
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
@@ -99,7 +110,9 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
   let watcher: ConfigWatcher | undefined;
   try {
     tier = buildRemoteTier(config, store, logger);
+    remoteTotals.track(tier);
     const { token, source: tokenSource } = loadOrCreateToken(store.layout.tokenFile, config.token);
+    recentErrors.redact([token]);
     const status = () =>
       buildStatusReport({
         startedMs,
@@ -109,8 +122,19 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
         credentialsResolvedBy: tier.s3?.credentials.resolvedBy,
         store,
         uploader: tier.uploader,
-        readThrough: tier.readThrough,
+        readThroughOn: tier.readThrough !== undefined,
+        activity,
+        remoteTotals,
+        recentErrors,
       });
+    const metrics = createDaemonMetrics({
+      store,
+      activity,
+      remoteTotals,
+      recentErrors,
+      uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
+      s3TierState: () => tier.state.state,
+    });
     const app = createHttpApp({
       store,
       logger,
@@ -119,6 +143,8 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
       readThrough: () => tier.readThrough,
       uploader: () => tier.uploader,
       statusReport: status,
+      metrics,
+      activity,
       idleTimeoutMs: config.idleTimeoutMs,
       isStopping: () => stopping,
     });
@@ -158,6 +184,7 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
         }
         const previous = config;
         config = next;
+        recentErrors.redact(secretsOf(next));
         const needRestart = (['host', 'port', 'cacheDir', 'token', 'readOnlyToken', 'idleTimeoutMs', 'verifyReads'] as const).filter(
           (key) => JSON.stringify(previous[key]) !== JSON.stringify(next[key]),
         );
@@ -171,7 +198,9 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
         if (remoteChanged) {
           const old = tier;
           tier = buildRemoteTier(next, store, logger);
+          remoteTotals.track(tier);
           await stopRemoteTier(old);
+          remoteTotals.retire(old);
           startRemoteTier(tier, logger);
         } else if (next.s3 && previous.s3 && next.s3.uploadConcurrency !== previous.s3.uploadConcurrency) {
           tier.uploader?.setConcurrency(next.s3.uploadConcurrency);

@@ -16,7 +16,8 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-function formatFields(fields: Record<string, unknown> | undefined): string {
+/** The fields as ` key=value…` (empty when none), exactly as a log line ends. */
+export function formatFields(fields: Record<string, unknown> | undefined): string {
   if (!fields) return '';
   const parts: string[] = [];
   for (const [key, value] of Object.entries(fields)) {

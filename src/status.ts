@@ -1,11 +1,14 @@
-/** What `GET /status` answers and `nx-s3-sidecar status` prints: one place for the shape. */
+/** What `GET /status` answers, `nx-s3-sidecar status` prints and the status page shows: one place for the shape. */
 import type { CacheMode } from './config/index.js';
-import type { LocalStore } from './store/index.js';
+import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
-import type { ReadThrough, ReadThroughCounters } from './read-through/index.js';
+import type { ReadThroughCounters } from './read-through/index.js';
+import type { ActivityHistory, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 
 export interface StatusReport {
   pid: number;
+  /** The daemon's clock when it answered (ages and `atMs` times are relative to it). */
+  nowMs: number;
   uptimeMs: number;
   mode: CacheMode;
   modeSource: string;
@@ -23,6 +26,17 @@ export interface StatusReport {
     pluginObjects?: string;
   };
   local: { usedBytes: number; entries: number; budgetBytes: number };
+  evictions: EvictionTotals;
+  /** Artifact lookups (GET/HEAD) since start, by the tier that answered; hitRate is null before the first. */
+  cache: {
+    lookups: number;
+    hits: { local: number; s3: number };
+    misses: number;
+    hitRate: number | null;
+    receivedBytes: number;
+    sentBytes: number;
+    history: ActivityHistory;
+  };
   outbox: {
     entries: number;
     bytes: number;
@@ -30,8 +44,12 @@ export interface StatusReport {
     oldestAgeMs: number | null;
     lastError?: { hash: string; message: string };
   };
+  /** Since the daemon started (across hot reloads); present while uploads are on. */
   uploads?: UploaderStatus;
+  /** Since the daemon started (across hot reloads); present while read-through is on. */
   readThrough?: ReadThroughCounters;
+  /** The last warnings and errors logged, oldest first (secrets masked). */
+  recentErrors: RecentError[];
 }
 
 export interface StatusSources {
@@ -42,19 +60,37 @@ export interface StatusSources {
   credentialsResolvedBy?: () => string | undefined;
   store: LocalStore;
   uploader?: Uploader;
-  readThrough?: ReadThrough;
+  readThroughOn: boolean;
+  activity: CacheActivity;
+  remoteTotals: RemoteTierTotals;
+  recentErrors: RecentErrors;
 }
 
 export function buildStatusReport(sources: StatusSources): StatusReport {
   const outbox = sources.store.outboxSummary();
   const nowMs = Date.now();
+  const { localHits, s3Hits, s3Misses, localOnlyMisses } = sources.activity.lookups;
+  const hits = localHits + s3Hits;
+  const lookups = hits + s3Misses + localOnlyMisses;
+  const current = sources.uploader?.status();
   return {
     pid: process.pid,
+    nowMs,
     uptimeMs: nowMs - sources.startedMs,
     mode: sources.mode,
     modeSource: sources.modeSource,
     remote: { ...sources.remote, credentials: sources.credentialsResolvedBy?.() },
     local: sources.store.usage(),
+    evictions: { ...sources.store.evicted },
+    cache: {
+      lookups,
+      hits: { local: localHits, s3: s3Hits },
+      misses: s3Misses + localOnlyMisses,
+      hitRate: lookups === 0 ? null : hits / lookups,
+      receivedBytes: sources.activity.receivedBytes,
+      sentBytes: sources.activity.sentBytes,
+      history: sources.activity.history(),
+    },
     outbox: {
       entries: outbox.entries,
       bytes: outbox.bytes,
@@ -62,7 +98,8 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
       oldestAgeMs: outbox.oldestEnqueuedMs === null ? null : nowMs - outbox.oldestEnqueuedMs,
       lastError: outbox.lastError,
     },
-    uploads: sources.uploader?.status(),
-    readThrough: sources.readThrough?.counters,
+    uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
+    readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
+    recentErrors: sources.recentErrors.list(),
   };
 }

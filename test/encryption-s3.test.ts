@@ -101,7 +101,7 @@ describe('encryption at rest', () => {
     expect(lines, wrong.logLines.join('')).toHaveLength(1);
     expect(lines[0]).toMatch(/does not authenticate/);
     // Still one bad object at a time, not S3 being down: nothing was skipped.
-    expect(wrong.status().readThrough).toMatchObject({ failures: 3, skipped: 0, hits: 0 });
+    expect(wrong.status().readThrough).toMatchObject({ refused: 3, failures: 0, skipped: 0, hits: 0 });
 
     const noKey = await machine(bucket, undefined);
     expect((await getArtifact(noKey, hashes[0]!)).status).toBe(404);

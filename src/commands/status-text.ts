@@ -10,9 +10,16 @@ function age(ms: number | null): string {
   return `${(ms / 3_600_000).toFixed(1)} h`;
 }
 
+const RECENT_ERRORS_SHOWN = 5;
+
+function hitRateLine(cache: StatusReport['cache']): string {
+  if (cache.lookups === 0) return 'hit rate    - (no lookups yet)';
+  return `hit rate    ${(100 * cache.hitRate!).toFixed(1)} % of ${cache.lookups} lookups: ${cache.hits.local} local hits, ${cache.hits.s3} from S3, ${cache.misses} misses`;
+}
+
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
-  const { remote, local, outbox } = report;
+  const { remote, local, outbox, cache, evictions } = report;
   lines.push(`daemon      pid ${report.pid}, up ${age(report.uptimeMs)}`);
   lines.push(`mode        ${report.mode} (from ${report.modeSource})`);
   if (remote.state === 'off') lines.push(`S3 tier     off: ${remote.reason}`);
@@ -22,8 +29,10 @@ export function formatStatus(report: StatusReport): string {
     if (remote.encryption) lines.push(`encryption  ${remote.encryption}`);
     if (remote.pluginObjects) lines.push(`@nx/s3-cache objects ${remote.pluginObjects}`);
   }
+  lines.push(hitRateLine(cache));
   const percent = local.budgetBytes > 0 ? ((100 * local.usedBytes) / local.budgetBytes).toFixed(1) : '0';
   lines.push(`local tier  ${local.entries} artifacts, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);
+  if (evictions.count > 0) lines.push(`evicted     ${evictions.count} artifacts (${formatSize(evictions.bytes)}) since start`);
   lines.push(
     `outbox      ${outbox.entries} pending (${formatSize(outbox.bytes)})${outbox.parked ? `, ${outbox.parked} parked` : ''}, oldest ${age(outbox.oldestAgeMs)}`,
   );
@@ -37,5 +46,14 @@ export function formatStatus(report: StatusReport): string {
   }
   const lastError = report.uploads?.lastError ?? outbox.lastError;
   if (lastError) lines.push(`last error  ${lastError.message} (artifact ${lastError.hash})`);
+  const recent = report.recentErrors.slice(-RECENT_ERRORS_SHOWN).reverse();
+  if (recent.length === 0) lines.push('recent errors  none since start');
+  else {
+    const more = report.recentErrors.length - recent.length;
+    lines.push(`recent errors  newest first${more > 0 ? ` (${more} older on the status page)` : ''}:`);
+    for (const event of recent) {
+      lines.push(`  ${age(report.nowMs - event.atMs).padStart(7)} ago  ${event.level.toUpperCase().padEnd(5)} ${event.message}${event.fields ? ' ' + event.fields : ''}`);
+    }
+  }
   return lines.join('\n') + '\n';
 }

@@ -13,6 +13,11 @@ import { requireToken, type Access, type AccessTokens } from './auth.js';
 import { getArtifact } from './routes/get-artifact.js';
 import { putArtifact } from './routes/put-artifact.js';
 import { getStatus, postFlush } from './routes/status.js';
+import { getMetrics } from './routes/metrics.js';
+import { getStatusPage } from './routes/status-page.js';
+import { observeRequests } from './request-observer.js';
+import { requireLocalOrToken } from './local-access.js';
+import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { ReadThrough } from '../read-through/index.js';
 import type { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status.js';
@@ -28,6 +33,9 @@ export interface HttpAppDeps {
   readThrough: () => ReadThrough | undefined;
   uploader: () => Uploader | undefined;
   statusReport: () => StatusReport;
+  metrics: DaemonMetrics;
+  /** Lookup outcomes and artifact bytes, for the metrics and the status page. */
+  activity: CacheActivity;
   /** Connections idle this long are closed; routes pause it while the daemon itself works. */
   idleTimeoutMs: number;
   /** True while the daemon is stopping: health answers 503 so supervisors and wrappers see it. */
@@ -40,18 +48,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   // A server URL with a trailing slash makes Nx request //v1/cache/…: treat it as /v1/cache/….
   const app = new Hono<Env>({ getPath: (request) => getPath(request).replace(/^\/{2,}/, '/') });
 
-  app.use(async (c, next) => {
-    const startedMs = performance.now();
-    c.env.outgoing.once('close', () => {
-      deps.logger.debug('request', {
-        method: c.req.method,
-        path: c.req.path,
-        status: c.env.outgoing.headersSent ? c.env.outgoing.statusCode : 'none (connection closed before an answer)',
-        ms: Math.round(performance.now() - startedMs),
-      });
-    });
-    await next();
-  });
+  app.use(observeRequests(deps));
 
   // A body no route reads (a GET with one): read it before answering, or a client still sending
   // it gets a broken pipe instead of the answer when the connection closes.
@@ -74,6 +71,12 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   app.use('/flush', requireToken(deps.tokens));
   app.get('/status', getStatus(deps));
   app.post('/flush', postFlush({ ...deps, retryUploadsNow: () => deps.uploader()?.retryNow() }));
+
+  // For people and Prometheus on this machine without the token; see local-access.ts.
+  for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens));
+  app.get('/', getStatusPage());
+  app.get('/status.json', getStatus(deps));
+  app.get('/metrics', getMetrics(deps));
 
   app.notFound(() => textResponse(404, 'not found'));
   app.onError((error, c: Context) => {

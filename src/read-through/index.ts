@@ -18,6 +18,8 @@ export interface ReadThroughCounters {
   hits: number;
   /** Of the hits, those served from an object @nx/s3-cache wrote. */
   pluginHits: number;
+  /** Objects refused: damaged, tampered with, under another key, not verifiable (each a miss). */
+  refused: number;
   misses: number;
   failures: number;
   timeouts: number;
@@ -35,7 +37,7 @@ export const READ_THROUGH_MAX_MS = 120_000;
 
 export class ReadThrough {
   private readonly inFlight = new Map<string, Promise<boolean>>();
-  readonly counters: ReadThroughCounters = { hits: 0, pluginHits: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
+  readonly counters: ReadThroughCounters = { hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
   private lastWarningMs = 0;
   private lastWrongKeyWarningMs = -Infinity;
   private skipUntilMs = 0;
@@ -113,7 +115,7 @@ export class ReadThrough {
 
   /** One object is unusable (not verifiable, damaged, too large, wrong key): a miss for that hash only. */
   private badObject(hash: string, key: string, error: Error): void {
-    this.counters.failures++;
+    this.counters.refused++;
     const wrongKey = error instanceof BadObjectError && error.wrongKey;
     if (!wrongKey) {
       this.logger.warn('an object in S3 is not usable; answering a miss for it', { hash, key, reason: error.message });

@@ -45,6 +45,12 @@ export interface StoredArtifact {
   release(): Promise<void>;
 }
 
+/** Artifacts evicted since the store was opened. */
+export interface EvictionTotals {
+  count: number;
+  bytes: number;
+}
+
 export interface LocalUsage {
   usedBytes: number;
   entries: number;
@@ -64,6 +70,7 @@ export class LocalStore {
   private readonly inFlightPuts = new Set<string>();
   private readonly accessBatcher: AccessBatcher;
   private readonly evictor: Evictor;
+  readonly evicted: EvictionTotals = { count: 0, bytes: 0 };
   private usedBytes: number;
   private entryCount: number;
   private closed = false;
@@ -89,7 +96,11 @@ export class LocalStore {
       budgetBytes: () => this.options.maxSizeBytes,
       usedBytes: () => this.usedBytes,
       blobFile: (hash) => blobPath(layout, hash),
-      onEvicted: (_hash, sizeBytes) => this.forget(sizeBytes),
+      onEvicted: (_hash, sizeBytes) => {
+        this.forget(sizeBytes);
+        this.evicted.count++;
+        this.evicted.bytes += sizeBytes;
+      },
       beforePass: () => this.accessBatcher.flush(),
       logger: options.logger,
     });

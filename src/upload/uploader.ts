@@ -27,6 +27,8 @@ export interface UploaderCounters {
   alreadyPresent: number;
   failedAttempts: number;
   parkedAttempts: number;
+  /** Attempts on an artifact whose earlier attempt failed. */
+  retriedAttempts: number;
 }
 
 export interface UploaderStatus extends UploaderCounters {
@@ -41,7 +43,7 @@ export class Uploader {
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly backoff: BackoffPolicy;
-  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0 };
+  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 };
   private lastError: UploaderStatus['lastError'];
   // Permanent errors are logged once per distinct message, not once per artifact; transient
   // ones once per outage (the first failure after a success), then at debug level.
@@ -118,6 +120,7 @@ export class Uploader {
   private async uploadOne(hash: string, attempts: number): Promise<void> {
     const { store, remote, logger } = this.options;
     if (this.stopped) return;
+    if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
     try {
       artifact = await store.open(hash, { touch: false });

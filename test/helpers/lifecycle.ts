@@ -2,6 +2,8 @@
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { startS3Server, type S3TestServer } from './s3-server.js';
 import { useS3Credentials } from './s3-tier.js';
+import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './in-process-daemon.js';
+import type { ConfigInput } from '../../src/config/index.js';
 
 /**
  * Returns `cleanup(fn)`: fn runs after the current test, also when it failed, in reverse order
@@ -28,4 +30,19 @@ export function useS3Server(use: (server: S3TestServer) => void, options: { cred
     use(server);
   });
   afterAll(() => server?.stop());
+}
+
+/** Returns `daemon(flags, options)`: starts an in-process daemon that `cleanup` disposes of after the test. */
+export function useTestDaemons(cleanup: (fn: () => unknown) => void): (flags?: ConfigInput, options?: TestDaemonOptions) => Promise<TestDaemon> {
+  return async (flags, options) => {
+    const d = await startTestDaemon(flags, options);
+    cleanup(() => d.dispose());
+    return d;
+  };
+}
+
+/** Fresh artifact hashes (decimal u64 strings, as Nx sends), counting up from `first`. */
+export function hashSequence(first: bigint): () => string {
+  let next = first;
+  return () => String(next++);
 }

@@ -8,6 +8,7 @@ import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { LocalStore, StoredArtifact } from '../../store/index.js';
 import type { ReadThrough } from '../../read-through/index.js';
+import type { CacheActivity } from '../../metrics/index.js';
 import type { Logger } from '../../log.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
@@ -19,9 +20,11 @@ export interface GetArtifactDeps {
   readThrough: () => ReadThrough | undefined;
   /** The connection idle timeout, re-armed once the daemon's own work is done. */
   idleTimeoutMs: number;
+  /** Told how each lookup ended and what was sent (for the metrics and the status page). */
+  activity?: Pick<CacheActivity, 'recordLookup' | 'recordSent'>;
 }
 
-export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetArtifactDeps) {
+export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activity }: GetArtifactDeps) {
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const param = artifactHashParam(c);
     if (!param.ok) return textResponse(400, param.reason);
@@ -33,8 +36,14 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetAr
     try {
       artifact = await store.open(param.hash);
       const remote = readThrough();
-      if (!artifact && remote && (await remote.fetch(param.hash))) artifact = await store.open(param.hash);
+      if (artifact) activity?.recordLookup('local-hit');
+      else if (!remote) activity?.recordLookup('miss');
+      else {
+        if (await remote.fetch(param.hash)) artifact = await store.open(param.hash);
+        activity?.recordLookup(artifact ? 's3-hit' : 's3-miss');
+      }
     } catch (error) {
+      activity?.recordLookup('miss');
       logger.error('GET failed inside the daemon; answering a miss', { hash: param.hash, error });
       return textResponse(404, 'not found (the daemon could not read it; see its log)');
     } finally {
@@ -52,6 +61,7 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetAr
     const outgoing = c.env.outgoing;
     outgoing.writeHead(200, headers);
     pipeline(artifact.stream(), outgoing)
+      .then(() => activity?.recordSent(artifact.sizeBytes))
       .catch((error) => {
         // The client went away, or the read failed mid-stream (the socket is closed, so Nx
         // sees a failed request, not a truncated artifact it would trust).

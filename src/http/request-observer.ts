@@ -1,0 +1,47 @@
+/**
+ * Watches every request to its end (the answer written, or the connection closed): one debug
+ * log line, its latency in the metrics, and the artifact bytes a stored PUT brought in.
+ */
+import type { MiddlewareHandler } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import type { Logger } from '../log.js';
+import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
+
+export interface RequestObserverDeps {
+  logger: Logger;
+  metrics: DaemonMetrics;
+  activity: CacheActivity;
+}
+
+const knownRoutes = new Set(['/', '/healthz', '/metrics', '/status', '/status.json', '/flush']);
+const knownMethods = new Set(['GET', 'HEAD', 'PUT', 'POST']);
+
+/** A bounded set of route labels: anything a client makes up is "other". */
+export function routeLabel(path: string): string {
+  if (path.startsWith('/v1/cache/')) return '/v1/cache/:hash';
+  return knownRoutes.has(path) ? path : 'other';
+}
+
+export function observeRequests({ logger, metrics, activity }: RequestObserverDeps): MiddlewareHandler<{ Bindings: HttpBindings }> {
+  return async (c, next) => {
+    const startedMs = performance.now();
+    const { incoming, outgoing } = c.env;
+    outgoing.once('close', () => {
+      const seconds = (performance.now() - startedMs) / 1000;
+      const answered = outgoing.headersSent;
+      const route = routeLabel(c.req.path);
+      metrics.observeRequest(route, knownMethods.has(c.req.method) ? c.req.method : 'other', answered ? String(outgoing.statusCode) : 'none', seconds);
+      // A stored PUT received exactly its declared length (the GET route counts what it sends).
+      if (answered && outgoing.statusCode === 200 && route === '/v1/cache/:hash' && c.req.method === 'PUT') {
+        activity.recordReceived(Number(incoming.headers['content-length'] ?? 0));
+      }
+      logger.debug('request', {
+        method: c.req.method,
+        path: c.req.path,
+        status: answered ? outgoing.statusCode : 'none (connection closed before an answer)',
+        ms: Math.round(seconds * 1000),
+      });
+    });
+    await next();
+  };
+}

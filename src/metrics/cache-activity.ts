@@ -1,0 +1,85 @@
+/**
+ * What the cache answered: every artifact lookup (a GET or HEAD of /v1/cache/{hash}) by the
+ * tier that answered it, the artifact bytes that went in and out, and the hit rate over the
+ * last half hour in 10-second buckets. `/metrics`, `/status` and the status page all read
+ * these figures; nothing else keeps them.
+ */
+
+/** How one lookup ended: found locally, read through from S3, or a miss (after asking S3 or not). */
+export type LookupOutcome = 'local-hit' | 's3-hit' | 's3-miss' | 'miss';
+
+export interface LookupCounts {
+  localHits: number;
+  s3Hits: number;
+  /** Local misses that read-through could not fill (not in S3, S3 failing, or skipped during a cool-down). */
+  s3Misses: number;
+  /** Local misses with no read-through to ask (local-only, or mode no-cache). */
+  localOnlyMisses: number;
+}
+
+export interface ActivityBucket {
+  startMs: number;
+  hits: number;
+  misses: number;
+}
+
+export interface ActivityHistory {
+  intervalMs: number;
+  windowMs: number;
+  /** Only the intervals that saw lookups, oldest first. */
+  buckets: ActivityBucket[];
+}
+
+const INTERVAL_MS = 10_000;
+const BUCKET_COUNT = 180; // 30 minutes
+
+export class CacheActivity {
+  readonly lookups: LookupCounts = { localHits: 0, s3Hits: 0, s3Misses: 0, localOnlyMisses: 0 };
+  /** Artifact bytes received in PUTs that were stored. */
+  receivedBytes = 0;
+  /** Artifact bytes sent in answers to GETs (whole bodies written). */
+  sentBytes = 0;
+  // A ring of buckets; `bucketNo[i]` says which interval slot i holds, so a stale slot reads as empty.
+  private readonly bucketNo = new Array<number>(BUCKET_COUNT).fill(-1);
+  private readonly bucketHits = new Array<number>(BUCKET_COUNT).fill(0);
+  private readonly bucketMisses = new Array<number>(BUCKET_COUNT).fill(0);
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  recordLookup(outcome: LookupOutcome): void {
+    if (outcome === 'local-hit') this.lookups.localHits++;
+    else if (outcome === 's3-hit') this.lookups.s3Hits++;
+    else if (outcome === 's3-miss') this.lookups.s3Misses++;
+    else this.lookups.localOnlyMisses++;
+    const no = Math.floor(this.now() / INTERVAL_MS);
+    const slot = no % BUCKET_COUNT;
+    if (this.bucketNo[slot] !== no) {
+      this.bucketNo[slot] = no;
+      this.bucketHits[slot] = 0;
+      this.bucketMisses[slot] = 0;
+    }
+    if (outcome === 'local-hit' || outcome === 's3-hit') this.bucketHits[slot]!++;
+    else this.bucketMisses[slot]!++;
+  }
+
+  /** A PUT of this many bytes was stored. */
+  recordReceived(bytes: number): void {
+    this.receivedBytes += bytes;
+  }
+
+  /** A GET's whole artifact body was written to the client. */
+  recordSent(bytes: number): void {
+    this.sentBytes += bytes;
+  }
+
+  history(): ActivityHistory {
+    const newest = Math.floor(this.now() / INTERVAL_MS);
+    const buckets: ActivityBucket[] = [];
+    for (let no = newest - BUCKET_COUNT + 1; no <= newest; no++) {
+      const slot = no % BUCKET_COUNT;
+      if (no < 0 || this.bucketNo[slot] !== no) continue;
+      buckets.push({ startMs: no * INTERVAL_MS, hits: this.bucketHits[slot]!, misses: this.bucketMisses[slot]! });
+    }
+    return { intervalMs: INTERVAL_MS, windowMs: INTERVAL_MS * BUCKET_COUNT, buckets };
+  }
+}

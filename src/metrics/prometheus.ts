@@ -1,0 +1,120 @@
+/**
+ * The daemon's Prometheus metrics, in a Registry of its own (several daemons in one process,
+ * as in the tests, never share series). Request latencies are observed as requests finish;
+ * everything else is read at scrape time from where the daemon already keeps it — the store
+ * (usage, outbox, evictions), the lookup counts, the S3 tier's counters — so no figure is
+ * kept twice or can drift.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { LocalStore } from '../store/index.js';
+import type { CacheActivity } from './cache-activity.js';
+import type { RecentErrors } from './recent-errors.js';
+import type { RemoteTierTotals } from './remote-tier-totals.js';
+
+export interface MetricSources {
+  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'>;
+  activity: CacheActivity;
+  remoteTotals: RemoteTierTotals;
+  recentErrors: RecentErrors;
+  /** Uploads running right now (0 without an uploader). */
+  uploadsInFlight: () => number;
+  /** What the S3 tier does now. */
+  s3TierState: () => 'read-write' | 'read-only' | 'off';
+}
+
+export interface DaemonMetrics {
+  registry: Registry;
+  /** One finished HTTP request: its route label (see routeLabel), method, status and duration. */
+  observeRequest(route: string, method: string, status: string, seconds: number): void;
+}
+
+const PREFIX = 'nx_s3_sidecar_';
+
+type LabelValues = Record<string, string>;
+type ReadValues = () => [LabelValues, number][];
+
+/**
+ * A counter or gauge whose value lives elsewhere and is read at scrape time: `read` gives each
+ * label combination's current value. A counter's sources only ever grow, so it stays monotonic.
+ */
+function sourcedMetric(type: 'counter' | 'gauge', registry: Registry, name: string, help: string, labelNames: string[], read: ReadValues): void {
+  function collect(this: Counter | Gauge) {
+    this.reset();
+    for (const [labels, value] of read()) {
+      if (this instanceof Gauge) this.set(labels, value);
+      else this.inc(labels, value);
+    }
+  }
+  const configuration = { name: PREFIX + name, help, labelNames, registers: [registry], collect };
+  if (type === 'counter') new Counter(configuration);
+  else new Gauge(configuration);
+}
+
+export function createDaemonMetrics(sources: MetricSources, now: () => number = Date.now): DaemonMetrics {
+  const registry = new Registry();
+  const { store, activity, remoteTotals, recentErrors } = sources;
+  const one = (value: number): [LabelValues, number][] => [[{}, value]];
+  const counter = (name: string, help: string, labelNames: string[], read: ReadValues) => sourcedMetric('counter', registry, name, help, labelNames, read);
+  const gauge = (name: string, help: string, labelNames: string[], read: ReadValues) => sourcedMetric('gauge', registry, name, help, labelNames, read);
+
+  const requestSeconds = new Histogram({
+    name: PREFIX + 'http_request_duration_seconds',
+    help: 'HTTP requests, from arrival until the answer was written (or the connection closed), by route, method and status',
+    labelNames: ['route', 'method', 'status'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120],
+    registers: [registry],
+  });
+
+  counter('cache_hits_total', 'Artifact lookups (GET/HEAD /v1/cache/{hash}) answered with the artifact, by the tier it came from', ['tier'], () => {
+    const { localHits, s3Hits } = activity.lookups;
+    return [[{ tier: 'local' }, localHits], [{ tier: 's3' }, s3Hits]];
+  });
+  counter('cache_misses_total', 'Artifact lookups a tier could not answer: local = not in the local tier; s3 = not found or not fetched by read-through either', ['tier'], () => {
+    const { s3Hits, s3Misses, localOnlyMisses } = activity.lookups;
+    return [[{ tier: 'local' }, s3Hits + s3Misses + localOnlyMisses], [{ tier: 's3' }, s3Misses]];
+  });
+  counter('http_received_bytes_total', 'Artifact bytes received in PUTs that were stored', [], () => one(activity.receivedBytes));
+  counter('http_sent_bytes_total', 'Artifact bytes sent in answers to GETs (bodies written in full)', [], () => one(activity.sentBytes));
+
+  counter('read_through_total', 'S3 lookups after a local miss, by outcome (concurrent misses of one hash share one lookup)', ['outcome'], () => {
+    const c = remoteTotals.readThrough();
+    return [[{ outcome: 'hit' }, c.hits], [{ outcome: 'miss' }, c.misses], [{ outcome: 'failure' }, c.failures], [{ outcome: 'timeout' }, c.timeouts], [{ outcome: 'skipped' }, c.skipped], [{ outcome: 'refused' }, c.refused]];
+  });
+  counter('read_through_plugin_hits_total', 'Read-through hits served from objects @nx/s3-cache wrote (rewritten into Nx\'s archive)', [], () => one(remoteTotals.readThrough().pluginHits));
+  counter('s3_downloaded_bytes_total', 'Artifact bytes read through from S3 into the local tier', [], () => one(remoteTotals.readThrough().bytes));
+
+  counter('uploads_total', 'Outbox entries done: uploaded, or already present in the bucket', ['outcome'], () => {
+    const u = remoteTotals.uploads();
+    return [[{ outcome: 'uploaded' }, u.uploaded], [{ outcome: 'already_present' }, u.alreadyPresent]];
+  });
+  counter('upload_failures_total', 'Failed upload attempts: transient ones are retried with backoff, permanent ones are parked', ['kind'], () => {
+    const u = remoteTotals.uploads();
+    return [[{ kind: 'transient' }, u.failedAttempts - u.parkedAttempts], [{ kind: 'permanent' }, u.parkedAttempts]];
+  });
+  counter('upload_retries_total', 'Upload attempts on an artifact whose earlier attempt failed', [], () => one(remoteTotals.uploads().retriedAttempts));
+  counter('s3_uploaded_bytes_total', 'Artifact bytes uploaded to S3', [], () => one(remoteTotals.uploads().uploadedBytes));
+
+  counter('evictions_total', 'Artifacts evicted from the local tier (least recently used, over the budget or on a full disk)', [], () => one(store.evicted.count));
+  counter('evicted_bytes_total', 'Bytes evicted from the local tier', [], () => one(store.evicted.bytes));
+  counter('log_events_total', 'Warnings and errors logged', ['level'], () => [[{ level: 'warn' }, recentErrors.totals.warn], [{ level: 'error' }, recentErrors.totals.error]]);
+
+  gauge('local_used_bytes', 'Bytes of artifacts in the local tier', [], () => one(store.usage().usedBytes));
+  gauge('local_budget_bytes', 'The local tier budget (--max-size)', [], () => one(store.usage().budgetBytes));
+  gauge('local_artifacts', 'Artifacts in the local tier', [], () => one(store.usage().entries));
+  gauge('outbox_artifacts', 'Artifacts waiting for upload (parked ones included)', [], () => one(store.outboxSummary().entries));
+  gauge('outbox_bytes', 'Bytes waiting for upload', [], () => one(store.outboxSummary().bytes));
+  gauge('outbox_parked_artifacts', 'Artifacts whose upload is parked after a permanent failure', [], () => one(store.outboxSummary().parked));
+  gauge('outbox_oldest_age_seconds', 'Age of the oldest artifact waiting for upload (0 when none waits)', [], () => {
+    const oldest = store.outboxSummary().oldestEnqueuedMs;
+    return one(oldest === null ? 0 : Math.max(now() - oldest, 0) / 1000);
+  });
+  gauge('uploads_in_flight', 'Uploads running right now', [], () => one(sources.uploadsInFlight()));
+  gauge('s3_tier', 'What the S3 tier does now: 1 for the state in force', ['state'], () =>
+    (['read-write', 'read-only', 'off'] as const).map((state) => [{ state }, state === sources.s3TierState() ? 1 : 0]),
+  );
+
+  return {
+    registry,
+    observeRequest: (route, method, status, seconds) => requestSeconds.observe({ route, method, status }, seconds),
+  };
+}
