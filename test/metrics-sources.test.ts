@@ -55,7 +55,7 @@ describe('RemoteTierTotals', () => {
     first.readThrough.counters.hits = 3; // a fetch the old tier finished while stopping
     totals.retire(first);
     totals.retire(first); // twice: counted once
-    expect(totals.readThrough()).toEqual({ hits: 4, misses: 0, failures: 2, timeouts: 0, skipped: 0, bytes: 30 });
+    expect(totals.readThrough()).toEqual({ hits: 4, pluginHits: 0, refused: 0, misses: 0, failures: 2, timeouts: 0, skipped: 0, bytes: 30 });
     expect(totals.uploads()).toMatchObject({ uploaded: 6, uploadedBytes: 600, failedAttempts: 4, retriedAttempts: 2 });
   });
 
