@@ -14,22 +14,21 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
-import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
 import { s3Env } from './helpers/s3-tier.js';
 import { pluginKey, pluginObject, pluginRetrieve, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 let s3: S3Client;
-useS3Server((started) => {
+useS3ServerWithClient((started, client) => {
   server = started;
-  s3 = s3ClientFor(server);
+  s3 = client;
 });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups(killRunningNx);
 
 const CACHE_KEY_PREFIX = 'team-cache';

@@ -8,9 +8,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, it } from 'vitest';
-import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { describe, expect, it } from 'vitest';
+import { type S3TestServer } from './helpers/s3-server.js';
+import { hashSequence, useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
 import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { eventually, objectExists, readRawObject, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
@@ -19,14 +19,12 @@ import { objectKey } from '../src/remote/index.js';
 
 let server: S3TestServer;
 let s3: S3Client;
-let nextHash = 17000000000000000000n;
-const newHash = () => String(nextHash++);
+const newHash = hashSequence(17000000000000000000n);
 
-useS3Server((started) => {
+useS3ServerWithClient((started, client) => {
   server = started;
-  s3 = s3ClientFor(server);
+  s3 = client;
 }, { credentials: true });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 
 const TEAM_KEY = 'team key: correct horse battery staple';

@@ -8,22 +8,21 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
 import { startTestDaemon, putArtifact, getArtifact } from './helpers/in-process-daemon.js';
-import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
 import { eventually, objectExists, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 let s3: S3Client;
-useS3Server((started) => {
+useS3ServerWithClient((started, client) => {
   server = started;
-  s3 = s3ClientFor(server);
+  s3 = client;
 }, { credentials: true });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 
 const KEY = 'the team key';

@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { chunked, collect } from './helpers/streams.js';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../src/config/index.js';
 import { BadObjectError, deriveMasterKey, ObjectCodec } from '../src/remote/index.js';
@@ -13,18 +14,7 @@ const key = (text: string) => deriveMasterKey(new Secret(text, 'test'));
 const teamKey = key('correct horse battery staple');
 const otherKey = key('another team entirely');
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
-/** A stream that delivers `bytes` in chunks of `size` bytes, to cross every boundary. */
-function chunked(bytes: Buffer, size: number): Readable {
-  const chunks: Buffer[] = [];
-  for (let offset = 0; offset < bytes.length; offset += size) chunks.push(bytes.subarray(offset, offset + size));
-  return Readable.from(chunks);
-}
 
 async function encode(codec: ObjectCodec, hash: string, artifact: Buffer): Promise<Buffer> {
   const encoding = codec.encoding(hash, artifact.length);

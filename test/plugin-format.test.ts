@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { chunked, collect } from './helpers/streams.js';
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import tar from 'tar-stream';
@@ -25,17 +26,7 @@ function tempDir(): string {
   return dir;
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
-function chunked(bytes: Buffer, size: number): Readable {
-  const chunks: Buffer[] = [];
-  for (let offset = 0; offset < bytes.length; offset += size) chunks.push(bytes.subarray(offset, offset + size));
-  return Readable.from(chunks);
-}
 
 /** A task's outputs as the plugin found them in Nx's cache folder. */
 function taskOutputs(): string {
@@ -142,7 +133,7 @@ describe("@nx/s3-cache's objects", () => {
   /** A plugin-layout archive with the given entries (a hostile or broken writer). */
   async function archiveOf(entries: { header: tar.Headers; body?: string | Buffer }[]): Promise<Buffer> {
     const pack = tar.pack();
-    const packed = collect(pack as unknown as Readable);
+    const packed = collect(pack);
     for (const { header, body } of entries) pack.entry(header, body ?? '');
     pack.finalize();
     return gzipSync(await packed);

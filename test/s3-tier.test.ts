@@ -6,9 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, it } from 'vitest';
-import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { describe, expect, it } from 'vitest';
+import { testS3Kind, type S3TestServer } from './helpers/s3-server.js';
+import { hashSequence, useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
@@ -17,14 +17,12 @@ import { eventually, objectExists, readObject, s3Env, s3Flags } from './helpers/
 
 let server: S3TestServer;
 let s3: S3Client;
-let nextHash = 18000000000000000000n;
-const newHash = () => String(nextHash++);
+const newHash = hashSequence(18000000000000000000n);
 
-useS3Server((started) => {
+useS3ServerWithClient((started, client) => {
   server = started;
-  s3 = s3ClientFor(server);
+  s3 = client;
 }, { credentials: true });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 
 async function daemon(flags: Parameters<typeof startTestDaemon>[0], options?: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {

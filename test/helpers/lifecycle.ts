@@ -1,6 +1,7 @@
 /** The set-up and tear-down most suites share, registered with vitest's hooks. */
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { startS3Server, type S3TestServer } from './s3-server.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3ClientFor, startS3Server, type S3TestServer } from './s3-server.js';
 import { useS3Credentials } from './s3-tier.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './in-process-daemon.js';
 import type { ConfigInput } from '../../src/config/index.js';
@@ -45,4 +46,14 @@ export function useTestDaemons(cleanup: (fn: () => unknown) => void): (flags?: C
 export function hashSequence(first: bigint): () => string {
   let next = first;
   return () => String(next++);
+}
+
+/** useS3Server, with an S3 client of the tests' own for it (to look into buckets), destroyed after the last test. */
+export function useS3ServerWithClient(use: (server: S3TestServer, client: S3Client) => void, options: { credentials?: boolean } = {}): void {
+  let client: S3Client | undefined;
+  useS3Server((server) => {
+    client = s3ClientFor(server);
+    use(server, client);
+  }, options);
+  afterAll(() => client?.destroy());
 }

@@ -20,6 +20,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, gzipSync } from 'node:zlib';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import tar from 'tar-stream';
+import { collect } from './streams.js';
 
 export function pluginKey(cacheKeyPrefix: string | undefined, hash: string): string {
   return cacheKeyPrefix ? path.posix.join(cacheKeyPrefix, hash) : hash;
@@ -100,10 +101,4 @@ async function walk(dir: string, prefix = ''): Promise<string[]> {
     if (entry.isDirectory()) found.push(...(await walk(dir, relative)));
   }
   return found;
-}
-
-async function collect(stream: AsyncIterable<unknown>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }

@@ -21,9 +21,9 @@ import net from 'node:net';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, it } from 'vitest';
-import { s3ClientFor, type S3TestServer } from '../helpers/s3-server.js';
-import { useCleanups, useS3Server } from '../helpers/lifecycle.js';
+import { describe, expect, it } from 'vitest';
+import { type S3TestServer } from '../helpers/s3-server.js';
+import { useCleanups, useS3ServerWithClient } from '../helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from '../helpers/fault-proxy.js';
 import { killDaemonOf, runCli, startDaemonProcess, testToken, type DaemonProcess } from '../helpers/daemon-process.js';
 import { readObject, s3Env } from '../helpers/s3-tier.js';
@@ -32,11 +32,10 @@ import { makeTempDir } from '../helpers/temp-dir.js';
 let server: S3TestServer;
 let s3: S3Client;
 
-useS3Server((started) => {
+useS3ServerWithClient((started, client) => {
   server = started;
-  s3 = s3ClientFor(server);
+  s3 = client;
 });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 
 const KiB = 1024;
