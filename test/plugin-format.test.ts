@@ -52,15 +52,23 @@ function unpackWithTar(archive: Buffer): string {
 
 const terminalOutput = '> nx run app:build\n\nbuilt app ✓ — ünïcödé\n';
 
-/** A RemoteStore over a stand-in S3 client that holds one plugin object, at team/123. */
-async function remoteStoreServing(pluginBody: Buffer): Promise<RemoteStore> {
+const s3Error = (name: string, httpStatusCode: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode } });
+
+/** A RemoteStore over a stand-in S3 client whose plugin key team/123 answers `plugin` (and records the keys asked for). */
+function remoteStoreWith(plugin: () => unknown, asked: string[] = []): RemoteStore {
   const client = {
     send: async (command: GetObjectCommand) => {
-      if (command.input.Key !== 'team/123') throw Object.assign(new Error('no such key'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
-      return { Body: Readable.from([pluginBody]), ContentLength: pluginBody.length, Metadata: {} };
+      asked.push(command.input.Key!);
+      if (command.input.Key !== 'team/123') throw s3Error('NoSuchKey', 404);
+      return plugin();
     },
   } as unknown as S3Client;
   return new RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team', cipherKey: pluginCipherKey(new Secret('team secret', 'test')) } });
+}
+
+/** A RemoteStore over a stand-in S3 client that holds one plugin object, at team/123. */
+async function remoteStoreServing(pluginBody: Buffer): Promise<RemoteStore> {
+  return remoteStoreWith(() => ({ Body: Readable.from([pluginBody]), ContentLength: pluginBody.length, Metadata: {} }));
 }
 
 describe("@nx/s3-cache's objects", () => {
@@ -120,6 +128,18 @@ describe("@nx/s3-cache's objects", () => {
     const artifact = await fetched.fetchArtifact('123', 1000, 1024 ** 3);
     await new Promise((resolve) => setTimeout(resolve, 50));
     await expect(collect(artifact!.body)).rejects.toBeInstanceOf(BadObjectError);
+  });
+
+  it("treats access denied on the plugin's keys as a miss, says so once, and stops asking", async () => {
+    const asked: string[] = [];
+    const remote = remoteStoreWith(() => {
+      throw s3Error('AccessDenied', 403);
+    }, asked);
+    expect(await remote.fetchArtifact('123', 1000, 1024 ** 3)).toBeUndefined();
+    expect(remote.takePluginAccessDenied()).toMatch(/AccessDenied|denied/i);
+    expect(remote.takePluginAccessDenied()).toBeUndefined();
+    expect(await remote.fetchArtifact('123', 1000, 1024 ** 3)).toBeUndefined();
+    expect(asked).toEqual(['team/nx-s3-sidecar/v1/123', 'team/123', 'team/nx-s3-sidecar/v1/123']);
   });
 
   it('refuses a truncated or damaged object', async () => {

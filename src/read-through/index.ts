@@ -78,6 +78,13 @@ export class ReadThrough {
     }
     if (!artifact) {
       this.counters.misses++;
+      const denied = this.remote.takePluginAccessDenied();
+      if (denied) {
+        this.logger.warn('cannot read @nx/s3-cache objects (access denied): until a restart or reload, misses look only for our own objects; grant s3:GetObject on their keys, or set --plugin-objects ignore', {
+          key: this.remote.pluginKey(hash),
+          error: denied,
+        });
+      }
       return false;
     }
     const body = artifact.body;

@@ -82,12 +82,17 @@ export class ReadDeadlineError extends Error {
   override name = 'ReadDeadlineError';
 }
 
+const deniedCodes = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled']);
+
 const DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024;
 const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 
 export class RemoteStore {
   readonly bucket: string;
   readonly codec: ObjectCodec;
+  /** Why reading @nx/s3-cache's objects is refused, once it was (for one log line). */
+  private pluginAccessDenied?: string;
+  private pluginAccessDeniedReported = false;
   private readonly multipartThresholdBytes: number;
   private readonly partSizeBytes: number;
 
@@ -212,7 +217,7 @@ export class RemoteStore {
    * ReadDeadlineError when S3 fails.
    */
   async fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number): Promise<FetchedArtifact | undefined> {
-    const pluginKey = this.pluginKey(hash);
+    const pluginKey = this.pluginAccessDenied === undefined ? this.pluginKey(hash) : undefined;
     const ours = this.fetch(this.key(hash), timeoutMs);
     const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs) : undefined;
     const discardTheirs = () => void theirs?.then((unused) => unused?.body.destroy(), () => {});
@@ -236,10 +241,26 @@ export class RemoteStore {
       const body = this.codec.decode(hash, object.sizeBytes, object.sha256, object.body);
       return { key: object.key, writer: 'nx-s3-sidecar', maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: failsOnlyItsReader(body) };
     }
-    const plugin = await theirs;
+    let plugin: FetchedObject | undefined;
+    try {
+      plugin = await theirs;
+    } catch (error) {
+      // A bucket policy may grant this machine our namespace only: then the plugin's keys are
+      // simply not ours to read, not S3 being down (which would pause every read-through).
+      if (!(error instanceof S3OperationError && deniedCodes.has(error.failure.code))) throw error;
+      this.pluginAccessDenied ??= error.message;
+      return undefined;
+    }
     if (!plugin) return undefined;
     const body = decodePluginObject(plugin.body, this.options.plugin!.cipherKey);
     return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: failsOnlyItsReader(body) };
+  }
+
+  /** The reason @nx/s3-cache's objects cannot be read, the first time it is asked after it happened. */
+  takePluginAccessDenied(): string | undefined {
+    if (this.pluginAccessDenied === undefined || this.pluginAccessDeniedReported) return undefined;
+    this.pluginAccessDeniedReported = true;
+    return this.pluginAccessDenied;
   }
 
   /** Whether one of our objects for `hash` is in the bucket, whole (in any of our formats). */
