@@ -142,6 +142,28 @@ describe("@nx/s3-cache's objects", () => {
     expect(asked).toEqual(['team/nx-s3-sidecar/v1/123', 'team/123', 'team/nx-s3-sidecar/v1/123']);
   });
 
+  it("leaves no unhandled rejection when the plugin's lookup fails while ours is still pending", async () => {
+    // Regression (Ceph, missing bucket): the plugin's GET failed first, before anything awaited it.
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', record);
+    try {
+      const client = {
+        send: async (command: GetObjectCommand) => {
+          if (command.input.Key === 'team/123') throw s3Error('NoSuchBucket', 404);
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          throw s3Error('NoSuchBucket', 404);
+        },
+      } as unknown as S3Client;
+      const remote = new RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team' } });
+      await expect(remote.fetchArtifact('123', 1000, 1024 ** 3)).rejects.toMatchObject({ name: 'S3OperationError', failure: { code: 'NoSuchBucket' } });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', record);
+    }
+  });
+
   it('refuses a truncated or damaged object', async () => {
     const object = await pluginObject(taskOutputs(), terminalOutput, 0);
     await expect(collect(decodePluginObject(Readable.from([object.subarray(0, object.length - 100)]), undefined))).rejects.toBeInstanceOf(BadObjectError);

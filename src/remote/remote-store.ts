@@ -220,6 +220,9 @@ export class RemoteStore {
     const pluginKey = this.pluginAccessDenied === undefined ? this.pluginKey(hash) : undefined;
     const ours = this.fetch(this.key(hash), timeoutMs);
     const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs) : undefined;
+    // Ours is awaited first: without a handler now, theirs failing meanwhile would be an
+    // unhandled rejection (which ends the process), though it is awaited or discarded below.
+    theirs?.catch(() => {});
     const discardTheirs = () => void theirs?.then((unused) => unused?.body.destroy(), () => {});
     let object: FetchedObject | undefined;
     try {
