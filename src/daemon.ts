@@ -158,7 +158,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         served: servedZones(zones),
         putZone: localPutZone(zones),
         notUploaded:
-          zones && zones.write === null && tier.state.state === 'read-write'
+          zones && zones.write === null && config.s3 && config.mode === 'read-write'
             ? (hash) => {
                 audit.refusedWrite('write-zone-none');
                 logger.debug('stored locally only: the write zone is none', { hash });

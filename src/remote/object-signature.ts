@@ -30,14 +30,14 @@ export function keyIdOf(publicKey: KeyObject): string {
 /** Throws an Error saying what is wrong with the PEM (never quoting it). */
 export function parseSigningKey(pem: string): SigningKey {
   const privateKey = createPrivateKey({ key: pem, format: 'pem' });
-  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`it is a ${privateKey.asymmetricKeyType ?? 'symmetric'} key, not an Ed25519 private key`);
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`it is a ${privateKey.asymmetricKeyType ?? 'symmetric'} key`);
   return { id: keyIdOf(createPublicKey(privateKey)), privateKey };
 }
 
 /** Throws an Error saying what is wrong with the PEM (never quoting it). */
 export function parseVerifyKey(pem: string): VerifyKey {
   const publicKey = createPublicKey({ key: pem, format: 'pem' });
-  if (publicKey.asymmetricKeyType !== 'ed25519') throw new Error(`it is a ${publicKey.asymmetricKeyType} key, not an Ed25519 public key`);
+  if (publicKey.asymmetricKeyType !== 'ed25519') throw new Error(`it is a ${publicKey.asymmetricKeyType} key`);
   return { id: keyIdOf(publicKey), publicKey };
 }
 
