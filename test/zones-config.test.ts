@@ -13,6 +13,7 @@ import { resolveDaemonConfig, servedZones, localPutZone, type ConfigInput } from
 import { LocalStore } from '../src/store/index.js';
 import { createLogger } from '../src/log.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { runCli } from './helpers/daemon-process.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -97,6 +98,25 @@ describe('zone settings', () => {
     const rsaFile = path.join(dir, 'rsa.pem');
     fs.writeFileSync(rsaFile, rsa.publicKey.export({ type: 'spki', format: 'pem' }));
     expect(() => resolve({ ...zones, 'verify-keys': rsaFile })).toThrow(/^--verify-keys: .*rsa\.pem is not an Ed25519 public key \(SPKI\) in PEM: it is a rsa key/);
+  });
+});
+
+describe('keygen', () => {
+  it('writes a key pair the settings accept, the private key 0600, and never overwrites one', async () => {
+    const prefix = path.join(tempDir(), 'ci');
+    const first = await runCli(['keygen', '--out', prefix]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(fs.statSync(`${prefix}.key`).mode & 0o777).toBe(0o600);
+    const writer = resolve({ 'write-zone': 'trusted', 'signing-key': `${prefix}.key` });
+    const reader = resolve({ 'read-zones': 'trusted', 'verify-keys': `${prefix}.pub`, 'require-signatures': 'trusted' });
+    expect(first.stdout).toContain(`key id ${writer.signatures.signingKey!.id}`);
+    expect(reader.signatures.verifyKeys[0]!.id).toBe(writer.signatures.signingKey!.id);
+    expect(first.stdout).not.toContain('PRIVATE KEY');
+    const before = fs.readFileSync(`${prefix}.key`);
+    const again = await runCli(['keygen', '--out', prefix]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/ci\.key exists: keygen never overwrites a key/);
+    expect(fs.readFileSync(`${prefix}.key`)).toEqual(before);
   });
 });
 
