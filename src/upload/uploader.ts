@@ -8,7 +8,7 @@
  */
 import PQueue from 'p-queue';
 import type { LocalStore } from '../store/index.js';
-import { S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
+import { NO_ZONE, S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
 import { failpoint } from '../failpoints.js';
@@ -20,7 +20,7 @@ export interface UploaderOptions {
   concurrency: number;
   logger: Logger;
   backoff?: BackoffPolicy;
-  /** With trust zones: the zone uploads go to (an artifact of any other zone is never uploaded). */
+  /** With trust zones: the zone uploads go to; none: the zone-less layout. An artifact of any other zone is never uploaded. */
   writeZone?: string;
   /** Counts refused writes. */
   audit?: AuditCounters;
@@ -142,7 +142,7 @@ export class Uploader {
       return;
     }
     const { writeZone, audit } = this.options;
-    if (writeZone !== undefined && artifact.zone !== writeZone) {
+    if (artifact.zone !== (writeZone ?? NO_ZONE)) {
       // Stored while the daemon wrote another zone (the zones changed since): uploading it into
       // this one would launder it into a zone it was not built for.
       store.completeUpload(hash);
