@@ -17,6 +17,7 @@ import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, listKeys, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
 
 let server: S3TestServer;
 let s3: S3Client;
@@ -30,12 +31,17 @@ afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 
-function keyPair(): { privateFile: string; publicFile: string } {
+function tempDir(): string {
   const temp = makeTempDir();
   cleanup(temp.remove);
+  return temp.dir;
+}
+
+function keyPair(): { privateFile: string; publicFile: string } {
+  const dir = tempDir();
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const privateFile = path.join(temp.dir, 'signing.pem');
-  const publicFile = path.join(temp.dir, 'verify.pem');
+  const privateFile = path.join(dir, 'signing.pem');
+  const publicFile = path.join(dir, 'verify.pem');
   fs.writeFileSync(privateFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   fs.writeFileSync(publicFile, publicKey.export({ type: 'spki', format: 'pem' }));
   return { privateFile, publicFile };
@@ -140,5 +146,30 @@ describe('first writer wins within a zone', () => {
     if (testS3Kind() === 's3rver') expect(verdict).toContain('HEAD-then-PUT: this store ignores If-None-Match');
     else expect(verdict).toContain('conditional writes (If-None-Match)');
     expect(await listKeys(s3, bucket)).toEqual([]);
+  });
+});
+
+describe('zones changed by hot reload', () => {
+  it("never uploads an artifact stored for the previous write zone into the new one, nor serves it", async () => {
+    const bucket = await server.createBucket('reload');
+    const faults = await startFaultProxy({ host: '127.0.0.1', port: server.port }, { kind: 'refuse' });
+    cleanup(() => faults.stop());
+    const configFile = path.join(tempDir(), 'sidecar.json');
+    const settings = (zones: Record<string, string>) => JSON.stringify({ bucket, endpoint: faults.endpoint, 'read-timeout': '2000ms', ...zones });
+    fs.writeFileSync(configFile, settings({ 'write-zone': 'pr/1', 'read-zones': 'trusted,pr/1' }));
+    const d = await daemon({ config: configFile }, { hotReload: true });
+    const hash = newHash();
+    expect((await putArtifact(d, hash, Buffer.from('built in the PR'))).status).toBe(200);
+    expect(d.store.outboxSummary().entries).toBe(1);
+
+    fs.writeFileSync(configFile, settings({ 'write-zone': 'trusted', 'read-zones': 'trusted' }));
+    await d.reload();
+    faults.setMode({ kind: 'pass' });
+    d.uploader()?.retryNow();
+    await uploaded(d);
+    expect(await listKeys(s3, bucket)).toEqual([]);
+    expect(d.logLines.some((line) => line.includes('WRITE REFUSED'))).toBe(true);
+    expect(await metric(d, 'nx_s3_sidecar_refused_writes_total', { reason: 'other-zone' })).toBe(1);
+    expect((await getArtifact(d, hash)).status).toBe(404);
   });
 });
