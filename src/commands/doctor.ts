@@ -29,7 +29,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
     signaturesRequired: config.signatures.requiredZones,
     signingKeyId: config.signatures.signingKey?.id,
   });
-  report('ok', 'trust zones', zones.map((line) => line.replace(/^\S+\s+/, '')).join('; '));
+  report('ok', 'trust zones', zones.map((line) => line.replace(/^zones\s+/, '').replace(/\s{2,}/g, ' ')).join('; '));
   if (!isLoopbackHost(config.host)) report('warn', 'listen address', `${config.host} is not loopback: others can reach the daemon`);
 
   await checkS3(config, report);
