@@ -8,26 +8,19 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, describe, expect, it } from 'vitest';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { describe, expect, it } from 'vitest';
 import { objectKey } from '../src/remote/index.js';
-import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3Server, useTestDaemons } from './helpers/lifecycle.js';
+import { testS3Kind } from './helpers/s3-server.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, listKeys, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 
-let server: S3TestServer;
-let s3: S3Client;
+const shared = useS3ServerWithClient();
 const newHash = hashSequence(17100000000000000000n);
-
-useS3Server((started) => {
-  server = started;
-  s3 = s3ClientFor(server);
-}, { credentials: true });
-afterAll(() => s3?.destroy());
 const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 
@@ -52,7 +45,7 @@ async function uploaded(d: TestDaemon): Promise<void> {
 }
 
 async function rawObject(bucket: string, key: string): Promise<{ body: Buffer; metadata: Record<string, string> }> {
-  const response = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const response = await shared.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   return { body: Buffer.from(await response.Body!.transformToByteArray()), metadata: response.Metadata ?? {} };
 }
 
@@ -63,9 +56,9 @@ async function metric(d: TestDaemon, name: string, labels: Record<string, string
 
 describe('signed provenance', () => {
   it('refuses an object planted in the trusted prefix with the bucket credentials, and serves a daemon-signed one to a reader holding only the public key', async () => {
-    const bucket = await server.createBucket('signed');
+    const bucket = await shared.server.createBucket('signed');
     const { privateFile, publicFile } = keyPair();
-    const writer = await daemon(s3Flags(server.endpoint, bucket, { 'write-zone': 'trusted', 'read-zones': 'trusted', 'signing-key': privateFile }));
+    const writer = await daemon(s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'trusted', 'read-zones': 'trusted', 'signing-key': privateFile }));
     const signedHash = newHash();
     const artifact = Buffer.from('trusted artifact bytes');
     expect((await putArtifact(writer, signedHash, artifact)).status).toBe(200);
@@ -78,11 +71,11 @@ describe('signed provenance', () => {
     const plantedHash = newHash();
     const replayedHash = newHash();
     const { signature, 'signature-key-id': keyId, ...unsigned } = signed.metadata;
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', plantedHash, 'trusted'), Body: signed.body, Metadata: unsigned }));
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', replayedHash, 'trusted'), Body: signed.body, Metadata: { ...unsigned, signature: signature!, 'signature-key-id': keyId! } }));
+    await shared.s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', plantedHash, 'trusted'), Body: signed.body, Metadata: unsigned }));
+    await shared.s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', replayedHash, 'trusted'), Body: signed.body, Metadata: { ...unsigned, signature: signature!, 'signature-key-id': keyId! } }));
 
     const reader = await daemon(
-      s3Flags(server.endpoint, bucket, { 'write-zone': 'none', 'read-zones': 'trusted', 'verify-keys': publicFile, 'require-signatures': 'trusted' }),
+      s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'none', 'read-zones': 'trusted', 'verify-keys': publicFile, 'require-signatures': 'trusted' }),
     );
     const served = await getArtifact(reader, signedHash);
     expect(served.status).toBe(200);
@@ -97,21 +90,21 @@ describe('signed provenance', () => {
     expect(await metric(reader, 'nx_s3_sidecar_rejected_signatures_total', { zone: 'trusted' })).toBe(2);
 
     // The same planted objects are otherwise well-formed: a daemon that does not require signatures serves them.
-    const lax = await daemon(s3Flags(server.endpoint, bucket, { 'write-zone': 'none', 'read-zones': 'trusted' }));
+    const lax = await daemon(s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'none', 'read-zones': 'trusted' }));
     expect((await getArtifact(lax, plantedHash)).body).toEqual(artifact);
   });
 
   it('falls back to the next read zone when the first one holds only an unsigned object', async () => {
-    const bucket = await server.createBucket('fallback');
+    const bucket = await shared.server.createBucket('fallback');
     const { publicFile } = keyPair();
-    const pr = await daemon(s3Flags(server.endpoint, bucket, { 'write-zone': 'pr/7', 'read-zones': 'pr/7' }));
+    const pr = await daemon(s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'pr/7', 'read-zones': 'pr/7' }));
     const hash = newHash();
     expect((await putArtifact(pr, hash, Buffer.from('pr build'))).status).toBe(200);
     await uploaded(pr);
     const planted = await rawObject(bucket, objectKey('', hash, 'pr/7'));
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash, 'trusted'), Body: planted.body, Metadata: planted.metadata }));
+    await shared.s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash, 'trusted'), Body: planted.body, Metadata: planted.metadata }));
     const reader = await daemon(
-      s3Flags(server.endpoint, bucket, { 'write-zone': 'pr/8', 'read-zones': 'trusted,pr/7', 'verify-keys': publicFile, 'require-signatures': 'trusted' }),
+      s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'pr/8', 'read-zones': 'trusted,pr/7', 'verify-keys': publicFile, 'require-signatures': 'trusted' }),
     );
     expect((await getArtifact(reader, hash)).body.toString()).toBe('pr build');
     expect(await metric(reader, 'nx_s3_sidecar_rejected_signatures_total', { zone: 'trusted' })).toBe(1);
@@ -121,16 +114,16 @@ describe('signed provenance', () => {
 
 describe('first writer wins within a zone', () => {
   it('leaves one object when two daemons race PUTs of one hash, identical on every reader', async () => {
-    const bucket = await server.createBucket('race');
+    const bucket = await shared.server.createBucket('race');
     const zones = { 'write-zone': 'trusted', 'read-zones': 'trusted' };
-    const [a, b] = await Promise.all([daemon(s3Flags(server.endpoint, bucket, zones)), daemon(s3Flags(server.endpoint, bucket, zones))]);
+    const [a, b] = await Promise.all([daemon(s3Flags(shared.server.endpoint, bucket, zones)), daemon(s3Flags(shared.server.endpoint, bucket, zones))]);
     const hash = newHash();
     const [putA, putB] = await Promise.all([putArtifact(a, hash, Buffer.from('built on machine A')), putArtifact(b, hash, Buffer.from('built on machine B, longer'))]);
     expect([putA.status, putB.status]).toEqual([200, 200]);
     await Promise.all([uploaded(a), uploaded(b)]);
     // One object, and no probe left behind.
-    expect(await listKeys(s3, bucket)).toEqual([objectKey('', hash, 'trusted')]);
-    const [c, d] = await Promise.all([daemon(s3Flags(server.endpoint, bucket, zones)), daemon(s3Flags(server.endpoint, bucket, zones))]);
+    expect(await listKeys(shared.s3, bucket)).toEqual([objectKey('', hash, 'trusted')]);
+    const [c, d] = await Promise.all([daemon(s3Flags(shared.server.endpoint, bucket, zones)), daemon(s3Flags(shared.server.endpoint, bucket, zones))]);
     const [fromC, fromD] = await Promise.all([getArtifact(c, hash), getArtifact(d, hash)]);
     expect(fromC.status).toBe(200);
     expect(fromC.body).toEqual(fromD.body);
@@ -138,21 +131,21 @@ describe('first writer wins within a zone', () => {
   });
 
   it('says in the log which way this store keeps the first writer', async () => {
-    const bucket = await server.createBucket('probe');
-    const d = await daemon(s3Flags(server.endpoint, bucket, { 'write-zone': 'trusted' }));
+    const bucket = await shared.server.createBucket('probe');
+    const d = await daemon(s3Flags(shared.server.endpoint, bucket, { 'write-zone': 'trusted' }));
     await eventually('the conditional-write verdict', () => d.logLines.some((line) => line.includes('first writer wins:')));
     const verdict = d.logLines.find((line) => line.includes('first writer wins:'))!;
     // s3rver ignores If-None-Match; Ceph radosgw 16.2 honours it (README: Securing your cache).
     if (testS3Kind() === 's3rver') expect(verdict).toContain('HEAD-then-PUT: this store ignores If-None-Match');
     else expect(verdict).toContain('conditional writes (If-None-Match)');
-    expect(await listKeys(s3, bucket)).toEqual([]);
+    expect(await listKeys(shared.s3, bucket)).toEqual([]);
   });
 });
 
 describe('zones changed by hot reload', () => {
   it("never uploads an artifact stored for the previous write zone into the new one, nor serves it", async () => {
-    const bucket = await server.createBucket('reload');
-    const faults = await startFaultProxy({ host: '127.0.0.1', port: server.port }, { kind: 'refuse' });
+    const bucket = await shared.server.createBucket('reload');
+    const faults = await startFaultProxy({ host: '127.0.0.1', port: shared.server.port }, { kind: 'refuse' });
     cleanup(() => faults.stop());
     const configFile = path.join(tempDir(), 'sidecar.json');
     const settings = (zones: Record<string, string>) => JSON.stringify({ bucket, endpoint: faults.endpoint, 'read-timeout': '2000ms', ...zones });
@@ -168,7 +161,7 @@ describe('zones changed by hot reload', () => {
     d.uploader()?.retryNow();
     await uploaded(d);
     // (The new tier's conditional-write probe may be running in the background: its object is not the artifact.)
-    expect((await listKeys(s3, bucket)).filter((key) => !key.includes('/probe-'))).toEqual([]);
+    expect((await listKeys(shared.s3, bucket)).filter((key) => !key.includes('/probe-'))).toEqual([]);
     expect(d.logLines.some((line) => line.includes('WRITE REFUSED'))).toBe(true);
     expect(await metric(d, 'nx_s3_sidecar_refused_writes_total', { reason: 'other-zone' })).toBe(1);
     expect((await getArtifact(d, hash)).status).toBe(404);

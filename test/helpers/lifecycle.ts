@@ -1,6 +1,7 @@
 /** The set-up and tear-down most suites share, registered with vitest's hooks. */
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { startS3Server, type S3TestServer } from './s3-server.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3ClientFor, startS3Server, type S3TestServer } from './s3-server.js';
 import { useS3Credentials } from './s3-tier.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './in-process-daemon.js';
 import type { ConfigInput } from '../../src/config/index.js';
@@ -30,6 +31,21 @@ export function useS3Server(use: (server: S3TestServer) => void, options: { cred
     use(server);
   });
   afterAll(() => server?.stop());
+}
+
+/**
+ * useS3Server with the server's credentials for in-process daemons, plus an S3 client of the
+ * test's own to look into (or tamper with) the bucket; `server` and `s3` are set
+ * once the server runs.
+ */
+export function useS3ServerWithClient(): { server: S3TestServer; s3: S3Client } {
+  const handles = {} as { server: S3TestServer; s3: S3Client };
+  useS3Server((started) => {
+    handles.server = started;
+    handles.s3 = s3ClientFor(started);
+  }, { credentials: true });
+  afterAll(() => handles.s3?.destroy());
+  return handles;
 }
 
 /** Returns `daemon(flags, options)`: starts an in-process daemon that `cleanup` disposes of after the test. */
