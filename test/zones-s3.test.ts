@@ -10,8 +10,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { objectKey } from '../src/remote/index.js';
-import { testS3Kind } from './helpers/s3-server.js';
+import { objectKey, RemoteStore } from '../src/remote/index.js';
+import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { s3ClientFor, testS3Kind } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { makeTempDir } from './helpers/temp-dir.js';
@@ -128,6 +130,38 @@ describe('first writer wins within a zone', () => {
     expect(fromC.status).toBe(200);
     expect(fromC.body).toEqual(fromD.body);
     expect(['built on machine A', 'built on machine B, longer']).toContain(fromC.body.toString());
+  });
+
+  // Where CompleteMultipartUpload honours If-None-Match (AWS S3), the racing writer's object stays
+  // and ours is a lost race; s3rver and Ceph radosgw 16.2.15 ignore it there (observed: ours
+  // replaces theirs). Either way the bucket holds one complete object and the outcome says whose.
+  it("reports a multipart upload raced by another writer truthfully: one complete object, and lost-race exactly when it is theirs", async () => {
+    const bucket = await shared.server.createBucket('multipart');
+    const client = s3ClientFor(shared.server);
+    cleanup(() => client.destroy());
+    const hash = newHash();
+    const key = objectKey('', hash, 'trusted');
+    const theirs = Buffer.from('the racing writer was first');
+    const send = client.send.bind(client) as (command: unknown, options?: unknown) => Promise<unknown>;
+    let raced = false;
+    // The other writer's PUT lands after our HEAD, while our multipart upload is under way.
+    (client as { send: unknown }).send = async (command: { constructor: { name: string } }, options?: unknown) => {
+      if (command.constructor.name === 'UploadPartCommand' && !raced) {
+        raced = true;
+        const sha256 = createHash('sha256').update(theirs).digest('hex');
+        await send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: theirs, Metadata: { sha256, format: '1-plain', bytes: String(theirs.length) } }));
+      }
+      return send(command, options);
+    };
+    const remote = new RemoteStore(client, { bucket, keyPrefix: '', zones: { write: 'trusted', read: ['trusted'] }, conditionalWrites: 'on', multipartThresholdBytes: 1024, partSizeBytes: 5 * 1024 * 1024 });
+    const ours = Buffer.alloc(6 * 1024 * 1024, 7);
+    const outcome = await remote.upload(hash, { sizeBytes: ours.length, stream: () => Readable.from([ours]) });
+    expect(raced).toBe(true);
+    expect(await listKeys(shared.s3, bucket)).toEqual([key]);
+    const stored = await rawObject(bucket, key);
+    expect(stored.metadata.sha256).toBe(createHash('sha256').update(stored.body).digest('hex'));
+    if (stored.body.equals(theirs)) expect(outcome).toBe('lost-race');
+    else expect(outcome).toBe('uploaded');
   });
 
   it('says in the log which way this store keeps the first writer', async () => {
