@@ -84,6 +84,10 @@ describe('zone settings', () => {
     expect(writer.signatures.signingKey?.id).toBe(reader.signatures.verifyKeys[0]!.id);
 
     expect(() => resolve({ ...zones, 'require-signatures': 'trusted' })).toThrow('--require-signatures: no key to verify signatures with');
+    expect(() => resolve({ 'write-zone': 'trusted', 'verify-keys': publicFile, 'require-signatures': 'trusted' })).toThrow(
+      '--require-signatures: the write zone "trusted" requires signatures, but this daemon has no --signing-key',
+    );
+    expect(resolve({ 'write-zone': 'trusted', 'signing-key': privateFile, 'require-signatures': 'trusted' }).signatures.requiredZones).toEqual(['trusted']);
     expect(() => resolve({ 'require-signatures': 'trusted', 'verify-keys': publicFile })).toThrow(/^--require-signatures: signatures are required per trust zone/);
     expect(() => resolve({ ...zones, 'verify-keys': path.join(dir, 'missing.pem') })).toThrow(/^--verify-keys: cannot read .*missing\.pem: ENOENT/);
     let error: Error | undefined;

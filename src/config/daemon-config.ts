@@ -385,6 +385,9 @@ function resolveSignatures(input: ConfigInput, where: (key: ConfigKey) => string
     const invalid = requiredZones.find((zone) => !isValidZoneName(zone));
     if (invalid !== undefined) throw new ConfigError(where('require-signatures'), `"${invalid}" is not a zone name`);
     if (verifyKeys.length === 0) throw new ConfigError(where('require-signatures'), 'no key to verify signatures with: set --verify-keys to the writers\' public key file(s)');
+    if (zones.write !== null && requiredZones.includes(zones.write) && !signingKey) {
+      throw new ConfigError(where('require-signatures'), `the write zone "${zones.write}" requires signatures, but this daemon has no --signing-key: every reader would refuse what it uploads`);
+    }
   }
   return { signingKey, signingKeyFile, verifyKeys, verifyKeyFiles, requiredZones };
 }
