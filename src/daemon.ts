@@ -66,7 +66,7 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
     state: {
       ...zoneState(config),
-      conditionalWrites: readWrite ? (config.s3.conditionalWrites === 'auto' ? 'auto: probing the store' : config.s3.conditionalWrites === 'on' ? WRITE_MODE_TEXT.conditional : WRITE_MODE_TEXT['head-then-put']) : undefined,
+      conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,
       state: readWrite ? 'read-write' : 'read-only',
       bucket: config.s3.bucket,
       endpoint: config.s3.endpoint,
@@ -77,9 +77,15 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
   };
 }
 
+/** What auto found out about the store. */
 const WRITE_MODE_TEXT = {
   conditional: 'conditional writes (If-None-Match)',
   'head-then-put': 'HEAD-then-PUT: this store ignores If-None-Match',
+} as const;
+const CONDITIONAL_WRITES_SETTING_TEXT = {
+  auto: 'auto: probing the store',
+  on: 'conditional writes (If-None-Match; conditional-writes on)',
+  off: 'HEAD-then-PUT (conditional-writes off)',
 } as const;
 
 /** The trust zones as status and the log show them. */
@@ -104,7 +110,8 @@ function startRemoteTier(tier: RemoteTier, logger: Logger): void {
   }
   tier.uploader?.start();
   void checkBucketInBackground(tier, logger);
-  if (tier.uploader) void reportWriteMode(tier, logger);
+  // Only auto has something to find out; on and off are as configured (status shows them).
+  if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
 }
 
 /** Finds out (probing the store for auto) how uploads keep the first writer's object, and says so once. */
