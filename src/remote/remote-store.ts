@@ -1,11 +1,12 @@
 /**
  * The S3 tier: the few object operations the daemon needs, each verified.
  * - upload: into the artifact's trust zone (object-key.ts); HEAD first (another machine may have
- *   stored this hash already: first writer wins), then the artifact in our object format (object-format.ts: encrypted when a key is set) with
- *   PutObject and Content-MD5 (the store rejects damaged bodies) or, for large artifacts, a
- *   multipart Upload — sent with If-None-Match: * where the store honours it (conditional writes,
- *   probed once: writeMode), so of two racing writers exactly one wins; then a HEAD that checks size and our sha256 metadata, so a store that
- *   silently mangles bodies is caught instead of trusted.
+ *   stored this hash already: first writer wins), then the artifact in our object format
+ *   (object-format.ts: encrypted when a key is set) with PutObject and Content-MD5 (the store
+ *   rejects damaged bodies) or, for large artifacts, a multipart Upload — sent with
+ *   If-None-Match: * where the store honours it (conditional writes, probed once: writeMode), so
+ *   of two racing writers exactly one wins; then a HEAD that checks size and our sha256
+ *   metadata, so a store that silently mangles bodies is caught instead of trusted.
  * - fetchArtifact: our object from the first read zone that has one whose signature checks out
  *   (where signatures are required), or else @nx/s3-cache's object for the hash (plugin-format.ts),
  *   under a deadline for the answer to start and the same deadline for any pause in the body,
