@@ -15,6 +15,7 @@ import { runExec } from './commands/exec.js';
 import { runInstallService, runUninstallService } from './commands/service.js';
 import { runDoctor } from './commands/doctor.js';
 import { runMigrate } from './commands/migrate.js';
+import { runKeygen } from './commands/keygen.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
@@ -40,6 +41,10 @@ Usage:
                                   count the bucket's objects by format; --apply rewrites each
                                   @nx/s3-cache object into nx-s3-sidecar's format (resumable;
                                   originals are kept unless --delete-originals)
+  nx-s3-sidecar keygen [--out PREFIX]
+                                  write an Ed25519 key pair for signed objects: PREFIX.key (0600,
+                                  --signing-key) and PREFIX.pub (--verify-keys); default PREFIX
+                                  nx-s3-sidecar-signing
   nx-s3-sidecar --version
 
 Options (each also read from the environment variable shown; a flag wins):
@@ -74,6 +79,16 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
   --plugin-objects POLICY   read | ignore: on a miss, also look for the artifact where
                             @nx/s3-cache stored it (default read)              ${envVarFor('plugin-objects')}
 
+Trust zones and signatures (README: Securing your cache):
+  --write-zone ZONE|none    zone uploads go to; none: never upload             ${envVarFor('write-zone')}
+  --read-zones Z1,Z2        zones read, in order (default: the write zone)     ${envVarFor('read-zones')}
+                            (neither set: the zone-less layout)
+  --conditional-writes P    auto | on | off: first writer wins by If-None-Match (default auto
+                            with zones, off without)                           ${envVarFor('conditional-writes')}
+  --signing-key FILE        Ed25519 private key (PEM PKCS#8): sign every object ${envVarFor('signing-key')}
+  --verify-keys F1,F2       Ed25519 public keys (PEM SPKI) to verify with      ${envVarFor('verify-keys')}
+  --require-signatures Z1   zones whose objects are served only when signed    ${envVarFor('require-signatures')}
+
 Encryption: nx.json's s3.encryptionKey, or NX_S3_ENCRYPTION_KEY (which wins). Objects are
 written AES-256-GCM encrypted; @nx/s3-cache's encrypted objects are read with the same key.
 `;
@@ -87,6 +102,8 @@ interface CommandLine {
   json: boolean;
   flush: boolean;
   migrate: { apply: boolean; deleteOriginals: boolean };
+  /** keygen's --out. */
+  keyPrefix: string;
   service: { dryRun: boolean; system: boolean; os?: string };
   timeoutSeconds: number;
   /** What follows "--" (exec's command). */
@@ -113,6 +130,7 @@ function parseCommandLine(argv: string[]): CommandLine {
         'delete-originals': { type: 'boolean' },
         system: { type: 'boolean' },
         os: { type: 'string' },
+        out: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -153,6 +171,7 @@ function parseCommandLine(argv: string[]): CommandLine {
       json: parsed.values.json ?? false,
       flush: parsed.values.flush ?? false,
       migrate: { apply, deleteOriginals },
+      keyPrefix: parsed.values.out ?? 'nx-s3-sidecar-signing',
       service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os },
       timeoutSeconds,
       rest,
@@ -183,6 +202,8 @@ async function main(argv: string[]): Promise<void> {
     case 'migrate':
       process.exitCode = await runMigrate(line.config, line.migrate);
       return;
+    case 'keygen':
+      return runKeygen(line.keyPrefix);
     case 'install-service':
       return runInstallService(line.config, line.flags, line.service);
     case 'uninstall-service':

@@ -5,7 +5,7 @@
  * S3 settings, size budget, upload concurrency, timeouts); on stop the socket drains, the
  * uploader stops (pending rows stay in the outbox for the next start), then the store closes.
  */
-import { isLoopbackHost, formatSize, loadOrCreateToken, ConfigError, type DaemonConfig, type TokenSource } from './config/index.js';
+import { isLoopbackHost, formatSize, loadOrCreateToken, localPutZone, servedZones, ConfigError, type DaemonConfig, type TokenSource } from './config/index.js';
 import { watchConfigFiles, type ConfigWatcher } from './config/watch.js';
 import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
@@ -13,7 +13,8 @@ import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Clie
 import { ReadThrough } from './read-through/index.js';
 import { Uploader } from './upload/index.js';
 import { buildStatusReport, type StatusReport } from './status.js';
-import { CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
+import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
+import type { LocalZoning } from './http/app.js';
 import type { Logger } from './log.js';
 
 export interface RunningDaemon {
@@ -48,18 +49,24 @@ interface RemoteTier {
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
-function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger): RemoteTier {
+function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger, audit: AuditCounters): RemoteTier {
   if (!config.s3) return { state: { state: 'off', reason: 'no bucket configured (nx.json s3.bucket or --bucket)' } };
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
-  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey);
-  const readWrite = config.mode === 'read-write';
+  const { zones, signatures } = config;
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
+  // Write zone none uploads nothing, whatever the mode.
+  const readWrite = config.mode === 'read-write' && zones?.write !== null;
   return {
     s3,
     remote,
-    uploader: readWrite ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger }) : undefined,
-    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes),
+    uploader: readWrite
+      ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
+      : undefined,
+    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
     state: {
+      ...zoneState(config),
+      conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,
       state: readWrite ? 'read-write' : 'read-only',
       bucket: config.s3.bucket,
       endpoint: config.s3.endpoint,
@@ -70,14 +77,53 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
   };
 }
 
+/** What auto found out about the store. */
+const WRITE_MODE_TEXT = {
+  conditional: 'conditional writes (If-None-Match)',
+  'head-then-put': 'HEAD-then-PUT: this store ignores If-None-Match',
+} as const;
+const CONDITIONAL_WRITES_SETTING_TEXT = {
+  auto: 'auto: probing the store',
+  on: 'conditional writes (If-None-Match; conditional-writes on)',
+  off: 'HEAD-then-PUT (conditional-writes off)',
+} as const;
+
+/** The trust zones as status and the log show them. */
+function zoneState(config: DaemonConfig): Pick<StatusReport['remote'], 'writeZone' | 'readZones' | 'signaturesRequired' | 'signingKeyId'> {
+  if (!config.zones) return {};
+  return {
+    writeZone: config.zones.write ?? 'none',
+    readZones: config.zones.read,
+    signaturesRequired: config.signatures.requiredZones,
+    signingKeyId: config.signatures.signingKey?.id,
+  };
+}
+
 function startRemoteTier(tier: RemoteTier, logger: Logger): void {
   if (tier.state.state === 'off') {
     logger.info(`S3 tier off: ${tier.state.reason}`);
     return;
   }
   if (tier.s3?.proxy) logger.info('S3 requests go through a proxy', { proxy: tier.s3.proxy });
+  if (tier.state.writeZone !== undefined) {
+    logger.info('trust zones', { writeZone: tier.state.writeZone, readZones: tier.state.readZones?.join(','), signaturesRequired: tier.state.signaturesRequired?.join(',') || undefined });
+  }
   tier.uploader?.start();
   void checkBucketInBackground(tier, logger);
+  // Only auto has something to find out; on and off are as configured (status shows them).
+  if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
+}
+
+/** Finds out (probing the store for auto) how uploads keep the first writer's object, and says so once. */
+async function reportWriteMode(tier: RemoteTier, logger: Logger): Promise<void> {
+  try {
+    const mode = await tier.remote!.writeMode(undefined, AbortSignal.timeout(10_000));
+    tier.state.conditionalWrites = WRITE_MODE_TEXT[mode];
+    logger.info(`first writer wins: ${WRITE_MODE_TEXT[mode]}`);
+  } catch (error) {
+    const message = error instanceof S3OperationError ? error.message : (error as Error).message;
+    logger.warn('cannot find out whether the store supports conditional writes; the first upload tries again', { error: message });
+  }
 }
 
 async function stopRemoteTier(tier: RemoteTier): Promise<void> {
@@ -97,20 +143,36 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   recentErrors.redact(secretsOf(config));
   const logger = teeToRecentErrors(baseLogger, recentErrors);
   const activity = new CacheActivity();
+  const audit = new AuditCounters();
   const remoteTotals = new RemoteTierTotals();
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
     verifyReads: config.verifyReads,
     logger,
-    uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write',
+    uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write' && config.zones?.write !== null,
+    adoptedZone: localPutZone(config.zones),
   });
   let stopping = false;
   let tier: RemoteTier = { state: { state: 'off' } };
   let watcher: ConfigWatcher | undefined;
   try {
-    tier = buildRemoteTier(config, store, logger);
+    tier = buildRemoteTier(config, store, logger, audit);
     remoteTotals.track(tier);
+    const zoning = (): LocalZoning => {
+      const zones = config.zones;
+      return {
+        served: servedZones(zones),
+        putZone: localPutZone(zones),
+        notUploaded:
+          zones && zones.write === null && config.s3 && config.mode === 'read-write'
+            ? (hash) => {
+                audit.refusedWrite('write-zone-none');
+                logger.debug('stored locally only: the write zone is none', { hash });
+              }
+            : undefined,
+      };
+    };
     const { token, source: tokenSource } = loadOrCreateToken(store.layout.tokenFile, config.token);
     recentErrors.redact([token]);
     const status = () =>
@@ -126,12 +188,14 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         activity,
         remoteTotals,
         recentErrors,
+        audit,
       });
     const metrics = createDaemonMetrics({
       store,
       activity,
       remoteTotals,
       recentErrors,
+      audit,
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
     });
@@ -147,6 +211,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       activity,
       idleTimeoutMs: config.idleTimeoutMs,
       isStopping: () => stopping,
+      zoning,
     });
     const server = await startHttpServer(app, { host: config.host, port: config.port, idleTimeoutMs: config.idleTimeoutMs });
     const url = `http://${urlHost(config.host)}:${server.port}`;
@@ -194,10 +259,12 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           previous.mode !== next.mode ||
           (previous.encryptionKey === undefined) !== (next.encryptionKey === undefined) ||
           (next.encryptionKey !== undefined && !next.encryptionKey.sameValueAs(previous.encryptionKey)) ||
-          JSON.stringify({ ...previous.s3, uploadConcurrency: 0 }) !== JSON.stringify({ ...next.s3, uploadConcurrency: 0 });
+          JSON.stringify({ ...previous.s3, uploadConcurrency: 0 }) !== JSON.stringify({ ...next.s3, uploadConcurrency: 0 }) ||
+          JSON.stringify(previous.zones) !== JSON.stringify(next.zones) ||
+          signatureSettings(previous) !== signatureSettings(next);
         if (remoteChanged) {
           const old = tier;
-          tier = buildRemoteTier(next, store, logger);
+          tier = buildRemoteTier(next, store, logger, audit);
           remoteTotals.track(tier);
           await stopRemoteTier(old);
           remoteTotals.retire(old);
@@ -249,6 +316,12 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     await store.close();
     throw error;
   }
+}
+
+/** What decides signing and verification, for hot reload: the key files and their key ids (never the keys). */
+function signatureSettings(config: DaemonConfig): string {
+  const { signingKey, verifyKeys, requiredZones } = config.signatures;
+  return JSON.stringify([signingKey?.id, verifyKeys.map((key) => key.id), requiredZones]);
 }
 
 /** Says, once, whether the bucket is reachable; never blocks serving. */

@@ -3,7 +3,7 @@ import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './read-through/index.js';
-import type { ActivityHistory, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
+import type { ActivityHistory, AuditCounters, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 
 export interface StatusReport {
   pid: number;
@@ -24,6 +24,14 @@ export interface StatusReport {
     encryption?: string;
     /** Whether, and where, a miss looks for objects @nx/s3-cache wrote. */
     pluginObjects?: string;
+    /** Trust zones (absent without them): where uploads go ("none": nowhere), where reads look, in order. */
+    writeZone?: string;
+    readZones?: string[];
+    /** Zones whose objects are served only when signed; the id of this daemon's signing key, if it signs. */
+    signaturesRequired?: string[];
+    signingKeyId?: string;
+    /** How uploads keep the first writer's object (while uploads are on). */
+    conditionalWrites?: string;
   };
   local: { usedBytes: number; entries: number; budgetBytes: number };
   evictions: EvictionTotals;
@@ -50,6 +58,8 @@ export interface StatusReport {
   readThrough?: ReadThroughCounters;
   /** The last warnings and errors logged, oldest first (secrets masked). */
   recentErrors: RecentError[];
+  /** Security audit counts since start (README: Securing your cache). */
+  audit: { refusedWrites: Record<string, number>; rejectedSignatures: Record<string, number>; crossZoneReads: Record<string, number> };
 }
 
 export interface StatusSources {
@@ -64,6 +74,7 @@ export interface StatusSources {
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
+  audit: AuditCounters;
 }
 
 export function buildStatusReport(sources: StatusSources): StatusReport {
@@ -101,5 +112,10 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
     recentErrors: sources.recentErrors.list(),
+    audit: {
+      refusedWrites: Object.fromEntries(sources.audit.refusedWrites),
+      rejectedSignatures: Object.fromEntries(sources.audit.rejectedSignatures),
+      crossZoneReads: Object.fromEntries(sources.audit.crossZoneReads),
+    },
   };
 }

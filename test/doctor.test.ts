@@ -38,6 +38,20 @@ describe('nx-s3-sidecar doctor', () => {
     expect(stale.stdout).toMatch(/^\[FAIL\] shell: NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN does not match the daemon's token \(nx would get 401\): eval "\$\(nx-s3-sidecar env\)"$/m);
   }, 60_000);
 
+  it('shows the trust zones and how the first writer wins, and probes writability inside the write zone', async () => {
+    const bucket = await server.createBucket('doctor-zones');
+    const workspace = makeTempDir();
+    cleanup(workspace.remove);
+    const result = await runCli(
+      ['doctor', '--bucket', bucket, '--endpoint', server.endpoint, '--workspace', workspace.dir, '--cache-dir', workspace.dir + '/cache', '--port', '1', '--token', 'a-token-of-sixteen-chars', '--write-zone', 'pr/42', '--read-zones', 'trusted,pr/42'],
+      s3Env(server),
+      30_000,
+    );
+    expect(result.stdout).toMatch(/^\[ok  \] trust zones: write pr\/42, read trusted then pr\/42; signatures not required$/m);
+    expect(result.stdout).toMatch(/^\[ok  \] bucket writable: wrote and removed a probe object under nx-s3-sidecar\/v1\/zones\/pr\/42\/$/m);
+    expect(result.stdout).toMatch(/^\[ok  \] first writer wins: by HEAD-then-PUT \(conditional-writes auto: this store ignores If-None-Match\)$/m);
+  }, 60_000);
+
   it('fails on a missing bucket and on a daemon that is not running, saying what to do', async () => {
     const cacheDir = makeTempDir();
     cleanup(cacheDir.remove);

@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { formatSize, isLoopbackHost, type DaemonConfig } from '../config/index.js';
-import { createS3Client, remoteStoreFor, S3OperationError, classifyS3Error, OBJECT_NAMESPACE } from '../remote/index.js';
+import { createS3Client, remoteStoreFor, S3OperationError, classifyS3Error, zonePrefix, NO_ZONE } from '../remote/index.js';
 import { DaemonClient } from './daemon-client.js';
+import { zoneLines } from './status-text.js';
 
 type Outcome = 'ok' | 'warn' | 'fail';
 const marks: Record<Outcome, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
@@ -22,6 +23,13 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
 
   const sources = [config.nxJsonFile ? `${config.nxJsonFile} (s3 block)` : undefined, config.configFile].filter(Boolean);
   report('ok', 'configuration', `valid; read from ${sources.length ? sources.join(' and ') : 'defaults, environment and flags only'}; mode ${config.mode} (${config.modeSource})`);
+  const zones = zoneLines({
+    writeZone: config.zones ? (config.zones.write ?? 'none') : undefined,
+    readZones: config.zones?.read,
+    signaturesRequired: config.signatures.requiredZones,
+    signingKeyId: config.signatures.signingKey?.id,
+  });
+  report('ok', 'trust zones', zones.map((line) => line.replace(/^zones\s+/, '').replace(/\s{2,}/g, ' ')).join('; '));
   if (!isLoopbackHost(config.host)) report('warn', 'listen address', `${config.host} is not loopback: others can reach the daemon`);
 
   await checkS3(config, report);
@@ -49,13 +57,16 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
     }
     const where = `bucket "${s3.bucket}"${s3.endpoint ? ` at ${s3.endpoint}` : ` in ${s3.region}`}${proxy ? ` via proxy ${proxy}` : ''}`;
     try {
-      await remoteStoreFor(client, s3, config.encryptionKey).checkBucket(AbortSignal.timeout(10_000));
+      await remoteStoreFor(client, s3, config.encryptionKey, config).checkBucket(AbortSignal.timeout(10_000));
       report('ok', 'bucket reachable', where);
     } catch (error) {
       return report('fail', 'bucket reachable', `${where}: ${error instanceof S3OperationError ? error.message : (error as Error).message}`);
     }
     if (config.mode !== 'read-write') return report('ok', 'bucket writable', `not needed in mode ${config.mode}`);
-    const probeKey = `${s3.keyPrefix}${OBJECT_NAMESPACE}doctor-probe-${randomBytes(6).toString('hex')}`;
+    if (config.zones?.write === null) return report('ok', 'bucket writable', 'not needed: the write zone is none');
+    // Inside the write zone: a bucket policy per zone lets a writer write only there.
+    const writePrefix = zonePrefix(s3.keyPrefix, config.zones?.write ?? NO_ZONE);
+    const probeKey = `${writePrefix}doctor-probe-${randomBytes(6).toString('hex')}`;
     try {
       await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: probeKey, Body: Buffer.from('nx-s3-sidecar doctor probe\n') }), { abortSignal: AbortSignal.timeout(10_000) });
     } catch (error) {
@@ -63,9 +74,15 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
     }
     try {
       await client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: probeKey }), { abortSignal: AbortSignal.timeout(10_000) });
-      report('ok', 'bucket writable', `wrote and removed a probe object under ${s3.keyPrefix}${OBJECT_NAMESPACE}`);
+      report('ok', 'bucket writable', `wrote and removed a probe object under ${writePrefix}`);
     } catch (error) {
       report('warn', 'bucket writable', `wrote ${probeKey} but cannot delete it (${classifyS3Error(error).message}); remove it by hand`);
+    }
+    try {
+      const mode = await remoteStoreFor(client, s3, config.encryptionKey, config).writeMode(undefined, AbortSignal.timeout(10_000));
+      report('ok', 'first writer wins', mode === 'conditional' ? 'by conditional writes (If-None-Match)' : `by HEAD-then-PUT (conditional-writes ${s3.conditionalWrites}${s3.conditionalWrites === 'auto' ? ': this store ignores If-None-Match' : ''})`);
+    } catch (error) {
+      report('warn', 'first writer wins', `cannot probe conditional writes: ${error instanceof S3OperationError ? error.message : (error as Error).message}`);
     }
   } finally {
     client.destroy();

@@ -17,6 +17,16 @@ function hitRateLine(cache: StatusReport['cache']): string {
   return `hit rate    ${(100 * cache.hitRate!).toFixed(1)} % of ${cache.lookups} lookups: ${cache.hits.local} local hits, ${cache.hits.s3} from S3, ${cache.misses} misses`;
 }
 
+/** The trust zones (README: Securing your cache); none without them. */
+export function zoneLines(remote: Pick<StatusReport['remote'], 'writeZone' | 'readZones' | 'signaturesRequired' | 'signingKeyId'>): string[] {
+  if (remote.writeZone === undefined) return ['zones       none (zone-less layout)'];
+  const required = remote.signaturesRequired ?? [];
+  return [
+    `zones       write ${remote.writeZone}, read ${remote.readZones?.join(' then ') || '(none)'}`,
+    `signatures  ${required.length > 0 ? `required in ${required.join(', ')}` : 'not required'}${remote.signingKeyId ? `; signing with key ${remote.signingKeyId}` : ''}`,
+  ];
+}
+
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
   const { remote, local, outbox, cache, evictions } = report;
@@ -28,7 +38,9 @@ export function formatStatus(report: StatusReport): string {
     if (remote.credentials) lines.push(`credentials ${remote.credentials}`);
     if (remote.encryption) lines.push(`encryption  ${remote.encryption}`);
     if (remote.pluginObjects) lines.push(`@nx/s3-cache objects ${remote.pluginObjects}`);
+    if (remote.conditionalWrites) lines.push(`first writer wins by ${remote.conditionalWrites}`);
   }
+  lines.push(...zoneLines(remote));
   lines.push(hitRateLine(cache));
   const percent = local.budgetBytes > 0 ? ((100 * local.usedBytes) / local.budgetBytes).toFixed(1) : '0';
   lines.push(`local tier  ${local.entries} artifacts, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);
@@ -43,6 +55,12 @@ export function formatStatus(report: StatusReport): string {
   if (report.readThrough) {
     const r = report.readThrough;
     lines.push(`read-through ${r.hits} hits (${formatSize(r.bytes)}), ${r.misses} misses, ${r.timeouts} timeouts, ${r.failures} failures`);
+  }
+  const { refusedWrites, rejectedSignatures, crossZoneReads } = report.audit;
+  const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
+  if (sum(refusedWrites) + sum(rejectedSignatures) + sum(crossZoneReads) > 0) {
+    const list = (counts: Record<string, number>) => Object.entries(counts).map(([k, v]) => `${k || '(no zone)'} ${v}`).join(', ') || '0';
+    lines.push(`audit       refused writes: ${list(refusedWrites)}; rejected signatures: ${list(rejectedSignatures)}; cross-zone reads: ${list(crossZoneReads)}`);
   }
   const lastError = report.uploads?.lastError ?? outbox.lastError;
   if (lastError) lines.push(`last error  ${lastError.message} (artifact ${lastError.hash})`);

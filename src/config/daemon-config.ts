@@ -14,10 +14,16 @@ import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-
 import { readConfigFile, defaultConfigFile } from './config-file.js';
 import { logLevels, type LogLevel } from '../log.js';
 import { Secret } from './secret.js';
+import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
+import { readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import { parseSigningKey, parseVerifyKey, type SigningKey, type VerifyKey } from '../remote/object-signature.js';
 
 export type ChecksumPolicy = 'when-required' | 'when-supported';
 /** Whether a local miss also looks for the artifact where @nx/s3-cache stored it. */
 export type PluginObjectsPolicy = 'read' | 'ignore';
+/** First writer wins: with S3's If-None-Match (on), HEAD-then-PUT (off), or whichever the store supports (auto). */
+export type ConditionalWritesPolicy = 'auto' | 'on' | 'off';
 
 export interface S3Config {
   bucket: string;
@@ -37,6 +43,8 @@ export interface S3Config {
   uploadConcurrency: number;
   /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
   readTimeoutMs: number;
+  /** How uploads keep the first writer's object: see ConditionalWritesPolicy. */
+  conditionalWrites: ConditionalWritesPolicy;
 }
 
 export interface DaemonConfig {
@@ -62,6 +70,10 @@ export interface DaemonConfig {
   modeSource: string;
   /** The S3 tier; undefined when no bucket is configured (local tier only). */
   s3?: S3Config;
+  /** Trust zones (--write-zone, --read-zones); undefined: none configured, the zone-less layout. */
+  zones?: ZoneConfig;
+  /** Signed provenance: the key this daemon signs with, the keys it verifies with, the zones that must be signed. */
+  signatures: SignatureConfig;
   /** The encryptionKey (NX_S3_ENCRYPTION_KEY, else nx.json s3.encryptionKey); objects in S3 are encrypted with it. */
   encryptionKey?: Secret;
   workspaceDir: string;
@@ -71,6 +83,17 @@ export interface DaemonConfig {
   configFile?: string;
   /** The files this configuration was (or would be) read from: watched for hot reload. */
   sourceFiles: string[];
+}
+
+export interface SignatureConfig {
+  signingKey?: SigningKey;
+  /** The files the keys came from (for status and hot reload; never their contents). */
+  signingKeyFile?: string;
+  /** Public keys from --verify-keys, and the signing key's own. */
+  verifyKeys: VerifyKey[];
+  verifyKeyFiles: string[];
+  /** Zones whose objects are served only with a valid signature. */
+  requiredZones: string[];
 }
 
 export const DEFAULT_PORT = 4573;
@@ -106,6 +129,12 @@ export const configKeys = [
   'checksums',
   'profile',
   'plugin-objects',
+  'write-zone',
+  'read-zones',
+  'conditional-writes',
+  'signing-key',
+  'verify-keys',
+  'require-signatures',
 ] as const;
 export type ConfigKey = (typeof configKeys)[number];
 
@@ -246,6 +275,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
 
   const { mode, modeSource } = resolveMode(env, input, where, nxBlock, nx?.file);
   const encryptionKey = resolveEncryptionKey(env, nxBlock, nx?.file);
+  const zones = resolveZones(input['write-zone'], input['read-zones'], where);
+  const signatures = resolveSignatures(input, where, zones);
 
   let s3: S3Config | undefined;
   const bucket = input.bucket;
@@ -278,7 +309,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       forcePathStyle: boolean('force-path-style', endpoint !== undefined),
       keyPrefix: prefixText === '' || prefixText.endsWith('/') ? prefixText : prefixText + '/',
       pluginKeyPrefix: input.prefix ?? '',
-      pluginObjects: oneOf<PluginObjectsPolicy>('plugin-objects', ['read', 'ignore'], 'read'),
+      // @nx/s3-cache's objects carry no provenance: with zones they are not read.
+      pluginObjects: oneOf<PluginObjectsPolicy>('plugin-objects', ['read', 'ignore'], zones ? 'ignore' : 'read'),
       credentials: {
         accessKeyId: nxBlock.accessKeyId,
         secretAccessKey: nxBlock.secretAccessKey,
@@ -288,7 +320,15 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       checksums: oneOf<ChecksumPolicy>('checksums', ['when-required', 'when-supported'], endpoint !== undefined ? 'when-required' : 'when-supported'),
       uploadConcurrency: integer('upload-concurrency', 4, 1, 64),
       readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
+      // Without zones, uploads behave as they always did (HEAD-then-PUT) unless asked.
+      conditionalWrites: oneOf<ConditionalWritesPolicy>('conditional-writes', ['auto', 'on', 'off'], zones ? 'auto' : 'off'),
     };
+    if (zones && s3.pluginObjects === 'read') {
+      throw new ConfigError(
+        where('plugin-objects'),
+        "@nx/s3-cache's objects carry no zone or provenance, so they cannot be read with trust zones: leave plugin-objects unset (or set it to ignore) while --write-zone or --read-zones is set",
+      );
+    }
     if ((s3.credentials.accessKeyId === undefined) !== (s3.credentials.secretAccessKey === undefined)) {
       throw new ConfigError(`${nx?.file ?? 'nx.json'}: s3`, 'accessKeyId and secretAccessKey go together: set both or neither');
     }
@@ -308,12 +348,48 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     mode,
     modeSource,
     s3,
+    zones,
+    signatures,
     encryptionKey,
     workspaceDir,
     nxJsonFile: nx?.file,
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
     sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
   };
+}
+
+/** Reads the key files (errors name the setting and the file, never the key material). */
+function resolveSignatures(input: ConfigInput, where: (key: ConfigKey) => string, zones: ZoneConfig | undefined): SignatureConfig {
+  const keyFile = <T>(key: ConfigKey, file: string, parse: (pem: string) => T, what: string): T => {
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(where(key), `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+    try {
+      return parse(pem);
+    } catch (error) {
+      throw new ConfigError(where(key), `${file} is not ${what} in PEM: ${(error as Error).message.split('\n')[0]} (nx-s3-sidecar keygen writes a pair)`);
+    }
+  };
+  const list = (text: string | undefined) => (text === undefined ? [] : text.split(',').map((item) => item.trim()).filter((item) => item !== ''));
+  const signingKeyFile = input['signing-key'] !== undefined ? path.resolve(input['signing-key']) : undefined;
+  const signingKey = signingKeyFile !== undefined ? keyFile('signing-key', signingKeyFile, parseSigningKey, 'an Ed25519 private key (PKCS#8)') : undefined;
+  const verifyKeyFiles = list(input['verify-keys']).map((file) => path.resolve(file));
+  const verifyKeys = verifyKeyFiles.map((file) => keyFile('verify-keys', file, parseVerifyKey, 'an Ed25519 public key (SPKI)'));
+  if (signingKey) verifyKeys.push({ id: signingKey.id, publicKey: createPublicKey(signingKey.privateKey) });
+  const requiredZones = list(input['require-signatures']);
+  if (requiredZones.length > 0) {
+    if (!zones) throw new ConfigError(where('require-signatures'), 'signatures are required per trust zone: set --read-zones (and --write-zone) too');
+    const invalid = requiredZones.find((zone) => !isValidZoneName(zone));
+    if (invalid !== undefined) throw new ConfigError(where('require-signatures'), `"${invalid}" is not a zone name`);
+    if (verifyKeys.length === 0) throw new ConfigError(where('require-signatures'), 'no key to verify signatures with: set --verify-keys to the writers\' public key file(s)');
+    if (zones.write !== null && requiredZones.includes(zones.write) && !signingKey) {
+      throw new ConfigError(where('require-signatures'), `the write zone "${zones.write}" requires signatures, but this daemon has no --signing-key: every reader would refuse what it uploads`);
+    }
+  }
+  return { signingKey, signingKeyFile, verifyKeys, verifyKeyFiles, requiredZones };
 }
 
 const nxJsonKeyFor: Partial<Record<ConfigKey, string>> = {

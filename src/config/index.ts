@@ -10,6 +10,8 @@ export {
   type S3Config,
   type ChecksumPolicy,
   type PluginObjectsPolicy,
+  type ConditionalWritesPolicy,
+  type SignatureConfig,
   type ConfigInput,
   type ConfigKey,
 } from './daemon-config.js';
@@ -18,3 +20,4 @@ export { ConfigError } from './errors.js';
 export { Secret } from './secret.js';
 export { parseSize, formatSize, parseDuration } from './size.js';
 export { loadOrCreateToken, readTokenFile, type TokenSource } from './token.js';
+export { resolveZones, servedZones, localPutZone, isValidZoneName, NO_ZONE, LOCAL_ONLY_ZONE, NO_WRITE_ZONE, type ZoneConfig } from './zones.js';

@@ -40,6 +40,18 @@ export interface HttpAppDeps {
   idleTimeoutMs: number;
   /** True while the daemon is stopping: health answers 503 so supervisors and wrappers see it. */
   isStopping: () => boolean;
+  /** The trust zones in force (hot reload may change them); absent: zone-less. */
+  zoning?: () => LocalZoning;
+}
+
+/** How the local tier is kept apart by trust zone (config/zones.ts). */
+export interface LocalZoning {
+  /** Zone labels of local artifacts GET may serve. */
+  served: ReadonlySet<string>;
+  /** The label a PUT's artifact gets. */
+  putZone: string;
+  /** Called for each artifact stored that will not be uploaded because the write zone is none. */
+  notUploaded?: (hash: string) => void;
 }
 
 type Env = { Bindings: HttpBindings; Variables: { access: Access } };

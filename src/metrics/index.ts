@@ -2,3 +2,4 @@ export { CacheActivity, type LookupOutcome, type LookupCounts, type ActivityHist
 export { RecentErrors, teeToRecentErrors, type RecentError } from './recent-errors.js';
 export { RemoteTierTotals, type CountedTier } from './remote-tier-totals.js';
 export { createDaemonMetrics, type DaemonMetrics, type MetricSources } from './prometheus.js';
+export { AuditCounters, type RefusedWriteReason } from './audit.js';

@@ -10,12 +10,15 @@ import type { LocalStore } from '../store/index.js';
 import type { CacheActivity } from './cache-activity.js';
 import type { RecentErrors } from './recent-errors.js';
 import type { RemoteTierTotals } from './remote-tier-totals.js';
+import type { AuditCounters } from './audit.js';
 
 export interface MetricSources {
   store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'>;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
+  /** Refused writes, rejected signatures, cross-zone reads (absent: all zero). */
+  audit?: AuditCounters;
   /** Uploads running right now (0 without an uploader). */
   uploadsInFlight: () => number;
   /** What the S3 tier does now. */
@@ -93,6 +96,14 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   });
   counter('upload_retries_total', 'Upload attempts on an artifact whose earlier attempt failed', [], () => one(remoteTotals.uploads().retriedAttempts));
   counter('s3_uploaded_bytes_total', 'Artifact bytes uploaded to S3', [], () => one(remoteTotals.uploads().uploadedBytes));
+
+  const labelled = (counts: ReadonlyMap<string, number> | undefined, label: string): [LabelValues, number][] =>
+    [...(counts ?? new Map<string, number>())].map(([value, count]) => [{ [label]: value }, count]);
+  counter('refused_writes_total', 'Uploads that did not write their object: lost-race (another writer\'s object was there first), write-zone-none, other-zone (stored for a zone the daemon no longer writes)', ['reason'], () =>
+    labelled(sources.audit?.refusedWrites, 'reason'),
+  );
+  counter('rejected_signatures_total', 'Objects not served because their zone requires a signature and theirs was missing or wrong, by zone', ['zone'], () => labelled(sources.audit?.rejectedSignatures, 'zone'));
+  counter('cross_zone_reads_total', 'Read-through hits from a zone other than the write zone, by zone', ['zone'], () => labelled(sources.audit?.crossZoneReads, 'zone'));
 
   counter('evictions_total', 'Artifacts evicted from the local tier (least recently used, over the budget or on a full disk)', [], () => one(store.evicted.count));
   counter('evicted_bytes_total', 'Bytes evicted from the local tier', [], () => one(store.evicted.bytes));

@@ -13,6 +13,14 @@
 import { ArtifactExistsError, IncompleteBodyError, StorageError, type LocalStore } from '../store/index.js';
 import { BadObjectError, ReadDeadlineError, S3OperationError, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
+import type { AuditCounters } from '../metrics/audit.js';
+
+/** Trust zones as read-through sees them: what it reports and which zone counts as its own. */
+export interface ReadThroughZoning {
+  audit: AuditCounters;
+  /** Hits from any other zone are cross-zone reads (logged and counted); undefined: no zones. */
+  writeZone?: string | null;
+}
 
 export interface ReadThroughCounters {
   hits: number;
@@ -49,6 +57,7 @@ export class ReadThrough {
     private readonly logger: Logger,
     /** Objects larger than this are not fetched (they could not have been stored here either). */
     private readonly maxArtifactBytes = Number.MAX_SAFE_INTEGER,
+    private readonly zoning?: ReadThroughZoning,
   ) {}
 
   /** True when the artifact is now in the local tier. Never throws. */
@@ -70,7 +79,16 @@ export class ReadThrough {
     const startedMs = performance.now();
     let artifact;
     try {
-      artifact = await this.remote.fetchArtifact(hash, this.timeoutMs, this.maxArtifactBytes);
+      artifact = await this.remote.fetchArtifact(hash, this.timeoutMs, this.maxArtifactBytes, (refused) => {
+        this.counters.refused++;
+        this.zoning?.audit.rejectedSignature(refused.zone);
+        this.logger.warn(`SIGNATURE REFUSED: an object in zone "${refused.zone}" is not served (zone requires signatures); answering a miss for it unless another read zone has a valid one`, {
+          hash,
+          key: refused.key,
+          zone: refused.zone,
+          reason: refused.reason,
+        });
+      });
     } catch (error) {
       if (error instanceof BadObjectError) this.badObject(hash, this.remote.key(hash), error);
       else this.s3Failed(hash, error);
@@ -94,7 +112,7 @@ export class ReadThrough {
     );
     let stored;
     try {
-      stored = await this.store.put(hash, body, { atMostBytes: artifact.maxBytes }, { enqueueUpload: false });
+      stored = await this.store.put(hash, body, { atMostBytes: artifact.maxBytes }, { enqueueUpload: false, zone: artifact.zone });
     } catch (error) {
       body.destroy();
       if (error instanceof ArtifactExistsError) return true; // a PUT stored it meanwhile
@@ -117,6 +135,10 @@ export class ReadThrough {
     if (artifact.writer === '@nx/s3-cache') this.counters.pluginHits++;
     this.counters.bytes += stored.sizeBytes;
     this.logger.debug('read-through hit', { hash, key: artifact.key, writer: artifact.writer, bytes: stored.sizeBytes, ms: Math.round(performance.now() - startedMs) });
+    if (this.zoning?.writeZone !== undefined && artifact.zone !== this.zoning.writeZone) {
+      this.zoning.audit.crossZoneRead(artifact.zone);
+      this.logger.info('cross-zone read', { hash, zone: artifact.zone, writeZone: this.zoning.writeZone ?? 'none' });
+    }
     return true;
   }
 

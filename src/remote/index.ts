@@ -1,7 +1,8 @@
-export { RemoteStore, S3OperationError, UploadVerificationError, ReadDeadlineError, type UploadOutcome, type FetchedObject, type FetchedArtifact, type UploadSource } from './remote-store.js';
+export { RemoteStore, S3OperationError, UploadVerificationError, ReadDeadlineError, type UploadOutcome, type WriteMode, type RefusedObject, type FetchedObject, type FetchedArtifact, type UploadSource } from './remote-store.js';
 export { createS3Client, type ConfiguredS3Client } from './s3-client.js';
 export { classifyS3Error, type S3Failure } from './s3-errors.js';
-export { objectKey, OBJECT_NAMESPACE } from './object-key.js';
+export { objectKey, zonePrefix, OBJECT_NAMESPACE, NO_ZONE } from './object-key.js';
+export { parseSigningKey, parseVerifyKey, signObject, keyIdOf, type SigningKey, type VerifyKey } from './object-signature.js';
 export { ObjectCodec, type ObjectFormatName } from './object-format.js';
 export { deriveMasterKey } from './encryption-key.js';
 export { pluginCipherKey, pluginObjectKey } from './plugin-format.js';

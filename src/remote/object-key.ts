@@ -1,26 +1,48 @@
 /**
  * The object layout in the bucket, in one place:
  *
- *   <prefix>nx-s3-sidecar/v1/<hash>
+ *   <prefix>nx-s3-sidecar/v1/<hash>                 no trust zones configured (the default)
+ *   <prefix>nx-s3-sidecar/v1/zones/<zone>/<hash>    with trust zones (--write-zone, --read-zones)
+ *   <prefix>nx-s3-sidecar/v1/zones/<zone>/probe-<random>   the conditional-write probe (deleted after)
  *
  * - `<prefix>` is the configured key prefix (empty, or ending in "/");
  * - `nx-s3-sidecar/v1/` keeps our objects apart from @nx/s3-cache's (`<prefix><hash>`), whose
  *   archive layout differs: a machine still running the plugin never reads one of ours as
  *   one of its own, and the version lets the format evolve;
+ * - `zones/<zone>/` is a trust zone (zones.ts): a bucket policy grants each writer only its own
+ *   zone's prefix, so a low-trust build cannot put an object where a higher-trust zone reads.
+ *   A hash has no "/", so `zones/a/<hash>` and `zones/a/b/<hash>` never collide;
  * - `<hash>` is Nx's task hash, unchanged. No sharding: S3 scales request rates per prefix
  *   far beyond what a team's builds send.
  */
 export const OBJECT_NAMESPACE = 'nx-s3-sidecar/v1/';
+export const ZONES_NAMESPACE = `${OBJECT_NAMESPACE}zones/`;
 
-export function objectKey(keyPrefix: string, hash: string): string {
-  return `${keyPrefix}${OBJECT_NAMESPACE}${hash}`;
+/** The zone of the zone-less layout (also the local tier's label for artifacts from it). */
+export const NO_ZONE = '';
+
+export function objectKey(keyPrefix: string, hash: string, zone: string = NO_ZONE): string {
+  return zone === NO_ZONE ? `${keyPrefix}${OBJECT_NAMESPACE}${hash}` : `${zonePrefix(keyPrefix, zone)}${hash}`;
+}
+
+/** Everything a zone holds starts with this (the prefix a bucket policy grants). */
+export function zonePrefix(keyPrefix: string, zone: string): string {
+  return zone === NO_ZONE ? `${keyPrefix}${OBJECT_NAMESPACE}` : `${keyPrefix}${ZONES_NAMESPACE}${zone}/`;
+}
+
+/** Where the conditional-write probe goes: inside the zone written to (the one prefix a writer may write). */
+export function probeKey(keyPrefix: string, zone: string, random: string): string {
+  return zone === NO_ZONE ? `${keyPrefix}nx-s3-sidecar/probe-${random}` : `${zonePrefix(keyPrefix, zone)}probe-${random}`;
 }
 
 /**
  * User metadata carried by every object we write (x-amz-meta-*): the sha256 and length of the
  * object's bytes as stored (verified on read, and by the HEAD after each upload), and its
  * format (object-format.ts), so a HEAD tells whether an object is complete and current.
+ * Signed objects also carry a signature (object-signature.ts) and the id of the key that made it.
  */
 export const SHA256_METADATA_KEY = 'sha256';
 export const OBJECT_BYTES_METADATA_KEY = 'bytes';
 export const OBJECT_FORMAT_METADATA_KEY = 'format';
+export const SIGNATURE_METADATA_KEY = 'signature';
+export const SIGNATURE_KEY_ID_METADATA_KEY = 'signature-key-id';

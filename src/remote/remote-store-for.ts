@@ -1,16 +1,26 @@
-/** The RemoteStore a configuration asks for: its bucket, object format and plugin-object reads. */
+/** The RemoteStore a configuration asks for: its bucket, object format, plugin-object reads, trust zones and signatures. */
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { S3Config, Secret } from '../config/index.js';
+import type { S3Config, Secret, SignatureConfig, ZoneConfig } from '../config/index.js';
 import { deriveMasterKey } from './encryption-key.js';
 import { ObjectCodec } from './object-format.js';
 import { pluginCipherKey } from './plugin-format.js';
 import { RemoteStore } from './remote-store.js';
 
-export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined): RemoteStore {
+export interface TrustSettings {
+  zones?: ZoneConfig;
+  signatures?: SignatureConfig;
+}
+
+export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}): RemoteStore {
+  const { zones, signatures } = trust;
   return new RemoteStore(client, {
     bucket: s3.bucket,
     keyPrefix: s3.keyPrefix,
     codec: encryptionKey ? ObjectCodec.encrypted(deriveMasterKey(encryptionKey)) : ObjectCodec.plain(),
     plugin: s3.pluginObjects === 'read' ? { keyPrefix: s3.pluginKeyPrefix, cipherKey: encryptionKey && pluginCipherKey(encryptionKey) } : undefined,
+    zones: zones && { write: zones.write ?? undefined, read: zones.read },
+    conditionalWrites: s3.conditionalWrites,
+    signingKey: signatures?.signingKey,
+    verification: signatures && { keys: signatures.verifyKeys, requiredZones: new Set(signatures.requiredZones) },
   });
 }

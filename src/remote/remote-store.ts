@@ -1,20 +1,33 @@
 /**
  * The S3 tier: the few object operations the daemon needs, each verified.
- * - upload: HEAD first (another machine may have stored this hash already: first writer wins),
- *   then the artifact in our object format (object-format.ts: encrypted when a key is set) with
- *   PutObject and Content-MD5 (the store rejects damaged bodies) or, for large artifacts, a
- *   multipart Upload; then a HEAD that checks size and our sha256 metadata, so a store that
- *   silently mangles bodies is caught instead of trusted.
- * - fetchArtifact: our object, or else @nx/s3-cache's object for the hash (plugin-format.ts),
+ * - upload: into the artifact's trust zone (object-key.ts); HEAD first (another machine may have
+ *   stored this hash already: first writer wins), then the artifact in our object format
+ *   (object-format.ts: encrypted when a key is set) with PutObject and Content-MD5 (the store
+ *   rejects damaged bodies) or, for large artifacts, a multipart Upload — sent with
+ *   If-None-Match: * where the store honours it (conditional writes, probed once: writeMode), so
+ *   of two racing writers exactly one wins; then a HEAD that checks size and our sha256
+ *   metadata, so a store that silently mangles bodies is caught instead of trusted.
+ * - fetchArtifact: our object from the first read zone that has one whose signature checks out
+ *   (where signatures are required), or else @nx/s3-cache's object for the hash (plugin-format.ts),
  *   under a deadline for the answer to start and the same deadline for any pause in the body,
  *   so a slow or unreachable store costs a GET a bounded wait. Both are asked at once: a miss
  *   costs one round trip, not two.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { objectKey, OBJECT_BYTES_METADATA_KEY, OBJECT_FORMAT_METADATA_KEY, SHA256_METADATA_KEY } from './object-key.js';
+import {
+  NO_ZONE,
+  objectKey,
+  probeKey,
+  OBJECT_BYTES_METADATA_KEY,
+  OBJECT_FORMAT_METADATA_KEY,
+  SHA256_METADATA_KEY,
+  SIGNATURE_KEY_ID_METADATA_KEY,
+  SIGNATURE_METADATA_KEY,
+} from './object-key.js';
+import { signatureProblem, signObject, type SigningKey, type VerifyKey } from './object-signature.js';
 import { classifyS3Error, type S3Failure } from './s3-errors.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
@@ -30,7 +43,18 @@ export interface RemoteStoreOptions {
   /** Artifacts at least this large go up as multipart uploads. */
   multipartThresholdBytes?: number;
   partSizeBytes?: number;
+  /** Trust zones: the default upload zone and the zones reads look in, in order. Default: [''], the zone-less layout. */
+  zones?: { write?: string; read: readonly string[] };
+  /** First writer wins with If-None-Match (on), HEAD-then-PUT (off), or whichever the store supports (auto, the default). */
+  conditionalWrites?: 'auto' | 'on' | 'off';
+  /** Signs every object written (its zone, hash and sha256). */
+  signingKey?: SigningKey;
+  /** Zones whose objects are served only when one of `keys` verifies their signature. */
+  verification?: { keys: readonly VerifyKey[]; requiredZones: ReadonlySet<string> };
 }
+
+/** How uploads keep the first writer's object. */
+export type WriteMode = 'conditional' | 'head-then-put';
 
 export interface UploadSource {
   sizeBytes: number;
@@ -38,13 +62,23 @@ export interface UploadSource {
   stream(): Readable;
 }
 
-export type UploadOutcome = 'uploaded' | 'already-present';
+/** lost-race: a conditional write found another writer's object there first (HTTP 412). */
+export type UploadOutcome = 'uploaded' | 'already-present' | 'lost-race';
+
+/** An object a read zone holds but that is not served: its signature is missing or wrong. */
+export interface RefusedObject {
+  zone: string;
+  key: string;
+  reason: string;
+}
 
 export interface FetchedObject {
   key: string;
   sizeBytes: number;
   /** From the object's metadata; absent on objects not written by nx-s3-sidecar. */
   sha256?: string;
+  /** The object's user metadata (x-amz-meta-*). */
+  metadata: Record<string, string>;
   body: Readable;
 }
 
@@ -53,6 +87,8 @@ export interface FetchedArtifact {
   key: string;
   /** Whose object it is: ours, or one @nx/s3-cache wrote. */
   writer: 'nx-s3-sidecar' | '@nx/s3-cache';
+  /** The read zone it came from ('' for the zone-less layout and @nx/s3-cache's objects). */
+  zone: string;
   /** The artifact is at most this long (its exact length shows only once decoded). */
   maxBytes: number;
   /** Fails with BadObjectError, at the latest when it ends, unless the object checks out. */
@@ -95,6 +131,9 @@ export class RemoteStore {
   private pluginAccessDeniedReported = false;
   private readonly multipartThresholdBytes: number;
   private readonly partSizeBytes: number;
+  private readonly writeZone: string;
+  private readonly readZones: readonly string[];
+  private readonly writeModes = new Map<string, Promise<WriteMode>>();
 
   constructor(
     private readonly client: S3Client,
@@ -104,10 +143,55 @@ export class RemoteStore {
     this.codec = options.codec ?? ObjectCodec.plain();
     this.multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD;
     this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE;
+    this.writeZone = options.zones?.write ?? options.zones?.read[0] ?? NO_ZONE;
+    this.readZones = options.zones?.read ?? [NO_ZONE];
   }
 
-  key(hash: string): string {
-    return objectKey(this.options.keyPrefix, hash);
+  /** The object's key in `zone` (default: the write zone). */
+  key(hash: string, zone = this.writeZone): string {
+    return objectKey(this.options.keyPrefix, hash, zone);
+  }
+
+  /**
+   * Whether uploads into `zone` are conditional: the setting, or for auto a probe (once per
+   * zone): an object written twice with If-None-Match: * must be refused the second time (412).
+   * A probe that fails on S3 errors is tried again by the next upload.
+   */
+  writeMode(zone = this.writeZone, signal?: AbortSignal): Promise<WriteMode> {
+    const policy = this.options.conditionalWrites ?? 'auto';
+    if (policy !== 'auto') return Promise.resolve(policy === 'on' ? 'conditional' : 'head-then-put');
+    let mode = this.writeModes.get(zone);
+    if (!mode) {
+      mode = this.probeConditionalWrites(zone, signal);
+      this.writeModes.set(zone, mode);
+      mode.catch(() => this.writeModes.delete(zone));
+    }
+    return mode;
+  }
+
+  private async probeConditionalWrites(zone: string, signal?: AbortSignal): Promise<WriteMode> {
+    const key = probeKey(this.options.keyPrefix, zone, randomBytes(8).toString('hex'));
+    const body = Buffer.from('nx-s3-sidecar conditional-write probe\n');
+    const put = () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*' }), { abortSignal: signal });
+    try {
+      try {
+        await put();
+      } catch (error) {
+        // A store that does not know the header may reject it outright: no conditional writes there.
+        if (statusOf(error) === 501 || statusOf(error) === 400) return 'head-then-put';
+        throw new S3OperationError(classifyS3Error(error), { cause: error });
+      }
+      try {
+        await put();
+        return 'head-then-put'; // overwritten: the store ignores If-None-Match
+      } catch (error) {
+        if (isPreconditionFailed(error)) return 'conditional';
+        if (statusOf(error) === 501 || statusOf(error) === 400) return 'head-then-put';
+        throw new S3OperationError(classifyS3Error(error), { cause: error });
+      }
+    } finally {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }).catch(() => {});
+    }
   }
 
   /** Where @nx/s3-cache keeps this hash, when we look there. */
@@ -130,9 +214,9 @@ export class RemoteStore {
   }
 
   /** Size and metadata of the stored object, or undefined when there is none. */
-  async head(hash: string, signal?: AbortSignal): Promise<ObjectHead | undefined> {
+  async head(hash: string, signal?: AbortSignal, zone = this.writeZone): Promise<ObjectHead | undefined> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(hash) }), { abortSignal: signal });
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(hash, zone) }), { abortSignal: signal });
       const declared = head.Metadata?.[OBJECT_BYTES_METADATA_KEY];
       return {
         sizeBytes: head.ContentLength ?? -1,
@@ -147,20 +231,35 @@ export class RemoteStore {
     }
   }
 
-  async upload(hash: string, source: UploadSource, signal?: AbortSignal): Promise<UploadOutcome> {
+  /** Uploads into `zone` (default: the write zone). */
+  async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadOutcome> {
+    const key = this.key(hash, zone);
+    const mode = await this.writeMode(zone, signal);
     // Present means complete and in our current format: an object we wrote carries its sha256,
     // its format and its length. A store that is not atomic (s3rver) can keep a PUT cut off
     // midway as a shorter object: that one, an object of an older format, or one in plaintext
-    // while we encrypt (or the reverse) is overwritten, never trusted.
-    const existing = await this.head(hash, signal);
-    if (isComplete(existing) && existing.format === this.codec.formatName) return 'already-present';
+    // while we encrypt (or the reverse) is overwritten, never trusted. In a zone, no complete
+    // object is ever overwritten: first writer wins.
+    const existing = await this.head(hash, signal, zone);
+    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return 'already-present';
+    // Only a missing object is written conditionally: a damaged one must be replaced.
+    const ifNoneMatch = mode === 'conditional' && existing === undefined ? { IfNoneMatch: '*' } : {};
     const encoding = this.codec.encoding(hash, source.sizeBytes);
     const objectBytes = encoding.sizeBytes;
     const params = (sha256: string) => ({
       Bucket: this.bucket,
-      Key: this.key(hash),
+      Key: key,
       ContentType: 'application/octet-stream',
-      Metadata: { [SHA256_METADATA_KEY]: sha256, [OBJECT_FORMAT_METADATA_KEY]: this.codec.formatName, [OBJECT_BYTES_METADATA_KEY]: String(objectBytes) },
+      ...ifNoneMatch,
+      Metadata: {
+        [SHA256_METADATA_KEY]: sha256,
+        [OBJECT_FORMAT_METADATA_KEY]: this.codec.formatName,
+        [OBJECT_BYTES_METADATA_KEY]: String(objectBytes),
+        ...(this.options.signingKey && {
+          [SIGNATURE_METADATA_KEY]: signObject(this.options.signingKey, zone, hash, sha256),
+          [SIGNATURE_KEY_ID_METADATA_KEY]: this.options.signingKey.id,
+        }),
+      },
     });
     let objectSha256: string;
     try {
@@ -192,18 +291,20 @@ export class RemoteStore {
       }
     } catch (error) {
       if (error instanceof UploadVerificationError) throw error;
+      if ('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error)) return 'lost-race';
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
-    const stored = await this.head(hash, signal);
-    if (!stored) throw new UploadVerificationError(`object ${this.key(hash)} is missing right after its upload`);
-    // Another machine's PUT of the same hash landed just after ours: its artifact (Nx archives
-    // differ byte-wise between runs) is as good as ours, and it is complete by its own record.
+    const stored = await this.head(hash, signal, zone);
+    if (!stored) throw new UploadVerificationError(`object ${key} is missing right after its upload`);
+    // Another machine's PUT of the same hash landed just after ours (HEAD-then-PUT cannot stop
+    // that): its artifact (Nx archives differ byte-wise between runs) is as good as ours, and it
+    // is complete by its own record. The bucket holds one object either way.
     if (isComplete(stored) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
-      return 'already-present';
+      return 'lost-race';
     }
     if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
       throw new UploadVerificationError(
-        `object ${this.key(hash)} does not match what was sent (size ${stored.sizeBytes} vs ${objectBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${objectSha256}); ` +
+        `object ${key} does not match what was sent (size ${stored.sizeBytes} vs ${objectBytes}, sha256 ${stored.sha256 ?? 'none'} vs ${objectSha256}); ` +
           'if this store mishandles streamed checksums, keep the checksums setting at when-required',
       );
     }
@@ -211,28 +312,40 @@ export class RemoteStore {
   }
 
   /**
-   * The artifact for `hash`: our object if there is one, else @nx/s3-cache's (when configured).
-   * Resolves once the store answered (within `timeoutMs`); undefined when neither exists.
-   * Throws BadObjectError for an object that cannot be verified, S3OperationError or
-   * ReadDeadlineError when S3 fails.
+   * The artifact for `hash`: our object from the first read zone that has one (whose signature
+   * verifies, where the zone requires signatures; a refused one is reported to `onRefused` and
+   * the next zone is tried), else @nx/s3-cache's (when configured). Every place is asked at once:
+   * a miss costs one round trip. Resolves once the store answered (within `timeoutMs`);
+   * undefined when none has it. Throws BadObjectError for an object that cannot be verified,
+   * S3OperationError or ReadDeadlineError when S3 fails.
    */
-  async fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number): Promise<FetchedArtifact | undefined> {
+  async fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number, onRefused?: (refused: RefusedObject) => void): Promise<FetchedArtifact | undefined> {
     const pluginKey = this.pluginAccessDenied === undefined ? this.pluginKey(hash) : undefined;
-    const ours = this.fetch(this.key(hash), timeoutMs);
+    const candidates = this.readZones.map((zone) => ({ zone, object: this.fetch(this.key(hash, zone), timeoutMs) }));
     const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs) : undefined;
-    // Ours is awaited first: without a handler now, theirs failing meanwhile would be an
-    // unhandled rejection (which ends the process), though it is awaited or discarded below.
-    theirs?.catch(() => {});
-    const discardTheirs = () => void theirs?.then((unused) => unused?.body.destroy(), () => {});
-    let object: FetchedObject | undefined;
-    try {
-      object = await ours;
-    } catch (error) {
-      discardTheirs();
-      throw error;
-    }
-    if (object) {
-      discardTheirs();
+    const pending = [...candidates.map((candidate) => candidate.object), ...(theirs ? [theirs] : [])];
+    // Awaited in order: without a handler now, a later one failing meanwhile would be an
+    // unhandled rejection (which ends the process), though each is awaited or discarded below.
+    for (const fetching of pending) fetching.catch(() => {});
+    const discardFrom = (first: number) => {
+      for (const unused of pending.slice(first)) void unused.then((object) => object?.body.destroy(), () => {});
+    };
+    for (const [i, { zone, object: fetching }] of candidates.entries()) {
+      let object: FetchedObject | undefined;
+      try {
+        object = await fetching;
+      } catch (error) {
+        discardFrom(i + 1);
+        throw error;
+      }
+      if (!object) continue;
+      const refusal = this.signatureRefusal(hash, zone, object);
+      if (refusal !== undefined) {
+        object.body.destroy();
+        onRefused?.({ zone, key: object.key, reason: refusal });
+        continue;
+      }
+      discardFrom(i + 1);
       if (object.sha256 === undefined) {
         object.body.destroy();
         throw new BadObjectError('it carries no sha256 metadata to verify it against');
@@ -242,7 +355,7 @@ export class RemoteStore {
         throw new BadObjectError(`its ${object.sizeBytes} bytes are over --max-artifact-size`);
       }
       const body = this.codec.decode(hash, object.sizeBytes, object.sha256, object.body);
-      return { key: object.key, writer: 'nx-s3-sidecar', maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: failsOnlyItsReader(body) };
+      return { key: object.key, writer: 'nx-s3-sidecar', zone, maxBytes: Math.min(object.sizeBytes, maxArtifactBytes), body: failsOnlyItsReader(body) };
     }
     let plugin: FetchedObject | undefined;
     try {
@@ -256,7 +369,14 @@ export class RemoteStore {
     }
     if (!plugin) return undefined;
     const body = decodePluginObject(plugin.body, this.options.plugin!.cipherKey);
-    return { key: plugin.key, writer: '@nx/s3-cache', maxBytes: maxArtifactBytes, body: failsOnlyItsReader(body) };
+    return { key: plugin.key, writer: '@nx/s3-cache', zone: NO_ZONE, maxBytes: maxArtifactBytes, body: failsOnlyItsReader(body) };
+  }
+
+  /** Why an object may not be served from `zone` for lack of a valid signature; undefined when it may. */
+  private signatureRefusal(hash: string, zone: string, object: FetchedObject): string | undefined {
+    const verification = this.options.verification;
+    if (!verification?.requiredZones.has(zone)) return undefined;
+    return signatureProblem(verification.keys, zone, hash, object.sha256, object.metadata[SIGNATURE_METADATA_KEY], object.metadata[SIGNATURE_KEY_ID_METADATA_KEY]);
   }
 
   /** The reason @nx/s3-cache's objects cannot be read, the first time it is asked after it happened. */
@@ -331,8 +451,23 @@ export class RemoteStore {
       source?.destroy();
       throw new S3OperationError({ kind: 'transient', code: 'NoContentLength', message: 'S3 answered without a body length' });
     }
-    return { key, sizeBytes: response.ContentLength, sha256: response.Metadata?.[SHA256_METADATA_KEY], body: withStallDeadline(source, timeoutMs, () => abort.abort()) };
+    return {
+      key,
+      sizeBytes: response.ContentLength,
+      sha256: response.Metadata?.[SHA256_METADATA_KEY],
+      metadata: response.Metadata ?? {},
+      body: withStallDeadline(source, timeoutMs, () => abort.abort()),
+    };
   }
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+/** The store kept an existing object instead of ours (If-None-Match: *). */
+function isPreconditionFailed(error: unknown): boolean {
+  return statusOf(error) === 412 || (error as { name?: string })?.name === 'PreconditionFailed';
 }
 
 /** Written by us, and as long as its writer said: not a cut-off upload a non-atomic store kept. */

@@ -31,9 +31,11 @@ export interface ArtifactRow {
   sha256: string;
   created_ms: number;
   last_access_ms: number;
+  /** The trust zone it came from ('' without zones): see config/zones.ts. */
+  zone: string;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const schemaV1 = `
 CREATE TABLE artifacts (
@@ -56,6 +58,9 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_by_next_attempt ON outbox (next_attempt_ms, enqueued_ms);
 `;
 
+// v2: every artifact remembers its trust zone; rows from v1 had none (''), like the zone-less layout.
+const schemaV2 = `ALTER TABLE artifacts ADD COLUMN zone TEXT NOT NULL DEFAULT '';`;
+
 export class IndexDb {
   readonly db: Database.Database;
   private readonly statements;
@@ -72,7 +77,7 @@ export class IndexDb {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
       insert: this.db.prepare(
-        'INSERT INTO artifacts (hash, size_bytes, sha256, created_ms, last_access_ms) VALUES (@hash, @size_bytes, @sha256, @created_ms, @last_access_ms)',
+        'INSERT INTO artifacts (hash, size_bytes, sha256, created_ms, last_access_ms, zone) VALUES (@hash, @size_bytes, @sha256, @created_ms, @last_access_ms, @zone)',
       ),
       remove: this.db.prepare<[string]>('DELETE FROM artifacts WHERE hash = ?'),
       touch: this.db.prepare<[number, string]>('UPDATE artifacts SET last_access_ms = max(last_access_ms, ?) WHERE hash = ?'),
@@ -94,6 +99,7 @@ export class IndexDb {
       ),
       nextDueAfter: this.db.prepare<[number], { next: number | null }>('SELECT min(next_attempt_ms) AS next FROM outbox WHERE next_attempt_ms > ?'),
       outboxRemove: this.db.prepare<[string]>('DELETE FROM outbox WHERE hash = ?'),
+      outboxHas: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM outbox WHERE hash = ?'),
       outboxDefer: this.db.prepare<[number, number, string, string | null, string]>(
         'UPDATE outbox SET attempts = ?, next_attempt_ms = ?, state = ?, last_error = ? WHERE hash = ?',
       ),
@@ -116,12 +122,12 @@ export class IndexDb {
         `the index was written by a newer nx-s3-sidecar (schema ${version}, this one knows ${SCHEMA_VERSION}): upgrade, or use another --cache-dir`,
       );
     }
-    if (version < 1) {
-      this.db.transaction(() => {
-        this.db.exec(schemaV1);
-        this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-      })();
-    }
+    if (version === SCHEMA_VERSION) return;
+    this.db.transaction(() => {
+      if (version < 1) this.db.exec(schemaV1);
+      if (version < 2) this.db.exec(schemaV2);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    })();
   }
 
   get(hash: string): ArtifactRow | undefined {
@@ -151,6 +157,10 @@ export class IndexDb {
   /** The earliest retry time after `nowMs` (an index lookup, cheap enough for every PUT). */
   nextDueAfter(nowMs: number): number | undefined {
     return this.statements.nextDueAfter.get(nowMs)?.next ?? undefined;
+  }
+
+  isQueuedForUpload(hash: string): boolean {
+    return this.statements.outboxHas.get(hash) !== undefined;
   }
 
   /** The upload is confirmed (or no longer possible): unpins the artifact. */

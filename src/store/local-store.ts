@@ -26,6 +26,8 @@ export interface LocalStoreOptions {
   logger: Logger;
   /** Blobs adopted at start-up (rows lost in a crash) are queued for upload too. */
   uploadsEnabled?: boolean;
+  /** The zone label of artifacts recovery adopts (the zone this daemon's PUTs get); default ''. */
+  adoptedZone?: string;
 }
 
 export interface PutOptions {
@@ -35,12 +37,23 @@ export interface PutOptions {
   expectedSha256?: string;
   /** Abandon a body that sends nothing for this long (a stalled client). */
   bodyIdleTimeoutMs?: number;
+  /** The trust zone it belongs to ('' without zones): served only where that zone is read. */
+  zone?: string;
+}
+
+export interface OpenOptions {
+  /** false: not a use for LRU (the uploader's reads). */
+  touch?: boolean;
+  /** Serve it only if its zone is one of these (config/zones.ts servedZones); absent: any zone. */
+  zones?: ReadonlySet<string>;
 }
 
 /** A stored artifact, verified and open for reading; call `release` when done. */
 export interface StoredArtifact {
   sizeBytes: number;
   sha256: string;
+  /** The trust zone it came from ('' without zones). */
+  zone: string;
   stream(): Readable;
   release(): Promise<void>;
 }
@@ -114,7 +127,7 @@ export class LocalStore {
     let index: IndexDb | undefined;
     try {
       index = new IndexDb(layout.indexFile);
-      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone);
       const store = new LocalStore(layout, index, options, releaseLock, recovery);
       store.scheduleEviction(); // the budget may have shrunk since the last run
       return store;
@@ -155,7 +168,7 @@ export class LocalStore {
       const nowMs = Date.now();
       try {
         this.index.insert(
-          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs },
+          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? '' },
           options.enqueueUpload ?? false,
         );
       } catch (error) {
@@ -180,12 +193,13 @@ export class LocalStore {
   }
 
   /**
-   * The artifact if it is stored and intact, else undefined (a damaged entry is dropped).
-   * `touch: false` reads without counting as a use for LRU (the uploader's reads).
+   * The artifact if it is stored and intact (and of one of `zones`, when given), else undefined
+   * (a damaged entry is dropped).
    */
-  async open(hash: string, { touch = true }: { touch?: boolean } = {}): Promise<StoredArtifact | undefined> {
+  async open(hash: string, { touch = true, zones }: OpenOptions = {}): Promise<StoredArtifact | undefined> {
     const row = this.index.get(hash);
     if (!row) return undefined;
+    if (zones && !zones.has(row.zone)) return undefined;
     const file = blobPath(this.layout, hash);
     let handle: fs.FileHandle;
     try {
@@ -217,7 +231,7 @@ export class LocalStore {
           await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
           return undefined;
         }
-        artifact = { sizeBytes: size, sha256: row.sha256, stream: () => Readable.from([bytes]), release: async () => {} };
+        artifact = { sizeBytes: size, sha256: row.sha256, zone: row.zone, stream: () => Readable.from([bytes]), release: async () => {} };
       } else {
         if (this.options.verifyReads && (await sha256OfHandle(handle)) !== row.sha256) {
           await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
@@ -227,6 +241,7 @@ export class LocalStore {
         artifact = {
           sizeBytes: size,
           sha256: row.sha256,
+          zone: row.zone,
           stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
           release: () => handle.close().catch(() => {}),
         };
@@ -237,6 +252,21 @@ export class LocalStore {
       await handle.close().catch(() => {});
       throw error;
     }
+  }
+
+  /**
+   * Makes room for this daemon's own artifact of `hash` where one of another zone (not in
+   * `zones`) is stored: that one is removed, unless it still waits for its upload. True when
+   * the hash is now free (or was).
+   */
+  async dropOtherZone(hash: string, zones: ReadonlySet<string>): Promise<boolean> {
+    if (this.inFlightPuts.has(hash)) return false;
+    const row = this.index.get(hash);
+    if (!row) return true;
+    if (zones.has(row.zone) || this.index.isQueuedForUpload(hash)) return false;
+    await fs.rm(blobPath(this.layout, hash), { force: true });
+    if (this.index.remove(hash)) this.forget(row.size_bytes);
+    return true;
   }
 
   // The outbox: artifacts acknowledged to Nx but not yet confirmed by S3. Its rows pin their

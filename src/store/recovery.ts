@@ -23,7 +23,11 @@ export interface RecoveryReport {
   durationMs: number;
 }
 
-export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean): Promise<RecoveryReport> {
+/**
+ * `adoptedZone`: the zone label of blobs whose row was lost — the zone this daemon's PUTs get
+ * now (a read-through blob adopted so is labelled no higher than what this daemon writes).
+ */
+export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean, adoptedZone = ''): Promise<RecoveryReport> {
   const startedMs = performance.now();
   const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, entries: 0, durationMs: 0 };
 
@@ -73,7 +77,7 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
     const accessMs = Math.floor(blob.mtimeMs);
     // Its PUT was acknowledged only if the row was written; queue it anyway: a HEAD skips it
     // cheaply if it is already in the bucket, and an acknowledged artifact is never lost.
-    index.insert({ hash, size_bytes: blob.sizeBytes, sha256, created_ms: accessMs, last_access_ms: accessMs }, enqueueAdopted);
+    index.insert({ hash, size_bytes: blob.sizeBytes, sha256, created_ms: accessMs, last_access_ms: accessMs, zone: adoptedZone }, enqueueAdopted);
     report.blobsAdopted++;
   }
 

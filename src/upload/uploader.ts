@@ -8,8 +8,9 @@
  */
 import PQueue from 'p-queue';
 import type { LocalStore } from '../store/index.js';
-import { S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
+import { NO_ZONE, S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
+import type { AuditCounters } from '../metrics/audit.js';
 import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 
@@ -19,6 +20,10 @@ export interface UploaderOptions {
   concurrency: number;
   logger: Logger;
   backoff?: BackoffPolicy;
+  /** With trust zones: the zone uploads go to; none: the zone-less layout. An artifact of any other zone is never uploaded. */
+  writeZone?: string;
+  /** Counts refused writes. */
+  audit?: AuditCounters;
 }
 
 export interface UploaderCounters {
@@ -136,15 +141,29 @@ export class Uploader {
       logger.error('an artifact waiting for upload is gone or damaged locally; it cannot be uploaded', { hash });
       return;
     }
+    const { writeZone, audit } = this.options;
+    if (artifact.zone !== (writeZone ?? NO_ZONE)) {
+      // Stored while the daemon wrote another zone (the zones changed since): uploading it into
+      // this one would launder it into a zone it was not built for.
+      store.completeUpload(hash);
+      await artifact.release();
+      audit?.refusedWrite('other-zone');
+      logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone || '(none)', writeZone });
+      return;
+    }
     try {
-      const outcome = await remote.upload(hash, artifact, this.abort.signal);
+      const outcome = await remote.upload(hash, artifact, this.abort.signal, writeZone);
       failpoint('after-upload');
       store.completeUpload(hash);
       if (this.failing) {
         this.failing = false;
         logger.info('uploads to S3 work again');
       }
-      if (outcome === 'already-present') this.counters.alreadyPresent++;
+      if (outcome === 'lost-race') {
+        audit?.refusedWrite('lost-race');
+        logger.info('write refused: another writer stored this hash first; its object stays (first writer wins)', { hash, key: remote.key(hash, writeZone) });
+      }
+      if (outcome !== 'uploaded') this.counters.alreadyPresent++;
       else {
         this.counters.uploaded++;
         this.counters.uploadedBytes += artifact.sizeBytes;

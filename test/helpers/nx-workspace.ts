@@ -61,7 +61,16 @@ export interface CreateNxWorkspaceOptions {
   appBlobKiB?: number;
   /** Put into every source file; same salt => same task hashes. Default: random. */
   salt?: string;
+  /**
+   * The build also writes `dist/poison.txt` with the POISON environment variable's value, which
+   * Nx does not hash: two runs with the same task hashes can produce different outputs (a tool
+   * patched outside the hashed inputs, as in a cache-poisoning attack). Default: off.
+   */
+  poisonable?: boolean;
 }
+
+/** The extra build line of a `poisonable` workspace. */
+const POISON_LINE = "fs.writeFileSync(path.join(dist, 'poison.txt'), process.env.POISON ?? '');\n";
 
 export interface RunNxOptions {
   /**
@@ -193,7 +202,7 @@ export async function createNxWorkspace(opts: CreateNxWorkspaceOptions = {}): Pr
     // Nx derives its file map from .gitignore (no git repository needed).
     await writeFile(path.join(root, '.gitignore'), ['node_modules', 'dist', '.nx', LOCAL_CACHE_DIR, ''].join('\n'));
     await mkdir(path.join(root, 'tools'));
-    await writeFile(path.join(root, 'tools', 'build.mjs'), BUILD_SCRIPT);
+    await writeFile(path.join(root, 'tools', 'build.mjs'), opts.poisonable ? BUILD_SCRIPT + POISON_LINE : BUILD_SCRIPT);
     for (const p of projects) {
       const dir = path.join(root, 'packages', p.name);
       await mkdir(path.join(dir, 'src'), { recursive: true });

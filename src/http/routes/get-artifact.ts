@@ -12,6 +12,7 @@ import type { CacheActivity } from '../../metrics/index.js';
 import type { Logger } from '../../log.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
+import type { LocalZoning } from '../app.js';
 
 export interface GetArtifactDeps {
   store: LocalStore;
@@ -22,9 +23,11 @@ export interface GetArtifactDeps {
   idleTimeoutMs: number;
   /** Told how each lookup ended and what was sent (for the metrics and the status page). */
   activity?: Pick<CacheActivity, 'recordLookup' | 'recordSent'>;
+  /** With trust zones: only artifacts of a served zone are answered; one of another zone is replaced by read-through. */
+  zoning?: () => LocalZoning;
 }
 
-export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activity }: GetArtifactDeps) {
+export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activity, zoning }: GetArtifactDeps) {
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const param = artifactHashParam(c);
     if (!param.ok) return textResponse(400, param.reason);
@@ -33,13 +36,16 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activit
     const socket = c.env.incoming.socket;
     socket.setTimeout(0);
     let artifact: StoredArtifact | undefined;
+    const zones = zoning?.().served;
     try {
-      artifact = await store.open(param.hash);
+      artifact = await store.open(param.hash, { zones });
       const remote = readThrough();
       if (artifact) activity?.recordLookup('local-hit');
       else if (!remote) activity?.recordLookup('miss');
       else {
-        if (await remote.fetch(param.hash)) artifact = await store.open(param.hash);
+        // An artifact of a zone this daemon does not read (stored before the zones changed) gives way.
+        if (zones) await store.dropOtherZone(param.hash, zones);
+        if (await remote.fetch(param.hash)) artifact = await store.open(param.hash, { zones });
         activity?.recordLookup(artifact ? 's3-hit' : 's3-miss');
       }
     } catch (error) {

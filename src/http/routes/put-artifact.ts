@@ -16,6 +16,7 @@ import type { Uploader } from '../../upload/index.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
 import { textResponse } from '../text-response.js';
 import { discardBody } from '../discard-body.js';
+import type { LocalZoning } from '../app.js';
 
 export interface PutArtifactDeps {
   store: LocalStore;
@@ -25,11 +26,13 @@ export interface PutArtifactDeps {
   uploader: () => Uploader | undefined;
   /** A body that pauses longer than this is abandoned; the connection's idle timeout is re-armed after. */
   idleTimeoutMs: number;
+  /** With trust zones: the stored artifact is labelled with the PUT zone; one of a zone not served here gives way. */
+  zoning?: () => LocalZoning;
 }
 
 type PutContext = Context<{ Bindings: HttpBindings; Variables: { access: Access } }>;
 
-export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesNow, uploader: currentUploader, idleTimeoutMs }: PutArtifactDeps) {
+export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesNow, uploader: currentUploader, idleTimeoutMs, zoning }: PutArtifactDeps) {
   return async (c: PutContext) => {
     const incoming = c.env.incoming;
     const param = artifactHashParam(c);
@@ -55,6 +58,8 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
       void discardBody(incoming, idleTimeoutMs);
       return textResponse(403, `artifact of ${formatSize(declaredBytes)} is over the limit of ${formatSize(maxArtifactBytes)} (--max-artifact-size)`);
     }
+    const zones = zoning?.();
+    if (zones) await store.dropOtherZone(hash, zones.served);
     if (store.has(hash)) {
       await discardBody(incoming, idleTimeoutMs);
       return textResponse(409, 'already stored');
@@ -67,8 +72,9 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
     const uploader = currentUploader();
     try {
       // The outbox row is written in the same transaction as the artifact's: no S3 call here.
-      await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs: idleTimeoutMs });
+      await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs: idleTimeoutMs, zone: zones?.putZone });
       uploader?.notify();
+      zones?.notUploaded?.(hash);
       return textResponse(200, 'stored');
     } catch (error) {
       if (error instanceof ArtifactExistsError) {

@@ -1,0 +1,91 @@
+/**
+ * Trust zones against the cache-poisoning race (CREEP, CVE-2025-36852), end to end: daemon
+ * processes share one bucket on a real S3-compatible server and the real nx client builds. A
+ * "PR" build whose tool is patched outside the hashed inputs (POISON, an environment variable
+ * Nx does not hash) stores its artifacts first; the "trusted" daemon then runs the same task
+ * hashes and must rebuild every task, never restoring the PR's artifacts. PR and laptop daemons
+ * (fresh local tiers) then restore the trusted artifacts as remote cache hits.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
+import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
+import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { listKeys, s3Env } from './helpers/s3-tier.js';
+
+let server: S3TestServer;
+
+useS3Server((started) => (server = started));
+const cleanup = useCleanups(killRunningNx);
+
+async function machine(bucket: string, zones: string[]): Promise<DaemonProcess> {
+  const d = await startDaemonProcess({ args: ['--bucket', bucket, '--endpoint', server.endpoint, ...zones], env: s3Env(server) });
+  cleanup(() => d.kill());
+  return d;
+}
+const cliArgs = (d: DaemonProcess) => ['--cache-dir', d.cacheDir, '--port', String(d.port), '--token', d.token];
+
+async function flush(d: DaemonProcess): Promise<void> {
+  const result = await runCli(['flush', '--timeout', '30', ...cliArgs(d)]);
+  expect(result.code, result.stderr).toBe(0);
+}
+
+async function poisonFiles(ws: NxWorkspace): Promise<string[]> {
+  return Promise.all(ws.projects.map((p) => readFile(path.join(ws.root, 'packages', p.name, 'dist', 'poison.txt'), 'utf8')));
+}
+
+const PR_ZONES = ['--write-zone', 'pr/1', '--read-zones', 'trusted,pr/1'];
+const TRUSTED_ZONES = ['--write-zone', 'trusted', '--read-zones', 'trusted'];
+const LAPTOP_ZONES = ['--write-zone', 'none', '--read-zones', 'trusted,dev/alice'];
+
+describe('trust zones against the poisoning race', () => {
+  it("a trusted daemon never restores a PR's artifact of the same task hash; PR and laptop daemons restore the trusted ones", async () => {
+    const bucket = await server.createBucket('creep');
+    const client = s3ClientFor(server);
+    cleanup(() => client.destroy());
+    const ws = await createNxWorkspace({ poisonable: true });
+    cleanup(() => removeWorkspace(ws));
+
+    // The PR's build, patched outside the hashed inputs, runs first and stores its artifacts.
+    const pr = await machine(bucket, PR_ZONES);
+    const poisoned = await runNx(ws, { server: pr.url, token: pr.token, env: { POISON: 'pwned' }, timeoutMs: 25_000 });
+    expect(poisoned.exitCode, describeRun(poisoned)).toBe(0);
+    expect([...poisoned.executed].sort()).toEqual([...ws.taskIds].sort());
+    expect(await poisonFiles(ws)).toEqual(ws.projects.map(() => 'pwned'));
+    await flush(pr);
+    const prKeys = await listKeys(client, bucket);
+    expect(prKeys).toHaveLength(ws.taskIds.length);
+    for (const key of prKeys) expect(key).toMatch(/^nx-s3-sidecar\/v1\/zones\/pr\/1\/\d+$/);
+
+    // The trusted daemon runs the same task hashes: every task executes, none is restored.
+    await clearLocalNxState(ws);
+    const trusted = await machine(bucket, TRUSTED_ZONES);
+    const clean = await runNx(ws, { server: trusted.url, token: trusted.token, timeoutMs: 25_000 });
+    expect(clean.exitCode, describeRun(clean)).toBe(0);
+    expect(clean.remoteHits, describeRun(clean)).toEqual([]);
+    expect([...clean.executed].sort()).toEqual([...ws.taskIds].sort());
+    expect(await poisonFiles(ws)).toEqual(ws.projects.map(() => ''));
+    const trustedOutputs = await outputDigests(ws);
+    await flush(trusted);
+    const trustedKeys = (await listKeys(client, bucket)).filter((key) => !prKeys.includes(key));
+    expect(trustedKeys).toHaveLength(ws.taskIds.length);
+    for (const key of trustedKeys) expect(key).toMatch(/^nx-s3-sidecar\/v1\/zones\/trusted\/\d+$/);
+    // Same task hashes in both zones: the PR's objects sit beside the trusted ones, never in their place.
+    expect(trustedKeys.map((key) => key.split('/').pop()).sort()).toEqual(prKeys.map((key) => key.split('/').pop()).sort());
+
+    // A fresh PR daemon reads trusted first: it restores the trusted artifacts, even with POISON set.
+    for (const zones of [PR_ZONES, LAPTOP_ZONES]) {
+      await clearLocalNxState(ws);
+      const reader = await machine(bucket, zones);
+      const restored = await runNx(ws, { server: reader.url, token: reader.token, env: { POISON: 'pwned' }, timeoutMs: 25_000 });
+      expect(restored.exitCode, describeRun(restored)).toBe(0);
+      expect([...restored.remoteHits].sort(), describeRun(restored)).toEqual([...ws.taskIds].sort());
+      expect(await outputDigests(ws)).toEqual(trustedOutputs);
+      const status = await runCli(['status', ...cliArgs(reader)]);
+      expect(status.stdout).toMatch(new RegExp(`zones\\s+write ${zones[1]}, read ${zones[3]!.replace(',', ' then ')}`));
+      expect(status.stdout).toMatch(new RegExp(`cross-zone reads: trusted ${ws.taskIds.length}`));
+    }
+  }, 180_000);
+});
