@@ -66,6 +66,7 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
   --checksums POLICY        when-required | when-supported (default when-required
                             with --endpoint, when-supported on AWS)            ${envVarFor('checksums')}
   --profile NAME            AWS profile for the shared config files            ${envVarFor('profile')}
+  --write-through BOOL      benchmark baseline: a PUT waits for its S3 upload (default false) ${envVarFor('write-through')}
 `;
 
 const options = Object.fromEntries(configKeys.map((key) => [key, { type: 'string' }])) as NonNullable<ParseArgsConfig['options']>;

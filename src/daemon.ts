@@ -120,6 +120,7 @@ export async function startDaemon(initialConfig: DaemonConfig, logger: Logger, o
       maxArtifactBytes: () => config.maxArtifactBytes,
       readThrough: () => tier.readThrough,
       uploader: () => tier.uploader,
+      writeThrough: () => config.s3?.writeThrough ?? false,
       statusReport: status,
       idleTimeoutMs: config.idleTimeoutMs,
       isStopping: () => stopping,

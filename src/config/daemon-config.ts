@@ -31,6 +31,11 @@ export interface S3Config {
   uploadConcurrency: number;
   /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
   readTimeoutMs: number;
+  /**
+   * Benchmark baseline only (off by default): a PUT answers once the artifact is in S3, as in
+   * the design other Nx S3 caches use (S3 on the request path). See BENCHMARKS.md.
+   */
+  writeThrough: boolean;
 }
 
 export interface DaemonConfig {
@@ -99,6 +104,7 @@ export const configKeys = [
   'read-timeout',
   'checksums',
   'profile',
+  'write-through',
 ] as const;
 export type ConfigKey = (typeof configKeys)[number];
 
@@ -277,6 +283,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       checksums: oneOf<ChecksumPolicy>('checksums', ['when-required', 'when-supported'], endpoint !== undefined ? 'when-required' : 'when-supported'),
       uploadConcurrency: integer('upload-concurrency', 4, 1, 64),
       readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
+      writeThrough: boolean('write-through', false),
     };
     if ((s3.credentials.accessKeyId === undefined) !== (s3.credentials.secretAccessKey === undefined)) {
       throw new ConfigError(`${nx?.file ?? 'nx.json'}: s3`, 'accessKeyId and secretAccessKey go together: set both or neither');

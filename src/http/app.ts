@@ -26,6 +26,8 @@ export interface HttpAppDeps {
   maxArtifactBytes: () => number;
   readThrough: () => ReadThrough | undefined;
   uploader: () => Uploader | undefined;
+  /** Benchmark baseline: PUTs wait for their S3 upload (see put-artifact.ts). */
+  writeThrough?: () => boolean;
   statusReport: () => StatusReport;
   /** Connections idle this long are closed; routes pause it while the daemon itself works. */
   idleTimeoutMs: number;
