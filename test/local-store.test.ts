@@ -133,6 +133,7 @@ describe('start-up recovery', () => {
       for (const [hash, body] of bodies) await put(store, hash, body);
       await store.close();
     }
+    fs.rmSync(path.join(cacheDir, 'clean-stop')); // as after a crash: close() wrote it
     fs.writeFileSync(path.join(cacheDir, 'tmp', '999.abc.part'), 'half an upload');
     fs.rmSync(blobFile(cacheDir, '401')); // row without file
     fs.truncateSync(blobFile(cacheDir, '402'), 10); // wrong size
@@ -151,6 +152,25 @@ describe('start-up recovery', () => {
     expect((await read(store, '404'))?.equals(bodies.get('404')!)).toBe(true);
     expect(store.usage()).toMatchObject({ usedBytes: 6000, entries: 2 });
     expect(logLines.join('')).toMatch(/recovered the cache directory/);
+  });
+
+  it('after a clean stop, checks no blob at start-up; a blob gone since is a miss and its row is dropped', async () => {
+    const cacheDir = tempCacheDir();
+    {
+      const { store } = await openStore(cacheDir);
+      await put(store, '501', randomBytes(3000));
+      await put(store, '502', randomBytes(3000));
+      await store.close();
+    }
+    fs.writeFileSync(path.join(cacheDir, 'tmp', '999.abc.part'), 'half an upload');
+    fs.rmSync(blobFile(cacheDir, '501'));
+
+    const { store } = await openStore(cacheDir);
+    expect(store.recovery).toMatchObject({ fullCheck: false, tempFilesRemoved: 1, rowsDropped: 0, entries: 2 });
+    // The marker is gone while the store is open: a crash now means a full check next time.
+    expect(fs.existsSync(path.join(cacheDir, 'clean-stop'))).toBe(false);
+    expect(await read(store, '501')).toBeUndefined();
+    expect(store.usage()).toMatchObject({ usedBytes: 3000, entries: 1 });
   });
 
   it('refuses a non-empty directory that is not a cache, and touches nothing in it', async () => {

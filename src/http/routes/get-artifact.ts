@@ -48,9 +48,15 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs }: GetAr
       await artifact.release();
       return new Response(null, { status: 200, headers });
     }
-    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead.
+    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead; a small
+    // artifact already in memory goes out in one write.
     const outgoing = c.env.outgoing;
     outgoing.writeHead(200, headers);
+    if (artifact.bytes) {
+      outgoing.end(artifact.bytes);
+      await artifact.release();
+      return RESPONSE_ALREADY_SENT;
+    }
     pipeline(artifact.stream(), outgoing)
       .catch((error) => {
         // The client went away, or the read failed mid-stream (the socket is closed, so Nx
