@@ -64,13 +64,18 @@ async function stopAll() {
   daemons.clear();
 }
 
+const incomplete = [];
 /** One timed run from a clean Nx state; checks what Nx did. */
 async function timedRun(label, daemon, expect) {
   await clearLocalNxState(ws);
   const r = await runNx(ws, { server: daemon?.url, token: daemon?.token, timeoutMs: 600_000 });
   if (r.exitCode !== 0) throw new Error(`${label}: nx exited ${r.exitCode}\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
   const got = expect === 'executed' ? r.executed.length : r.remoteHits.length;
-  if (got !== projectCount) throw new Error(`${label}: expected ${projectCount} tasks ${expect}, got ${got} (executed ${r.executed.length}, remote hits ${r.remoteHits.length})`);
+  if (got !== projectCount) {
+    // Kept, and reported: e.g. a read-through that hit its deadline under load makes later misses skip S3 for 15 s.
+    incomplete.push(`${label}: ${got} of ${projectCount} tasks ${expect === 'executed' ? 'ran' : 'were remote hits'} (executed ${r.executed.length}, remote hits ${r.remoteHits.length})`);
+    process.stderr.write(`  WARNING ${incomplete.at(-1)}\n`);
+  }
   return r.durationMs / 1000;
 }
 
@@ -134,5 +139,6 @@ report({
       table(['S3 latency', ...variants.map(([, label]) => label)], rows),
   ],
   command: 'npm run bench:nx',
+  notes: incomplete.length ? ['Runs where Nx did not do what the column says (their times are included above):', ...incomplete.map((line) => `- ${line}`)] : [],
 });
 finishGoals();

@@ -3,10 +3,10 @@
 // bytes to the same file system (the physical floor), with the S3 server healthy, slowed by
 // 100 ms per request (a latency proxy on loopback in front of it), and stopped. The
 // write-through baseline (--write-through: S3 on the request path, as other Nx S3 caches do) is
-// measured alongside. Batches alternate raw / daemon / write-through, order rotating per round.
+// measured alongside. Batches alternate raw / publish / daemon / write-through, order rotating per round.
 // Usage: npm run bench:put [-- --quick]
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import {
   quick, KiB, MiB, sizeLabel, median, percentile, num, table, report, goal, finishGoals,
@@ -44,6 +44,26 @@ function rawWrite(bytes) {
   return ms;
 }
 
+/** The floor for a durable publish (what the daemon does): write+fsync a temp file, rename it, fsync the directory. */
+function rawPublish(bytes) {
+  const dir = path.join(temp.dir, 'publish');
+  mkdirSync(dir, { recursive: true });
+  const name = newHash();
+  const file = path.join(dir, `${name}.part`);
+  const started = performance.now();
+  const fd = openSync(file, 'wx');
+  for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(file, path.join(dir, name));
+  const dirFd = openSync(dir, 'r');
+  fsyncSync(dirFd);
+  closeSync(dirFd);
+  const ms = performance.now() - started;
+  rmSync(path.join(dir, name));
+  return ms;
+}
+
 async function putBatch(target, size, count) {
   const ms = [];
   const statuses = {};
@@ -62,12 +82,13 @@ try {
     await proxy.settled();
     for (const size of sizes) {
       const count = perBatch(size);
-      const r = { phase: phase.name, size, raw: [], daemon: [], writeThrough: [], daemonStatuses: {}, wtStatuses: {} };
+      const r = { phase: phase.name, size, raw: [], publish: [], daemon: [], writeThrough: [], daemonStatuses: {}, wtStatuses: {} };
       rawWrite(randomBytes(size)); // warm-up
       await putBatch(daemon, size, 2);
       for (let round = 0; round < rounds; round++) {
         const steps = [
           async () => { for (let i = 0; i < count; i++) r.raw.push(rawWrite(randomBytes(size))); },
+          async () => { for (let i = 0; i < count; i++) r.publish.push(rawPublish(randomBytes(size))); },
           async () => { const b = await putBatch(daemon, size, count); r.daemon.push(...b.ms); for (const [k, v] of Object.entries(b.statuses)) r.daemonStatuses[k] = (r.daemonStatuses[k] ?? 0) + v; },
           async () => { const b = await putBatch(writeThrough, size, Math.ceil(count / 2)); r.writeThrough.push(...b.ms); for (const [k, v] of Object.entries(b.statuses)) r.wtStatuses[k] = (r.wtStatuses[k] ?? 0) + v; },
         ];
@@ -94,14 +115,15 @@ const rows = results.map((r) => {
   if (r.phase === 'healthy') goal(`PUT ≥ 0.7× raw disk (p50) at ${sizeLabel(r.size)}: ${num(vsRaw, 2)}×`, vsRaw >= 0.7);
   // "Unaffected": the p50 moves by less than a quarter (noise on this machine is of that order).
   else goal(`PUT p50 with S3 ${r.phase} within 1.25× of healthy at ${sizeLabel(r.size)}: ${num(vsHealthy, 2)}×`, vsHealthy <= 1.25);
-  return [r.phase, sizeLabel(r.size), pq(r.raw), pq(r.daemon), `**${num(vsRaw, 2)}×**`, `${num(vsHealthy, 2)}×`, statusText(r.daemonStatuses), pq(r.writeThrough), statusText(r.wtStatuses)];
+  return [r.phase, sizeLabel(r.size), pq(r.raw), pq(r.publish), pq(r.daemon), `**${num(vsRaw, 2)}×**`, `${num(median(r.publish) / median(r.daemon), 2)}×`, `${num(vsHealthy, 2)}×`, statusText(r.daemonStatuses), pq(r.writeThrough), statusText(r.wtStatuses)];
 });
 report({
   title: 'PUT acknowledgement vs raw write+fsync; S3 healthy, slowed, stopped',
   tables: [
-    `${rounds} rounds per row, alternating raw / daemon / write-through; sequential PUTs of fresh hashes (one client, as Nx awaits each PUT). p50 / p99 in ms. ` +
-      `"vs raw" = raw p50 ÷ daemon p50 (1.0× = as fast as the disk allows); "vs healthy" = daemon p50 ÷ its p50 with S3 healthy.\n\n` +
-      table(['S3', 'size', 'raw write+fsync', 'daemon PUT', 'vs raw', 'vs healthy', 'daemon answers', 'write-through PUT', 'write-through answers'], rows),
+    `${rounds} rounds per row, alternating raw / raw publish / daemon / write-through; sequential PUTs of fresh hashes (one client, as Nx awaits each PUT). p50 / p99 in ms. ` +
+      `"vs raw" = raw write+fsync p50 ÷ daemon p50 (1.0× = as fast as the disk allows); "raw durable publish" adds what a crash-safe store needs ` +
+      `(write+fsync a temp file, rename, fsync the directory), "vs publish" compares with that; "vs healthy" = daemon p50 ÷ its p50 with S3 healthy.\n\n` +
+      table(['S3', 'size', 'raw write+fsync', 'raw durable publish', 'daemon PUT', 'vs raw', 'vs publish', 'vs healthy', 'daemon answers', 'write-through PUT', 'write-through answers'], rows),
   ],
   command: 'npm run bench:put',
 });
