@@ -14,7 +14,7 @@ requireWrk();
 const sizes = [1 * KiB, 64 * KiB, 1 * MiB, 16 * MiB, 128 * MiB];
 const concurrencies = [1, 16];
 const rounds = quick ? 1 : 3;
-const seconds = quick ? 1 : 3;
+const seconds = quick ? 1 : 2;
 const target = 0.8;
 
 const temp = makeTempDir('nx-s3-sidecar-bench-get-');

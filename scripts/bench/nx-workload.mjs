@@ -18,7 +18,7 @@ import {
 const projectCount = quick ? 20 : 50;
 const layerWidth = quick ? 5 : 10;
 const latencies = quick ? [0, 100] : [0, 20, 100];
-const rounds = quick ? 1 : 3;
+const rounds = quick ? 1 : 2;
 const outputSizes = [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB];
 
 const temp = makeTempDir('nx-s3-sidecar-bench-nx-');
