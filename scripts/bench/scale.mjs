@@ -5,7 +5,7 @@
 // daemon's RSS while a 2 GiB artifact streams in and out (against its idle RSS).
 // Usage: npm run bench:scale [-- --quick]
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
@@ -15,6 +15,7 @@ import {
   quick, KiB, MiB, GiB, sizeLabel, span, median, percentile, num, table, report, goal, finishGoals,
   startDaemonProcess, makeTempDir, request, rssOf, resetPeakRss,
 } from './lib/common.mjs';
+import { walkBlobs } from './lib/blob-walk.mjs';
 
 const bigIndex = quick ? 100_000 : 1_000_000;
 const smallIndex = 1_000;
@@ -46,17 +47,6 @@ async function populate(name, entries) {
   })();
   db.close();
   return { cacheDir, layout };
-}
-
-function walk(blobsDir) {
-  let files = 0;
-  for (const shard of readdirSync(blobsDir)) {
-    for (const name of readdirSync(path.join(blobsDir, shard))) {
-      lstatSync(path.join(blobsDir, shard, name));
-      files++;
-    }
-  }
-  return files;
 }
 
 /** Removes the clean-stop marker if this version writes one: the next open is a crash recovery. */
@@ -91,11 +81,11 @@ process.stderr.write(`  populated ${bigIndex.toLocaleString('en-US')} entries in
 
 // Start-up: after a clean stop, after a crash (full check of every blob), bare walk.
 const startup = { clean: [], crash: [], walk: [] };
-walk(big.layout.blobsDir);
+walkBlobs(big.layout.blobsDir);
 await timeOpen(big.cacheDir, bigIndex);
 for (let round = 0; round < rounds; round++) {
   let t = performance.now();
-  walk(big.layout.blobsDir);
+  walkBlobs(big.layout.blobsDir);
   startup.walk.push(performance.now() - t);
   startup.clean.push(await timeOpen(big.cacheDir, bigIndex));
   simulateCrash(big.layout);
