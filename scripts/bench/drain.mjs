@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { s3ClientFor } from '../../test/helpers/s3rver.ts';
 import {
   quick, KiB, MiB, span, median, num, table, report, finishGoals,
-  startDaemonProcess, startS3rver, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
+  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
 } from './lib/common.mjs';
 
 const concurrencies = [1, 4, 16];
@@ -22,7 +22,7 @@ const artifactSizes = Array.from({ length: quick ? 60 : 150 }, (_, i) => [16 * K
 const totalMiB = artifactSizes.reduce((a, b) => a + b, 0) / MiB;
 
 const temp = makeTempDir('nx-s3-sidecar-bench-drain-');
-const s3 = await startS3rver();
+const s3 = await startBenchS3();
 const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
 const client = s3ClientFor(s3);
 const bodies = artifactSizes.map((size) => randomBytes(size));

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createNxWorkspace, runNx, clearLocalNxState, removeWorkspace } from '../../test/helpers/nx-workspace.ts';
 import {
   quick, KiB, MiB, span, median, num, table, report, goal, finishGoals,
-  startDaemonProcess, startS3rver, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, waitForEmptyOutbox,
+  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, waitForEmptyOutbox,
 } from './lib/common.mjs';
 
 const projectCount = quick ? 20 : 50;
@@ -45,7 +45,7 @@ const newSalt = async () => {
   return salt;
 };
 
-const s3 = await startS3rver();
+const s3 = await startBenchS3();
 const proxy = await startFaultProxy({ host: '127.0.0.1', port: s3.port });
 const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
 let daemonCounter = 0;

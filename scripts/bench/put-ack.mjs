@@ -10,7 +10,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSyn
 import path from 'node:path';
 import {
   quick, KiB, MiB, sizeLabel, median, percentile, num, table, report, goal, finishGoals,
-  startDaemonProcess, startS3rver, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash,
+  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash,
 } from './lib/common.mjs';
 
 const sizes = [64 * KiB, 1 * MiB, 16 * MiB];
@@ -23,7 +23,7 @@ const phases = [
 ];
 
 const temp = makeTempDir('nx-s3-sidecar-bench-put-');
-const s3 = await startS3rver();
+const s3 = await startBenchS3();
 const proxy = await startFaultProxy({ host: '127.0.0.1', port: s3.port });
 const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
 const start = async (name, extra) =>

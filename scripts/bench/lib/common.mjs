@@ -3,13 +3,29 @@
 // every figure is a ratio against a reference measured alternately in the same run.
 import http from 'node:http';
 import os from 'node:os';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 export { startDaemonProcess, repoRoot } from '../../../test/helpers/daemon-process.ts';
-export { startS3rver } from '../../../test/helpers/s3rver.ts';
+import { startS3rver } from '../../../test/helpers/s3rver.ts';
 export { startFaultProxy } from '../../../test/helpers/fault-proxy.ts';
 export { makeTempDir } from '../../../test/helpers/temp-dir.ts';
 export { s3Env } from '../../../test/helpers/s3-tier.ts';
+
+/**
+ * s3rver with its data on tmpfs (/dev/shm) where there is one. Real S3's disk is not the daemon's:
+ * on one ext4 file system, every fsync of the daemon would also flush the S3 server's writes
+ * (one journal), charging S3's work to the daemon's PUTs. Its CPU still competes for the same cores.
+ */
+export async function startBenchS3() {
+  const saved = process.env.TMPDIR;
+  if (existsSync('/dev/shm')) process.env.TMPDIR = '/dev/shm';
+  try {
+    return await startS3rver();
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+}
 
 /** `--quick` (or BENCH_QUICK=1): fewer rounds and shorter runs, for a smoke test of the harness. */
 export const quick = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
@@ -67,7 +83,7 @@ export function report({ title, tables, command, notes = [] }) {
   console.log(`\n### ${title}\n`);
   console.log(`${machine()}${quick ? ' — QUICK run (fewer rounds; not for the record)' : ''}\n`);
   for (const t of tables) console.log(t + '\n');
-  console.log(`Reproduce: \`${command}${quick ? ' --quick' : ''}\`\n`);
+  console.log(`Reproduce: \`${command}${quick ? ' -- --quick' : ''}\`\n`);
   for (const n of notes) console.log(n);
 }
 
@@ -104,8 +120,13 @@ export function resetPeakRss(pid) {
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
-/** One request with a Buffer (or stream) body; resolves { status, body: Buffer, ms }. */
-export function request(url, { method = 'GET', headers = {}, body } = {}) {
+/**
+ * One request with a Buffer (or stream) body; resolves { status, body: Buffer, ms }. A pooled
+ * keep-alive connection the server closed just as it was reused (EPIPE, ECONNRESET) is retried
+ * once on a new one, as HTTP clients do (Nx's too); only the attempt that answered is timed.
+ */
+export function request(url, options = {}, retried = false) {
+  const { method = 'GET', headers = {}, body } = options;
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const req = http.request(url, { method, headers, agent }, (res) => {
@@ -114,7 +135,11 @@ export function request(url, { method = 'GET', headers = {}, body } = {}) {
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks), ms: performance.now() - started }));
       res.on('error', reject);
     });
-    req.on('error', reject);
+    req.on('error', (error) => {
+      const stale = req.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
+      if (stale && !retried && (body === undefined || Buffer.isBuffer(body))) resolve(request(url, options, true));
+      else reject(error);
+    });
     if (body === undefined) req.end();
     else if (Buffer.isBuffer(body)) req.end(body);
     else body.pipe(req);

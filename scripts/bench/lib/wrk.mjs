@@ -1,7 +1,7 @@
 // wrk from Debian as the load generator for both nginx and the daemon (same client, fair ratio).
 // A Lua `done` hook prints the exact totals and latency percentiles as one JSON line.
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -27,6 +27,7 @@ export function runWrk(url, { connections, seconds, headers = {} }) {
   if (!scriptFile) {
     scriptFile = path.join(os.tmpdir(), `nx-s3-sidecar-bench-wrk-${process.pid}.lua`);
     writeFileSync(scriptFile, DONE_SCRIPT);
+    process.once('exit', () => rmSync(scriptFile, { force: true }));
   }
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '60s', '-s', scriptFile];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
