@@ -11,7 +11,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import { s3ClientFor } from '../../test/helpers/s3rver.ts';
 import {
-  quick, KiB, MiB, span, median, num, table, report, finishGoals,
+  quick, KiB, MiB, span, median, num, table, report, done,
   startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
 } from './lib/common.mjs';
 
@@ -107,4 +107,4 @@ report({
   ],
   command: 'npm run bench:drain',
 });
-finishGoals();
+done();

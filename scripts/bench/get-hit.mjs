@@ -5,7 +5,7 @@
 // Usage: npm run bench:get [-- --quick]
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { quick, KiB, MiB, sizeLabel, span, median, num, table, report, goal, finishGoals, startDaemonProcess, makeTempDir, putArtifact, newHash } from './lib/common.mjs';
+import { quick, KiB, MiB, sizeLabel, span, median, num, table, report, goal, done, startDaemonProcess, makeTempDir, putArtifact, newHash } from './lib/common.mjs';
 import { startNginx, requireNginx } from './lib/nginx.mjs';
 import { runWrk, requireWrk } from './lib/wrk.mjs';
 
@@ -83,4 +83,4 @@ report({
   ],
   command: 'npm run bench:get',
 });
-finishGoals();
+done();

@@ -11,7 +11,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createNxWorkspace, runNx, clearLocalNxState, removeWorkspace } from '../../test/helpers/nx-workspace.ts';
 import {
-  quick, KiB, MiB, span, median, num, table, report, goal, finishGoals,
+  quick, KiB, MiB, span, median, num, table, report, goal, done,
   startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, waitForEmptyOutbox,
 } from './lib/common.mjs';
 
@@ -141,4 +141,4 @@ report({
   command: 'npm run bench:nx',
   notes: incomplete.length ? ['Runs where Nx did not do what the column says (their times are included above):', ...incomplete.map((line) => `- ${line}`)] : [],
 });
-finishGoals();
+done();

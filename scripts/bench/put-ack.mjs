@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import {
-  quick, KiB, MiB, sizeLabel, median, percentile, num, table, report, goal, finishGoals,
+  quick, KiB, MiB, sizeLabel, median, percentile, num, table, report, goal, done,
   startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash,
 } from './lib/common.mjs';
 
@@ -127,4 +127,4 @@ report({
   ],
   command: 'npm run bench:put',
 });
-finishGoals();
+done();

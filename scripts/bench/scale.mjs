@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { LocalStore, cacheDirLayout } from '../../dist/store/index.js';
 import { createLogger } from '../../dist/log.js';
 import {
-  quick, KiB, MiB, GiB, sizeLabel, span, median, percentile, num, table, report, goal, finishGoals,
+  quick, KiB, MiB, GiB, sizeLabel, span, median, percentile, num, table, report, goal, done,
   startDaemonProcess, makeTempDir, request, rssOf, resetPeakRss,
 } from './lib/common.mjs';
 import { walkBlobs } from './lib/blob-walk.mjs';
@@ -206,4 +206,4 @@ report({
   ],
   command: 'npm run bench:scale',
 });
-finishGoals();
+done();

@@ -99,6 +99,12 @@ export function finishGoals() {
   if (goals.some((g) => !g.met)) process.exitCode = 1;
 }
 
+/** Ends a part once its report is out: whatever a stopped server left pending must not keep it alive. */
+export function done() {
+  finishGoals();
+  process.exit(process.exitCode ?? 0);
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Peak and current resident set size of a process, in bytes (Linux /proc). */
