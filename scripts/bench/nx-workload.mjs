@@ -129,7 +129,9 @@ for (const [latencyMs, t] of results) {
   const m = (k) => median(t[k]);
   rows.push([`${latencyMs} ms`, ...variants.map(([k]) => span(t[k], 1))]);
   rows.push([`… ÷ no remote cache`, ...variants.map(([k]) => `${num(m(k) / m('none'), 2)}×`)]);
-  goal(`daemon build not slowed by S3 latency at ${latencyMs} ms (≤ 1.15× of the build without a remote cache): ${num(m('daemonBuild') / m('none'), 2)}×`, m('daemonBuild') / m('none') <= 1.15);
+  // Builds never wait on the network: the daemon's build with S3 latency is no slower than with none.
+  const atZero = median(results.get(latencies[0]).daemonBuild);
+  if (latencyMs !== latencies[0]) goal(`daemon build at ${latencyMs} ms of S3 latency within 1.15× of its build at ${latencies[0]} ms: ${num(m('daemonBuild') / atZero, 2)}×`, m('daemonBuild') / atZero <= 1.15);
 }
 report({
   title: `A real Nx workload: nx run-many -t build, ${projectCount} projects (${projectCount / layerWidth} layers), ${num(totalOutputMiB, 0)} MiB of outputs`,
