@@ -65,6 +65,21 @@ describe('LRU eviction', () => {
     expect(store.usage()).toMatchObject({ usedBytes: 9000, entries: 4 });
   });
 
+  it('enforces a budget lowered while a pass is just finishing (the request is not lost)', async () => {
+    const cacheDir = tempCacheDir();
+    {
+      const { store } = await openStore(cacheDir);
+      for (const hash of ['111', '112', '113', '114']) await put(store, hash, randomBytes(2000));
+      await store.close();
+    }
+    // Opening schedules a pass (under budget, it ends at once); lower the budget before it has settled.
+    const store = await LocalStore.open({ cacheDir, maxSizeBytes: 1e9, verifyReads: true, logger: createLogger('error', () => {}) });
+    cleanups.push(() => store.close());
+    store.setBudget(7000);
+    await store.evict();
+    expect(store.usage().usedBytes).toBeLessThanOrEqual(7000);
+  });
+
   it('never evicts an artifact that waits in the outbox', async () => {
     const cacheDir = tempCacheDir();
     const { store, logLines } = await openStore(cacheDir, 5000);
