@@ -58,7 +58,9 @@ Options (each also read from the environment variable shown; a flag wins):
   --read-only-token TOKEN   optional token that may only read                 ${envVarFor('read-only-token')}
   --log-level LEVEL         debug | info | warn | error (default info)        ${envVarFor('log-level')}
   --idle-timeout SECONDS    close connections idle this long (default 30)     ${envVarFor('idle-timeout')}
-  --verify-reads BOOL       checksum each artifact before serving (default true) ${envVarFor('verify-reads')}
+  --verify-reads WHEN       changed | always | off: hash a blob before serving it on its
+                            first read and after its file changed, on every read, or
+                            never (default changed)                            ${envVarFor('verify-reads')}
 
 S3 tier (nx.json's "s3" block is read from --workspace; these override it):
   --workspace DIR           where nx.json is (default: the current directory)  ${envVarFor('workspace')}
@@ -76,6 +78,7 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
   --checksums POLICY        when-required | when-supported (default when-required
                             with --endpoint, when-supported on AWS)            ${envVarFor('checksums')}
   --profile NAME            AWS profile for the shared config files            ${envVarFor('profile')}
+  --write-through BOOL      benchmark baseline: a PUT waits for its S3 upload (default false) ${envVarFor('write-through')}
   --plugin-objects POLICY   read | ignore: on a miss, also look for the artifact where
                             @nx/s3-cache stored it (default read)              ${envVarFor('plugin-objects')}
 

@@ -206,6 +206,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       maxArtifactBytes: () => config.maxArtifactBytes,
       readThrough: () => tier.readThrough,
       uploader: () => tier.uploader,
+      writeThrough: () => config.s3?.writeThrough ?? false,
       statusReport: status,
       metrics,
       activity,

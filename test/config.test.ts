@@ -108,6 +108,16 @@ describe('precedence: nx.json < config file < environment < flags', () => {
     expect(() => resolve({ NX_S3_SIDECAR_UPLOAD_CONCURRENCY: '0' }, base)).toThrow(/NX_S3_SIDECAR_UPLOAD_CONCURRENCY: "0" must be a whole number from 1 to 64/);
   });
 
+  it('reads --verify-reads as changed (the default), always or off; true and false keep their old meaning', () => {
+    const ws = workspace({ s3: { bucket: 'b-1' } });
+    const base = { workspace: ws.dir };
+    expect(resolve({}, base).verifyReads).toBe('changed');
+    expect(resolve({ NX_S3_SIDECAR_VERIFY_READS: 'always' }, base).verifyReads).toBe('always');
+    expect(resolve({}, { ...base, 'verify-reads': 'true' }).verifyReads).toBe('always');
+    expect(resolve({}, { ...base, 'verify-reads': 'false' }).verifyReads).toBe('off');
+    expect(() => resolve({}, { ...base, 'verify-reads': 'sometimes' })).toThrow(/--verify-reads: "sometimes" is not one of changed, always, off/);
+  });
+
   it('takes the mode from --mode, then NX_POWERPACK_CACHE_MODE, then the config file, then nx.json', () => {
     const ws = workspace({ s3: { bucket: 'b-1', localMode: 'read-only' } }, { mode: 'no-cache' });
     expect(resolve({}, { workspace: ws.dir })).toMatchObject({ mode: 'read-only', modeSource: expect.stringMatching(/s3\.localMode$/) });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LocalStore, CacheDirBusyError, LocalStoreOpenError } from '../src/store/index.js';
+import { LocalStore, CacheDirBusyError, LocalStoreOpenError, type VerifyReadsPolicy } from '../src/store/index.js';
 import { createLogger } from '../src/log.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
@@ -23,9 +23,9 @@ function tempCacheDir(): string {
   return path.join(temp.dir, 'cache');
 }
 
-async function openStore(cacheDir: string, maxSizeBytes = 1024 * 1024 * 1024) {
+async function openStore(cacheDir: string, maxSizeBytes = 1024 * 1024 * 1024, verifyReads: VerifyReadsPolicy = 'always') {
   const logLines: string[] = [];
-  const store = await LocalStore.open({ cacheDir, maxSizeBytes, verifyReads: true, logger: createLogger('debug', (l) => logLines.push(l)) });
+  const store = await LocalStore.open({ cacheDir, maxSizeBytes, verifyReads, logger: createLogger('debug', (l) => logLines.push(l)) });
   cleanups.push(() => store.close());
   return { store, logLines };
 }
@@ -45,6 +45,42 @@ async function read(store: LocalStore, hash: string): Promise<Buffer | undefined
 
 const blobFile = (cacheDir: string, hash: string) => path.join(cacheDir, 'blobs', hash.slice(-2), hash);
 
+describe('--verify-reads', () => {
+  /** Overwrites one byte of the blob in place: same size, same inode. */
+  function flipByte(cacheDir: string, hash: string, at: number) {
+    const fd = fs.openSync(blobFile(cacheDir, hash), 'r+');
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, at);
+    byte[0] ^= 0xff;
+    fs.writeSync(fd, byte, 0, 1, at);
+    fs.closeSync(fd);
+  }
+
+  for (const [label, bytes] of [['small', randomBytes(4096)], ['large', randomBytes(3 * 1024 * 1024)]] as const) {
+    it(`changed: a ${label} blob written to after its verified read is hashed again and dropped`, async () => {
+      const cacheDir = tempCacheDir();
+      const { store, logLines } = await openStore(cacheDir, undefined, 'changed');
+      await put(store, '1001', bytes);
+      expect((await read(store, '1001'))!.equals(bytes)).toBe(true);
+      expect((await read(store, '1001'))!.equals(bytes)).toBe(true);
+      flipByte(cacheDir, '1001', 100);
+      expect(await read(store, '1001')).toBeUndefined();
+      expect(logLines.join('')).toMatch(/checksum does not match/);
+    });
+  }
+
+  it('off: a blob is served without hashing (its size is still checked)', async () => {
+    const cacheDir = tempCacheDir();
+    const { store } = await openStore(cacheDir, undefined, 'off');
+    const bytes = randomBytes(4096);
+    await put(store, '1003', bytes);
+    flipByte(cacheDir, '1003', 0);
+    expect((await read(store, '1003'))!.equals(bytes)).toBe(false);
+    fs.truncateSync(blobFile(cacheDir, '1003'), 100);
+    expect(await read(store, '1003')).toBeUndefined();
+  });
+});
+
 describe('LRU eviction', () => {
   it('evicts the least recently used artifacts first once usage passes the budget', async () => {
     const cacheDir = tempCacheDir();
@@ -63,6 +99,21 @@ describe('LRU eviction', () => {
     expect(present).toEqual(['101', '103', '104', '105']);
     expect(await store.open('102')).toBeUndefined();
     expect(store.usage()).toMatchObject({ usedBytes: 9000, entries: 4 });
+  });
+
+  it('enforces a budget lowered while a pass is just finishing (the request is not lost)', async () => {
+    const cacheDir = tempCacheDir();
+    {
+      const { store } = await openStore(cacheDir);
+      for (const hash of ['111', '112', '113', '114']) await put(store, hash, randomBytes(2000));
+      await store.close();
+    }
+    // Opening schedules a pass (under budget, it ends at once); lower the budget before it has settled.
+    const store = await LocalStore.open({ cacheDir, maxSizeBytes: 1e9, verifyReads: 'always', logger: createLogger('error', () => {}) });
+    cleanups.push(() => store.close());
+    store.setBudget(7000);
+    await store.evict();
+    expect(store.usage().usedBytes).toBeLessThanOrEqual(7000);
   });
 
   it('never evicts an artifact that waits in the outbox', async () => {
@@ -133,6 +184,7 @@ describe('start-up recovery', () => {
       for (const [hash, body] of bodies) await put(store, hash, body);
       await store.close();
     }
+    fs.rmSync(path.join(cacheDir, 'clean-stop')); // as after a crash: close() wrote it
     fs.writeFileSync(path.join(cacheDir, 'tmp', '999.abc.part'), 'half an upload');
     fs.rmSync(blobFile(cacheDir, '401')); // row without file
     fs.truncateSync(blobFile(cacheDir, '402'), 10); // wrong size
@@ -153,11 +205,30 @@ describe('start-up recovery', () => {
     expect(logLines.join('')).toMatch(/recovered the cache directory/);
   });
 
+  it('after a clean stop, checks no blob at start-up; a blob gone since is a miss and its row is dropped', async () => {
+    const cacheDir = tempCacheDir();
+    {
+      const { store } = await openStore(cacheDir);
+      await put(store, '501', randomBytes(3000));
+      await put(store, '502', randomBytes(3000));
+      await store.close();
+    }
+    fs.writeFileSync(path.join(cacheDir, 'tmp', '999.abc.part'), 'half an upload');
+    fs.rmSync(blobFile(cacheDir, '501'));
+
+    const { store } = await openStore(cacheDir);
+    expect(store.recovery).toMatchObject({ fullCheck: false, tempFilesRemoved: 1, rowsDropped: 0, entries: 2 });
+    // The marker is gone while the store is open: a crash now means a full check next time.
+    expect(fs.existsSync(path.join(cacheDir, 'clean-stop'))).toBe(false);
+    expect(await read(store, '501')).toBeUndefined();
+    expect(store.usage()).toMatchObject({ usedBytes: 3000, entries: 1 });
+  });
+
   it('refuses a non-empty directory that is not a cache, and touches nothing in it', async () => {
     const temp = makeTempDir();
     cleanups.push(temp.remove);
     fs.writeFileSync(path.join(temp.dir, 'my-notes.txt'), 'precious');
-    await expect(LocalStore.open({ cacheDir: temp.dir, maxSizeBytes: 1e9, verifyReads: true, logger: createLogger('error', () => {}) })).rejects.toThrow(
+    await expect(LocalStore.open({ cacheDir: temp.dir, maxSizeBytes: 1e9, verifyReads: 'always', logger: createLogger('error', () => {}) })).rejects.toThrow(
       LocalStoreOpenError,
     );
     expect(fs.readdirSync(temp.dir)).toEqual(['my-notes.txt']);

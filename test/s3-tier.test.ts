@@ -167,6 +167,31 @@ describe('write-behind', () => {
   }, 120_000);
 });
 
+describe('write-through (the benchmark baseline: S3 on the request path)', () => {
+  it('answers a PUT only once the object is in the bucket', async () => {
+    const bucket = await server.createBucket('write-through');
+    // Each S3 request takes 200 ms longer: an upload in the background could not have finished yet.
+    const slow = await proxy();
+    slow.setMode({ kind: 'delay', ms: 200 });
+    const d = await daemon(s3Flags(slow.endpoint, bucket, { 'write-through': 'true' }));
+    const hash = newHash();
+    const body = randomBytes(200_000);
+    expect((await putArtifact(d, hash, body)).status).toBe(200);
+    expect((await readObject(s3, bucket, hash))?.equals(body)).toBe(true);
+  });
+
+  it('answers 403 (the build goes on) when the upload fails, and keeps the artifact for a later upload', async () => {
+    const bucket = await server.createBucket('write-through-down');
+    const faults = await proxy();
+    faults.setMode({ kind: 'refuse' });
+    await faults.settled();
+    const d = await daemon(s3Flags(faults.endpoint, bucket, { 'write-through': 'true' }));
+    const hash = newHash();
+    expect((await putArtifact(d, hash, randomBytes(1000))).status).toBe(403);
+    expect((await status(d)).outbox.entries).toBe(1);
+  });
+});
+
 describe('read-through', () => {
   it("serves machine A's artifacts on machine B, and keeps them locally", async () => {
     const bucket = await server.createBucket('shared');

@@ -126,7 +126,7 @@ describe('keygen', () => {
 
 describe('the local tier kept apart by zone', () => {
   async function openStore(cacheDir: string, adoptedZone?: string) {
-    const store = await LocalStore.open({ cacheDir, maxSizeBytes: 1024 ** 3, verifyReads: true, logger: createLogger('error', () => {}), adoptedZone });
+    const store = await LocalStore.open({ cacheDir, maxSizeBytes: 1024 ** 3, verifyReads: 'always', logger: createLogger('error', () => {}), adoptedZone });
     cleanups.push(() => store.close());
     return store;
   }

@@ -16,6 +16,7 @@ import { logLevels, type LogLevel } from '../log.js';
 import { Secret } from './secret.js';
 import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
 import { readFileSync } from 'node:fs';
+import type { VerifyReadsPolicy } from '../store/index.js';
 import { createPublicKey } from 'node:crypto';
 import { parseSigningKey, parseVerifyKey, type SigningKey, type VerifyKey } from '../remote/object-signature.js';
 
@@ -45,6 +46,11 @@ export interface S3Config {
   readTimeoutMs: number;
   /** How uploads keep the first writer's object: see ConditionalWritesPolicy. */
   conditionalWrites: ConditionalWritesPolicy;
+  /**
+   * Benchmark baseline only (off by default): a PUT answers once the artifact is in S3, as in
+   * the design other Nx S3 caches use (S3 on the request path). See BENCHMARKS.md.
+   */
+  writeThrough: boolean;
 }
 
 export interface DaemonConfig {
@@ -62,8 +68,8 @@ export interface DaemonConfig {
   logLevel: LogLevel;
   /** A connection that sends or receives nothing for this long is closed (stalled clients). */
   idleTimeoutMs: number;
-  /** Hash every artifact before serving it, so a corrupted file is a miss, never a broken build. */
-  verifyReads: boolean;
+  /** When a blob is hashed before it is served, so a corrupted file is a miss, never a broken build. */
+  verifyReads: VerifyReadsPolicy;
   /** What the S3 tier may do: upload and read (read-write), only read (read-only), nothing (no-cache). */
   mode: CacheMode;
   /** Where the mode came from, for the start-up line and `status`. */
@@ -135,6 +141,7 @@ export const configKeys = [
   'signing-key',
   'verify-keys',
   'require-signatures',
+  'write-through',
 ] as const;
 export type ConfigKey = (typeof configKeys)[number];
 
@@ -322,6 +329,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
       // Without zones, uploads behave as they always did (HEAD-then-PUT) unless asked.
       conditionalWrites: oneOf<ConditionalWritesPolicy>('conditional-writes', ['auto', 'on', 'off'], zones ? 'auto' : 'off'),
+      writeThrough: boolean('write-through', false),
     };
     if (zones && s3.pluginObjects === 'read') {
       throw new ConfigError(
@@ -344,7 +352,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     readOnlyToken,
     logLevel: oneOf<LogLevel>('log-level', logLevels, 'info'),
     idleTimeoutMs: duration('idle-timeout', 30_000, 's', 1000, 3_600_000),
-    verifyReads: boolean('verify-reads', true),
+    // true and false, the values before `changed` existed, keep their meaning.
+    verifyReads: oneOf<VerifyReadsPolicy | 'true' | 'false'>('verify-reads', ['changed', 'always', 'off', 'true', 'false'], 'changed').replace(/^true$/, 'always').replace(/^false$/, 'off') as VerifyReadsPolicy,
     mode,
     modeSource,
     s3,

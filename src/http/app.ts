@@ -32,6 +32,8 @@ export interface HttpAppDeps {
   maxArtifactBytes: () => number;
   readThrough: () => ReadThrough | undefined;
   uploader: () => Uploader | undefined;
+  /** Benchmark baseline: PUTs wait for their S3 upload (see put-artifact.ts). */
+  writeThrough?: () => boolean;
   statusReport: () => StatusReport;
   metrics: DaemonMetrics;
   /** Lookup outcomes and artifact bytes, for the metrics and the status page. */

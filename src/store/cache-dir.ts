@@ -6,6 +6,8 @@
  *   daemon.lock       exclusive lock held by the daemon that owns the directory
  *   daemon.pid        that daemon's pid (for messages and scripts)
  *   daemon.log        output of a daemon that `exec` started in the background
+ *   clean-stop        written when the daemon stopped cleanly (index and blobs agree); removed
+ *                     at start, so only a crash leaves it missing and makes recovery check every blob
  *   blobs/<xy>/<hash> artifact bytes; <xy> is the hash's last two characters, which spread
  *                     Nx's decimal hashes evenly (their leading digits do not)
  *   tmp/              bodies being received; anything here at start-up is a leftover
@@ -19,6 +21,7 @@ export interface CacheDirLayout {
   tokenFile: string;
   lockFile: string;
   pidFile: string;
+  cleanStopFile: string;
   blobsDir: string;
   tmpDir: string;
 }
@@ -30,6 +33,7 @@ export function cacheDirLayout(root: string): CacheDirLayout {
     tokenFile: path.join(root, 'token'),
     lockFile: path.join(root, 'daemon.lock'),
     pidFile: path.join(root, 'daemon.pid'),
+    cleanStopFile: path.join(root, 'clean-stop'),
     blobsDir: path.join(root, 'blobs'),
     tmpDir: path.join(root, 'tmp'),
   };

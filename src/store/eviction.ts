@@ -56,15 +56,20 @@ export class Evictor {
       return this.running;
     }
     this.running = (async () => {
-      let pass: EvictionPass;
-      do {
-        this.again = false;
-        pass = await this.evictOnce();
-      } while (this.again);
-      return pass;
-    })().finally(() => {
-      this.running = undefined;
-    });
+      try {
+        let pass: EvictionPass;
+        do {
+          this.again = false;
+          pass = await this.evictOnce();
+        } while (this.again);
+        return pass;
+      } finally {
+        // Cleared in the same step that saw no request for another pass: a schedule() arriving
+        // later starts a new pass. (Cleared in a .finally() callback, a microtask later, a request
+        // in between was lost — a budget lowered right as a pass ended was never enforced.)
+        this.running = undefined;
+      }
+    })();
     return this.running;
   }
 

@@ -1,4 +1,4 @@
-export { LocalStore, LocalStoreOpenError, type StoredArtifact, type LocalUsage, type EvictionTotals } from './local-store.js';
+export { LocalStore, LocalStoreOpenError, type StoredArtifact, type LocalUsage, type EvictionTotals, type VerifyReadsPolicy } from './local-store.js';
 export { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 export { CacheDirBusyError } from './dir-lock.js';
 export { isValidArtifactHash } from './artifact-hash.js';

@@ -6,15 +6,17 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { mkdirSync, readdirSync, existsSync, accessSync, constants as fsConstants } from 'node:fs';
+import {
+  mkdirSync, readdirSync, existsSync, accessSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
+} from 'node:fs';
 import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
 import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
-import { IndexDb, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
-import { publishBlob, receiveToTempFile, describeFsError, type BodyLength } from './blob-writer.js';
+import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
+import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
@@ -22,13 +24,21 @@ import { failpoint } from '../failpoints.js';
 export interface LocalStoreOptions {
   cacheDir: string;
   maxSizeBytes: number;
-  verifyReads: boolean;
+  /** When a blob is hashed before it is served: see VerifyReadsPolicy. */
+  verifyReads: VerifyReadsPolicy;
   logger: Logger;
   /** Blobs adopted at start-up (rows lost in a crash) are queued for upload too. */
   uploadsEnabled?: boolean;
   /** The zone label of artifacts recovery adopts (the zone this daemon's PUTs get); default ''. */
   adoptedZone?: string;
 }
+
+/**
+ * `always`: every read hashes the blob. `changed`: its first read does, and any read after its
+ * file changed (inode, size, mtime or ctime: every write, truncation or replacement changes
+ * one); only decay that bypasses the file system goes unseen. `off`: never (size still checked).
+ */
+export type VerifyReadsPolicy = 'always' | 'changed' | 'off';
 
 export interface PutOptions {
   /** Also write an outbox row, in the same transaction, so the artifact is uploaded. */
@@ -54,6 +64,8 @@ export interface StoredArtifact {
   sha256: string;
   /** The trust zone it came from ('' without zones). */
   zone: string;
+  /** The whole artifact, when it is small enough to have been read into memory. */
+  bytes?: Buffer;
   stream(): Readable;
   release(): Promise<void>;
 }
@@ -74,6 +86,8 @@ export interface LocalUsage {
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+// How many verified blobs are remembered (about 100 bytes each); the oldest are forgotten first.
+const VERIFIED_BLOBS_REMEMBERED = 100_000;
 
 export class LocalStoreOpenError extends Error {
   override name = 'LocalStoreOpenError';
@@ -81,6 +95,10 @@ export class LocalStoreOpenError extends Error {
 
 export class LocalStore {
   private readonly inFlightPuts = new Set<string>();
+  // Blobs whose checksum matched, by hash, with the identity of the file that was checked
+  // (inode, size, mtime, ctime). A blob is never rewritten in place, and any write, truncation
+  // or replacement changes that identity, so an unchanged file is not hashed again on every hit.
+  private readonly verifiedBlobs = new Map<string, string>();
   private readonly accessBatcher: AccessBatcher;
   private readonly evictor: Evictor;
   readonly evicted: EvictionTotals = { count: 0, bytes: 0 };
@@ -109,7 +127,8 @@ export class LocalStore {
       budgetBytes: () => this.options.maxSizeBytes,
       usedBytes: () => this.usedBytes,
       blobFile: (hash) => blobPath(layout, hash),
-      onEvicted: (_hash, sizeBytes) => {
+      onEvicted: (hash, sizeBytes) => {
+        this.verifiedBlobs.delete(hash);
         this.forget(sizeBytes);
         this.evicted.count++;
         this.evicted.bytes += sizeBytes;
@@ -127,7 +146,8 @@ export class LocalStore {
     let index: IndexDb | undefined;
     try {
       index = new IndexDb(layout.indexFile);
-      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone);
+      const cleanStop = takeCleanStopMarker(layout);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop);
       const store = new LocalStore(layout, index, options, releaseLock, recovery);
       store.scheduleEviction(); // the budget may have shrunk since the last run
       return store;
@@ -201,53 +221,67 @@ export class LocalStore {
     if (!row) return undefined;
     if (zones && !zones.has(row.zone)) return undefined;
     const file = blobPath(this.layout, hash);
+    const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file) : await this.openLarge(row, file);
+    if (artifact && touch) this.accessBatcher.record(hash);
+    return artifact;
+  }
+
+  /**
+   * Small artifacts (most of Nx's) are read whole with blocking calls: from the page cache that
+   * takes microseconds, where open, stat, read and close through the thread pool cost four
+   * round trips — most of a small hit's time (BENCHMARKS.md). Hashing them blocks as long.
+   */
+  private async openSmall(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch (error) {
+      return this.fileMissing(row, error);
+    }
+    let bytes: Buffer;
+    let identity: string;
+    try {
+      const stat = fstatSync(fd);
+      const problem = fileProblem(stat, row.size_bytes);
+      if (problem) return this.dropDamaged(row.hash, row.size_bytes, problem, file);
+      identity = fileIdentity(stat);
+      bytes = Buffer.allocUnsafe(stat.size);
+      for (let offset = 0; offset < bytes.length; ) {
+        const bytesRead = readSync(fd, bytes, offset, bytes.length - offset, offset);
+        if (bytesRead === 0) throw new Error(`${file} ended after ${offset} of ${bytes.length} bytes`);
+        offset += bytesRead;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (!this.checksumMatches(row, identity, () => sha256(bytes))) return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+    return { sizeBytes: bytes.length, sha256: row.sha256, zone: row.zone, bytes, stream: () => Readable.from([bytes]), release: async () => {} };
+  }
+
+  /** Large artifacts stay on disk, hashed in one pass (unless verified before) and streamed in a second. */
+  private async openLarge(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(file, 'r');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error; // e.g. EMFILE: not the entry's fault
-      if (this.evictor.isEvicting(hash)) return undefined; // being evicted: a miss, not damage
-      await this.dropDamaged(hash, row.size_bytes, 'its file is missing');
-      return undefined;
+      return this.fileMissing(row, error);
     }
     try {
       const stat = await handle.stat();
-      const size = stat.size;
-      if (!stat.isFile()) {
+      const problem = fileProblem(stat, row.size_bytes);
+      const damage =
+        problem ?? ((await this.checksumMatchesAsync(row, fileIdentity(stat), () => sha256OfHandle(handle))) ? undefined : 'its checksum does not match');
+      if (damage) {
         await handle.close();
-        await this.dropDamaged(hash, row.size_bytes, 'it is not a regular file', file);
-        return undefined;
+        return this.dropDamaged(row.hash, row.size_bytes, damage, file);
       }
-      if (size !== row.size_bytes) {
-        await this.dropDamaged(hash, row.size_bytes, `its file has ${size} bytes, the index says ${row.size_bytes}`, file);
-        await handle.close();
-        return undefined;
-      }
-      let artifact: StoredArtifact;
-      if (size <= SMALL_ARTIFACT_BYTES) {
-        const bytes = await handle.readFile();
-        await handle.close();
-        if (this.options.verifyReads && sha256(bytes) !== row.sha256) {
-          await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
-          return undefined;
-        }
-        artifact = { sizeBytes: size, sha256: row.sha256, zone: row.zone, stream: () => Readable.from([bytes]), release: async () => {} };
-      } else {
-        if (this.options.verifyReads && (await sha256OfHandle(handle)) !== row.sha256) {
-          await this.dropDamaged(hash, row.size_bytes, 'its checksum does not match', file);
-          await handle.close();
-          return undefined;
-        }
-        artifact = {
-          sizeBytes: size,
-          sha256: row.sha256,
-          zone: row.zone,
-          stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
-          release: () => handle.close().catch(() => {}),
-        };
-      }
-      if (touch) this.accessBatcher.record(hash);
-      return artifact;
+      return {
+        sizeBytes: stat.size,
+        sha256: row.sha256,
+        zone: row.zone,
+        stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
+        release: () => handle.close().catch(() => {}),
+      };
     } catch (error) {
       await handle.close().catch(() => {});
       throw error;
@@ -264,8 +298,31 @@ export class LocalStore {
     const row = this.index.get(hash);
     if (!row) return true;
     if (zones.has(row.zone) || this.index.isQueuedForUpload(hash)) return false;
+    this.verifiedBlobs.delete(hash);
     await fs.rm(blobPath(this.layout, hash), { force: true });
     if (this.index.remove(hash)) this.forget(row.size_bytes);
+    return true;
+  }
+
+  /** A blob that cannot be opened: a miss (and, if its file is gone, its row is dropped). */
+  private async fileMissing(row: ArtifactRow, error: unknown): Promise<undefined> {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error; // e.g. EMFILE: not the entry's fault
+    if (this.evictor.isEvicting(row.hash)) return undefined; // being evicted: a miss, not damage
+    return this.dropDamaged(row.hash, row.size_bytes, 'its file is missing');
+  }
+
+  /** Whether the blob's bytes hash to its recorded sha256, or need not be hashed (VerifyReadsPolicy). */
+  private checksumMatches(row: ArtifactRow, identity: string, hash: () => string): boolean {
+    if (this.mayServeUnhashed(row.hash, identity)) return true;
+    if (hash() !== row.sha256) return false;
+    this.rememberVerified(row.hash, identity);
+    return true;
+  }
+
+  private async checksumMatchesAsync(row: ArtifactRow, identity: string, hash: () => Promise<string>): Promise<boolean> {
+    if (this.mayServeUnhashed(row.hash, identity)) return true;
+    if ((await hash()) !== row.sha256) return false;
+    this.rememberVerified(row.hash, identity);
     return true;
   }
 
@@ -315,6 +372,8 @@ export class LocalStore {
     await this.evictor.idle();
     this.accessBatcher.stop();
     this.index.close();
+    // Index and blobs agree unless a PUT was cut off midway (its blob may lack a row).
+    if (this.inFlightPuts.size === 0) writeCleanStopMarker(this.layout);
     this.releaseLock();
   }
 
@@ -324,12 +383,25 @@ export class LocalStore {
     this.evictor.schedule(freeBytes).catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
   }
 
+  private mayServeUnhashed(hash: string, identity: string): boolean {
+    const policy = this.options.verifyReads;
+    return policy === 'off' || (policy === 'changed' && this.verifiedBlobs.get(hash) === identity);
+  }
+
+  private rememberVerified(hash: string, identity: string): void {
+    if (this.options.verifyReads !== 'changed') return;
+    this.verifiedBlobs.delete(hash); // re-inserted last: the oldest entries go first
+    this.verifiedBlobs.set(hash, identity);
+    if (this.verifiedBlobs.size > VERIFIED_BLOBS_REMEMBERED) this.verifiedBlobs.delete(this.verifiedBlobs.keys().next().value!);
+  }
+
   private forget(sizeBytes: number): void {
     this.usedBytes -= sizeBytes;
     this.entryCount--;
   }
 
-  private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<void> {
+  private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<undefined> {
+    this.verifiedBlobs.delete(hash);
     // File before row: while the row exists a PUT of this hash is refused, so it cannot
     // write a new file that this removal would then delete.
     if (file) await fs.rm(file, { force: true, recursive: true }).catch(() => {});
@@ -346,10 +418,45 @@ function sha256(bytes: Buffer): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
+/** Why a blob file cannot be the artifact its row describes, if it cannot. */
+function fileProblem(stat: Stats, expectedBytes: number): string | undefined {
+  if (!stat.isFile()) return 'it is not a regular file';
+  if (stat.size !== expectedBytes) return `its file has ${stat.size} bytes, the index says ${expectedBytes}`;
+  return undefined;
+}
+
+/** Changes whenever the file is written, truncated or replaced (blobs are never rewritten in place). */
+function fileIdentity(stat: Stats): string {
+  return `${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+}
+
 async function sha256OfHandle(handle: fs.FileHandle): Promise<string> {
   const digest = createHash('sha256');
   for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES })) digest.update(chunk as Buffer);
   return digest.digest('hex');
+}
+
+/**
+ * True when the last daemon stopped cleanly. The marker is removed durably before anything
+ * else happens: if this run crashes, the next start must not find it.
+ */
+function takeCleanStopMarker(layout: CacheDirLayout): boolean {
+  try {
+    rmSync(layout.cleanStopFile);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+  fsyncDirectorySync(layout.root);
+  return true;
+}
+
+function writeCleanStopMarker(layout: CacheDirLayout): void {
+  try {
+    writeFileSync(layout.cleanStopFile, '');
+  } catch {
+    // Without it the next start checks every blob: slower, never wrong.
+  }
 }
 
 /**
@@ -367,7 +474,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   } catch (error) {
     throw new LocalStoreOpenError(`cannot use the cache directory ${layout.root}: ${describeFsError(error)}; fix its permissions or choose another with --cache-dir`);
   }
-  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.lock-journal', 'daemon.pid', 'daemon.log', 'blobs', 'tmp']);
+  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.lock-journal', 'daemon.pid', 'daemon.log', 'clean-stop', 'blobs', 'tmp']);
   const entries = readdirSync(layout.root);
   if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
     throw new LocalStoreOpenError(

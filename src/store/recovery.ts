@@ -5,6 +5,9 @@
  * - a blob without a row: it was fsynced before its rename, so it is complete — adopted
  *   (hashed and indexed) — unless its name is not a valid hash for its shard: removed.
  * Cost is one readdir per shard and one stat per blob; blob contents are read only to adopt.
+ * After a clean stop (the caller says so) only the temp files are cleared: index and blobs
+ * agreed when the daemon stopped, and a blob that went missing since is a miss (and its row
+ * dropped) on its first GET.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, readdirSync, rmSync } from 'node:fs';
@@ -19,6 +22,8 @@ export interface RecoveryReport {
   rowsDropped: number;
   strayFilesRemoved: number;
   blobsAdopted: number;
+  /** False after a clean stop: the blobs were not walked. */
+  fullCheck: boolean;
   entries: number;
   durationMs: number;
 }
@@ -26,10 +31,11 @@ export interface RecoveryReport {
 /**
  * `adoptedZone`: the zone label of blobs whose row was lost — the zone this daemon's PUTs get
  * now (a read-through blob adopted so is labelled no higher than what this daemon writes).
+ * `fullCheck`: walk every blob (after a crash); after a clean stop index and blobs agree.
  */
-export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean, adoptedZone = ''): Promise<RecoveryReport> {
+export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean, adoptedZone = '', fullCheck = true): Promise<RecoveryReport> {
   const startedMs = performance.now();
-  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, entries: 0, durationMs: 0 };
+  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, durationMs: 0 };
 
   // Synchronous on purpose: nothing is served yet, and sync stat is several times faster.
   for (const name of readdirSync(layout.tmpDir)) {
@@ -37,6 +43,17 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
     report.tempFilesRemoved++;
   }
 
+  if (fullCheck) await checkBlobs(layout, index, enqueueAdopted, adoptedZone, report);
+
+  report.entries = index.totals().count;
+  report.durationMs = Math.round(performance.now() - startedMs);
+  const repaired = report.tempFilesRemoved + report.rowsDropped + report.strayFilesRemoved + report.blobsAdopted;
+  if (repaired > 0) logger.warn('recovered the cache directory after an unclean stop', { ...report });
+  return report;
+}
+
+/** Makes every row match a blob of its size and every blob have a row. */
+async function checkBlobs(layout: CacheDirLayout, index: IndexDb, enqueueAdopted: boolean, adoptedZone: string, report: RecoveryReport): Promise<void> {
   const blobSizes = new Map<string, { sizeBytes: number; mtimeMs: number }>();
   for (const shard of readdirSync(layout.blobsDir)) {
     const shardDir = path.join(layout.blobsDir, shard);
@@ -80,12 +97,6 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
     index.insert({ hash, size_bytes: blob.sizeBytes, sha256, created_ms: accessMs, last_access_ms: accessMs, zone: adoptedZone }, enqueueAdopted);
     report.blobsAdopted++;
   }
-
-  report.entries = index.totals().count;
-  report.durationMs = Math.round(performance.now() - startedMs);
-  const repaired = report.tempFilesRemoved + report.rowsDropped + report.strayFilesRemoved + report.blobsAdopted;
-  if (repaired > 0) logger.warn('recovered the cache directory after an unclean stop', { ...report });
-  return report;
 }
 
 export async function sha256OfFile(file: string): Promise<string> {

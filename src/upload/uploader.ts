@@ -43,7 +43,8 @@ export interface UploaderStatus extends UploaderCounters {
 
 export class Uploader {
   private readonly queue: PQueue;
-  private readonly queued = new Set<string>();
+  /** Uploads queued or running, by hash: each resolves true once S3 has the artifact. */
+  private readonly queued = new Map<string, Promise<boolean>>();
   private readonly abort = new AbortController();
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -67,6 +68,29 @@ export class Uploader {
   /** A new outbox row was written: look for work now. */
   notify(): void {
     if (!this.stopped) setImmediate(() => this.pump());
+  }
+
+  /**
+   * Write-through (the benchmark baseline, `--write-through`): uploads this outbox row now,
+   * outside the queue, and resolves true once S3 has the artifact, false if this attempt failed
+   * (the row then retries with backoff like any other). Joins an upload already under way.
+   */
+  uploadNow(hash: string): Promise<boolean> {
+    return this.queued.get(hash) ?? this.track(hash, this.uploadOne(hash, 0));
+  }
+
+  private track(hash: string, upload: Promise<boolean>): Promise<boolean> {
+    const job = upload
+      .catch((error) => {
+        this.options.logger.error('upload job failed unexpectedly; it will be retried', { hash, error });
+        return false;
+      })
+      .finally(() => {
+        this.queued.delete(hash);
+        this.pump();
+      });
+    this.queued.set(hash, job);
+    return job;
   }
 
   /** Makes every row due now, parked ones included (`flush` and config fixes use it). */
@@ -103,14 +127,7 @@ export class Uploader {
       const due = this.options.store.outboxDue(Date.now(), room + this.queued.size);
       for (const row of due) {
         if (this.queued.has(row.hash)) continue;
-        this.queued.add(row.hash);
-        this.queue
-          .add(() => this.uploadOne(row.hash, row.attempts))
-          .catch((error) => this.options.logger.error('upload job failed unexpectedly; it will be retried', { hash: row.hash, error }))
-          .finally(() => {
-            this.queued.delete(row.hash);
-            this.pump();
-          });
+        this.track(row.hash, this.queue.add(() => this.uploadOne(row.hash, row.attempts)));
       }
     }
     // Sleep until the earliest deferred row not already queued is due (new PUTs wake us
@@ -122,9 +139,9 @@ export class Uploader {
     }
   }
 
-  private async uploadOne(hash: string, attempts: number): Promise<void> {
+  private async uploadOne(hash: string, attempts: number): Promise<boolean> {
     const { store, remote, logger } = this.options;
-    if (this.stopped) return;
+    if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
     try {
@@ -132,14 +149,14 @@ export class Uploader {
     } catch (error) {
       // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
       this.recordFailure(hash, attempts + 1, error);
-      return;
+      return false;
     }
     if (!artifact) {
       // open() already dropped a damaged entry (and with it the outbox row); a missing row
       // means it was removed meanwhile. Either way there is nothing left to upload.
       store.completeUpload(hash);
       logger.error('an artifact waiting for upload is gone or damaged locally; it cannot be uploaded', { hash });
-      return;
+      return false;
     }
     const { writeZone, audit } = this.options;
     if (artifact.zone !== (writeZone ?? NO_ZONE)) {
@@ -149,7 +166,7 @@ export class Uploader {
       await artifact.release();
       audit?.refusedWrite('other-zone');
       logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone || '(none)', writeZone });
-      return;
+      return false;
     }
     try {
       const outcome = await remote.upload(hash, artifact, this.abort.signal, writeZone);
@@ -169,9 +186,11 @@ export class Uploader {
         this.counters.uploadedBytes += artifact.sizeBytes;
       }
       logger.debug('uploaded', { hash, bytes: artifact.sizeBytes, outcome });
+      return true;
     } catch (error) {
-      if (this.stopped) return; // aborted by stop(): the row stays as it was
+      if (this.stopped) return false; // aborted by stop(): the row stays as it was
       this.recordFailure(hash, attempts + 1, error);
+      return false;
     } finally {
       await artifact.release();
     }

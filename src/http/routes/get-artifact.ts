@@ -63,9 +63,16 @@ export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activit
       await artifact.release();
       return new Response(null, { status: 200, headers });
     }
-    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead.
+    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead; a small
+    // artifact already in memory goes out in one write.
     const outgoing = c.env.outgoing;
     outgoing.writeHead(200, headers);
+    if (artifact.bytes) {
+      const { sizeBytes } = artifact;
+      outgoing.end(artifact.bytes, () => activity?.recordSent(sizeBytes));
+      await artifact.release();
+      return RESPONSE_ALREADY_SENT;
+    }
     pipeline(artifact.stream(), outgoing)
       .then(() => activity?.recordSent(artifact.sizeBytes))
       .catch((error) => {

@@ -28,11 +28,13 @@ export interface PutArtifactDeps {
   idleTimeoutMs: number;
   /** With trust zones: the stored artifact is labelled with the PUT zone; one of a zone not served here gives way. */
   zoning?: () => LocalZoning;
+  /** The benchmark baseline (`--write-through`): answer only once the artifact is in S3. */
+  writeThrough?: () => boolean;
 }
 
 type PutContext = Context<{ Bindings: HttpBindings; Variables: { access: Access } }>;
 
-export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesNow, uploader: currentUploader, idleTimeoutMs, zoning }: PutArtifactDeps) {
+export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesNow, uploader: currentUploader, idleTimeoutMs, zoning, writeThrough }: PutArtifactDeps) {
   return async (c: PutContext) => {
     const incoming = c.env.incoming;
     const param = artifactHashParam(c);
@@ -73,8 +75,12 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
     try {
       // The outbox row is written in the same transaction as the artifact's: no S3 call here.
       await store.put(hash, incoming, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs: idleTimeoutMs, zone: zones?.putZone });
-      uploader?.notify();
       zones?.notUploaded?.(hash);
+      if (uploader && writeThrough?.()) {
+        // S3 on the request path, as other Nx S3 caches do; a failed upload is a 403 (the
+        // build goes on, as the plugin's would), and the outbox row retries it later.
+        if (!(await uploader.uploadNow(hash))) return textResponse(403, 'stored locally, but the write-through upload to S3 failed');
+      } else uploader?.notify();
       return textResponse(200, 'stored');
     } catch (error) {
       if (error instanceof ArtifactExistsError) {

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+// Part 5 — upload drain rate: how fast the outbox empties into S3 at upload concurrency 1, 4
+// and 16, against plain PutObject calls of the same bytes at the same concurrency (the AWS SDK
+// straight to the same S3 server: no HEAD, no verification — what the S3 server itself allows).
+// The outbox is filled once while S3 is unreachable; each run starts a daemon on a copy of it.
+// Usage: npm run bench:drain [-- --quick]
+import { randomBytes } from 'node:crypto';
+import { cpSync } from 'node:fs';
+import path from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import Database from 'better-sqlite3';
+import { s3ClientFor } from '../../test/helpers/s3rver.ts';
+import {
+  quick, KiB, MiB, span, median, num, table, report, done,
+  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
+} from './lib/common.mjs';
+
+const concurrencies = [1, 4, 16];
+const rounds = quick ? 1 : 3;
+// Mixed sizes, as Nx outputs are: mostly small, a few large.
+const artifactSizes = Array.from({ length: quick ? 60 : 150 }, (_, i) => [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB][i % 5]);
+const totalMiB = artifactSizes.reduce((a, b) => a + b, 0) / MiB;
+
+const temp = makeTempDir('nx-s3-sidecar-bench-drain-');
+const s3 = await startBenchS3();
+const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
+const client = s3ClientFor(s3);
+const bodies = artifactSizes.map((size) => randomBytes(size));
+
+// Fill an outbox while S3 is unreachable (the proxy refuses), then keep that cache dir as a template.
+const template = path.join(temp.dir, 'template');
+{
+  const refuse = await startFaultProxy({ host: '127.0.0.1', port: s3.port }, { kind: 'refuse' });
+  const filler = await startDaemonProcess({ cacheDir: template, env, args: ['--workspace', temp.dir, ...s3DaemonArgs(refuse.endpoint, 'unreachable')] });
+  for (const body of bodies) {
+    const r = await putArtifact(filler, newHash(), body);
+    if (r.status !== 200) throw new Error(`PUT answered ${r.status}`);
+  }
+  await filler.stop();
+  await refuse.stop();
+}
+
+async function drainOnce(concurrency, bucket) {
+  const cacheDir = path.join(temp.dir, `drain-${bucket}`);
+  cpSync(template, cacheDir, { recursive: true });
+  // Due now: the filler's failed attempts deferred every row by its backoff.
+  const db = new Database(path.join(cacheDir, 'index.sqlite'));
+  db.prepare('UPDATE outbox SET next_attempt_ms = 0, attempts = 0, last_error = NULL').run();
+  db.close();
+  // Timed from the daemon answering its health check (its uploads start a moment before) to an empty outbox.
+  const daemon = await startDaemonProcess({ cacheDir, env, args: ['--workspace', temp.dir, ...s3DaemonArgs(s3.endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
+  const started = performance.now();
+  try {
+    await waitForEmptyOutbox(daemon);
+    return (performance.now() - started) / 1000;
+  } finally {
+    await daemon.stop();
+  }
+}
+
+async function rawOnce(concurrency, bucket) {
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < bodies.length) {
+      const i = next++;
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: `raw/${i}`, Body: bodies[i], ContentLength: bodies[i].length }));
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return (performance.now() - started) / 1000;
+}
+
+const results = new Map(concurrencies.map((c) => [c, { daemon: [], raw: [] }]));
+try {
+  for (let round = 0; round < rounds; round++) {
+    for (const concurrency of concurrencies) {
+      const r = results.get(concurrency);
+      const steps = [
+        async () => r.raw.push(await rawOnce(concurrency, await s3.createBucket(`raw-${concurrency}`))),
+        async () => r.daemon.push(await drainOnce(concurrency, await s3.createBucket(`drain-${concurrency}`))),
+      ];
+      for (const step of round % 2 ? steps.reverse() : steps) await step();
+      process.stderr.write(`  round ${round + 1}, concurrency ${concurrency}: daemon ${num(r.daemon.at(-1), 2)} s, raw PutObject ${num(r.raw.at(-1), 2)} s\n`);
+    }
+  }
+} finally {
+  client.destroy();
+  await s3.stop();
+  temp.remove();
+}
+
+const rows = [...results].map(([concurrency, r]) => [
+  String(concurrency),
+  span(r.daemon.map((s) => bodies.length / s), 1),
+  span(r.daemon.map((s) => totalMiB / s), 1),
+  span(r.raw.map((s) => bodies.length / s), 1),
+  span(r.raw.map((s) => totalMiB / s), 1),
+  `**${num(median(r.raw) / median(r.daemon), 2)}×**`,
+]);
+report({
+  title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3`,
+  tables: [
+    `${rounds} round(s), daemon and plain PutObject alternating; the daemon's time runs from its health check answering (it resumes the outbox on start) to an empty outbox. ` +
+      'Ratio = daemon rate ÷ plain PutObject rate at the same concurrency (the daemon also HEADs before and after each upload, and verifies size and sha256).\n\n' +
+      table(['concurrency', 'daemon artifacts/s', 'daemon MiB/s', 'PutObject artifacts/s', 'PutObject MiB/s', 'ratio'], rows),
+  ],
+  command: 'npm run bench:drain',
+});
+done();
