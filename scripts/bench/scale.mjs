@@ -35,7 +35,7 @@ async function populate(name, entries) {
   const layout = cacheDirLayout(cacheDir);
   for (let shard = 0; shard < 100; shard++) mkdirSync(path.join(layout.blobsDir, String(shard).padStart(2, '0')), { recursive: true });
   const db = new Database(layout.indexFile);
-  const insert = db.prepare('INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)');
+  const insert = db.prepare('INSERT INTO artifacts (hash, size_bytes, sha256, created_ms, last_access_ms) VALUES (?, ?, ?, ?, ?)');
   db.transaction(() => {
     for (let i = 0; i < entries; i++) {
       const hash = hashOf(i);

@@ -23,7 +23,7 @@ function populate(entries) {
     await store.close();
     const layout = cacheDirLayout(cacheDir);
     const db = new Database(layout.indexFile);
-    const insert = db.prepare('INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)');
+    const insert = db.prepare('INSERT INTO artifacts (hash, size_bytes, sha256, created_ms, last_access_ms) VALUES (?, ?, ?, ?, ?)');
     const body = Buffer.alloc(1024, 7);
     db.transaction(() => {
       for (let i = 0; i < entries; i++) {
