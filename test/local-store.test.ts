@@ -81,6 +81,23 @@ describe('--verify-reads', () => {
   });
 });
 
+describe('PUT', () => {
+  it('stores into a shard directory removed behind its back (it is made again)', async () => {
+    const cacheDir = tempCacheDir();
+    const { store } = await openStore(cacheDir);
+    const first = randomBytes(2048);
+    await put(store, '2101', first);
+    fs.rmSync(path.dirname(blobFile(cacheDir, '2101')), { recursive: true });
+    const second = randomBytes(3 * 1024 * 1024); // the batched, asynchronous write path
+    await put(store, '3101', second);
+    expect((await read(store, '3101'))!.equals(second)).toBe(true);
+    expect(await read(store, '2101')).toBeUndefined();
+    const third = randomBytes(100);
+    await put(store, '2101', third);
+    expect((await read(store, '2101'))!.equals(third)).toBe(true);
+  });
+});
+
 describe('LRU eviction', () => {
   it('evicts the least recently used artifacts first once usage passes the budget', async () => {
     const cacheDir = tempCacheDir();

@@ -5,7 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { closeSync, fsyncSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, openSync, renameSync, write, writeSync, writev } from 'node:fs';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IncompleteBodyError, StorageError } from './errors.js';
@@ -19,13 +20,26 @@ export interface ReceivedBlob {
 /** A body's exact length (a Content-Length), or a bound when it shows only at the end. */
 export type BodyLength = number | { atMostBytes: number };
 
+// Bodies up to this size are written with blocking calls, as small reads are (local-store.ts):
+// into the page cache that takes microseconds, where each write through the thread pool costs a
+// round trip. Larger bodies are written asynchronously in batches of about WRITE_BATCH_BYTES
+// (dirty-page throttling may stall a big write, which must not stall the event loop). Only the
+// fsyncs, where the disk is waited for, always go through the thread pool.
+const SYNC_WRITE_MAX_BYTES = 1024 * 1024;
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+const fsyncAsync = promisify(fsync);
+const writeAsync = promisify(write);
+const writevAsync = promisify(writev);
+
 export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, length: BodyLength, idleTimeoutMs = 0): Promise<ReceivedBlob> {
   const exact = typeof length === 'number';
   const declaredBytes = exact ? length : length.atMostBytes;
+  const writeSyncly = declaredBytes <= SYNC_WRITE_MAX_BYTES;
   const tempFile = path.join(tmpDir, `${hash}.${randomBytes(6).toString('hex')}.part`);
   const digest = createHash('sha256');
   let sizeBytes = 0;
-  let file: fs.FileHandle | undefined;
+  let fd: number | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
   const armIdleTimer = () => {
     if (idleTimeoutMs <= 0) return;
@@ -33,9 +47,13 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     idleTimer = setTimeout(() => body.destroy(new Error(`no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
   };
   try {
-    file = await fs.open(tempFile, 'wx', 0o644).catch((error) => {
+    try {
+      fd = openSync(tempFile, 'wx', 0o644);
+    } catch (error) {
       throw new StorageError(`cannot create a temp file in ${tmpDir}: ${describeFsError(error)}`, { cause: error });
-    });
+    }
+    const batch: Buffer[] = [];
+    let batchBytes = 0;
     try {
       armIdleTimer();
       // destroyOnReturn false: when writing fails midway, the rest of the body stays readable,
@@ -47,7 +65,16 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
           throw new IncompleteBodyError(exact ? `body is longer than its Content-Length of ${declaredBytes} bytes` : `body is longer than the limit of ${declaredBytes} bytes`);
         }
         digest.update(chunk);
-        await writeAll(file, chunk);
+        if (writeSyncly) {
+          writeAllSync(fd, chunk);
+          continue;
+        }
+        batch.push(chunk);
+        batchBytes += chunk.length;
+        if (batchBytes >= WRITE_BATCH_BYTES) {
+          await writeAllv(fd, batch.splice(0), batchBytes);
+          batchBytes = 0;
+        }
       }
     } catch (error) {
       if (error instanceof IncompleteBodyError || error instanceof StorageError) throw error;
@@ -61,37 +88,83 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     if (exact && sizeBytes !== declaredBytes) {
       throw new IncompleteBodyError(`body ended after ${sizeBytes} of ${declaredBytes} bytes`);
     }
-    await file.sync().catch((error) => {
+    if (batchBytes > 0) await writeAllv(fd, batch, batchBytes);
+    await fsyncAsync(fd).catch((error) => {
       throw new StorageError(`cannot fsync ${tempFile}: ${describeFsError(error)}`, { cause: error });
     });
-    await file.close();
-    file = undefined;
+    closeSync(fd);
+    fd = undefined;
     return { tempFile, sizeBytes, sha256: digest.digest('hex') };
   } catch (error) {
-    await file?.close().catch(() => {});
+    if (fd !== undefined) closeQuietly(fd);
     await fs.rm(tempFile, { force: true }).catch(() => {});
     throw error;
   }
 }
 
-async function writeAll(file: fs.FileHandle, chunk: Buffer): Promise<void> {
+function writeAllSync(fd: number, chunk: Buffer): void {
   try {
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await file.write(chunk, offset, chunk.length - offset);
-      offset += bytesWritten;
-    }
+    for (let offset = 0; offset < chunk.length; ) offset += writeSync(fd, chunk, offset, chunk.length - offset);
   } catch (error) {
     throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
   }
 }
 
-/** Renames the finished temp file to its final place and makes the rename durable. */
+async function writeAll(fd: number, chunk: Buffer): Promise<void> {
+  try {
+    for (let offset = 0; offset < chunk.length; ) offset += (await writeAsync(fd, chunk, offset, chunk.length - offset, null)).bytesWritten;
+  } catch (error) {
+    throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
+  }
+}
+
+/** One writev for a batch of chunks (no copy); a short write, rare on a regular file, is finished piece by piece. */
+async function writeAllv(fd: number, chunks: Buffer[], totalBytes: number): Promise<void> {
+  let written: number;
+  try {
+    written = (await writevAsync(fd, chunks)).bytesWritten;
+  } catch (error) {
+    throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
+  }
+  if (written === totalBytes) return;
+  for (const chunk of chunks) {
+    if (written >= chunk.length) {
+      written -= chunk.length;
+      continue;
+    }
+    await writeAll(fd, chunk.subarray(written));
+    written = 0;
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already failing: the first error is the one to report
+  }
+}
+
+// Shard directories known to exist: mkdir (a thread-pool round trip) only the first time.
+const knownShardDirs = new Set<string>();
+
+/**
+ * Renames the finished temp file to its final place and makes the rename durable. The rename
+ * is a blocking call (a metadata update: microseconds); the directory's fsync is not.
+ */
 export async function publishBlob(tempFile: string, finalFile: string): Promise<void> {
   const dir = path.dirname(finalFile);
   try {
-    await fs.mkdir(dir, { recursive: true });
-    await fs.rename(tempFile, finalFile);
+    if (!knownShardDirs.has(dir)) await ensureShardDir(dir);
+    try {
+      renameSync(tempFile, finalFile);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync(tempFile)) throw error;
+      // The shard directory was removed behind our back: make it again.
+      knownShardDirs.delete(dir);
+      await ensureShardDir(dir);
+      renameSync(tempFile, finalFile);
+    }
     await fsyncDirectory(dir);
   } catch (error) {
     await fs.rm(tempFile, { force: true }).catch(() => {});
@@ -99,13 +172,20 @@ export async function publishBlob(tempFile: string, finalFile: string): Promise<
   }
 }
 
+/** Creates a shard directory, durably: a new one's entry in its parent is fsynced too. */
+async function ensureShardDir(dir: string): Promise<void> {
+  const created = await fs.mkdir(dir, { recursive: true });
+  if (created !== undefined) await fsyncDirectory(path.dirname(dir));
+  knownShardDirs.add(dir);
+}
+
 async function fsyncDirectory(dir: string): Promise<void> {
   if (process.platform === 'win32') return; // directories cannot be opened for fsync there
-  const handle = await fs.open(dir, 'r');
+  const fd = openSync(dir, 'r');
   try {
-    await handle.sync();
+    await fsyncAsync(fd);
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 
