@@ -4,9 +4,14 @@
  * "PR" build whose tool is patched outside the hashed inputs (POISON, an environment variable
  * Nx does not hash) stores its artifacts first; the "trusted" daemon then runs the same task
  * hashes and must rebuild every task, never restoring the PR's artifacts. PR and laptop daemons
- * (fresh local tiers) then restore the trusted artifacts as remote cache hits.
+ * (fresh local tiers) then restore the trusted artifacts as remote cache hits, verifying the
+ * trusted daemon's signatures with its public key only. Finally the PR's poisoned objects are
+ * copied over the trusted ones with the bucket's own credentials (bypassing every daemon): a
+ * reader that requires signatures rebuilds every task and logs each refusal.
  */
-import { readFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { CopyObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
@@ -14,6 +19,7 @@ import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outpu
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { listKeys, s3Env } from './helpers/s3-tier.js';
+import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 
@@ -40,13 +46,27 @@ const PR_ZONES = ['--write-zone', 'pr/1', '--read-zones', 'trusted,pr/1'];
 const TRUSTED_ZONES = ['--write-zone', 'trusted', '--read-zones', 'trusted'];
 const LAPTOP_ZONES = ['--write-zone', 'none', '--read-zones', 'trusted,dev/alice'];
 
+/** The trusted writer's Ed25519 key pair, as `keygen` writes it: readers get only the public half. */
+async function signingKeys(): Promise<{ privateFile: string; publicFile: string }> {
+  const temp = makeTempDir();
+  cleanup(temp.remove);
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const privateFile = path.join(temp.dir, 'trusted.key');
+  const publicFile = path.join(temp.dir, 'trusted.pub');
+  await writeFile(privateFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  await writeFile(publicFile, publicKey.export({ type: 'spki', format: 'pem' }));
+  return { privateFile, publicFile };
+}
+
 describe('trust zones against the poisoning race', () => {
-  it("a trusted daemon never restores a PR's artifact of the same task hash; PR and laptop daemons restore the trusted ones", async () => {
+  it("a trusted daemon never restores a PR's artifact of the same task hash; PR and laptop daemons restore the signed trusted ones and refuse planted ones", async () => {
     const bucket = await server.createBucket('creep');
     const client = s3ClientFor(server);
     cleanup(() => client.destroy());
     const ws = await createNxWorkspace({ poisonable: true });
     cleanup(() => removeWorkspace(ws));
+    const keys = await signingKeys();
+    const verify = ['--verify-keys', keys.publicFile, '--require-signatures', 'trusted'];
 
     // The PR's build, patched outside the hashed inputs, runs first and stores its artifacts.
     const pr = await machine(bucket, PR_ZONES);
@@ -61,7 +81,7 @@ describe('trust zones against the poisoning race', () => {
 
     // The trusted daemon runs the same task hashes: every task executes, none is restored.
     await clearLocalNxState(ws);
-    const trusted = await machine(bucket, TRUSTED_ZONES);
+    const trusted = await machine(bucket, [...TRUSTED_ZONES, '--signing-key', keys.privateFile]);
     const clean = await runNx(ws, { server: trusted.url, token: trusted.token, timeoutMs: 25_000 });
     expect(clean.exitCode, describeRun(clean)).toBe(0);
     expect(clean.remoteHits, describeRun(clean)).toEqual([]);
@@ -78,7 +98,7 @@ describe('trust zones against the poisoning race', () => {
     // A fresh PR daemon reads trusted first: it restores the trusted artifacts, even with POISON set.
     for (const zones of [PR_ZONES, LAPTOP_ZONES]) {
       await clearLocalNxState(ws);
-      const reader = await machine(bucket, zones);
+      const reader = await machine(bucket, [...zones, ...verify]);
       const restored = await runNx(ws, { server: reader.url, token: reader.token, env: { POISON: 'pwned' }, timeoutMs: 25_000 });
       expect(restored.exitCode, describeRun(restored)).toBe(0);
       expect([...restored.remoteHits].sort(), describeRun(restored)).toEqual([...ws.taskIds].sort());
@@ -87,5 +107,23 @@ describe('trust zones against the poisoning race', () => {
       expect(status.stdout).toMatch(new RegExp(`zones\\s+write ${zones[1]}, read ${zones[3]!.replace(',', ' then ')}`));
       expect(status.stdout).toMatch(new RegExp(`cross-zone reads: trusted ${ws.taskIds.length}`));
     }
+
+    // Someone with the bucket's credentials copies the PR's poisoned objects over the trusted ones.
+    for (const prKey of prKeys) {
+      const trustedKey = prKey.replace('/zones/pr/1/', '/zones/trusted/');
+      await client.send(new CopyObjectCommand({ Bucket: bucket, Key: trustedKey, CopySource: `${bucket}/${prKey}`, MetadataDirective: 'COPY' }));
+      const planted = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: trustedKey }));
+      expect(planted.Metadata?.signature).toBeUndefined();
+    }
+    await clearLocalNxState(ws);
+    const laptop = await machine(bucket, [...LAPTOP_ZONES, ...verify]);
+    const refused = await runNx(ws, { server: laptop.url, token: laptop.token, timeoutMs: 25_000 });
+    expect(refused.exitCode, describeRun(refused)).toBe(0);
+    expect(refused.remoteHits, describeRun(refused)).toEqual([]);
+    expect([...refused.executed].sort()).toEqual([...ws.taskIds].sort());
+    expect(await poisonFiles(ws)).toEqual(ws.projects.map(() => ''));
+    expect(laptop.logs().match(/SIGNATURE REFUSED/g)).toHaveLength(ws.taskIds.length);
+    const metrics = await fetch(`${laptop.url}/metrics`, { headers: { authorization: `Bearer ${laptop.token}` } }).then((r) => r.text());
+    expect(metrics).toMatch(new RegExp(`nx_s3_sidecar_rejected_signatures_total\\{zone="trusted"\\} ${ws.taskIds.length}\\b`));
   }, 180_000);
 });
