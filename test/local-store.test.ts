@@ -51,7 +51,7 @@ describe('--verify-reads', () => {
     const fd = fs.openSync(blobFile(cacheDir, hash), 'r+');
     const byte = Buffer.alloc(1);
     fs.readSync(fd, byte, 0, 1, at);
-    byte[0] ^= 0xff;
+    byte[0] = byte[0]! ^ 0xff;
     fs.writeSync(fd, byte, 0, 1, at);
     fs.closeSync(fd);
   }

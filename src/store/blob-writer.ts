@@ -92,8 +92,9 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     await fsyncAsync(fd).catch((error) => {
       throw new StorageError(`cannot fsync ${tempFile}: ${describeFsError(error)}`, { cause: error });
     });
-    closeSync(fd);
-    fd = undefined;
+    const written = fd;
+    fd = undefined; // closed once, even if close fails: the number may be reused at once
+    closeSync(written);
     return { tempFile, sizeBytes, sha256: digest.digest('hex') };
   } catch (error) {
     if (fd !== undefined) closeQuietly(fd);
@@ -145,8 +146,26 @@ function closeQuietly(fd: number): void {
   }
 }
 
-// Shard directories known to exist: mkdir (a thread-pool round trip) only the first time.
-const knownShardDirs = new Set<string>();
+// Shard directories made durable, or being made so: every PUT into one awaits the same
+// mkdir and parent fsync (a PUT arriving while another creates it must not answer before the
+// directory's own entry is durable). A failed creation is forgotten, so the next PUT retries.
+const shardDirs = new Map<string, Promise<void>>();
+
+function ensureShardDir(dir: string): Promise<void> {
+  let ready = shardDirs.get(dir);
+  if (!ready) {
+    ready = makeShardDir(dir);
+    shardDirs.set(dir, ready);
+    ready.catch(() => shardDirs.delete(dir));
+  }
+  return ready;
+}
+
+/** Creates a shard directory and fsyncs its parent, whether or not this call created it (cheap, once per directory). */
+async function makeShardDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  await fsyncDirectory(path.dirname(dir));
+}
 
 /**
  * Renames the finished temp file to its final place and makes the rename durable. The rename
@@ -155,28 +174,27 @@ const knownShardDirs = new Set<string>();
 export async function publishBlob(tempFile: string, finalFile: string): Promise<void> {
   const dir = path.dirname(finalFile);
   try {
-    if (!knownShardDirs.has(dir)) await ensureShardDir(dir);
+    await ensureShardDir(dir);
     try {
       renameSync(tempFile, finalFile);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync(tempFile)) throw error;
       // The shard directory was removed behind our back: make it again.
-      knownShardDirs.delete(dir);
+      shardDirs.delete(dir);
       await ensureShardDir(dir);
       renameSync(tempFile, finalFile);
     }
-    await fsyncDirectory(dir);
   } catch (error) {
     await fs.rm(tempFile, { force: true }).catch(() => {});
     throw new StorageError(`cannot move the artifact into ${dir}: ${describeFsError(error)}`, { cause: error });
   }
-}
-
-/** Creates a shard directory, durably: a new one's entry in its parent is fsynced too. */
-async function ensureShardDir(dir: string): Promise<void> {
-  const created = await fs.mkdir(dir, { recursive: true });
-  if (created !== undefined) await fsyncDirectory(path.dirname(dir));
-  knownShardDirs.add(dir);
+  try {
+    await fsyncDirectory(dir);
+  } catch (error) {
+    // Renamed but not durable: take it back, so no blob is left without its row.
+    await fs.rm(finalFile, { force: true }).catch(() => {});
+    throw new StorageError(`cannot fsync ${dir}: ${describeFsError(error)}`, { cause: error });
+  }
 }
 
 async function fsyncDirectory(dir: string): Promise<void> {

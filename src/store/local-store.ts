@@ -192,7 +192,7 @@ export class LocalStore {
           options.enqueueUpload ?? false,
         );
       } catch (error) {
-        await fs.rm(finalFile, { force: true });
+        await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
         throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
       }
       this.usedBytes += received.sizeBytes;

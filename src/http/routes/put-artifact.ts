@@ -61,7 +61,14 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
       return textResponse(403, `artifact of ${formatSize(declaredBytes)} is over the limit of ${formatSize(maxArtifactBytes)} (--max-artifact-size)`);
     }
     const zones = zoning?.();
-    if (zones) await store.dropOtherZone(hash, zones.served);
+    try {
+      if (zones) await store.dropOtherZone(hash, zones.served);
+    } catch (error) {
+      // Answer only once the body is read: a client still sending would see a broken pipe.
+      logger.error('PUT failed inside the daemon before storing; answering 403', { hash, error });
+      await discardBody(incoming, idleTimeoutMs);
+      return textResponse(403, 'not stored (the daemon could not make room for it; see its log)');
+    }
     if (store.has(hash)) {
       await discardBody(incoming, idleTimeoutMs);
       return textResponse(409, 'already stored');
