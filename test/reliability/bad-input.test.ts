@@ -434,6 +434,19 @@ describe('early answers (daemon process: its own event loop, real socket timing)
     expect([...outcomes.keys()]).toEqual(['403 artifact of 8.00 MiB is over the limit of 1.00 MiB (--max-artifact-size)']);
     await expect.poll(() => tmpFiles(over.cacheDir)).toEqual([]);
   });
+
+  // Found by the fuzzer (seed 20261125, a 5.6 KiB chunked PUT): the 411 went out, with
+  // Connection: close, before the body was read, and the client still sending got EPIPE.
+  it('answers a chunked PUT (411) only once its body has been read, on a connection that stays usable', async () => {
+    const d = await startDaemonProcess();
+    cleanup(() => d.kill());
+    const requestHead = head(`PUT /v1/cache/${newHash()} HTTP/1.1`, ['Host: 127.0.0.1', auth(d.token), 'Transfer-Encoding: chunked']);
+    const result = await exchange(d.port, [requestHead, '5\r\nhello\r\n', 300, '5\r\nworld\r\n0\r\n\r\n'], { timeoutMs: 5_000 });
+    expect(result.response?.status).toBe(411);
+    expect(result.socketError).toBeUndefined();
+    expect(result.response?.headers.connection).not.toBe('close');
+    expect(result.elapsedMs).toBeGreaterThanOrEqual(300);
+  });
 });
 
 describe('randomized requests (daemon process)', () => {

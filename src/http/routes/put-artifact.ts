@@ -46,8 +46,13 @@ export function putArtifact({ store, logger, maxArtifactBytes: maxArtifactBytesN
     }
 
     const lengthHeader = incoming.headers['content-length'];
-    // Without a usable length the body's end is unknown: answer, then close the connection.
-    if (lengthHeader === undefined) return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)', { connection: 'close' });
+    if (lengthHeader === undefined) {
+      // A chunked body still has a known end: read it first, or a client still sending when the
+      // answer goes out may see a broken pipe instead of the 411.
+      await discardBody(incoming, idleTimeoutMs);
+      return textResponse(411, 'Content-Length is required (chunked bodies are not accepted)');
+    }
+    // A length Node accepts but we cannot use: the body's end is unknown to us, so close after answering.
     if (!/^\d{1,16}$/.test(lengthHeader)) return textResponse(400, `Content-Length "${lengthHeader}" is not a byte count`, { connection: 'close' });
     const declaredBytes = Number(lengthHeader);
     const maxArtifactBytes = maxArtifactBytesNow();
