@@ -107,7 +107,7 @@ function writeAllSync(fd: number, chunk: Buffer): void {
   try {
     for (let offset = 0; offset < chunk.length; ) offset += writeSync(fd, chunk, offset, chunk.length - offset);
   } catch (error) {
-    throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
+    throw writeFailed(error);
   }
 }
 
@@ -115,7 +115,7 @@ async function writeAll(fd: number, chunk: Buffer): Promise<void> {
   try {
     for (let offset = 0; offset < chunk.length; ) offset += (await writeAsync(fd, chunk, offset, chunk.length - offset, null)).bytesWritten;
   } catch (error) {
-    throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
+    throw writeFailed(error);
   }
 }
 
@@ -125,7 +125,7 @@ async function writeAllv(fd: number, chunks: Buffer[], totalBytes: number): Prom
   try {
     written = (await writevAsync(fd, chunks)).bytesWritten;
   } catch (error) {
-    throw new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
+    throw writeFailed(error);
   }
   if (written === totalBytes) return;
   for (const chunk of chunks) {
@@ -136,6 +136,10 @@ async function writeAllv(fd: number, chunks: Buffer[], totalBytes: number): Prom
     await writeAll(fd, chunk.subarray(written));
     written = 0;
   }
+}
+
+function writeFailed(error: unknown): StorageError {
+  return new StorageError(`cannot write the artifact to disk: ${describeFsError(error)}`, { cause: error });
 }
 
 function closeQuietly(fd: number): void {

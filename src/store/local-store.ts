@@ -254,7 +254,7 @@ export class LocalStore {
     } finally {
       closeSync(fd);
     }
-    if (!this.checksumMatches(row, identity, () => sha256(bytes))) return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
     return { sizeBytes: bytes.length, sha256: row.sha256, zone: row.zone, bytes, stream: () => Readable.from([bytes]), release: async () => {} };
   }
 
@@ -268,9 +268,10 @@ export class LocalStore {
     }
     try {
       const stat = await handle.stat();
+      const identity = fileIdentity(stat);
       const problem = fileProblem(stat, row.size_bytes);
-      const damage =
-        problem ?? ((await this.checksumMatchesAsync(row, fileIdentity(stat), () => sha256OfHandle(handle))) ? undefined : 'its checksum does not match');
+      const verified = problem === undefined && (this.mayServeUnhashed(row.hash, identity) || this.checksumMatches(row, identity, await sha256OfHandle(handle)));
+      const damage = problem ?? (verified ? undefined : 'its checksum does not match');
       if (damage) {
         await handle.close();
         return this.dropDamaged(row.hash, row.size_bytes, damage, file);
@@ -311,17 +312,9 @@ export class LocalStore {
     return this.dropDamaged(row.hash, row.size_bytes, 'its file is missing');
   }
 
-  /** Whether the blob's bytes hash to its recorded sha256, or need not be hashed (VerifyReadsPolicy). */
-  private checksumMatches(row: ArtifactRow, identity: string, hash: () => string): boolean {
-    if (this.mayServeUnhashed(row.hash, identity)) return true;
-    if (hash() !== row.sha256) return false;
-    this.rememberVerified(row.hash, identity);
-    return true;
-  }
-
-  private async checksumMatchesAsync(row: ArtifactRow, identity: string, hash: () => Promise<string>): Promise<boolean> {
-    if (this.mayServeUnhashed(row.hash, identity)) return true;
-    if ((await hash()) !== row.sha256) return false;
+  /** Whether the blob's digest is its recorded sha256; a match is remembered (VerifyReadsPolicy). */
+  private checksumMatches(row: ArtifactRow, identity: string, digest: string): boolean {
+    if (digest !== row.sha256) return false;
     this.rememberVerified(row.hash, identity);
     return true;
   }
@@ -383,6 +376,7 @@ export class LocalStore {
     this.evictor.schedule(freeBytes).catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
   }
 
+  /** Whether the policy lets this blob be served without hashing it now. */
   private mayServeUnhashed(hash: string, identity: string): boolean {
     const policy = this.options.verifyReads;
     return policy === 'off' || (policy === 'changed' && this.verifiedBlobs.get(hash) === identity);
