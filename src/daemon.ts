@@ -9,12 +9,12 @@ import { isLoopbackHost, formatSize, loadOrCreateToken, localPutZone, servedZone
 import { watchConfigFiles, type ConfigWatcher } from './config/watch.js';
 import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
-import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Client, type RemoteStore } from './remote/index.js';
-import { ReadThrough } from './read-through/index.js';
+import type { RemoteStore } from './remote/index.js';
+import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Client } from './remote/s3/index.js';
+import { ReadThrough, TieredCache, type LocalZoning } from './cache/index.js';
 import { Uploader } from './upload/index.js';
 import { buildStatusReport, type StatusReport } from './status.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
-import type { LocalZoning } from './http/app.js';
 import type { Logger } from './log.js';
 
 export interface RunningDaemon {
@@ -61,7 +61,7 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
     s3,
     remote,
     uploader: readWrite
-      ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
+      ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
       : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
     state: {
@@ -199,20 +199,27 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
     });
+    const cache = new TieredCache({
+      store,
+      logger,
+      readThrough: () => tier.readThrough,
+      uploader: () => tier.uploader,
+      writeThrough: () => config.s3?.writeThrough ?? false,
+      zoning,
+      activity,
+    });
     const app = createHttpApp({
+      cache,
       store,
       logger,
       tokens: { readWrite: token, readOnly: config.readOnlyToken },
       maxArtifactBytes: () => config.maxArtifactBytes,
-      readThrough: () => tier.readThrough,
       uploader: () => tier.uploader,
-      writeThrough: () => config.s3?.writeThrough ?? false,
       statusReport: status,
       metrics,
       activity,
       idleTimeoutMs: config.idleTimeoutMs,
       isStopping: () => stopping,
-      zoning,
     });
     const server = await startHttpServer(app, { host: config.host, port: config.port, idleTimeoutMs: config.idleTimeoutMs });
     const url = `http://${urlHost(config.host)}:${server.port}`;
@@ -226,7 +233,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       mode: tier.state.state === 'off' ? 'local-only' : tier.state.state,
       bucket: tier.state.bucket,
       endpoint: tier.state.endpoint,
-      pendingUploads: tier.uploader ? store.outboxSummary().entries : undefined,
+      pendingUploads: tier.uploader ? store.outbox.summary().entries : undefined,
       token: tokenSource,
       recoveryMs: store.recovery.durationMs,
     });
@@ -306,7 +313,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         await server.close(graceMs);
         await reloading;
         await stopRemoteTier(tier);
-        const left = store.outboxSummary().entries;
+        const left = store.outbox.summary().entries;
         await store.close();
         logger.info('stopped', { pendingUploads: left > 0 ? left : undefined });
       },

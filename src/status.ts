@@ -2,7 +2,7 @@
 import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
-import type { ReadThroughCounters } from './read-through/index.js';
+import type { ReadThroughCounters } from './cache/index.js';
 import type { ActivityHistory, AuditCounters, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 
 export interface StatusReport {
@@ -78,7 +78,7 @@ export interface StatusSources {
 }
 
 export function buildStatusReport(sources: StatusSources): StatusReport {
-  const outbox = sources.store.outboxSummary();
+  const outbox = sources.store.outbox.summary();
   const nowMs = Date.now();
   const { localHits, s3Hits, s3Misses, localOnlyMisses } = sources.activity.lookups;
   const hits = localHits + s3Hits;

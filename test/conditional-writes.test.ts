@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { RemoteStore, objectKey } from '../src/remote/index.js';
+import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
 
 interface StoredObject {
   body: Buffer;
@@ -52,7 +52,7 @@ const zones = { write: 'trusted', read: ['trusted'] };
 describe('conditional writes', () => {
   it('probes the store once and writes with If-None-Match where it is honoured', async () => {
     const s3 = memoryS3(true);
-    const remote = new RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     expect(await remote.writeMode()).toBe('conditional');
     expect(await remote.upload('101', source('first'))).toBe('uploaded');
     expect(await remote.upload('102', source('second'))).toBe('uploaded');
@@ -64,7 +64,7 @@ describe('conditional writes', () => {
 
   it('falls back to HEAD-then-PUT on a store that ignores If-None-Match', async () => {
     const s3 = memoryS3(false);
-    const remote = new RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     expect(await remote.writeMode()).toBe('head-then-put');
     expect(await remote.upload('103', source('only'))).toBe('uploaded');
     expect(s3.conditionalPuts.filter((key) => !key.includes('/probe-'))).toEqual([]);
@@ -78,7 +78,7 @@ describe('conditional writes', () => {
       raced = true;
       objects.set(key, { body: Buffer.from('the other writer'), metadata: { sha256: 'x'.repeat(64), format: '1-plain', bytes: '16' } });
     });
-    const remote = new RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
     expect(await remote.upload('104', source('ours, too late'))).toBe('lost-race');
     expect(s3.objects.get(objectKey('', '104', 'trusted'))?.body.toString()).toBe('the other writer');
   });
@@ -86,7 +86,7 @@ describe('conditional writes', () => {
   it('never overwrites a complete object in a zone, whatever its format', async () => {
     const s3 = memoryS3(false);
     s3.objects.set(objectKey('', '105', 'trusted'), { body: Buffer.from('encrypted by someone'), metadata: { sha256: 'y'.repeat(64), format: '1-aes-256-gcm', bytes: '20' } });
-    const remote = new RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'off' });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'off' });
     expect(await remote.upload('105', source('plain'))).toBe('already-present');
     expect(s3.objects.get(objectKey('', '105', 'trusted'))?.body.toString()).toBe('encrypted by someone');
   });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveDaemonConfig, parseSize, parseDuration, isCi, ConfigError, type ConfigInput } from '../src/config/index.js';
-import { classifyS3Error } from '../src/remote/index.js';
+import { classifyS3Error } from '../src/remote/s3/index.js';
 import { retryDelayMs, defaultBackoff } from '../src/upload/index.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 

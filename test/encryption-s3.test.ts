@@ -15,7 +15,7 @@ import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './he
 import { eventually, objectExists, readRawObject, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
-import { objectKey } from '../src/remote/index.js';
+import { objectKey } from '../src/remote/s3/index.js';
 
 let server: S3TestServer;
 let s3: S3Client;

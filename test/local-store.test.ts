@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { LocalStore, CacheDirBusyError, LocalStoreOpenError, type VerifyReadsPolicy } from '../src/store/index.js';
 import { createLogger } from '../src/log.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { EVICTION_CANDIDATES_SQL } from '../src/store/index-db.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -178,12 +179,7 @@ describe('LRU eviction', () => {
     fs.mkdirSync(cacheDir, { recursive: true });
     return openStore(cacheDir).then(() => {
       const db = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
-      const plan = db
-        .prepare(
-          `EXPLAIN QUERY PLAN SELECT a.hash, a.size_bytes FROM artifacts a
-           WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash) ORDER BY a.last_access_ms LIMIT 256`,
-        )
-        .all() as { detail: string }[];
+      const plan = db.prepare(`EXPLAIN QUERY PLAN ${EVICTION_CANDIDATES_SQL}`).all(256) as { detail: string }[];
       db.close();
       const details = plan.map((row) => row.detail).join('\n');
       expect(details).toMatch(/artifacts_by_last_access/);

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CacheActivity, RecentErrors, RemoteTierTotals, teeToRecentErrors } from '../src/metrics/index.js';
 import { hostOfHeader, isLocalRequest } from '../src/http/local-access.js';
 import { createLogger } from '../src/log.js';
-import type { ReadThroughCounters } from '../src/read-through/index.js';
+import type { ReadThroughCounters } from '../src/cache/index.js';
 import type { UploaderStatus } from '../src/upload/index.js';
 
 describe('CacheActivity', () => {

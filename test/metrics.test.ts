@@ -42,7 +42,7 @@ describe('GET /metrics', () => {
     const remoteHash = newHash();
     const remoteBody = randomBytes(5000);
     expect((await putArtifact(writer, remoteHash, remoteBody)).status).toBe(200);
-    await eventually('the writer uploaded its artifact', () => writer.store.outboxSummary().entries === 0);
+    await eventually('the writer uploaded its artifact', () => writer.store.outbox.summary().entries === 0);
 
     const d = await daemon(flags);
     const sizes = [1000, 2000, 3000];
@@ -53,7 +53,7 @@ describe('GET /metrics', () => {
     const readThrough = await getArtifact(d, remoteHash); // 1 read-through hit
     expect(readThrough.status).toBe(200);
     expect(readThrough.body.equals(remoteBody)).toBe(true);
-    await eventually('the 3 uploads are done', () => d.store.outboxSummary().entries === 0);
+    await eventually('the 3 uploads are done', () => d.store.outbox.summary().entries === 0);
 
     const text = await scrape(d);
     expect(text.types.get(m('cache_hits_total'))).toBe('counter');
@@ -135,7 +135,7 @@ describe('GET /metrics', () => {
     faults.setMode({ kind: 'pass' });
     await faults.settled();
     d.uploader()!.retryNow();
-    await eventually('the upload succeeded', () => d.store.outboxSummary().entries === 0);
+    await eventually('the upload succeeded', () => d.store.outbox.summary().entries === 0);
     const after = await scrape(d);
     const failures = sampleValue(after, m('upload_failures_total'), { kind: 'transient' });
     // Every failed attempt was followed by exactly one more attempt, the last of which succeeded.
@@ -158,7 +158,7 @@ describe('GET /metrics', () => {
     const traffic = async () => {
       expect((await putArtifact(d, newHash(), randomBytes(1000))).status).toBe(200);
       expect((await getArtifact(d, newHash())).status).toBe(404); // asks S3: a read-through miss
-      await eventually('the upload is done', () => d.store.outboxSummary().entries === 0);
+      await eventually('the upload is done', () => d.store.outbox.summary().entries === 0);
     };
     await traffic();
     useBucket(second);

@@ -1,5 +1,5 @@
 /**
- * Our object format (src/remote/object-format.ts; README: "Object format"): a versioned header,
+ * Our object format (src/remote/s3/object-format.ts; README: "Object format"): a versioned header,
  * then the artifact — in plaintext, or AES-256-GCM encrypted under a per-object key. What comes
  * out is the artifact or an error, never bytes that did not check out.
  */
@@ -8,7 +8,8 @@ import { Readable } from 'node:stream';
 import { chunked, collect } from './helpers/streams.js';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../src/config/index.js';
-import { BadObjectError, deriveMasterKey, ObjectCodec } from '../src/remote/index.js';
+import { BadObjectError } from '../src/remote/index.js';
+import { deriveMasterKey, ObjectCodec } from '../src/remote/s3/index.js';
 
 const key = (text: string) => deriveMasterKey(new Secret(text, 'test'));
 const teamKey = key('correct horse battery staple');

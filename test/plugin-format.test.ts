@@ -1,5 +1,5 @@
 /**
- * Reading @nx/s3-cache's objects (src/remote/plugin-format.ts, plugin-archive.ts): an object
+ * Reading @nx/s3-cache's objects (src/remote/s3/plugin-format.ts, plugin-archive.ts): an object
  * made the way the plugin makes it comes out as the archive Nx's HTTP protocol carries; one
  * that Nx would choke on (and abort the whole run over) is refused instead.
  */
@@ -14,8 +14,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import tar from 'tar-stream';
 import { Secret } from '../src/config/index.js';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { BadObjectError, pluginCipherKey, pluginObjectKey, RemoteStore } from '../src/remote/index.js';
-import { decodePluginObject } from '../src/remote/plugin-format.js';
+import { BadObjectError } from '../src/remote/index.js';
+import { pluginCipherKey, pluginObjectKey, S3RemoteStore } from '../src/remote/s3/index.js';
+import { decodePluginObject } from '../src/remote/s3/plugin-format.js';
 import { pluginKey, pluginObject } from './helpers/plugin-objects.js';
 
 const temps: string[] = [];
@@ -54,8 +55,8 @@ const terminalOutput = '> nx run app:build\n\nbuilt app ✓ — ünïcödé\n';
 
 const s3Error = (name: string, httpStatusCode: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode } });
 
-/** A RemoteStore over a stand-in S3 client whose plugin key team/123 answers `plugin` (and records the keys asked for). */
-function remoteStoreWith(plugin: () => unknown, asked: string[] = []): RemoteStore {
+/** An S3RemoteStore over a stand-in S3 client whose plugin key team/123 answers `plugin` (and records the keys asked for). */
+function remoteStoreWith(plugin: () => unknown, asked: string[] = []): S3RemoteStore {
   const client = {
     send: async (command: GetObjectCommand) => {
       asked.push(command.input.Key!);
@@ -63,11 +64,11 @@ function remoteStoreWith(plugin: () => unknown, asked: string[] = []): RemoteSto
       return plugin();
     },
   } as unknown as S3Client;
-  return new RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team', cipherKey: pluginCipherKey(new Secret('team secret', 'test')) } });
+  return new S3RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team', cipherKey: pluginCipherKey(new Secret('team secret', 'test')) } });
 }
 
-/** A RemoteStore over a stand-in S3 client that holds one plugin object, at team/123. */
-async function remoteStoreServing(pluginBody: Buffer): Promise<RemoteStore> {
+/** An S3RemoteStore over a stand-in S3 client that holds one plugin object, at team/123. */
+async function remoteStoreServing(pluginBody: Buffer): Promise<S3RemoteStore> {
   return remoteStoreWith(() => ({ Body: Readable.from([pluginBody]), ContentLength: pluginBody.length, Metadata: {} }));
 }
 
@@ -155,7 +156,7 @@ describe("@nx/s3-cache's objects", () => {
           throw s3Error('NoSuchBucket', 404);
         },
       } as unknown as S3Client;
-      const remote = new RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team' } });
+      const remote = new S3RemoteStore(client, { bucket: 'b', keyPrefix: 'team/', plugin: { keyPrefix: 'team' } });
       await expect(remote.fetchArtifact('123', 1000, 1024 ** 3)).rejects.toMatchObject({ name: 'S3OperationError', failure: { code: 'NoSuchBucket' } });
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(unhandled).toEqual([]);

@@ -142,7 +142,7 @@ describe('write-behind', () => {
     const body = randomBytes(200_000);
     // What a non-atomic store keeps of a PUT cut off midway: some bytes, no sha256 metadata.
     const { PutObjectCommand } = await import('@aws-sdk/client-s3');
-    const { objectKey } = await import('../src/remote/index.js');
+    const { objectKey } = await import('../src/remote/s3/index.js');
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash), Body: body.subarray(0, 50_000) }));
     const d = await daemon(s3Flags(server.endpoint, bucket));
     expect((await putArtifact(d, hash, body)).status).toBe(200);
@@ -259,7 +259,7 @@ describe('read-through', () => {
     await eventually('uploaded', () => objectExists(s3, bucket, hash));
     // Replace the body behind the daemon's back, keeping the original sha256 metadata.
     const { PutObjectCommand, HeadObjectCommand } = await import('@aws-sdk/client-s3');
-    const { objectKey } = await import('../src/remote/index.js');
+    const { objectKey } = await import('../src/remote/s3/index.js');
     const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }));
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey('', hash), Body: randomBytes(4000), Metadata: head.Metadata }));
 

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveDaemonConfig, servedZones, localPutZone, type ConfigInput } from '../src/config/index.js';
 import { LocalStore } from '../src/store/index.js';
+import { schemaV1 } from '../src/store/index-db.js';
 import { createLogger } from '../src/log.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { runCli } from './helpers/daemon-process.js';
@@ -167,9 +168,9 @@ describe('the local tier kept apart by zone', () => {
     await first.close();
     // Turn the index back into what a schema-1 daemon wrote.
     const db = new Database(path.join(cacheDir, 'index.sqlite'));
-    db.exec('CREATE TABLE artifacts_v1 AS SELECT hash, size_bytes, sha256, created_ms, last_access_ms FROM artifacts; DROP TABLE artifacts;');
-    db.exec(`CREATE TABLE artifacts (hash TEXT PRIMARY KEY, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, created_ms INTEGER NOT NULL, last_access_ms INTEGER NOT NULL) WITHOUT ROWID;
-             INSERT INTO artifacts SELECT * FROM artifacts_v1; DROP TABLE artifacts_v1; CREATE INDEX artifacts_by_last_access ON artifacts (last_access_ms);`);
+    db.exec('CREATE TABLE artifacts_v1 AS SELECT hash, size_bytes, sha256, created_ms, last_access_ms FROM artifacts; DROP TABLE artifacts; DROP TABLE outbox;');
+    db.exec(schemaV1);
+    db.exec('INSERT INTO artifacts SELECT * FROM artifacts_v1; DROP TABLE artifacts_v1;');
     db.pragma('user_version = 1');
     expect(db.prepare('SELECT count(*) AS n FROM pragma_table_info(?) WHERE name = ?').get('artifacts', 'zone')).toEqual({ n: 0 });
     db.close();

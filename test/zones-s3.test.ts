@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { objectKey, RemoteStore } from '../src/remote/index.js';
+import { objectKey, S3RemoteStore } from '../src/remote/s3/index.js';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
@@ -47,7 +47,7 @@ function keyPair(): { privateFile: string; publicFile: string } {
 }
 
 async function uploaded(d: TestDaemon): Promise<void> {
-  await eventually('the outbox to empty', () => d.store.outboxSummary().entries === 0);
+  await eventually('the outbox to empty', () => d.store.outbox.summary().entries === 0);
 }
 
 async function rawObject(bucket: string, key: string): Promise<{ body: Buffer; metadata: Record<string, string> }> {
@@ -157,7 +157,7 @@ describe('first writer wins within a zone', () => {
       }
       return send(command, options);
     };
-    const remote = new RemoteStore(client, { bucket, keyPrefix: '', zones: { write: 'trusted', read: ['trusted'] }, conditionalWrites: 'on', multipartThresholdBytes: 1024, partSizeBytes: 5 * 1024 * 1024 });
+    const remote = new S3RemoteStore(client, { bucket, keyPrefix: '', zones: { write: 'trusted', read: ['trusted'] }, conditionalWrites: 'on', multipartThresholdBytes: 1024, partSizeBytes: 5 * 1024 * 1024 });
     const ours = Buffer.alloc(6 * 1024 * 1024, 7);
     const outcome = await remote.upload(hash, { sizeBytes: ours.length, stream: () => Readable.from([ours]) });
     expect(raced).toBe(true);
@@ -191,7 +191,7 @@ describe('zones changed by hot reload', () => {
     const d = await daemon({ config: configFile }, { hotReload: true });
     const hash = newHash();
     expect((await putArtifact(d, hash, Buffer.from('built in the PR'))).status).toBe(200);
-    expect(d.store.outboxSummary().entries).toBe(1);
+    expect(d.store.outbox.summary().entries).toBe(1);
 
     fs.writeFileSync(configFile, settings({ 'write-zone': 'trusted', 'read-zones': 'trusted' }));
     await d.reload();

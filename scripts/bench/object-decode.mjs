@@ -17,8 +17,8 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import os from 'node:os';
 import tar from 'tar-stream';
-import { ObjectCodec, deriveMasterKey, pluginCipherKey } from '../../dist/remote/index.js';
-import { decodePluginObject } from '../../dist/remote/plugin-format.js';
+import { ObjectCodec, deriveMasterKey, pluginCipherKey } from '../../dist/remote/s3/index.js';
+import { decodePluginObject } from '../../dist/remote/s3/plugin-format.js';
 import { Secret } from '../../dist/config/index.js';
 import { createCipheriv } from 'node:crypto';
 

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { formatSize, isLoopbackHost, type DaemonConfig } from '../config/index.js';
-import { createS3Client, remoteStoreFor, S3OperationError, classifyS3Error, zonePrefix, NO_ZONE } from '../remote/index.js';
+import { errorMessage } from '../remote/index.js';
+import { createS3Client, remoteStoreFor, classifyS3Error, doctorProbeKey, zonePrefix, NO_ZONE } from '../remote/s3/index.js';
 import { DaemonClient } from './daemon-client.js';
 import { zoneLines } from './status-text.js';
 
@@ -60,13 +61,14 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
       await remoteStoreFor(client, s3, config.encryptionKey, config).checkBucket(AbortSignal.timeout(10_000));
       report('ok', 'bucket reachable', where);
     } catch (error) {
-      return report('fail', 'bucket reachable', `${where}: ${error instanceof S3OperationError ? error.message : (error as Error).message}`);
+      return report('fail', 'bucket reachable', `${where}: ${errorMessage(error)}`);
     }
     if (config.mode !== 'read-write') return report('ok', 'bucket writable', `not needed in mode ${config.mode}`);
     if (config.zones?.write === null) return report('ok', 'bucket writable', 'not needed: the write zone is none');
     // Inside the write zone: a bucket policy per zone lets a writer write only there.
-    const writePrefix = zonePrefix(s3.keyPrefix, config.zones?.write ?? NO_ZONE);
-    const probeKey = `${writePrefix}doctor-probe-${randomBytes(6).toString('hex')}`;
+    const writeZone = config.zones?.write ?? NO_ZONE;
+    const writePrefix = zonePrefix(s3.keyPrefix, writeZone);
+    const probeKey = doctorProbeKey(s3.keyPrefix, writeZone, randomBytes(6).toString('hex'));
     try {
       await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: probeKey, Body: Buffer.from('nx-s3-sidecar doctor probe\n') }), { abortSignal: AbortSignal.timeout(10_000) });
     } catch (error) {
@@ -82,7 +84,7 @@ async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
       const mode = await remoteStoreFor(client, s3, config.encryptionKey, config).writeMode(undefined, AbortSignal.timeout(10_000));
       report('ok', 'first writer wins', mode === 'conditional' ? 'by conditional writes (If-None-Match)' : `by HEAD-then-PUT (conditional-writes ${s3.conditionalWrites}${s3.conditionalWrites === 'auto' ? ': this store ignores If-None-Match' : ''})`);
     } catch (error) {
-      report('warn', 'first writer wins', `cannot probe conditional writes: ${error instanceof S3OperationError ? error.message : (error as Error).message}`);
+      report('warn', 'first writer wins', `cannot probe conditional writes: ${errorMessage(error)}`);
     }
   } finally {
     client.destroy();

@@ -17,7 +17,8 @@ import { pipeline } from 'node:stream/promises';
 import PQueue from 'p-queue';
 import { formatSize, type DaemonConfig } from '../config/index.js';
 import { isValidArtifactHash } from '../store/index.js';
-import { BadObjectError, createS3Client, OBJECT_NAMESPACE, pluginObjectKey, remoteStoreFor, S3OperationError, type RemoteStore } from '../remote/index.js';
+import { errorMessage } from '../remote/index.js';
+import { createS3Client, NO_ZONE, pluginObjectKey, pluginObjectPrefix, remoteStoreFor, zonePrefix, type S3RemoteStore } from '../remote/s3/index.js';
 import { CliError } from './cli-error.js';
 
 export interface MigrateOptions {
@@ -42,8 +43,8 @@ export async function runMigrate(config: DaemonConfig, options: MigrateOptions, 
   const { client } = createS3Client(config.s3);
   try {
     const remote = remoteStoreFor(client, { ...config.s3, pluginObjects: 'read' }, config.encryptionKey);
-    const pluginPrefix = pluginObjectKey(config.s3.pluginKeyPrefix, '#').slice(0, -1);
-    const ourPrefix = `${config.s3.keyPrefix}${OBJECT_NAMESPACE}`;
+    const pluginPrefix = pluginObjectPrefix(config.s3.pluginKeyPrefix);
+    const ourPrefix = zonePrefix(config.s3.keyPrefix, NO_ZONE);
     const inventory = await takeInventory(remote, config.s3.pluginKeyPrefix, pluginPrefix, ourPrefix);
     const pending = [...inventory.plugin].filter(([hash]) => !inventory.ours.has(hash));
     const pluginBytes = [...inventory.plugin.values()].reduce((sum, bytes) => sum + bytes, 0);
@@ -64,7 +65,7 @@ export async function runMigrate(config: DaemonConfig, options: MigrateOptions, 
   }
 }
 
-async function takeInventory(remote: RemoteStore, pluginKeyPrefix: string, pluginPrefix: string, ourPrefix: string): Promise<Inventory> {
+async function takeInventory(remote: S3RemoteStore, pluginKeyPrefix: string, pluginPrefix: string, ourPrefix: string): Promise<Inventory> {
   const inventory: Inventory = { plugin: new Map(), ours: new Set(), other: 0 };
   for await (const { key } of remote.list(ourPrefix)) {
     const hash = key.slice(ourPrefix.length);
@@ -78,7 +79,7 @@ async function takeInventory(remote: RemoteStore, pluginKeyPrefix: string, plugi
   return inventory;
 }
 
-async function migrate(remote: RemoteStore, pending: [string, number][], options: MigrateOptions, out: (line: string) => void): Promise<number> {
+async function migrate(remote: S3RemoteStore, pending: [string, number][], options: MigrateOptions, out: (line: string) => void): Promise<number> {
   const tempDir = await fs.mkdtemp(path.join(os.tmpdir(), 'nx-s3-sidecar-migrate-'));
   const failed: { hash: string; reason: string }[] = [];
   let done = 0;
@@ -95,7 +96,7 @@ async function migrate(remote: RemoteStore, pending: [string, number][], options
           if (result.deleted) deleted++;
           line = result.note;
         } catch (error) {
-          const reason = error instanceof S3OperationError || error instanceof BadObjectError ? error.message : (error as Error).message;
+          const reason = errorMessage(error);
           failed.push({ hash, reason });
           line = `not migrated: ${reason}`;
         }
@@ -113,7 +114,7 @@ async function migrate(remote: RemoteStore, pending: [string, number][], options
 }
 
 /** Deletes originals migrated in an earlier run, each once its replacement is confirmed whole. */
-async function deleteReplaced(remote: RemoteStore, hashes: string[], out: (line: string) => void): Promise<number> {
+async function deleteReplaced(remote: S3RemoteStore, hashes: string[], out: (line: string) => void): Promise<number> {
   let deleted = 0;
   let failed = 0;
   for (const hash of hashes) {
@@ -134,7 +135,7 @@ async function deleteReplaced(remote: RemoteStore, hashes: string[], out: (line:
   return failed === 0 ? 0 : 1;
 }
 
-async function migrateOne(remote: RemoteStore, hash: string, tempFile: string, deleteOriginal: boolean): Promise<{ written: boolean; deleted: boolean; note: string }> {
+async function migrateOne(remote: S3RemoteStore, hash: string, tempFile: string, deleteOriginal: boolean): Promise<{ written: boolean; deleted: boolean; note: string }> {
   const archive = await remote.fetchPluginArtifact(hash, FETCH_TIMEOUT_MS);
   if (!archive) return { written: false, deleted: false, note: 'skipped: the object is gone' };
   try {

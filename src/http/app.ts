@@ -1,7 +1,7 @@
 /**
  * The HTTP surface: Nx's self-hosted remote cache protocol plus a health check.
- * Routes are one file each under routes/; this file only wires them and maps errors to
- * the answers Nx tolerates (GET → 404, PUT → 403).
+ * Routes are one file each under routes/; this file only wires them. The answers Nx tolerates
+ * are in nx-answers.ts, errors no route handled included (GET → 404, PUT → 403).
  */
 import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
@@ -18,22 +18,25 @@ import { getStatusPage } from './routes/status-page.js';
 import { observeRequests } from './request-observer.js';
 import { requireLocalOrToken } from './local-access.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
-import type { ReadThrough } from '../read-through/index.js';
+import type { TieredCache } from '../cache/index.js';
 import type { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status.js';
 import { textResponse } from './text-response.js';
 import { discardBody, hasBody } from './discard-body.js';
+import { CACHE_ROUTE_PREFIX } from './artifact-hash-param.js';
+import { internalErrorAnswer, methodNotAllowed } from './nx-answers.js';
 
 export interface HttpAppDeps {
-  store: LocalStore;
+  /** The tiers GET and PUT of artifacts go to. */
+  cache: TieredCache;
+  /** The local tier, for the health check's figures. */
+  store: Pick<LocalStore, 'usage'>;
   logger: Logger;
   tokens: AccessTokens;
   /** Getters: hot reload replaces these while the server runs. */
   maxArtifactBytes: () => number;
-  readThrough: () => ReadThrough | undefined;
-  uploader: () => Uploader | undefined;
-  /** Benchmark baseline: PUTs wait for their S3 upload (see put-artifact.ts). */
-  writeThrough?: () => boolean;
+  /** For `flush`: its uploads are made due now. */
+  uploader: () => Pick<Uploader, 'retryNow'> | undefined;
   statusReport: () => StatusReport;
   metrics: DaemonMetrics;
   /** Lookup outcomes and artifact bytes, for the metrics and the status page. */
@@ -42,18 +45,6 @@ export interface HttpAppDeps {
   idleTimeoutMs: number;
   /** True while the daemon is stopping: health answers 503 so supervisors and wrappers see it. */
   isStopping: () => boolean;
-  /** The trust zones in force (hot reload may change them); absent: zone-less. */
-  zoning?: () => LocalZoning;
-}
-
-/** How the local tier is kept apart by trust zone (config/zones.ts). */
-export interface LocalZoning {
-  /** Zone labels of local artifacts GET may serve. */
-  served: ReadonlySet<string>;
-  /** The label a PUT's artifact gets. */
-  putZone: string;
-  /** Called for each artifact stored that will not be uploaded because the write zone is none. */
-  notUploaded?: (hash: string) => void;
 }
 
 type Env = { Bindings: HttpBindings; Variables: { access: Access } };
@@ -67,7 +58,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   // A body no route reads (a GET with one): read it before answering, or a client still sending
   // it gets a broken pipe instead of the answer when the connection closes.
   app.use(async (c, next) => {
-    const artifactPut = c.req.method === 'PUT' && c.req.path.startsWith('/v1/cache/');
+    const artifactPut = c.req.method === 'PUT' && c.req.path.startsWith(CACHE_ROUTE_PREFIX);
     if (!artifactPut && hasBody(c.env.incoming)) await discardBody(c.env.incoming, deps.idleTimeoutMs);
     await next();
   });
@@ -77,9 +68,10 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   );
 
   app.use('/v1/*', requireToken(deps.tokens));
-  app.get('/v1/cache/*', getArtifact(deps));
-  app.put('/v1/cache/*', putArtifact(deps));
-  app.all('/v1/cache/*', () => textResponse(405, 'only GET and PUT', { allow: 'GET, PUT' }));
+  const artifactRoute = `${CACHE_ROUTE_PREFIX}*`;
+  app.get(artifactRoute, getArtifact(deps));
+  app.put(artifactRoute, putArtifact(deps));
+  app.all(artifactRoute, methodNotAllowed);
 
   app.use('/status', requireToken(deps.tokens));
   app.use('/flush', requireToken(deps.tokens));
@@ -96,10 +88,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   app.onError((error, c: Context) => {
     if (error instanceof HTTPException) return error.getResponse();
     deps.logger.error('unexpected error while answering a request', { method: c.req.method, path: c.req.path, error });
-    // The only answers that never fail an Nx build.
-    if (c.req.method === 'GET') return textResponse(404, 'not found (internal error; see the daemon log)');
-    if (c.req.method === 'PUT') return textResponse(403, 'not stored (internal error; see the daemon log)');
-    return textResponse(500, 'internal error; see the daemon log');
+    return internalErrorAnswer(c.req.method);
   });
   return app;
 }

@@ -6,6 +6,7 @@ import type { MiddlewareHandler } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from '../log.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
+import { CACHE_ROUTE_PREFIX } from './artifact-hash-param.js';
 
 export interface RequestObserverDeps {
   logger: Logger;
@@ -13,12 +14,13 @@ export interface RequestObserverDeps {
   activity: CacheActivity;
 }
 
+const ARTIFACT_ROUTE_LABEL = `${CACHE_ROUTE_PREFIX}:hash`;
 const knownRoutes = new Set(['/', '/healthz', '/metrics', '/status', '/status.json', '/flush']);
 const knownMethods = new Set(['GET', 'HEAD', 'PUT', 'POST']);
 
 /** A bounded set of route labels: anything a client makes up is "other". */
 export function routeLabel(path: string): string {
-  if (path.startsWith('/v1/cache/')) return '/v1/cache/:hash';
+  if (path.startsWith(CACHE_ROUTE_PREFIX)) return ARTIFACT_ROUTE_LABEL;
   return knownRoutes.has(path) ? path : 'other';
 }
 
@@ -32,7 +34,7 @@ export function observeRequests({ logger, metrics, activity }: RequestObserverDe
       const route = routeLabel(c.req.path);
       metrics.observeRequest(route, knownMethods.has(c.req.method) ? c.req.method : 'other', answered ? String(outgoing.statusCode) : 'none', seconds);
       // A stored PUT received exactly its declared length (the GET route counts what it sends).
-      if (answered && outgoing.statusCode === 200 && route === '/v1/cache/:hash' && c.req.method === 'PUT') {
+      if (answered && outgoing.statusCode === 200 && route === ARTIFACT_ROUTE_LABEL && c.req.method === 'PUT') {
         activity.recordReceived(Number(incoming.headers['content-length'] ?? 0));
       }
       logger.debug('request', {

@@ -13,7 +13,7 @@ import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
 
 export interface MetricSources {
-  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'>;
+  store: Pick<LocalStore, 'usage' | 'outbox' | 'evicted'>;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
@@ -112,11 +112,11 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('local_used_bytes', 'Bytes of artifacts in the local tier', [], () => one(store.usage().usedBytes));
   gauge('local_budget_bytes', 'The local tier budget (--max-size)', [], () => one(store.usage().budgetBytes));
   gauge('local_artifacts', 'Artifacts in the local tier', [], () => one(store.usage().entries));
-  gauge('outbox_artifacts', 'Artifacts waiting for upload (parked ones included)', [], () => one(store.outboxSummary().entries));
-  gauge('outbox_bytes', 'Bytes waiting for upload', [], () => one(store.outboxSummary().bytes));
-  gauge('outbox_parked_artifacts', 'Artifacts whose upload is parked after a permanent failure', [], () => one(store.outboxSummary().parked));
+  gauge('outbox_artifacts', 'Artifacts waiting for upload (parked ones included)', [], () => one(store.outbox.summary().entries));
+  gauge('outbox_bytes', 'Bytes waiting for upload', [], () => one(store.outbox.summary().bytes));
+  gauge('outbox_parked_artifacts', 'Artifacts whose upload is parked after a permanent failure', [], () => one(store.outbox.summary().parked));
   gauge('outbox_oldest_age_seconds', 'Age of the oldest artifact waiting for upload (0 when none waits)', [], () => {
-    const oldest = store.outboxSummary().oldestEnqueuedMs;
+    const oldest = store.outbox.summary().oldestEnqueuedMs;
     return one(oldest === null ? 0 : Math.max(now() - oldest, 0) / 1000);
   });
   gauge('uploads_in_flight', 'Uploads running right now', [], () => one(sources.uploadsInFlight()));

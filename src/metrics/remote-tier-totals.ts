@@ -4,7 +4,7 @@
  * retired tier's final figures are folded in here, so totals (and Prometheus counters) never
  * go back. A tier is counted from `track` until `retire`, also while it is stopping.
  */
-import type { ReadThroughCounters } from '../read-through/index.js';
+import type { ReadThroughCounters } from '../cache/index.js';
 import type { UploaderCounters, UploaderStatus } from '../upload/index.js';
 
 export interface CountedTier {

@@ -9,8 +9,8 @@ export class ArtifactExistsError extends Error {
 }
 
 /**
- * The body does not match what was declared: fewer or more bytes, a wrong checksum, or the
- * sender went away mid-body (`interrupted`, with what broke it as the cause).
+ * The body does not match its declared length: fewer or more bytes, or the sender went away
+ * mid-body (`interrupted`, with what broke it as the cause).
  */
 export class IncompleteBodyError extends Error {
   readonly interrupted: boolean;
@@ -19,6 +19,14 @@ export class IncompleteBodyError extends Error {
     super(message, { cause: options.cause });
     this.name = 'IncompleteBodyError';
     this.interrupted = options.interrupted ?? false;
+  }
+}
+
+/** The body arrived whole but its sha256 is not the one it was expected to have. */
+export class ChecksumMismatchError extends Error {
+  constructor(readonly expectedSha256: string, readonly receivedSha256: string) {
+    super(`checksum mismatch: expected sha256 ${expectedSha256}, received ${receivedSha256}`);
+    this.name = 'ChecksumMismatchError';
   }
 }
 

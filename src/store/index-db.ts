@@ -1,27 +1,10 @@
 /**
  * The SQLite index of the local tier: one row per stored artifact, and the outbox of
- * artifacts waiting to be uploaded (those rows pin their artifact against eviction).
+ * artifacts waiting to be uploaded (outbox/: its rows pin their artifact against eviction).
  * The schema lives here and only here; `user_version` records which version a file has.
  */
 import Database from 'better-sqlite3';
-
-export type OutboxState = 'pending' | 'parked';
-
-export interface OutboxRow {
-  hash: string;
-  enqueued_ms: number;
-  attempts: number;
-  next_attempt_ms: number;
-  state: OutboxState;
-  last_error: string | null;
-}
-
-export interface OutboxSummary {
-  entries: number;
-  bytes: number;
-  parked: number;
-  oldestEnqueuedMs: number | null;
-}
+import { Outbox } from '../outbox/index.js';
 
 export type EvictionCandidate = Pick<ArtifactRow, 'hash' | 'size_bytes' | 'created_ms'>;
 
@@ -37,7 +20,12 @@ export interface ArtifactRow {
 
 const SCHEMA_VERSION = 2;
 
-const schemaV1 = `
+/** Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit. */
+export const EVICTION_CANDIDATES_SQL = `SELECT a.hash, a.size_bytes, a.created_ms FROM artifacts a
+         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash)
+         ORDER BY a.last_access_ms LIMIT ?`;
+
+export const schemaV1 = `
 CREATE TABLE artifacts (
   hash           TEXT PRIMARY KEY,
   size_bytes     INTEGER NOT NULL,
@@ -63,6 +51,8 @@ const schemaV2 = `ALTER TABLE artifacts ADD COLUMN zone TEXT NOT NULL DEFAULT ''
 
 export class IndexDb {
   readonly db: Database.Database;
+  /** The outbox table's statements, in this database's transactions. */
+  readonly outbox: Outbox;
   private readonly statements;
 
   constructor(file: string) {
@@ -73,6 +63,7 @@ export class IndexDb {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.migrate();
+    this.outbox = new Outbox(this.db);
     this.statements = {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
@@ -86,32 +77,8 @@ export class IndexDb {
       ),
       // Walks the last-access index oldest first; the outbox probe is a primary-key lookup.
       removeUnchanged: this.db.prepare<[string, number]>('DELETE FROM artifacts WHERE hash = ? AND created_ms = ?'),
-      evictionCandidates: this.db.prepare<[number], EvictionCandidate>(
-        `SELECT a.hash, a.size_bytes, a.created_ms FROM artifacts a
-         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash)
-         ORDER BY a.last_access_ms LIMIT ?`,
-      ),
+      evictionCandidates: this.db.prepare<[number], EvictionCandidate>(EVICTION_CANDIDATES_SQL),
       allSizes: this.db.prepare<[], Pick<ArtifactRow, 'hash' | 'size_bytes'>>('SELECT hash, size_bytes FROM artifacts'),
-      enqueue: this.db.prepare<[string, number]>('INSERT OR IGNORE INTO outbox (hash, enqueued_ms) VALUES (?, ?)'),
-      outboxDue: this.db.prepare<[number, number], OutboxRow & { size_bytes: number | null }>(
-        `SELECT o.*, a.size_bytes FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash
-         WHERE o.next_attempt_ms <= ? ORDER BY o.next_attempt_ms, o.enqueued_ms LIMIT ?`,
-      ),
-      nextDueAfter: this.db.prepare<[number], { next: number | null }>('SELECT min(next_attempt_ms) AS next FROM outbox WHERE next_attempt_ms > ?'),
-      outboxRemove: this.db.prepare<[string]>('DELETE FROM outbox WHERE hash = ?'),
-      outboxHas: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM outbox WHERE hash = ?'),
-      outboxDefer: this.db.prepare<[number, number, string, string | null, string]>(
-        'UPDATE outbox SET attempts = ?, next_attempt_ms = ?, state = ?, last_error = ? WHERE hash = ?',
-      ),
-      outboxRetryAll: this.db.prepare<[]>('UPDATE outbox SET next_attempt_ms = 0'),
-      outboxSummary: this.db.prepare<[], { entries: number; bytes: number | null; parked: number | null; oldest: number | null }>(
-        `SELECT count(*) AS entries, sum(a.size_bytes) AS bytes, sum(o.state = 'parked') AS parked,
-                min(o.enqueued_ms) AS oldest
-         FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash`,
-      ),
-      lastOutboxError: this.db.prepare<[], { hash: string; last_error: string }>(
-        'SELECT hash, last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY next_attempt_ms DESC LIMIT 1',
-      ),
     };
   }
 
@@ -146,52 +113,14 @@ export class IndexDb {
     }
     this.db.transaction(() => {
       this.statements.insert.run(row);
-      this.statements.enqueue.run(row.hash, row.created_ms);
+      this.outbox.enqueue(row.hash, row.created_ms);
     })();
-  }
-
-  outboxDue(nowMs: number, limit: number): (OutboxRow & { size_bytes: number | null })[] {
-    return this.statements.outboxDue.all(nowMs, limit);
-  }
-
-  /** The earliest retry time after `nowMs` (an index lookup, cheap enough for every PUT). */
-  nextDueAfter(nowMs: number): number | undefined {
-    return this.statements.nextDueAfter.get(nowMs)?.next ?? undefined;
-  }
-
-  isQueuedForUpload(hash: string): boolean {
-    return this.statements.outboxHas.get(hash) !== undefined;
-  }
-
-  /** The upload is confirmed (or no longer possible): unpins the artifact. */
-  outboxRemove(hash: string): void {
-    this.statements.outboxRemove.run(hash);
-  }
-
-  outboxDefer(hash: string, attempts: number, nextAttemptMs: number, state: OutboxState, lastError: string | null): void {
-    this.statements.outboxDefer.run(attempts, nextAttemptMs, state, lastError, hash);
-  }
-
-  outboxRetryAll(): void {
-    this.statements.outboxRetryAll.run();
-  }
-
-  outboxSummary(): OutboxSummary & { lastError?: { hash: string; message: string } } {
-    const row = this.statements.outboxSummary.get()!;
-    const last = this.statements.lastOutboxError.get();
-    return {
-      entries: row.entries,
-      bytes: row.bytes ?? 0,
-      parked: row.parked ?? 0,
-      oldestEnqueuedMs: row.oldest,
-      lastError: last ? { hash: last.hash, message: last.last_error } : undefined,
-    };
   }
 
   /** Removes an artifact's row and any outbox row of it (a blob that is gone cannot be uploaded). */
   remove(hash: string): boolean {
     return this.db.transaction(() => {
-      this.statements.outboxRemove.run(hash);
+      this.outbox.drop(hash);
       return this.statements.remove.run(hash).changes > 0;
     })();
   }
@@ -201,7 +130,7 @@ export class IndexDb {
     return this.db.transaction(() => {
       const removed = new Set<string>();
       for (const hash of hashes) {
-        this.statements.outboxRemove.run(hash);
+        this.outbox.drop(hash);
         if (this.statements.remove.run(hash).changes > 0) removed.add(hash);
       }
       return removed;
@@ -225,7 +154,7 @@ export class IndexDb {
       const removed = new Set<string>();
       for (const { hash, created_ms } of candidates) {
         if (this.statements.removeUnchanged.run(hash, created_ms).changes > 0) {
-          this.statements.outboxRemove.run(hash);
+          this.outbox.drop(hash);
           removed.add(hash);
         }
       }

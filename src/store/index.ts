@@ -1,5 +1,5 @@
 export { LocalStore, LocalStoreOpenError, type StoredArtifact, type LocalUsage, type EvictionTotals, type VerifyReadsPolicy } from './local-store.js';
-export { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
+export { ArtifactExistsError, ChecksumMismatchError, IncompleteBodyError, StorageError } from './errors.js';
 export { CacheDirBusyError } from './dir-lock.js';
 export { isValidArtifactHash } from './artifact-hash.js';
 export { cacheDirLayout } from './cache-dir.js';

@@ -13,12 +13,14 @@ import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
-import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
+import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
-import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
+import { IndexDb, type ArtifactRow } from './index-db.js';
+import type { Outbox } from '../outbox/index.js';
 import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
+import { NO_ZONE } from '../config/zones.js';
 import { failpoint } from '../failpoints.js';
 
 export interface LocalStoreOptions {
@@ -102,6 +104,8 @@ export class LocalStore {
   private readonly accessBatcher: AccessBatcher;
   private readonly evictor: Evictor;
   readonly evicted: EvictionTotals = { count: 0, bytes: 0 };
+  /** Artifacts waiting for upload: rows in this store's index, written in the same transactions. */
+  readonly outbox: Outbox;
   private usedBytes: number;
   private entryCount: number;
   private closed = false;
@@ -113,6 +117,11 @@ export class LocalStore {
     private readonly releaseLock: () => void,
     readonly recovery: RecoveryReport,
   ) {
+    this.outbox = index.outbox;
+    // A completed upload unpins its artifact: it may go now.
+    this.outbox.whenComplete(() => {
+      if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
+    });
     const totals = index.totals();
     this.usedBytes = totals.bytes;
     this.entryCount = totals.count;
@@ -169,7 +178,8 @@ export class LocalStore {
   /**
    * Stores a body durably. Throws ArtifactExistsError when the hash is stored or being stored,
    * IncompleteBodyError when the body does not match its declared length (or is longer than
-   * `atMostBytes`, when its length is not known in advance) or fails, StorageError when the
+   * `atMostBytes`, when its length is not known in advance) or fails, ChecksumMismatchError
+   * when it is not the `expectedSha256`, StorageError when the
    * disk fails. Nothing is left behind on any failure.
    */
   async put(hash: string, body: Readable, declaredBytes: BodyLength, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
@@ -179,7 +189,7 @@ export class LocalStore {
       const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs);
       if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
         await fs.rm(received.tempFile, { force: true });
-        throw new IncompleteBodyError(`checksum mismatch: expected sha256 ${options.expectedSha256}, received ${received.sha256}`);
+        throw new ChecksumMismatchError(options.expectedSha256, received.sha256);
       }
       const finalFile = blobPath(this.layout, hash);
       failpoint('after-receive');
@@ -188,7 +198,7 @@ export class LocalStore {
       const nowMs = Date.now();
       try {
         this.index.insert(
-          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? '' },
+          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? NO_ZONE },
           options.enqueueUpload ?? false,
         );
       } catch (error) {
@@ -298,7 +308,7 @@ export class LocalStore {
     if (this.inFlightPuts.has(hash)) return false;
     const row = this.index.get(hash);
     if (!row) return true;
-    if (zones.has(row.zone) || this.index.isQueuedForUpload(hash)) return false;
+    if (zones.has(row.zone) || this.index.outbox.has(hash)) return false;
     this.verifiedBlobs.delete(hash);
     await fs.rm(blobPath(this.layout, hash), { force: true });
     if (this.index.remove(hash)) this.forget(row.size_bytes);
@@ -317,35 +327,6 @@ export class LocalStore {
     if (digest !== row.sha256) return false;
     this.rememberVerified(row.hash, identity);
     return true;
-  }
-
-  // The outbox: artifacts acknowledged to Nx but not yet confirmed by S3. Its rows pin their
-  // artifacts against eviction; the uploader works through them.
-
-  outboxDue(nowMs: number, limit: number): (OutboxRow & { size_bytes: number | null })[] {
-    return this.index.outboxDue(nowMs, limit);
-  }
-
-  /** When the next deferred upload becomes due, if any is waiting. */
-  nextUploadDueMs(nowMs: number): number | undefined {
-    return this.index.nextDueAfter(nowMs);
-  }
-
-  completeUpload(hash: string): void {
-    this.index.outboxRemove(hash);
-    if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction(); // it may go now
-  }
-
-  deferUpload(hash: string, attempts: number, nextAttemptMs: number, state: OutboxState, lastError: string): void {
-    this.index.outboxDefer(hash, attempts, nextAttemptMs, state, lastError);
-  }
-
-  retryUploadsNow(): void {
-    this.index.outboxRetryAll();
-  }
-
-  outboxSummary(): OutboxSummary & { lastError?: { hash: string; message: string } } {
-    return this.index.outboxSummary();
   }
 
   /** A new size budget (hot reload): a smaller one is enforced at once, in the background. */

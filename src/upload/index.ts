@@ -1,2 +1,2 @@
-export { Uploader, type UploaderStatus, type UploaderCounters } from './uploader.js';
+export { Uploader, type UploaderStatus, type UploaderCounters, type BlobReader, type BlobToUpload } from './uploader.js';
 export { retryDelayMs, defaultBackoff, type BackoffPolicy } from './backoff.js';

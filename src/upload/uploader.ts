@@ -7,15 +7,29 @@
  * confirmed the object (and its verification passed).
  */
 import PQueue from 'p-queue';
-import type { LocalStore } from '../store/index.js';
-import { NO_ZONE, S3OperationError, UploadVerificationError, type RemoteStore } from '../remote/index.js';
+import type { Outbox } from '../outbox/index.js';
+import { errorMessage, RemoteOperationError, type RemoteStore, type UploadSource } from '../remote/index.js';
+import { NO_ZONE } from '../config/zones.js';
 import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
 import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 
+/** An artifact as the uploader reads it: its bytes and the trust zone it was stored for. */
+export interface BlobToUpload extends UploadSource {
+  zone: string;
+  release(): Promise<void>;
+}
+
+/** Where the outbox's artifacts are read from (the local tier). */
+export interface BlobReader {
+  /** The artifact if it is stored and intact; `touch: false`: an upload is not a use for LRU. */
+  open(hash: string, options: { touch: false }): Promise<BlobToUpload | undefined>;
+}
+
 export interface UploaderOptions {
-  store: LocalStore;
+  outbox: Outbox;
+  blobs: BlobReader;
   remote: RemoteStore;
   concurrency: number;
   logger: Logger;
@@ -95,7 +109,7 @@ export class Uploader {
 
   /** Makes every row due now, parked ones included (`flush` and config fixes use it). */
   retryNow(): void {
-    this.options.store.retryUploadsNow();
+    this.options.outbox.retryAll();
     this.reportedPermanent.clear();
     this.notify();
   }
@@ -124,7 +138,7 @@ export class Uploader {
     this.wakeTimer = undefined;
     const room = this.queue.concurrency * 2 - this.queue.size - this.queue.pending;
     if (room > 0) {
-      const due = this.options.store.outboxDue(Date.now(), room + this.queued.size);
+      const due = this.options.outbox.due(Date.now(), room + this.queued.size);
       for (const row of due) {
         if (this.queued.has(row.hash)) continue;
         this.track(row.hash, this.queue.add(() => this.uploadOne(row.hash, row.attempts)));
@@ -132,7 +146,7 @@ export class Uploader {
     }
     // Sleep until the earliest deferred row not already queued is due (new PUTs wake us
     // through notify(), finished jobs through their own pump()).
-    const next = this.options.store.nextUploadDueMs(Date.now());
+    const next = this.options.outbox.nextDueAfter(Date.now());
     if (next !== undefined) {
       this.wakeTimer = setTimeout(() => this.pump(), Math.max(next - Date.now(), 50));
       this.wakeTimer.unref();
@@ -140,12 +154,12 @@ export class Uploader {
   }
 
   private async uploadOne(hash: string, attempts: number): Promise<boolean> {
-    const { store, remote, logger } = this.options;
+    const { outbox, blobs, remote, logger } = this.options;
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
     try {
-      artifact = await store.open(hash, { touch: false });
+      artifact = await blobs.open(hash, { touch: false });
     } catch (error) {
       // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
       this.recordFailure(hash, attempts + 1, error);
@@ -154,7 +168,7 @@ export class Uploader {
     if (!artifact) {
       // open() already dropped a damaged entry (and with it the outbox row); a missing row
       // means it was removed meanwhile. Either way there is nothing left to upload.
-      store.completeUpload(hash);
+      outbox.complete(hash);
       logger.error('an artifact waiting for upload is gone or damaged locally; it cannot be uploaded', { hash });
       return false;
     }
@@ -162,16 +176,16 @@ export class Uploader {
     if (artifact.zone !== (writeZone ?? NO_ZONE)) {
       // Stored while the daemon wrote another zone (the zones changed since): uploading it into
       // this one would launder it into a zone it was not built for.
-      store.completeUpload(hash);
+      outbox.complete(hash);
       await artifact.release();
       audit?.refusedWrite('other-zone');
-      logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone || '(none)', writeZone });
+      logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone === NO_ZONE ? '(none)' : artifact.zone, writeZone });
       return false;
     }
     try {
       const outcome = await remote.upload(hash, artifact, this.abort.signal, writeZone);
       failpoint('after-upload');
-      store.completeUpload(hash);
+      outbox.complete(hash);
       if (this.failing) {
         this.failing = false;
         logger.info('uploads to S3 work again');
@@ -206,13 +220,13 @@ export class Uploader {
   }
 
   private deferAfterFailure(hash: string, attempts: number, error: unknown): void {
-    const { store, logger } = this.options;
+    const { outbox, logger } = this.options;
     this.counters.failedAttempts++;
-    const permanent = error instanceof S3OperationError && error.failure.kind === 'permanent';
-    const message = error instanceof S3OperationError || error instanceof UploadVerificationError ? error.message : `${(error as Error).message}`;
+    const permanent = error instanceof RemoteOperationError && error.failure.kind === 'permanent';
+    const message = errorMessage(error);
     this.lastError = { hash, message, atMs: Date.now() };
     if (permanent) {
-      store.deferUpload(hash, attempts, Date.now() + this.backoff.parkedMs, 'parked', message);
+      outbox.defer(hash, attempts, Date.now() + this.backoff.parkedMs, 'parked', message);
       this.counters.parkedAttempts++;
       if (!this.reportedPermanent.has(message)) {
         this.reportedPermanent.add(message);
@@ -220,7 +234,7 @@ export class Uploader {
       }
     } else {
       const delayMs = retryDelayMs(attempts, this.backoff);
-      store.deferUpload(hash, attempts, Date.now() + delayMs, 'pending', message);
+      outbox.defer(hash, attempts, Date.now() + delayMs, 'pending', message);
       if (!this.failing) {
         this.failing = true;
         logger.warn('uploads to S3 are failing; retrying with backoff, builds go on from the local cache', { error: message });

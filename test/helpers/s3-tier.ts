@@ -1,7 +1,7 @@
 /** Shared pieces of the S3-tier suites: daemon flags for a test bucket, and bucket inspection. */
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { ConfigInput } from '../../src/config/index.js';
-import { objectKey } from '../../src/remote/index.js';
+import { objectKey } from '../../src/remote/s3/index.js';
 import type { S3TestServer } from './s3-server-types.js';
 
 /** The environment a daemon needs to reach the test server (credentials via the env provider). */

@@ -1,61 +1,42 @@
 /**
- * GET /v1/cache/{hash}: 200 with the whole artifact, or 404. Nx aborts the entire run on any
- * other answer, so every internal failure here is a 404 (logged), never a 5xx.
+ * GET /v1/cache/{hash}: 200 with the whole artifact, or 404 (nx-answers.ts). The tiers are
+ * cache/'s; this route sends what they found, straight to the socket.
  */
 import { pipeline } from 'node:stream/promises';
 import type { Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import type { LocalStore, StoredArtifact } from '../../store/index.js';
-import type { ReadThrough } from '../../read-through/index.js';
+import type { TieredCache } from '../../cache/index.js';
 import type { CacheActivity } from '../../metrics/index.js';
 import type { Logger } from '../../log.js';
 import { artifactHashParam } from '../artifact-hash-param.js';
-import { textResponse } from '../text-response.js';
-import type { LocalZoning } from '../app.js';
+import { badRequest, missAnswer } from '../nx-answers.js';
 
 export interface GetArtifactDeps {
-  store: LocalStore;
+  cache: TieredCache;
   logger: Logger;
-  /** Present when the mode may read S3: a local miss is fetched from there within its deadline. */
-  readThrough: () => ReadThrough | undefined;
   /** The connection idle timeout, re-armed once the daemon's own work is done. */
   idleTimeoutMs: number;
-  /** Told how each lookup ended and what was sent (for the metrics and the status page). */
-  activity?: Pick<CacheActivity, 'recordLookup' | 'recordSent'>;
-  /** With trust zones: only artifacts of a served zone are answered; one of another zone is replaced by read-through. */
-  zoning?: () => LocalZoning;
+  /** Told what was sent (for the metrics and the status page). */
+  activity?: Pick<CacheActivity, 'recordSent'>;
 }
 
-export function getArtifact({ store, logger, readThrough, idleTimeoutMs, activity, zoning }: GetArtifactDeps) {
+export function getArtifact({ cache, logger, idleTimeoutMs, activity }: GetArtifactDeps) {
   return async (c: Context<{ Bindings: HttpBindings }>) => {
     const param = artifactHashParam(c);
-    if (!param.ok) return textResponse(400, param.reason);
+    if (!param.ok) return badRequest(param.reason);
     // The idle timeout is for stalled clients, not for the daemon's own work (verifying a
     // large blob, a read-through): pause it until the first byte goes out.
     const socket = c.env.incoming.socket;
     socket.setTimeout(0);
-    let artifact: StoredArtifact | undefined;
-    const zones = zoning?.().served;
+    let outcome;
     try {
-      artifact = await store.open(param.hash, { zones });
-      const remote = readThrough();
-      if (artifact) activity?.recordLookup('local-hit');
-      else if (!remote) activity?.recordLookup('miss');
-      else {
-        // An artifact of a zone this daemon does not read (stored before the zones changed) gives way.
-        if (zones) await store.dropOtherZone(param.hash, zones);
-        if (await remote.fetch(param.hash)) artifact = await store.open(param.hash, { zones });
-        activity?.recordLookup(artifact ? 's3-hit' : 's3-miss');
-      }
-    } catch (error) {
-      activity?.recordLookup('miss');
-      logger.error('GET failed inside the daemon; answering a miss', { hash: param.hash, error });
-      return textResponse(404, 'not found (the daemon could not read it; see its log)');
+      outcome = await cache.get(param.hash);
     } finally {
       socket.setTimeout(idleTimeoutMs);
     }
-    if (!artifact) return textResponse(404, 'not found');
+    if (!outcome.found) return missAnswer(outcome);
+    const { artifact } = outcome;
 
     const headers = { 'content-type': 'application/octet-stream', 'content-length': String(artifact.sizeBytes) };
     if (c.req.method === 'HEAD') {

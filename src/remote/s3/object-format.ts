@@ -24,7 +24,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, type DecipherGCM } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { BadObjectError } from './bad-object.js';
+import { BadObjectError } from '../errors.js';
 import { deriveObjectKey } from './encryption-key.js';
 
 const MAGIC = Buffer.from('NXSC', 'latin1');

@@ -15,14 +15,19 @@ import path from 'node:path';
 import { createDecipheriv, type Decipher } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { constants as zlibConstants, createGunzip, createGzip } from 'node:zlib';
-import { BadObjectError } from './bad-object.js';
+import { BadObjectError } from '../errors.js';
 import { transcodePluginArchive } from './plugin-archive.js';
-import type { Secret } from '../config/index.js';
+import type { Secret } from '../../config/index.js';
 
 const IV_BYTES = 16;
 
 export function pluginObjectKey(cacheKeyPrefix: string, hash: string): string {
   return cacheKeyPrefix ? path.posix.join(cacheKeyPrefix, hash) : hash;
+}
+
+/** What every key of pluginObjectKey(cacheKeyPrefix, …) starts with. */
+export function pluginObjectPrefix(cacheKeyPrefix: string): string {
+  return pluginObjectKey(cacheKeyPrefix, '#').slice(0, -1);
 }
 
 /** The plugin's key: the string repeated until it is at least 32 characters, its UTF-8 cut to 32 bytes. */

@@ -10,7 +10,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
-import type { S3Config } from '../config/index.js';
+import type { S3Config } from '../../config/index.js';
 import { credentialSource, type CredentialSource } from './credentials.js';
 import { proxyAgentsFor } from './proxy.js';
 

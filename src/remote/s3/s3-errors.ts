@@ -2,13 +2,9 @@
  * Sorting S3 failures into what to do about them: retry later (transient), stop retrying
  * until the configuration changes (permanent), or a plain "not there".
  */
-export type S3FailureKind = 'not-found' | 'permanent' | 'transient';
+import type { RemoteFailure } from '../errors.js';
 
-export interface S3Failure {
-  kind: S3FailureKind;
-  code: string;
-  message: string;
-}
+export type S3Failure = RemoteFailure;
 
 // Errors that do not go away by retrying: the bucket, the credentials or the policy is wrong.
 const permanentCodes = new Set([

@@ -5,7 +5,7 @@
  * The SDK's own providers do all parsing; temporary credentials refresh before they expire.
  */
 import { createCredentialChain, fromEnv, fromIni, fromNodeProviderChain, fromSSO } from '@aws-sdk/credential-providers';
-import type { S3Config } from '../config/index.js';
+import type { S3Config } from '../../config/index.js';
 
 type AwsCredentialIdentityProvider = Parameters<typeof createCredentialChain>[0];
 type AwsCredentialIdentity = Awaited<ReturnType<AwsCredentialIdentityProvider>>;

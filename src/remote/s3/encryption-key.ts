@@ -10,7 +10,7 @@
  * when a bucket is copied or renamed.
  */
 import { hkdfSync, scryptSync } from 'node:crypto';
-import type { Secret } from '../config/index.js';
+import type { Secret } from '../../config/index.js';
 
 const SCRYPT_SALT = 'nx-s3-sidecar/v1 encryption key';
 const SCRYPT_PARAMS = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { BadObjectError } from './bad-object.js';
+import { BadObjectError } from '../errors.js';
 
 const OUTPUTS_DIR = 'outputs/';
 // Text entries are read whole; nothing sane is larger, and a bound keeps a hostile object small.

@@ -1,19 +1,19 @@
-/** The RemoteStore a configuration asks for: its bucket, object format, plugin-object reads, trust zones and signatures. */
+/** The S3RemoteStore a configuration asks for: its bucket, object format, plugin-object reads, trust zones and signatures. */
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { S3Config, Secret, SignatureConfig, ZoneConfig } from '../config/index.js';
+import type { S3Config, Secret, SignatureConfig, ZoneConfig } from '../../config/index.js';
 import { deriveMasterKey } from './encryption-key.js';
 import { ObjectCodec } from './object-format.js';
 import { pluginCipherKey } from './plugin-format.js';
-import { RemoteStore } from './remote-store.js';
+import { S3RemoteStore } from './remote-store.js';
 
 export interface TrustSettings {
   zones?: ZoneConfig;
   signatures?: SignatureConfig;
 }
 
-export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}): RemoteStore {
+export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}): S3RemoteStore {
   const { zones, signatures } = trust;
-  return new RemoteStore(client, {
+  return new S3RemoteStore(client, {
     bucket: s3.bucket,
     keyPrefix: s3.keyPrefix,
     codec: encryptionKey ? ObjectCodec.encrypted(deriveMasterKey(encryptionKey)) : ObjectCodec.plain(),

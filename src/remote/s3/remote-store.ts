@@ -1,5 +1,5 @@
 /**
- * The S3 tier: the few object operations the daemon needs, each verified.
+ * The S3 implementation of RemoteStore (../index.ts): the few object operations the daemon needs, each verified.
  * - upload: into the artifact's trust zone (object-key.ts); HEAD first (another machine may have
  *   stored this hash already: first writer wins), then the artifact in our object format
  *   (object-format.ts: encrypted when a key is set) with PutObject and Content-MD5 (the store
@@ -27,13 +27,14 @@ import {
   SIGNATURE_KEY_ID_METADATA_KEY,
   SIGNATURE_METADATA_KEY,
 } from './object-key.js';
-import { signatureProblem, signObject, type SigningKey, type VerifyKey } from './object-signature.js';
-import { classifyS3Error, type S3Failure } from './s3-errors.js';
+import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
+import { classifyS3Error } from './s3-errors.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
-import { BadObjectError } from './bad-object.js';
+import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
+import type { FetchedArtifact, RefusedObject, RemoteStore, UploadOutcome, UploadSource, WriteMode } from '../index.js';
 
-export interface RemoteStoreOptions {
+export interface S3RemoteStoreOptions {
   bucket: string;
   keyPrefix: string;
   /** Our object format; plain unless an encryption key is configured. */
@@ -53,25 +54,6 @@ export interface RemoteStoreOptions {
   verification?: { keys: readonly VerifyKey[]; requiredZones: ReadonlySet<string> };
 }
 
-/** How uploads keep the first writer's object. */
-export type WriteMode = 'conditional' | 'head-then-put';
-
-export interface UploadSource {
-  sizeBytes: number;
-  /** A fresh stream of the artifact each call (a large upload reads it twice). */
-  stream(): Readable;
-}
-
-/** lost-race: a conditional write found another writer's object there first (HTTP 412). */
-export type UploadOutcome = 'uploaded' | 'already-present' | 'lost-race';
-
-/** An object a read zone holds but that is not served: its signature is missing or wrong. */
-export interface RefusedObject {
-  zone: string;
-  key: string;
-  reason: string;
-}
-
 export interface FetchedObject {
   key: string;
   sizeBytes: number;
@@ -79,19 +61,6 @@ export interface FetchedObject {
   sha256?: string;
   /** The object's user metadata (x-amz-meta-*). */
   metadata: Record<string, string>;
-  body: Readable;
-}
-
-/** An artifact found in the bucket, decoded into the archive Nx expects. */
-export interface FetchedArtifact {
-  key: string;
-  /** Whose object it is: ours, or one @nx/s3-cache wrote. */
-  writer: 'nx-s3-sidecar' | '@nx/s3-cache';
-  /** The read zone it came from ('' for the zone-less layout and @nx/s3-cache's objects). */
-  zone: string;
-  /** The artifact is at most this long (its exact length shows only once decoded). */
-  maxBytes: number;
-  /** Fails with BadObjectError, at the latest when it ends, unless the object checks out. */
   body: Readable;
 }
 
@@ -103,19 +72,8 @@ interface ObjectHead {
   declaredBytes?: number;
 }
 
-export class S3OperationError extends Error {
-  constructor(readonly failure: S3Failure, options?: { cause?: unknown }) {
-    super(failure.message, options);
-    this.name = 'S3OperationError';
-  }
-}
-
-export class UploadVerificationError extends Error {
-  override name = 'UploadVerificationError';
-}
-
-export class ReadDeadlineError extends Error {
-  override name = 'ReadDeadlineError';
+export class S3OperationError extends RemoteOperationError {
+  override name = 'S3OperationError';
 }
 
 const deniedCodes = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled']);
@@ -123,7 +81,7 @@ const deniedCodes = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled']);
 const DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024;
 const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 
-export class RemoteStore {
+export class S3RemoteStore implements RemoteStore {
   readonly bucket: string;
   readonly codec: ObjectCodec;
   /** Why reading @nx/s3-cache's objects is refused, once it was (for one log line). */
@@ -137,7 +95,7 @@ export class RemoteStore {
 
   constructor(
     private readonly client: S3Client,
-    private readonly options: RemoteStoreOptions,
+    private readonly options: S3RemoteStoreOptions,
   ) {
     this.bucket = options.bucket;
     this.codec = options.codec ?? ObjectCodec.plain();

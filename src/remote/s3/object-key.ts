@@ -4,6 +4,7 @@
  *   <prefix>nx-s3-sidecar/v1/<hash>                 no trust zones configured (the default)
  *   <prefix>nx-s3-sidecar/v1/zones/<zone>/<hash>    with trust zones (--write-zone, --read-zones)
  *   <prefix>nx-s3-sidecar/v1/zones/<zone>/probe-<random>   the conditional-write probe (deleted after)
+ *   <zone prefix>doctor-probe-<random>              `doctor`'s write probe (deleted after)
  *
  * - `<prefix>` is the configured key prefix (empty, or ending in "/");
  * - `nx-s3-sidecar/v1/` keeps our objects apart from @nx/s3-cache's (`<prefix><hash>`), whose
@@ -15,11 +16,13 @@
  * - `<hash>` is Nx's task hash, unchanged. No sharding: S3 scales request rates per prefix
  *   far beyond what a team's builds send.
  */
+import { NO_ZONE } from '../../config/zones.js';
+
 export const OBJECT_NAMESPACE = 'nx-s3-sidecar/v1/';
 export const ZONES_NAMESPACE = `${OBJECT_NAMESPACE}zones/`;
 
-/** The zone of the zone-less layout (also the local tier's label for artifacts from it). */
-export const NO_ZONE = '';
+// The zone of the zone-less layout is the local tier's label for artifacts from it: one constant.
+export { NO_ZONE };
 
 export function objectKey(keyPrefix: string, hash: string, zone: string = NO_ZONE): string {
   return zone === NO_ZONE ? `${keyPrefix}${OBJECT_NAMESPACE}${hash}` : `${zonePrefix(keyPrefix, zone)}${hash}`;
@@ -35,11 +38,16 @@ export function probeKey(keyPrefix: string, zone: string, random: string): strin
   return zone === NO_ZONE ? `${keyPrefix}nx-s3-sidecar/probe-${random}` : `${zonePrefix(keyPrefix, zone)}probe-${random}`;
 }
 
+/** Where `doctor` checks that the write zone is writable (the prefix a writer's policy grants). */
+export function doctorProbeKey(keyPrefix: string, zone: string, random: string): string {
+  return `${zonePrefix(keyPrefix, zone)}doctor-probe-${random}`;
+}
+
 /**
  * User metadata carried by every object we write (x-amz-meta-*): the sha256 and length of the
  * object's bytes as stored (verified on read, and by the HEAD after each upload), and its
  * format (object-format.ts), so a HEAD tells whether an object is complete and current.
- * Signed objects also carry a signature (object-signature.ts) and the id of the key that made it.
+ * Signed objects also carry a signature (../object-signature.ts) and the id of the key that made it.
  */
 export const SHA256_METADATA_KEY = 'sha256';
 export const OBJECT_BYTES_METADATA_KEY = 'bytes';

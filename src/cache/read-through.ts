@@ -10,8 +10,8 @@
  * for every task of a batch, and paying the full deadline on each while S3 is down would make
  * the build wait on the network after all. One request per cool-down probes whether it is back.
  */
-import { ArtifactExistsError, IncompleteBodyError, StorageError, type LocalStore } from '../store/index.js';
-import { BadObjectError, ReadDeadlineError, S3OperationError, type RemoteStore } from '../remote/index.js';
+import { ArtifactExistsError, ChecksumMismatchError, IncompleteBodyError, StorageError, type LocalStore } from '../store/index.js';
+import { BadObjectError, ReadDeadlineError, errorMessage, type RemoteStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
 
@@ -36,6 +36,23 @@ export interface ReadThroughCounters {
   bytes: number;
 }
 
+/**
+ * How a read-through ended. stored: the artifact is now in the local tier (fetched, or stored by
+ * a PUT meanwhile). Otherwise why not: no such object; S3 skipped during a cool-down; the object
+ * refused (damaged, unverifiable); S3 failed or timed out; the local tier could not keep it.
+ */
+export type ReadThroughOutcome =
+  | { readonly stored: true }
+  | { readonly stored: false; readonly why: 'absent' | 'skipped' | 'refused' | 'remote-failed' | 'local-failed' };
+
+// Shared, never mutated: an outcome costs no allocation on the request path.
+const STORED: ReadThroughOutcome = { stored: true };
+const ABSENT: ReadThroughOutcome = { stored: false, why: 'absent' };
+const SKIPPED: ReadThroughOutcome = { stored: false, why: 'skipped' };
+const REFUSED: ReadThroughOutcome = { stored: false, why: 'refused' };
+const REMOTE_FAILED: ReadThroughOutcome = { stored: false, why: 'remote-failed' };
+const LOCAL_FAILED: ReadThroughOutcome = { stored: false, why: 'local-failed' };
+
 const COOL_DOWN_MS = 15_000;
 // A wrong encryption key fails every object alike: say so once in this long, not per object.
 const WRONG_KEY_WARNING_EVERY_MS = 10 * 60_000;
@@ -44,7 +61,7 @@ const WRONG_KEY_WARNING_EVERY_MS = 10 * 60_000;
 export const READ_THROUGH_MAX_MS = 120_000;
 
 export class ReadThrough {
-  private readonly inFlight = new Map<string, Promise<boolean>>();
+  private readonly inFlight = new Map<string, Promise<ReadThroughOutcome>>();
   readonly counters: ReadThroughCounters = { hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
   private lastWarningMs = 0;
   private lastWrongKeyWarningMs = -Infinity;
@@ -60,12 +77,12 @@ export class ReadThrough {
     private readonly zoning?: ReadThroughZoning,
   ) {}
 
-  /** True when the artifact is now in the local tier. Never throws. */
-  fetch(hash: string): Promise<boolean> {
+  /** Fetches the artifact into the local tier, if S3 has a usable one. Never throws. */
+  fetch(hash: string): Promise<ReadThroughOutcome> {
     const nowMs = Date.now();
     if (nowMs < this.skipUntilMs) {
       this.counters.skipped++;
-      return Promise.resolve(false);
+      return Promise.resolve(SKIPPED);
     }
     let pending = this.inFlight.get(hash);
     if (!pending) {
@@ -75,7 +92,7 @@ export class ReadThrough {
     return pending;
   }
 
-  private async fetchOnce(hash: string): Promise<boolean> {
+  private async fetchOnce(hash: string): Promise<ReadThroughOutcome> {
     const startedMs = performance.now();
     let artifact;
     try {
@@ -90,9 +107,12 @@ export class ReadThrough {
         });
       });
     } catch (error) {
-      if (error instanceof BadObjectError) this.badObject(hash, this.remote.key(hash), error);
-      else this.s3Failed(hash, error);
-      return false;
+      if (error instanceof BadObjectError) {
+        this.badObject(hash, this.remote.key(hash), error);
+        return REFUSED;
+      }
+      this.s3Failed(hash, error);
+      return REMOTE_FAILED;
     }
     if (!artifact) {
       this.counters.misses++;
@@ -103,7 +123,7 @@ export class ReadThrough {
           error: denied,
         });
       }
-      return false;
+      return ABSENT;
     }
     const body = artifact.body;
     const tooLong = setTimeout(
@@ -115,19 +135,26 @@ export class ReadThrough {
       stored = await this.store.put(hash, body, { atMostBytes: artifact.maxBytes }, { enqueueUpload: false, zone: artifact.zone });
     } catch (error) {
       body.destroy();
-      if (error instanceof ArtifactExistsError) return true; // a PUT stored it meanwhile
+      if (error instanceof ArtifactExistsError) return STORED; // a PUT stored it meanwhile
       const cause = error instanceof IncompleteBodyError ? error.cause : undefined;
       // The object itself is unusable (damaged, wrong key, not an archive): its problem, not S3 being down.
-      if (cause instanceof BadObjectError) this.badObject(hash, artifact.key, cause);
-      // The body broke off because S3 stalled or the connection failed: an S3 problem.
-      else if (error instanceof IncompleteBodyError && error.interrupted) this.s3Failed(hash, cause ?? error);
-      else if (error instanceof IncompleteBodyError) this.badObject(hash, artifact.key, error);
-      // A full disk is ours.
-      else {
-        this.counters.failures++;
-        this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
+      if (cause instanceof BadObjectError) {
+        this.badObject(hash, artifact.key, cause);
+        return REFUSED;
       }
-      return false;
+      // The body broke off because S3 stalled or the connection failed: an S3 problem.
+      if (error instanceof IncompleteBodyError && error.interrupted) {
+        this.s3Failed(hash, cause ?? error);
+        return REMOTE_FAILED;
+      }
+      if (error instanceof IncompleteBodyError || error instanceof ChecksumMismatchError) {
+        this.badObject(hash, artifact.key, error);
+        return REFUSED;
+      }
+      // A full disk is ours.
+      this.counters.failures++;
+      this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
+      return LOCAL_FAILED;
     } finally {
       clearTimeout(tooLong);
     }
@@ -139,7 +166,7 @@ export class ReadThrough {
       this.zoning.audit.crossZoneRead(artifact.zone);
       this.logger.info('cross-zone read', { hash, zone: artifact.zone, writeZone: this.zoning.writeZone ?? 'none' });
     }
-    return true;
+    return STORED;
   }
 
   /** One object is unusable (not verifiable, damaged, too large, wrong key): a miss for that hash only. */
@@ -168,7 +195,7 @@ export class ReadThrough {
     const timedOut = error instanceof ReadDeadlineError;
     if (timedOut) this.counters.timeouts++;
     else this.counters.failures++;
-    const message = error instanceof S3OperationError ? error.message : (error as Error).message;
+    const message = errorMessage(error);
     const nowMs = Date.now();
     this.skipUntilMs = nowMs + COOL_DOWN_MS;
     // One line per cool-down at most: an outage must not flood the log with one line per GET.

@@ -1,0 +1,1 @@
+export { Outbox, type OutboxRow, type OutboxState, type OutboxSummary, type DueUpload } from './outbox.js';
