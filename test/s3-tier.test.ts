@@ -309,7 +309,10 @@ describe('modes', () => {
     const report = await status(d);
     expect(report.remote.state).toBe('read-only');
     expect(report.outbox.entries).toBe(0);
-    await new Promise((r) => setTimeout(r, 500));
+    // Nothing to wait for: no uploader runs and no outbox row was written, so no upload can follow
+    // (not now, nor after a restart in this mode).
+    expect(d.uploader()).toBeUndefined();
+    expect(d.store.outbox.has(local)).toBe(false);
     expect(await objectExists(s3, bucket, local)).toBe(false);
   });
 
