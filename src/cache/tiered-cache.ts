@@ -93,6 +93,7 @@ export class TieredCache {
     if (!remote) return MISS;
     // An artifact of a zone this daemon does not read (stored before the zones changed) gives way.
     if (zones) await this.deps.store.dropOtherZone(hash, zones);
+    // Anything that can rule the remote tier out without asking it (a bucket index) goes here.
     const fetched = await remote.fetch(hash);
     const artifact = fetched.stored ? await this.deps.store.open(hash, { zones }) : undefined;
     return artifact ? { found: true, lookup: 's3-hit', artifact } : S3_MISS;
@@ -100,8 +101,8 @@ export class TieredCache {
 
   /**
    * Stores a body of `declaredBytes` and queues its upload. A body that pauses longer than
-   * `bodyIdleTimeoutMs` is abandoned. Never throws. The body is left unread on every outcome but
-   * stored, bad-body and not-stored (read partly or whole).
+   * `bodyIdleTimeoutMs` is abandoned. Never throws. On exists and no-room the body may be left
+   * unread, on not-stored partly read: the caller reads the rest before answering.
    */
   async put(hash: string, body: Readable, declaredBytes: number, bodyIdleTimeoutMs: number): Promise<PutOutcome> {
     const { store, logger } = this.deps;
