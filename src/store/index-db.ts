@@ -20,7 +20,10 @@ export interface ArtifactRow {
 
 const SCHEMA_VERSION = 2;
 
-/** Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit. */
+/**
+ * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
+ * Walks the last-access index oldest first; the outbox probe is a primary-key lookup.
+ */
 export const EVICTION_CANDIDATES_SQL = `SELECT a.hash, a.size_bytes, a.created_ms FROM artifacts a
          WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.hash = a.hash)
          ORDER BY a.last_access_ms LIMIT ?`;
@@ -75,7 +78,6 @@ export class IndexDb {
       totalBytes: this.db.prepare<[], { total: number | null; count: number }>(
         'SELECT sum(size_bytes) AS total, count(*) AS count FROM artifacts',
       ),
-      // Walks the last-access index oldest first; the outbox probe is a primary-key lookup.
       removeUnchanged: this.db.prepare<[string, number]>('DELETE FROM artifacts WHERE hash = ? AND created_ms = ?'),
       evictionCandidates: this.db.prepare<[number], EvictionCandidate>(EVICTION_CANDIDATES_SQL),
       allSizes: this.db.prepare<[], Pick<ArtifactRow, 'hash' | 'size_bytes'>>('SELECT hash, size_bytes FROM artifacts'),
