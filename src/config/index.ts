@@ -1,11 +1,7 @@
 export {
   resolveDaemonConfig,
-  defaultCacheDir,
   isLoopbackHost,
   isCi,
-  configKeys,
-  envVarFor,
-  DEFAULT_PORT,
   type DaemonConfig,
   type S3Config,
   type ChecksumPolicy,
@@ -13,8 +9,8 @@ export {
   type ConditionalWritesPolicy,
   type SignatureConfig,
   type ConfigInput,
-  type ConfigKey,
 } from './daemon-config.js';
+export { settings, configKeys, envVarFor, defaultCacheDir, isUsableToken, settingsUsage, DEFAULT_PORT, type ConfigKey, type ReloadEffect } from './settings.js';
 export { cacheModes, type CacheMode } from './nx-json.js';
 export { ConfigError } from './errors.js';
 export { Secret } from './secret.js';
