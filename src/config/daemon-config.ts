@@ -75,6 +75,8 @@ export interface DaemonConfig {
   modeSource: string;
   /** The S3 tier; undefined when no bucket is configured (local tier only). */
   s3?: S3Config;
+  /** Whether this daemon uploads what it stores, or why not: the one answer the store, the S3 tier and zoning use. */
+  uploads: UploadsDecision;
   /** Trust zones (--write-zone, --read-zones); undefined: none configured, the zone-less layout. */
   zones?: ZoneConfig;
   /** Signed provenance: the key this daemon signs with, the keys it verifies with, the zones that must be signed. */
@@ -90,6 +92,15 @@ export interface DaemonConfig {
   sourceFiles: string[];
   /** Each setting's resolved value, by key: what hot reload compares. */
   settingValues: Partial<Record<ConfigKey, unknown>>;
+}
+
+export type UploadsDecision = 'yes' | 'no-bucket' | 'not-read-write' | 'write-zone-none';
+
+function decideUploads(s3: S3Config | undefined, mode: CacheMode, zones: ZoneConfig | undefined): UploadsDecision {
+  if (!s3) return 'no-bucket';
+  if (mode !== 'read-write') return 'not-read-write';
+  // Write zone none uploads nothing, whatever the mode.
+  return zones?.write === null ? 'write-zone-none' : 'yes';
 }
 
 export interface SignatureConfig {
@@ -191,7 +202,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
   const { mode, modeSource } = resolveMode(env, input, where, nxBlock, nx?.file);
   values.mode = mode;
   const encryptionKey = resolveEncryptionKey(env, nxBlock, nx?.file);
-  const zones = resolveZones(input['write-zone'], input['read-zones'], where);
+  const zones = resolveZones(value('write-zone'), value('read-zones'), where);
   const signatures = resolveSignatures(value, where, zones);
 
   let s3: S3Config | undefined;
@@ -245,6 +256,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     mode,
     modeSource,
     s3,
+    uploads: decideUploads(s3, mode, zones),
     zones,
     signatures,
     encryptionKey,

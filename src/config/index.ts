@@ -9,6 +9,7 @@ export {
   type ConditionalWritesPolicy,
   type SignatureConfig,
   type ConfigInput,
+  type UploadsDecision,
 } from './daemon-config.js';
 export { settings, configKeys, envVarFor, defaultCacheDir, isUsableToken, settingsUsage, DEFAULT_PORT, type ConfigKey, type ReloadEffect } from './settings.js';
 export { cacheModes, type CacheMode } from './nx-json.js';
