@@ -5,7 +5,7 @@
  * place, by building the S3 tier anew, or after a restart); on stop the socket drains, the
  * uploader stops (pending rows stay in the outbox for the next start), then the store closes.
  */
-import { isLoopbackHost, formatSize, loadOrCreateToken, localPutZone, servedZones, type DaemonConfig, type TokenSource } from './config/index.js';
+import { daemonUrl, isLoopbackHost, formatSize, loadOrCreateToken, localPutZone, servedZones, type DaemonConfig, type TokenSource } from './config/index.js';
 import { reloadChanges } from './config/reload.js';
 import { watchConfigFiles, type ConfigWatcher } from './config/watch.js';
 import { createHttpApp, startHttpServer } from './http/index.js';
@@ -123,7 +123,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       zoning,
     });
     const server = await startHttpServer(app, { host: config.host, port: config.port, idleTimeoutMs: config.idleTimeoutMs });
-    const url = `http://${urlHost(config.host)}:${server.port}`;
+    const url = daemonUrl(config.host, server.port);
     const usage = store.usage();
     logger.info('nx-s3-sidecar is serving the Nx remote cache', {
       url,
@@ -221,11 +221,4 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     await store.close();
     throw error;
   }
-}
-
-/** The address clients should use: a wildcard listen is reached through loopback. */
-export function urlHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
 }

@@ -334,7 +334,3 @@ function resolveMode(
   if (nxMode) return { mode: nxMode, modeSource: `${nxFile}: s3.${ci ? 'ciMode' : 'localMode'}${ci ? ' (CI is set)' : ''}` };
   return { mode: 'read-write', modeSource: 'default' };
 }
-
-export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
