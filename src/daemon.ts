@@ -12,7 +12,7 @@ import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
 import type { Uploader } from './upload/index.js';
 import { buildRemoteTier, startRemoteTier, stopRemoteTier, type RemoteTier } from './daemon/remote-tier.js';
-import { buildStatusReport, type StatusReport } from './status.js';
+import { buildStatusReport, type StatusReport } from './status-report.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import type { LocalZoning } from './http/app.js';
 import { isAdjustable, type Logger } from './log.js';

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { daemonUrl, readTokenFile, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
-import type { StatusReport } from '../status.js';
+import type { StatusReport } from '../status-report.js';
 import { CliError } from './cli-error.js';
 
 // Requests use node:http with a timer of their own rather than fetch: with fetch, a peer that

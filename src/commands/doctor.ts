@@ -9,7 +9,7 @@ import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { formatSize, isLoopbackHost, NX_CACHE_SERVER_VAR, NX_CACHE_TOKEN_VAR, type DaemonConfig } from '../config/index.js';
 import { createS3Client, remoteStoreFor, S3OperationError, classifyS3Error, zonePrefix, NO_ZONE } from '../remote/index.js';
 import { DaemonClient } from './daemon-client.js';
-import { zoneLines } from './status-text.js';
+import { zoneLines } from './status-report-text.js';
 
 type Outcome = 'ok' | 'warn' | 'fail';
 const marks: Record<Outcome, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };

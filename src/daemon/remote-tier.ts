@@ -4,7 +4,7 @@ import type { LocalStore } from '../store/index.js';
 import { createS3Client, remoteStoreFor, type ConfiguredS3Client, type RemoteStore } from '../remote/index.js';
 import { ReadThrough } from '../read-through/index.js';
 import { Uploader } from '../upload/index.js';
-import type { StatusReport } from '../status.js';
+import type { StatusReport } from '../status-report.js';
 import type { AuditCounters } from '../metrics/index.js';
 import type { Logger } from '../log.js';
 

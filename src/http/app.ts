@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import { requireToken, type Access, type AccessTokens } from './auth.js';
 import { getArtifact } from './routes/get-artifact.js';
 import { putArtifact } from './routes/put-artifact.js';
-import { getStatus, postFlush } from './routes/status.js';
+import { getStatus, postFlush } from './routes/status-and-flush.js';
 import { getMetrics } from './routes/metrics.js';
 import { getStatusPage } from './routes/status-page.js';
 import { observeRequests } from './request-observer.js';
@@ -20,7 +20,7 @@ import { requireLocalOrToken } from './local-access.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { ReadThrough } from '../read-through/index.js';
 import type { Uploader } from '../upload/index.js';
-import type { StatusReport } from '../status.js';
+import type { StatusReport } from '../status-report.js';
 import { textResponse } from './text-response.js';
 import { discardBody, hasBody } from './discard-body.js';
 
