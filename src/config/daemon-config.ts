@@ -1,5 +1,5 @@
 /**
- * The one resolved configuration of the daemon. Defaults live here and only here. Sources
+ * The one resolved configuration of the daemon, from the settings table (settings.ts). Sources
  * are merged in order, later wins:
  *   defaults → the workspace's nx.json "s3" block → the sidecar's config file
  *   → environment (NX_POWERPACK_CACHE_MODE, NX_S3_SIDECAR_*) → command-line flags
