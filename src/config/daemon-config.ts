@@ -17,7 +17,7 @@ import { Secret } from './secret.js';
 import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
 import type { VerifyReadsPolicy } from '../store/index.js';
 import type { SigningKey, VerifyKey } from '../remote/object-signature.js';
-import { BadSettingValue, configKeys, defaultCacheDir, envVarFor, settings, type ConfigKey, type Setting, type SettingValue } from './settings.js';
+import { BadSettingValue, configKeys, envVarFor, settings, type ConfigKey, type Setting, type SettingValue } from './settings.js';
 
 export type ChecksumPolicy = 'when-required' | 'when-supported';
 /** Whether a local miss also looks for the artifact where @nx/s3-cache stored it. */

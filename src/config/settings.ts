@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parseSize, parseDuration } from './size.js';
 import { cacheModes } from './nx-json.js';
 import { logLevels } from '../log.js';
-import { parseSigningKey, parseVerifyKey, type SigningKey, type VerifyKey } from '../remote/object-signature.js';
+import { parseSigningKey, parseVerifyKey } from '../remote/object-signature.js';
 
 /** What a change to the setting does on hot reload. */
 export type ReloadEffect = 'live' | 'rebuilds-s3-tier' | 'restart';
