@@ -5,12 +5,12 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { ConfigError, configKeys, envVarFor, resolveDaemonConfig, type ConfigInput, type DaemonConfig } from './config/index.js';
+import { ConfigError, configKeys, resolveDaemonConfig, settingsUsage, type ConfigInput, type DaemonConfig } from './config/index.js';
 import { CliError } from './commands/cli-error.js';
 import { runStart } from './commands/start.js';
 import { runEnv } from './commands/env.js';
 import { runStatus } from './commands/status.js';
-import { runFlush } from './commands/flush.js';
+import { runFlush, DEFAULT_FLUSH_TIMEOUT_SECONDS } from './commands/flush.js';
 import { runExec } from './commands/exec.js';
 import { runInstallService, runUninstallService } from './commands/service.js';
 import { runDoctor } from './commands/doctor.js';
@@ -30,7 +30,7 @@ Usage:
   nx-s3-sidecar status [--json]   what the daemon is doing: mode, local usage, outbox, errors
   nx-s3-sidecar flush [--timeout SECONDS]
                                   wait until every stored artifact is uploaded (CI, end of job);
-                                  exits 0 when the outbox is empty, 1 on timeout (default 600)
+                                  exits 0 when the outbox is empty, 1 on timeout (default ${DEFAULT_FLUSH_TIMEOUT_SECONDS})
   nx-s3-sidecar install-service [--system] [--dry-run] [options]
                                   run the daemon as a background service (systemd user unit, or a
                                   system unit with --system as root; launchd LaunchAgent on macOS),
@@ -47,51 +47,7 @@ Usage:
                                   nx-s3-sidecar-signing
   nx-s3-sidecar --version
 
-Options (each also read from the environment variable shown; a flag wins):
-  --host HOST               address to listen on (default 127.0.0.1)          ${envVarFor('host')}
-  --port N                  port (default 4573; 0 picks a free one)           ${envVarFor('port')}
-  --cache-dir DIR           local tier directory (default ~/.cache/nx-s3-sidecar) ${envVarFor('cache-dir')}
-  --max-size SIZE           local tier budget, LRU-evicted above (default 10GiB) ${envVarFor('max-size')}
-  --max-artifact-size SIZE  largest artifact accepted (default 4GiB)          ${envVarFor('max-artifact-size')}
-  --token TOKEN             read-write bearer token (default: generated once,
-                            kept in <cache-dir>/token, mode 0600)              ${envVarFor('token')}
-  --read-only-token TOKEN   optional token that may only read                 ${envVarFor('read-only-token')}
-  --log-level LEVEL         debug | info | warn | error (default info)        ${envVarFor('log-level')}
-  --idle-timeout SECONDS    close connections idle this long (default 30)     ${envVarFor('idle-timeout')}
-  --verify-reads WHEN       changed | always | off: hash a blob before serving it on its
-                            first read and after its file changed, on every read, or
-                            never (default changed)                            ${envVarFor('verify-reads')}
-
-S3 tier (nx.json's "s3" block is read from --workspace; these override it):
-  --workspace DIR           where nx.json is (default: the current directory)  ${envVarFor('workspace')}
-  --config FILE             sidecar config file, JSON with the flag names as keys
-                            (default ~/.config/nx-s3-sidecar/config.json)      ${envVarFor('config')}
-  --bucket NAME             S3 bucket (must exist; never created)              ${envVarFor('bucket')}
-  --region REGION           (default: nx.json, AWS_REGION, us-east-1)          ${envVarFor('region')}
-  --endpoint URL            S3-compatible store (MinIO, Ceph, …)               ${envVarFor('endpoint')}
-  --force-path-style BOOL   path-style requests (default true with --endpoint) ${envVarFor('force-path-style')}
-  --prefix PREFIX           key prefix in the bucket (default none)            ${envVarFor('prefix')}
-  --mode MODE               read-write | read-only | no-cache (default: NX_POWERPACK_CACHE_MODE,
-                            then nx.json ciMode/localMode, then read-write)    ${envVarFor('mode')}
-  --upload-concurrency N    parallel uploads (default 4)                       ${envVarFor('upload-concurrency')}
-  --read-timeout DURATION   read-through deadline (default 3000ms)             ${envVarFor('read-timeout')}
-  --checksums POLICY        when-required | when-supported (default when-required
-                            with --endpoint, when-supported on AWS)            ${envVarFor('checksums')}
-  --profile NAME            AWS profile for the shared config files            ${envVarFor('profile')}
-  --write-through BOOL      benchmark baseline: a PUT waits for its S3 upload (default false) ${envVarFor('write-through')}
-  --plugin-objects POLICY   read | ignore: on a miss, also look for the artifact where
-                            @nx/s3-cache stored it (default read)              ${envVarFor('plugin-objects')}
-
-Trust zones and signatures (README: Securing your cache):
-  --write-zone ZONE|none    zone uploads go to; none: never upload             ${envVarFor('write-zone')}
-  --read-zones Z1,Z2        zones read, in order (default: the write zone)     ${envVarFor('read-zones')}
-                            (neither set: the zone-less layout)
-  --conditional-writes P    auto | on | off: first writer wins by If-None-Match (default auto
-                            with zones, off without)                           ${envVarFor('conditional-writes')}
-  --signing-key FILE        Ed25519 private key (PEM PKCS#8): sign every object ${envVarFor('signing-key')}
-  --verify-keys F1,F2       Ed25519 public keys (PEM SPKI) to verify with      ${envVarFor('verify-keys')}
-  --require-signatures Z1   zones whose objects are served only when signed    ${envVarFor('require-signatures')}
-
+${settingsUsage()}
 Encryption: nx.json's s3.encryptionKey, or NX_S3_ENCRYPTION_KEY (which wins). Objects are
 written AES-256-GCM encrypted; @nx/s3-cache's encrypted objects are read with the same key.
 `;
@@ -159,7 +115,7 @@ function parseCommandLine(argv: string[]): CommandLine {
     const value = (parsed.values as Record<string, unknown>)[key];
     if (typeof value === 'string') flags[key] = value;
   }
-  const timeoutText = parsed.values.timeout ?? '600';
+  const timeoutText = parsed.values.timeout ?? String(DEFAULT_FLUSH_TIMEOUT_SECONDS);
   const timeoutSeconds = /^\d+$/.test(timeoutText) ? Number(timeoutText) : NaN;
   if (!(timeoutSeconds >= 1)) throw new CliError(`invalid setting --timeout: "${timeoutText}" must be a whole number of seconds, at least 1`, 2);
   const apply = parsed.values.apply ?? false;

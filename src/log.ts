@@ -29,12 +29,22 @@ export function formatFields(fields: Record<string, unknown> | undefined): strin
   return parts.length ? ' ' + parts.join(' ') : '';
 }
 
-export function createLogger(minLevel: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
+/** A logger whose level can change while it runs (hot reload of log-level). */
+export interface AdjustableLogger extends Logger {
+  setLevel(level: LogLevel): void;
+}
+
+export function isAdjustable(logger: Logger): logger is AdjustableLogger {
+  return typeof (logger as Partial<AdjustableLogger>).setLevel === 'function';
+}
+
+export function createLogger(minLevel: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)): AdjustableLogger {
+  let minRank = levelRank[minLevel];
   const at = (level: LogLevel) => (message: string, fields?: Record<string, unknown>) => {
-    if (levelRank[level] < levelRank[minLevel]) return;
+    if (levelRank[level] < minRank) return;
     write(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${message}${formatFields(fields)}\n`);
   };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), setLevel: (level) => (minRank = levelRank[level]) };
 }
 
 export const silentLogger: Logger = createLogger('error', () => {});

@@ -11,6 +11,9 @@ import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon
 import { getArtifact, putArtifact } from './helpers/in-process-daemon.js';
 import { parseRawResponse } from './helpers/raw-http.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { cacheDirLayout } from '../src/store/index.js';
+import { eventually } from './helpers/s3-tier.js';
+import { EXIT_CACHE_DIR_BUSY } from '../src/commands/cli-error.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -75,7 +78,7 @@ describe('nx-s3-sidecar start', () => {
     const cacheDir = path.join(tempDir(), 'cache');
     const first = await daemonProcess({ cacheDir });
     const second = await runCli(['start', '--port', '0', '--cache-dir', cacheDir]);
-    expect(second.code).toBe(1);
+    expect(second.code).toBe(EXIT_CACHE_DIR_BUSY);
     expect(second.stderr).toContain(`another nx-s3-sidecar (pid ${first.pid}) is using this cache directory`);
     expect((await fetch(`${first.url}/healthz`)).status).toBe(200);
   });
@@ -92,7 +95,7 @@ describe('the generated token and nx-s3-sidecar env', () => {
   it('generates a token on first start, keeps it in a 0600 file, and env prints the two export lines', async () => {
     const cacheDir = path.join(tempDir(), 'cache');
     const daemon = await daemonProcess({ cacheDir, token: null });
-    const tokenFile = path.join(cacheDir, 'token');
+    const tokenFile = cacheDirLayout(cacheDir).tokenFile;
     expect(fs.statSync(tokenFile).mode & 0o777).toBe(0o600);
     expect(daemon.logs()).not.toContain(daemon.token);
 
@@ -135,9 +138,10 @@ describe('graceful stop', () => {
     const closed = new Promise((r) => socket.on('close', r));
     socket.write(`PUT /v1/cache/4242 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${daemon.token}\r\nContent-Length: ${body.length}\r\n\r\n`);
     socket.write(body.subarray(0, 100_000));
-    await new Promise((r) => setTimeout(r, 200));
+    const { tmpDir } = cacheDirLayout(cacheDir);
+    await eventually('the daemon is receiving the body', () => fs.existsSync(tmpDir) && fs.readdirSync(tmpDir).length > 0, 10_000, 20);
     const exit = daemon.stop();
-    await new Promise((r) => setTimeout(r, 200));
+    await eventually('the daemon has begun to stop', () => daemon.logs().includes('stopping: finishing in-flight requests'), 10_000, 20);
     expect(daemon.child.exitCode).toBeNull(); // still waiting for the request to finish
     socket.write(body.subarray(100_000));
     expect(await exit).toBe(0);

@@ -2,6 +2,7 @@
  * `exec` for CI: it starts a daemon when none answers, runs the real nx with the cache pointed
  * at it, waits for every upload with --flush, and exits with the command's exit code.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
@@ -9,7 +10,10 @@ import { cliPath, freePort, killDaemonOf, runCli } from './helpers/daemon-proces
 import { createNxWorkspace, describeRun, killRunningNx, removeWorkspace, runNx } from './helpers/nx-workspace.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
-import { s3Env } from './helpers/s3-tier.js';
+import { eventually, s3Env } from './helpers/s3-tier.js';
+import { startTestDaemon } from './helpers/in-process-daemon.js';
+import { acquireDirLock } from '../src/store/dir-lock.js';
+import { cacheDirLayout } from '../src/store/index.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
@@ -69,6 +73,24 @@ describe('nx-s3-sidecar exec', () => {
     const busy = await runCli(['exec', '--port', String(port), '--cache-dir', cacheDir, '--', 'true'], {}, 40_000);
     expect(busy.code).toBe(1);
     expect(busy.stderr).toMatch(/the daemon exited \(code 1\) before it answered; its log .* ends with:\n[\s\S]*is already in use/);
+  }, 60_000);
+
+  it('waits for the daemon that won a start race, even before it wrote its pid file', async () => {
+    const cacheDir = tempCacheDir();
+    const port = await freePort();
+    const layout = cacheDirLayout(cacheDir);
+    fs.mkdirSync(cacheDir, { recursive: true });
+    // Another daemon has taken the lock and not yet written daemon.pid: its lock error names no pid.
+    const releaseLock = acquireDirLock(layout.lockFile, layout.pidFile);
+    fs.rmSync(layout.pidFile);
+    const exec = runCli(['exec', '--port', String(port), '--cache-dir', cacheDir, '--', process.execPath, '-e', 'process.exit(5)'], {}, 40_000);
+    await eventually("exec's own daemon lost the race", () => fs.existsSync(layout.logFile) && fs.readFileSync(layout.logFile, 'utf8').includes('is using this cache directory'), 20_000);
+    releaseLock();
+    const winner = await startTestDaemon({ 'cache-dir': cacheDir, port: String(port), token: undefined }, { keepDir: true });
+    cleanup(() => winner.dispose());
+    const result = await exec;
+    expect(result.code, result.stderr).toBe(5);
+    expect(result.stderr).not.toMatch(/started a daemon/);
   }, 60_000);
 
   it('needs a command after "--"', async () => {

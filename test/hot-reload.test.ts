@@ -78,6 +78,24 @@ describe('hot reload', () => {
     fs.writeFileSync(configFile, JSON.stringify({ 'max-size': '300KiB', 'idle-timeout': '10' }));
     await eventually('the new budget is in force', async () => (await status(d)).local.budgetBytes === 300 * 1024, 10_000);
     await eventually('evicted down to it', async () => (await (await fetch(`${d.url}/healthz`)).json()).usedBytes <= 300 * 1024, 10_000);
-    expect(d.logs()).toMatch(/changed settings that take effect only after a restart: idleTimeoutMs/);
+    expect(d.logs()).toMatch(/changed settings that take effect only after a restart: idle-timeout/);
+  });
+
+  it('applies a new log-level in place', async () => {
+    const temp = makeTempDir();
+    cleanup(temp.remove);
+    const configFile = path.join(temp.dir, 'sidecar.json');
+    fs.writeFileSync(configFile, JSON.stringify({ 'log-level': 'info' }));
+    const d = await startDaemonProcess({ args: ['--config', configFile, '--workspace', temp.dir] });
+    cleanup(() => d.kill());
+    const missing = newHash();
+    expect((await getArtifact(d, missing)).status).toBe(404);
+
+    fs.writeFileSync(configFile, JSON.stringify({ 'log-level': 'debug' }));
+    await eventually('the reload is logged', async () => /configuration reloaded.*logLevel=debug/.test(d.logs()), 10_000);
+    expect(d.logs()).not.toMatch(/DEBUG/);
+    expect((await getArtifact(d, missing)).status).toBe(404);
+    await eventually('requests are logged at debug now', async () => /DEBUG/.test(d.logs()), 5_000);
+    expect(d.logs()).not.toMatch(/only after a restart/);
   });
 });

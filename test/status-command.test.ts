@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { hashSequence, useCleanups, useTestDaemons } from './helpers/lifecycle.js';
 import { putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
-import type { StatusReport } from '../src/status.js';
+import type { StatusReport } from '../src/status-report.js';
 
 const newHash = hashSequence(17300000000000000000n);
 const cleanup = useCleanups();

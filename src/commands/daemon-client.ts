@@ -4,10 +4,9 @@
  * the environment or the cache dir's token file.
  */
 import http from 'node:http';
-import { readTokenFile, type DaemonConfig } from '../config/index.js';
+import { daemonUrl, readTokenFile, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
-import { urlHost } from '../daemon.js';
-import type { StatusReport } from '../status.js';
+import type { StatusReport } from '../status-report.js';
 import { CliError } from './cli-error.js';
 
 // Requests use node:http with a timer of their own rather than fetch: with fetch, a peer that
@@ -22,7 +21,7 @@ export class DaemonClient {
   ) {}
 
   static for(config: DaemonConfig): DaemonClient {
-    return new DaemonClient(`http://${urlHost(config.host)}:${config.port}`, config.token ?? readTokenFile(cacheDirLayout(config.cacheDir).tokenFile), config.cacheDir);
+    return new DaemonClient(daemonUrl(config.host, config.port), config.token ?? readTokenFile(cacheDirLayout(config.cacheDir).tokenFile), config.cacheDir);
   }
 
   requireToken(): string {

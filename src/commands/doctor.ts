@@ -6,11 +6,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { formatSize, isLoopbackHost, type DaemonConfig } from '../config/index.js';
+import { formatSize, isLoopbackHost, NX_CACHE_SERVER_VAR, NX_CACHE_TOKEN_VAR, type DaemonConfig } from '../config/index.js';
 import { errorMessage } from '../remote/index.js';
 import { createS3Client, remoteStoreFor, classifyS3Error, doctorProbeKey, zonePrefix, NO_ZONE } from '../remote/s3/index.js';
 import { DaemonClient } from './daemon-client.js';
-import { zoneLines } from './status-text.js';
+import { zoneLines } from './status-report-text.js';
 
 type Outcome = 'ok' | 'warn' | 'fail';
 const marks: Record<Outcome, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
@@ -104,16 +104,16 @@ async function checkDaemon(config: DaemonConfig, report: Report): Promise<void> 
       report('fail', 'daemon', (error as Error).message);
     }
   }
-  const exportedServer = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
-  const exportedToken = process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN;
+  const exportedServer = process.env[NX_CACHE_SERVER_VAR];
+  const exportedToken = process.env[NX_CACHE_TOKEN_VAR];
   if (exportedServer === undefined && exportedToken === undefined) {
-    report('warn', 'shell', 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER is not exported here: nx will not use the daemon (eval "$(nx-s3-sidecar env)")');
+    report('warn', 'shell', `${NX_CACHE_SERVER_VAR} is not exported here: nx will not use the daemon (eval "$(nx-s3-sidecar env)")`);
     return;
   }
   if (exportedServer?.replace(/\/+$/, '') !== client.url) {
-    report('fail', 'shell', `NX_SELF_HOSTED_REMOTE_CACHE_SERVER is ${exportedServer ?? 'unset'}, the daemon is at ${client.url}: eval "$(nx-s3-sidecar env)"`);
+    report('fail', 'shell', `${NX_CACHE_SERVER_VAR} is ${exportedServer ?? 'unset'}, the daemon is at ${client.url}: eval "$(nx-s3-sidecar env)"`);
   } else if (exportedToken !== client.token) {
-    report('fail', 'shell', `NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN does not match the daemon's token (nx would get 401): eval "$(nx-s3-sidecar env)"`);
+    report('fail', 'shell', `${NX_CACHE_TOKEN_VAR} does not match the daemon's token (nx would get 401): eval "$(nx-s3-sidecar env)"`);
   } else {
     report('ok', 'shell', 'exports the daemon address and its token');
   }

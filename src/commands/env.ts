@@ -3,12 +3,12 @@
  * fails every build when its cache server is not listening, so with the daemon down this
  * prints nothing to export and says why on stderr.
  */
-import type { DaemonConfig } from '../config/index.js';
+import { nxClientEnv, type DaemonConfig } from '../config/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 
 export function exportLines(url: string, token: string): string {
-  return `export NX_SELF_HOSTED_REMOTE_CACHE_SERVER=${url}\nexport NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=${token}\n`;
+  return Object.entries(nxClientEnv(url, token)).map(([name, value]) => `export ${name}=${value}\n`).join('');
 }
 
 export async function runEnv(config: DaemonConfig): Promise<void> {

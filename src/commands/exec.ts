@@ -9,10 +9,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configKeys, envVarFor, type ConfigInput, type DaemonConfig } from '../config/index.js';
+import { configKeys, daemonUrl, envVarFor, nxClientEnv, type ConfigInput, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
-import { urlHost } from '../daemon.js';
-import { CliError } from './cli-error.js';
+import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { waitForUploads } from './flush.js';
 
@@ -36,8 +35,7 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
 
   const exitCode = await runCommand(command, {
     ...process.env,
-    NX_SELF_HOSTED_REMOTE_CACHE_SERVER: client.url,
-    NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN: client.requireToken(),
+    ...nxClientEnv(client.url, client.requireToken()),
   });
   if (options.flush) {
     try {
@@ -53,7 +51,7 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
 async function startInBackground(config: DaemonConfig, flags: ConfigInput): Promise<void> {
   const layout = cacheDirLayout(config.cacheDir);
   fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
-  const logFile = path.join(config.cacheDir, 'daemon.log');
+  const logFile = layout.logFile;
   const log = fs.openSync(logFile, 'a', 0o600);
   const args = [cliPath, 'start'];
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -70,12 +68,12 @@ async function startInBackground(config: DaemonConfig, flags: ConfigInput): Prom
   child.once('exit', (code) => (exitCode = code ?? 1));
   child.unref();
 
-  const client = new DaemonClient(`http://${urlHost(config.host)}:${config.port}`, undefined, layout.root);
+  const client = new DaemonClient(daemonUrl(config.host, config.port), undefined, layout.root);
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (!(await client.isHealthy(500))) {
     // A child that lost the race to a concurrent exec's daemon exits at once; that daemon
     // will answer soon, so only other failures end the wait early.
-    const lostRace = exitCode !== null && /another nx-s3-sidecar .* is using this cache directory/.test(readTail(logFile));
+    const lostRace = exitCode === EXIT_CACHE_DIR_BUSY;
     if ((exitCode !== null && !lostRace) || Date.now() > deadline) {
       throw new CliError(
         exitCode !== null

@@ -2,7 +2,8 @@
 import type { DaemonConfig } from '../config/index.js';
 import { startDaemon } from '../daemon.js';
 import { createLogger } from '../log.js';
-import { CliError } from './cli-error.js';
+import { CacheDirBusyError } from '../store/index.js';
+import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 
 /** `resolveConfig` re-reads the same sources (nx.json, config file, environment, flags) on a change. */
 export async function runStart(config: DaemonConfig, resolveConfig: () => DaemonConfig): Promise<void> {
@@ -11,7 +12,7 @@ export async function runStart(config: DaemonConfig, resolveConfig: () => Daemon
   try {
     daemon = await startDaemon(config, logger, { resolveConfig });
   } catch (error) {
-    throw new CliError(`cannot start: ${(error as Error).message}`);
+    throw new CliError(`cannot start: ${(error as Error).message}`, error instanceof CacheDirBusyError ? EXIT_CACHE_DIR_BUSY : 1);
   }
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

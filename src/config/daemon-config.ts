@@ -1,24 +1,23 @@
 /**
- * The one resolved configuration of the daemon. Defaults live here and only here. Sources
+ * The one resolved configuration of the daemon, from the settings table (settings.ts). Sources
  * are merged in order, later wins:
  *   defaults → the workspace's nx.json "s3" block → the sidecar's config file
  *   → environment (NX_POWERPACK_CACHE_MODE, NX_S3_SIDECAR_*) → command-line flags
  * and the result is validated once, with errors that name the setting, where it came from,
  * and the fix.
  */
-import os from 'node:os';
 import path from 'node:path';
+import { createPublicKey } from 'node:crypto';
 import { ConfigError } from './errors.js';
-import { parseSize, parseDuration, formatSize } from './size.js';
+import { formatSize } from './size.js';
 import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-json.js';
 import { readConfigFile, defaultConfigFile } from './config-file.js';
-import { logLevels, type LogLevel } from '../log.js';
+import type { LogLevel } from '../log.js';
 import { Secret } from './secret.js';
 import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
-import { readFileSync } from 'node:fs';
 import type { VerifyReadsPolicy } from '../store/index.js';
-import { createPublicKey } from 'node:crypto';
-import { parseSigningKey, parseVerifyKey, type SigningKey, type VerifyKey } from '../remote/object-signature.js';
+import type { SigningKey, VerifyKey } from '../remote/object-signature.js';
+import { BadSettingValue, configKeys, envVarFor, settings, type ConfigKey, type Setting, type SettingValue } from './settings.js';
 
 export type ChecksumPolicy = 'when-required' | 'when-supported';
 /** Whether a local miss also looks for the artifact where @nx/s3-cache stored it. */
@@ -76,6 +75,8 @@ export interface DaemonConfig {
   modeSource: string;
   /** The S3 tier; undefined when no bucket is configured (local tier only). */
   s3?: S3Config;
+  /** Whether this daemon uploads what it stores, or why not: the one answer the store, the S3 tier and zoning use. */
+  uploads: UploadsDecision;
   /** Trust zones (--write-zone, --read-zones); undefined: none configured, the zone-less layout. */
   zones?: ZoneConfig;
   /** Signed provenance: the key this daemon signs with, the keys it verifies with, the zones that must be signed. */
@@ -89,6 +90,17 @@ export interface DaemonConfig {
   configFile?: string;
   /** The files this configuration was (or would be) read from: watched for hot reload. */
   sourceFiles: string[];
+  /** Each setting's resolved value, by key: what hot reload compares. */
+  settingValues: Partial<Record<ConfigKey, unknown>>;
+}
+
+export type UploadsDecision = 'yes' | 'no-bucket' | 'not-read-write' | 'write-zone-none';
+
+function decideUploads(s3: S3Config | undefined, mode: CacheMode, zones: ZoneConfig | undefined): UploadsDecision {
+  if (!s3) return 'no-bucket';
+  if (mode !== 'read-write') return 'not-read-write';
+  // Write zone none uploads nothing, whatever the mode.
+  return zones?.write === null ? 'write-zone-none' : 'yes';
 }
 
 export interface SignatureConfig {
@@ -102,56 +114,8 @@ export interface SignatureConfig {
   requiredZones: string[];
 }
 
-export const DEFAULT_PORT = 4573;
-
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, platform = process.platform): string {
-  if (platform === 'darwin') return path.join(os.homedir(), 'Library', 'Caches', 'nx-s3-sidecar');
-  if (platform === 'win32') return path.join(env.LOCALAPPDATA ?? path.join(os.homedir(), 'AppData', 'Local'), 'nx-s3-sidecar');
-  const xdg = env.XDG_CACHE_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'nx-s3-sidecar');
-}
-
-export const configKeys = [
-  'host',
-  'port',
-  'cache-dir',
-  'max-size',
-  'max-artifact-size',
-  'token',
-  'read-only-token',
-  'log-level',
-  'idle-timeout',
-  'verify-reads',
-  'workspace',
-  'config',
-  'bucket',
-  'region',
-  'endpoint',
-  'force-path-style',
-  'prefix',
-  'mode',
-  'upload-concurrency',
-  'read-timeout',
-  'checksums',
-  'profile',
-  'plugin-objects',
-  'write-zone',
-  'read-zones',
-  'conditional-writes',
-  'signing-key',
-  'verify-keys',
-  'require-signatures',
-  'write-through',
-] as const;
-export type ConfigKey = (typeof configKeys)[number];
-
 /** The settings as text, the way flags, environment variables and the config file carry them. */
 export type ConfigInput = Partial<Record<ConfigKey, string>>;
-
-/** Environment variable for each setting: NX_S3_SIDECAR_CACHE_DIR for cache-dir, and so on. */
-export function envVarFor(key: ConfigKey): string {
-  return 'NX_S3_SIDECAR_' + key.toUpperCase().replace(/-/g, '_');
-}
 
 export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
   const input: ConfigInput = {};
@@ -160,13 +124,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     if (value !== undefined && value !== '') input[key] = value;
   }
   return input;
-}
-
-// Hono's bearer-auth accepts exactly this token alphabet (RFC 6750 b64token).
-const tokenPattern = /^[A-Za-z0-9._~+/-]+=*$/;
-
-export function isUsableToken(token: string): boolean {
-  return token.length >= 16 && token.length <= 512 && tokenPattern.test(token);
 }
 
 /** CI is detected the way CI systems announce themselves: CI set to anything but false/0. */
@@ -210,126 +167,69 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     return `--${key}`;
   };
 
-  const size = (key: ConfigKey, fallback: number): number => {
-    const text = input[key];
-    if (text === undefined) return fallback;
-    const bytes = parseSize(text);
-    if (bytes === undefined || bytes <= 0) {
-      throw new ConfigError(where(key), `"${text}" is not a size: write it like 20GiB, 500MiB or 1073741824`);
+  // Each setting is parsed (or defaulted) once, when first asked for: S3 settings only with a bucket.
+  const values: Partial<Record<ConfigKey, unknown>> = {};
+  const value = <K extends ConfigKey>(key: K): SettingValue<K> => {
+    if (!(key in values)) {
+      const definition: Setting<unknown> = settings[key];
+      const text = input[key];
+      try {
+        values[key] = text !== undefined ? definition.parse(text) : typeof definition.default === 'function' ? definition.default({ env, value }) : definition.default;
+      } catch (error) {
+        if (error instanceof BadSettingValue) throw new ConfigError(where(key), error.message);
+        throw error;
+      }
     }
-    return bytes;
-  };
-  const integer = (key: ConfigKey, fallback: number, min: number, max: number): number => {
-    const text = input[key];
-    if (text === undefined) return fallback;
-    const value = /^\d+$/.test(text) ? Number(text) : NaN;
-    if (!(value >= min && value <= max)) {
-      throw new ConfigError(where(key), `"${text}" must be a whole number from ${min} to ${max}`);
-    }
-    return value;
-  };
-  const duration = (key: ConfigKey, fallbackMs: number, bareUnit: 'ms' | 's', minMs: number, maxMs: number): number => {
-    const text = input[key];
-    if (text === undefined) return fallbackMs;
-    const ms = parseDuration(text, bareUnit);
-    if (ms === undefined || ms < minMs || ms > maxMs) {
-      throw new ConfigError(where(key), `"${text}" must be a duration from ${minMs} ms to ${maxMs / 1000} s, like 500ms, 3s or 1m`);
-    }
-    return ms;
-  };
-  const boolean = (key: ConfigKey, fallback: boolean): boolean => {
-    const text = input[key];
-    if (text === undefined) return fallback;
-    if (text !== 'true' && text !== 'false') throw new ConfigError(where(key), `"${text}" must be true or false`);
-    return text === 'true';
-  };
-  const oneOf = <T extends string>(key: ConfigKey, allowed: readonly T[], fallback: T): T => {
-    const text = input[key] ?? fallback;
-    if (!allowed.includes(text as T)) throw new ConfigError(where(key), `"${text}" is not one of ${allowed.join(', ')}`);
-    return text as T;
-  };
-  const token = (key: ConfigKey): string | undefined => {
-    const text = input[key];
-    if (text === undefined) return undefined;
-    if (!isUsableToken(text)) {
-      throw new ConfigError(where(key), 'a token must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (omit it to have one generated)');
-    }
-    return text;
+    return values[key] as SettingValue<K>;
   };
 
-  const host = input.host ?? '127.0.0.1';
-  if (!/^[A-Za-z0-9.:-]+$/.test(host)) {
-    throw new ConfigError(where('host'), `"${host}" is not a host name or IP address`);
-  }
-  const cacheDirText = input['cache-dir'];
-  if (cacheDirText !== undefined && cacheDirText.trim() === '') {
-    throw new ConfigError(where('cache-dir'), 'must not be empty');
-  }
-  const maxSizeBytes = size('max-size', 10 * 1024 ** 3);
-  // The default limit shrinks with a small budget; an explicit one larger than the budget is an error.
-  const maxArtifactBytes = size('max-artifact-size', Math.min(4 * 1024 ** 3, maxSizeBytes));
+  const host = value('host');
+  const cacheDir = value('cache-dir')!;
+  const maxSizeBytes = value('max-size');
+  const maxArtifactBytes = value('max-artifact-size');
   if (maxArtifactBytes > maxSizeBytes) {
     throw new ConfigError(
       where('max-artifact-size'),
       `${formatSize(maxArtifactBytes)} is larger than the whole cache (--max-size ${formatSize(maxSizeBytes)}): lower it or raise --max-size`,
     );
   }
-  const readWriteToken = token('token');
-  const readOnlyToken = token('read-only-token');
+  const readWriteToken = value('token');
+  const readOnlyToken = value('read-only-token');
   if (readOnlyToken !== undefined && readOnlyToken === readWriteToken) {
     throw new ConfigError(where('read-only-token'), 'must differ from the read-write token');
   }
 
   const { mode, modeSource } = resolveMode(env, input, where, nxBlock, nx?.file);
+  values.mode = mode;
   const encryptionKey = resolveEncryptionKey(env, nxBlock, nx?.file);
-  const zones = resolveZones(input['write-zone'], input['read-zones'], where);
-  const signatures = resolveSignatures(input, where, zones);
+  const zones = resolveZones(value('write-zone'), value('read-zones'), where);
+  const signatures = resolveSignatures(value, where, zones);
 
   let s3: S3Config | undefined;
-  const bucket = input.bucket;
+  const bucket = value('bucket');
   if (bucket !== undefined) {
-    // S3 bucket naming rules (3–63 of a-z 0-9 . -), loosened only for upper case that some stores allow.
-    if (!/^[A-Za-z0-9][A-Za-z0-9.\-_]{1,61}[A-Za-z0-9]$/.test(bucket)) {
-      throw new ConfigError(where('bucket'), `"${bucket}" is not a valid bucket name (3–63 characters of a-z, 0-9, "." and "-")`);
-    }
-    const endpoint = input.endpoint;
-    if (endpoint !== undefined) {
-      let url: URL | undefined;
-      try {
-        url = new URL(endpoint);
-      } catch {
-        url = undefined;
-      }
-      if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-        throw new ConfigError(where('endpoint'), `"${endpoint}" is not an http:// or https:// URL`);
-      }
-    }
-    const prefixText = (input.prefix ?? '').replace(/^\/+/, '');
-    if (!/^[A-Za-z0-9!_.*'()\-/]*$/.test(prefixText) || prefixText.includes('//') || prefixText.split('/').some((p) => p === '..' || p === '.')) {
-      throw new ConfigError(where('prefix'), `"${input.prefix}" is not a usable key prefix (letters, digits, ! _ . * ' ( ) - and single "/")`);
-    }
+    const endpoint = value('endpoint');
+    const prefix = value('prefix');
+    const keyPrefix = prefix.replace(/^\/+/, '');
     s3 = {
       bucket,
-      region: input.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      region: value('region')!,
       endpoint,
-      // S3-compatible stores behind a custom endpoint almost always need path-style requests.
-      forcePathStyle: boolean('force-path-style', endpoint !== undefined),
-      keyPrefix: prefixText === '' || prefixText.endsWith('/') ? prefixText : prefixText + '/',
-      pluginKeyPrefix: input.prefix ?? '',
-      // @nx/s3-cache's objects carry no provenance: with zones they are not read.
-      pluginObjects: oneOf<PluginObjectsPolicy>('plugin-objects', ['read', 'ignore'], zones ? 'ignore' : 'read'),
+      forcePathStyle: value('force-path-style')!,
+      keyPrefix: keyPrefix === '' || keyPrefix.endsWith('/') ? keyPrefix : keyPrefix + '/',
+      pluginKeyPrefix: prefix,
+      pluginObjects: value('plugin-objects')!,
       credentials: {
         accessKeyId: nxBlock.accessKeyId,
         secretAccessKey: nxBlock.secretAccessKey,
         ssoProfile: nxBlock.ssoProfile,
-        profile: input.profile,
+        profile: value('profile'),
       },
-      checksums: oneOf<ChecksumPolicy>('checksums', ['when-required', 'when-supported'], endpoint !== undefined ? 'when-required' : 'when-supported'),
-      uploadConcurrency: integer('upload-concurrency', 4, 1, 64),
-      readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
-      // Without zones, uploads behave as they always did (HEAD-then-PUT) unless asked.
-      conditionalWrites: oneOf<ConditionalWritesPolicy>('conditional-writes', ['auto', 'on', 'off'], zones ? 'auto' : 'off'),
-      writeThrough: boolean('write-through', false),
+      checksums: value('checksums')!,
+      uploadConcurrency: value('upload-concurrency'),
+      readTimeoutMs: value('read-timeout'),
+      conditionalWrites: value('conditional-writes')!,
+      writeThrough: value('write-through'),
     };
     if (zones && s3.pluginObjects === 'read') {
       throw new ConfigError(
@@ -344,19 +244,19 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
 
   return {
     host,
-    port: integer('port', DEFAULT_PORT, 0, 65535),
-    cacheDir: path.resolve(cacheDirText ?? defaultCacheDir(env)),
+    port: value('port'),
+    cacheDir,
     maxSizeBytes,
     maxArtifactBytes,
     token: readWriteToken,
     readOnlyToken,
-    logLevel: oneOf<LogLevel>('log-level', logLevels, 'info'),
-    idleTimeoutMs: duration('idle-timeout', 30_000, 's', 1000, 3_600_000),
-    // true and false, the values before `changed` existed, keep their meaning.
-    verifyReads: oneOf<VerifyReadsPolicy | 'true' | 'false'>('verify-reads', ['changed', 'always', 'off', 'true', 'false'], 'changed').replace(/^true$/, 'always').replace(/^false$/, 'off') as VerifyReadsPolicy,
+    logLevel: value('log-level'),
+    idleTimeoutMs: value('idle-timeout'),
+    verifyReads: value('verify-reads'),
     mode,
     modeSource,
     s3,
+    uploads: decideUploads(s3, mode, zones),
     zones,
     signatures,
     encryptionKey,
@@ -364,31 +264,18 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     nxJsonFile: nx?.file,
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
     sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
+    settingValues: values,
   };
 }
 
-/** Reads the key files (errors name the setting and the file, never the key material). */
-function resolveSignatures(input: ConfigInput, where: (key: ConfigKey) => string, zones: ZoneConfig | undefined): SignatureConfig {
-  const keyFile = <T>(key: ConfigKey, file: string, parse: (pem: string) => T, what: string): T => {
-    let pem: string;
-    try {
-      pem = readFileSync(file, 'utf8');
-    } catch (error) {
-      throw new ConfigError(where(key), `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    }
-    try {
-      return parse(pem);
-    } catch (error) {
-      throw new ConfigError(where(key), `${file} is not ${what} in PEM: ${(error as Error).message.split('\n')[0]} (nx-s3-sidecar keygen writes a pair)`);
-    }
-  };
-  const list = (text: string | undefined) => (text === undefined ? [] : text.split(',').map((item) => item.trim()).filter((item) => item !== ''));
-  const signingKeyFile = input['signing-key'] !== undefined ? path.resolve(input['signing-key']) : undefined;
-  const signingKey = signingKeyFile !== undefined ? keyFile('signing-key', signingKeyFile, parseSigningKey, 'an Ed25519 private key (PKCS#8)') : undefined;
-  const verifyKeyFiles = list(input['verify-keys']).map((file) => path.resolve(file));
-  const verifyKeys = verifyKeyFiles.map((file) => keyFile('verify-keys', file, parseVerifyKey, 'an Ed25519 public key (SPKI)'));
+/** The keys from their files (errors name the setting and the file, never the key material), checked against the zones. */
+function resolveSignatures(value: <K extends ConfigKey>(key: K) => SettingValue<K>, where: (key: ConfigKey) => string, zones: ZoneConfig | undefined): SignatureConfig {
+  const signing = value('signing-key');
+  const verifying = value('verify-keys');
+  const signingKey = signing?.key;
+  const verifyKeys = verifying.map((entry) => entry.key);
   if (signingKey) verifyKeys.push({ id: signingKey.id, publicKey: createPublicKey(signingKey.privateKey) });
-  const requiredZones = list(input['require-signatures']);
+  const requiredZones = value('require-signatures');
   if (requiredZones.length > 0) {
     if (!zones) throw new ConfigError(where('require-signatures'), 'signatures are required per trust zone: set --read-zones (and --write-zone) too');
     const invalid = requiredZones.find((zone) => !isValidZoneName(zone));
@@ -398,7 +285,7 @@ function resolveSignatures(input: ConfigInput, where: (key: ConfigKey) => string
       throw new ConfigError(where('require-signatures'), `the write zone "${zones.write}" requires signatures, but this daemon has no --signing-key: every reader would refuse what it uploads`);
     }
   }
-  return { signingKey, signingKeyFile, verifyKeys, verifyKeyFiles, requiredZones };
+  return { signingKey, signingKeyFile: signing?.file, verifyKeys, verifyKeyFiles: verifying.map((entry) => entry.file), requiredZones };
 }
 
 const nxJsonKeyFor: Partial<Record<ConfigKey, string>> = {
@@ -446,8 +333,4 @@ function resolveMode(
   const nxMode = ci ? nxBlock.ciMode : nxBlock.localMode;
   if (nxMode) return { mode: nxMode, modeSource: `${nxFile}: s3.${ci ? 'ciMode' : 'localMode'}${ci ? ' (CI is set)' : ''}` };
   return { mode: 'read-write', modeSource: 'default' };
-}
-
-export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -1,11 +1,6 @@
 export {
   resolveDaemonConfig,
-  defaultCacheDir,
-  isLoopbackHost,
   isCi,
-  configKeys,
-  envVarFor,
-  DEFAULT_PORT,
   type DaemonConfig,
   type S3Config,
   type ChecksumPolicy,
@@ -13,8 +8,11 @@ export {
   type ConditionalWritesPolicy,
   type SignatureConfig,
   type ConfigInput,
-  type ConfigKey,
+  type UploadsDecision,
 } from './daemon-config.js';
+export { settings, configKeys, envVarFor, defaultCacheDir, isUsableToken, settingsUsage, DEFAULT_PORT, type ConfigKey, type ReloadEffect } from './settings.js';
+export { isLoopbackHost, isLoopbackAddress, urlHost, daemonUrl } from './daemon-address.js';
+export { NX_CACHE_SERVER_VAR, NX_CACHE_TOKEN_VAR, nxClientEnv } from './nx-client-env.js';
 export { cacheModes, type CacheMode } from './nx-json.js';
 export { ConfigError } from './errors.js';
 export { Secret } from './secret.js';

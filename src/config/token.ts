@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { ConfigError } from './errors.js';
-import { isUsableToken } from './daemon-config.js';
+import { isUsableToken } from './settings.js';
 
 export type TokenSource = 'flag-or-environment' | 'token-file' | 'generated';
 

@@ -9,6 +9,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { NX_CACHE_TOKEN_VAR } from '../config/nx-client-env.js';
 
 export type Access = 'read-write' | 'read';
 
@@ -38,7 +39,7 @@ export function requireToken(tokens: AccessTokens): MiddlewareHandler<{ Variable
       else if (isReadOnly) c.set('access', 'read');
       return isReadWrite || isReadOnly;
     },
-    noAuthenticationHeader: { message: unauthorized('send "Authorization: Bearer <token>" (NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN)') },
+    noAuthenticationHeader: { message: unauthorized(`send "Authorization: Bearer <token>" (${NX_CACHE_TOKEN_VAR})`) },
     invalidAuthenticationHeader: { message: unauthorized('the Authorization header is not "Bearer <token>"') },
     invalidToken: { message: unauthorized('the token does not match (nx-s3-sidecar env prints the right one)') },
   });

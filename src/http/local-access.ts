@@ -6,15 +6,8 @@
  */
 import type { MiddlewareHandler } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import { isLoopbackHost } from '../config/index.js';
+import { isLoopbackAddress, isLoopbackHost } from '../config/index.js';
 import { requireToken, type Access, type AccessTokens } from './auth.js';
-
-/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 addresses. */
-function isLoopbackAddress(address: string | undefined): boolean {
-  if (!address) return false;
-  const v4 = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
-  return v4 === '::1' || /^127\.\d+\.\d+\.\d+$/.test(v4);
-}
 
 /** The host a Host header names, without its port: `[::1]:4573` → `::1`; undefined when malformed. */
 export function hostOfHeader(header: string | undefined): string | undefined {

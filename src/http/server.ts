@@ -5,7 +5,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import type { Hono } from 'hono';
 
 export interface HttpServerOptions {
   host: string;
@@ -25,8 +24,10 @@ export class ListenError extends Error {
   override name = 'ListenError';
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function startHttpServer(app: Hono<any>, options: HttpServerOptions): Promise<RunningHttpServer> {
+/** The app as the server needs it: its fetch, whatever the app's context types. */
+type FetchHandler = { fetch: (request: Request) => Response | Promise<Response> };
+
+export function startHttpServer(app: FetchHandler, options: HttpServerOptions): Promise<RunningHttpServer> {
   return new Promise((resolve, reject) => {
     const server = serve({
       fetch: app.fetch,

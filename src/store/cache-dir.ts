@@ -21,6 +21,7 @@ export interface CacheDirLayout {
   tokenFile: string;
   lockFile: string;
   pidFile: string;
+  logFile: string;
   cleanStopFile: string;
   blobsDir: string;
   tmpDir: string;
@@ -33,10 +34,17 @@ export function cacheDirLayout(root: string): CacheDirLayout {
     tokenFile: path.join(root, 'token'),
     lockFile: path.join(root, 'daemon.lock'),
     pidFile: path.join(root, 'daemon.pid'),
+    logFile: path.join(root, 'daemon.log'),
     cleanStopFile: path.join(root, 'clean-stop'),
     blobsDir: path.join(root, 'blobs'),
     tmpDir: path.join(root, 'tmp'),
   };
+}
+
+/** Every name the daemon may create at the top of the directory, SQLite's companion files included. */
+export function cacheDirEntryNames(): ReadonlySet<string> {
+  const { root, indexFile, lockFile, ...others } = cacheDirLayout('');
+  return new Set([indexFile, `${indexFile}-wal`, `${indexFile}-shm`, lockFile, `${lockFile}-journal`, ...Object.values(others)]);
 }
 
 export function shardOf(hash: string): string {

@@ -2,4 +2,4 @@ export { LocalStore, LocalStoreOpenError, type StoredArtifact, type LocalUsage, 
 export { ArtifactExistsError, ChecksumMismatchError, IncompleteBodyError, StorageError } from './errors.js';
 export { CacheDirBusyError } from './dir-lock.js';
 export { isValidArtifactHash } from './artifact-hash.js';
-export { cacheDirLayout } from './cache-dir.js';
+export { cacheDirLayout, cacheDirEntryNames } from './cache-dir.js';

@@ -11,7 +11,7 @@ import {
 } from 'node:fs';
 import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
-import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
+import { blobPath, cacheDirEntryNames, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
 import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
@@ -449,7 +449,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   } catch (error) {
     throw new LocalStoreOpenError(`cannot use the cache directory ${layout.root}: ${describeFsError(error)}; fix its permissions or choose another with --cache-dir`);
   }
-  const ours = new Set(['index.sqlite', 'index.sqlite-wal', 'index.sqlite-shm', 'token', 'daemon.lock', 'daemon.lock-journal', 'daemon.pid', 'daemon.log', 'clean-stop', 'blobs', 'tmp']);
+  const ours = cacheDirEntryNames();
   const entries = readdirSync(layout.root);
   if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
     throw new LocalStoreOpenError(

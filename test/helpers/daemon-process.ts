@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cacheDirLayout } from '../../src/store/index.js';
 import { makeTempDir } from './temp-dir.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -57,7 +58,7 @@ export async function freePort(): Promise<number> {
 export async function killDaemonOf(cacheDir: string): Promise<void> {
   let pid: number;
   try {
-    pid = Number.parseInt(readFileSync(path.join(cacheDir, 'daemon.pid'), 'utf8'), 10);
+    pid = Number.parseInt(readFileSync(cacheDirLayout(cacheDir).pidFile, 'utf8'), 10);
   } catch {
     return;
   }
@@ -129,7 +130,7 @@ export async function startDaemonProcess(options: DaemonProcessOptions = {}): Pr
       throw new Error(`daemon did not start in time:\n${output}`);
     } else await new Promise((r) => setTimeout(r, 25));
   }
-  const token = explicitToken ?? readFileSync(path.join(cacheDir, 'token'), 'utf8').trim();
+  const token = explicitToken ?? readFileSync(cacheDirLayout(cacheDir).tokenFile, 'utf8').trim();
   const health = await fetch(`${url}/healthz`);
   if (health.status !== 200) throw new Error(`daemon at ${url} is not healthy: ${health.status}`);
 

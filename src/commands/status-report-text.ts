@@ -1,6 +1,6 @@
 /** The status report as a person reads it in a terminal. */
 import { formatSize } from '../config/index.js';
-import type { StatusReport } from '../status.js';
+import type { StatusReport } from '../status-report.js';
 
 function age(ms: number | null): string {
   if (ms === null) return '-';

@@ -3,7 +3,7 @@
  * POST /flush: makes every pending upload due now, parked ones included, and answers the status.
  */
 import type { Context } from 'hono';
-import type { StatusReport } from '../../status.js';
+import type { StatusReport } from '../../status-report.js';
 import type { Access } from '../auth.js';
 import { textResponse } from '../text-response.js';
 
