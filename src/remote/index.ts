@@ -59,5 +59,30 @@ export interface RemoteStore {
   takePluginAccessDenied(): string | undefined;
 }
 
+/** The two kinds of objects the bucket index keeps per zone (src/index/, README: The bucket index). */
+export type IndexObjectKind = 'journal' | 'snapshot';
+
+/** An index object as read: its bytes, or why it is not used (signature missing or wrong where required). */
+export type IndexObject = { readonly body: Buffer } | { readonly refused: string };
+
+/**
+ * The bucket index's objects, per zone and kind, named by the index (names sort by time).
+ * The backend signs what it writes when it holds a signing key, and refuses on read what does
+ * not verify in a zone that requires signatures. Failures throw RemoteOperationError.
+ */
+export interface IndexObjectStore {
+  /** Names after `startAfter` (all when undefined), in ascending order, at most `limit` of them. */
+  list(zone: string, kind: IndexObjectKind, startAfter: string | undefined, limit: number, signal?: AbortSignal): Promise<string[]>;
+  /** The object's bytes (undefined: not there); one over `maxBytes` is refused, not read whole. */
+  get(zone: string, kind: IndexObjectKind, name: string, maxBytes: number, signal?: AbortSignal): Promise<IndexObject | undefined>;
+  put(zone: string, kind: IndexObjectKind, name: string, body: Buffer, signal?: AbortSignal): Promise<void>;
+  delete(zone: string, kind: IndexObjectKind, names: readonly string[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Now by the store's clock, as its responses' Date headers tell it (the local clock until one
+   * was seen): journal names are ordered by it, so a writer whose own clock is off is not missed.
+   */
+  storeNowMs(): number;
+}
+
 export { RemoteOperationError, UploadVerificationError, ReadDeadlineError, BadObjectError, errorMessage, type RemoteFailure } from './errors.js';
 export { parseSigningKey, parseVerifyKey, signObject, keyIdOf, type SigningKey, type VerifyKey } from './object-signature.js';

@@ -23,6 +23,11 @@ export function signedStatement(zone: string, hash: string, sha256: string): Buf
   return Buffer.from(`nx-s3-sidecar/v1 signature\nzone ${zone}\nhash ${hash}\nsha256 ${sha256}\n`, 'utf8');
 }
 
+/** What an index object's signature covers (src/index/): its zone, its place in the zone's index, and its bytes. */
+export function indexStatement(zone: string, objectName: string, sha256: string): Buffer {
+  return Buffer.from(`nx-s3-sidecar/v1 index signature\nzone ${zone}\nobject ${objectName}\nsha256 ${sha256}\n`, 'utf8');
+}
+
 export function keyIdOf(publicKey: KeyObject): string {
   return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
 }
@@ -42,15 +47,24 @@ export function parseVerifyKey(pem: string): VerifyKey {
 }
 
 export function signObject(key: SigningKey, zone: string, hash: string, sha256: string): string {
-  return sign(null, signedStatement(zone, hash, sha256), key.privateKey).toString('base64');
+  return signStatement(key, signedStatement(zone, hash, sha256));
+}
+
+export function signStatement(key: SigningKey, statement: Buffer): string {
+  return sign(null, statement, key.privateKey).toString('base64');
 }
 
 /** Why the object's signature does not verify, or undefined when one of `keys` verifies it. */
 export function signatureProblem(keys: readonly VerifyKey[], zone: string, hash: string, sha256: string | undefined, signature: string | undefined, keyId: string | undefined): string | undefined {
+  if (sha256 === undefined && signature) return 'it carries no sha256 to check a signature against';
+  return statementSignatureProblem(keys, signedStatement(zone, hash, sha256 ?? ''), signature, keyId);
+}
+
+/** Why `signature` does not verify `statement`, or undefined when one of `keys` verifies it. */
+export function statementSignatureProblem(keys: readonly VerifyKey[], statement: Buffer, signature: string | undefined, keyId: string | undefined): string | undefined {
   if (signature === undefined || signature === '') return 'it carries no signature';
-  if (sha256 === undefined) return 'it carries no sha256 to check a signature against';
   const key = keys.find((candidate) => candidate.id === keyId);
   if (!key) return `it is signed by key ${keyId ?? '(no id)'}, which is not among the verification keys (--verify-keys)`;
   const bytes = Buffer.from(signature, 'base64');
-  return verify(null, signedStatement(zone, hash, sha256), key.publicKey, bytes) ? undefined : `its signature does not verify with key ${key.id}`;
+  return verify(null, statement, key.publicKey, bytes) ? undefined : `its signature does not verify with key ${key.id}`;
 }

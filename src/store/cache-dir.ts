@@ -2,6 +2,7 @@
  * The layout of the cache directory, in one place:
  *
  *   index.sqlite      the index (WAL mode)
+ *   bucket-index.sqlite  the replica of the bucket index of the read zones (src/index/; disposable)
  *   token             the generated access token (0600)
  *   daemon.lock       exclusive lock held by the daemon that owns the directory
  *   daemon.pid        that daemon's pid (for messages and scripts)
@@ -18,6 +19,7 @@ import { isValidArtifactHash } from './artifact-hash.js';
 export interface CacheDirLayout {
   root: string;
   indexFile: string;
+  bucketIndexFile: string;
   tokenFile: string;
   lockFile: string;
   pidFile: string;
@@ -31,6 +33,7 @@ export function cacheDirLayout(root: string): CacheDirLayout {
   return {
     root,
     indexFile: path.join(root, 'index.sqlite'),
+    bucketIndexFile: path.join(root, 'bucket-index.sqlite'),
     tokenFile: path.join(root, 'token'),
     lockFile: path.join(root, 'daemon.lock'),
     pidFile: path.join(root, 'daemon.pid'),

@@ -2,8 +2,9 @@
 export { S3RemoteStore, S3OperationError, type S3RemoteStoreOptions, type FetchedObject } from './remote-store.js';
 export { createS3Client, type ConfiguredS3Client } from './s3-client.js';
 export { classifyS3Error, type S3Failure } from './s3-errors.js';
-export { objectKey, zonePrefix, doctorProbeKey, OBJECT_NAMESPACE, NO_ZONE } from './object-key.js';
+export { objectKey, zonePrefix, doctorProbeKey, indexObjectPrefix, OBJECT_NAMESPACE, NO_ZONE } from './object-key.js';
 export { ObjectCodec, type ObjectFormatName } from './object-format.js';
 export { deriveMasterKey } from './encryption-key.js';
 export { pluginCipherKey, pluginObjectKey, pluginObjectPrefix } from './plugin-format.js';
-export { remoteStoreFor } from './remote-store-for.js';
+export { remoteStoreFor, indexObjectsFor } from './remote-store-for.js';
+export { S3IndexObjects } from './index-objects.js';

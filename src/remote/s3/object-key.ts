@@ -5,6 +5,8 @@
  *   <prefix>nx-s3-sidecar/v1/zones/<zone>/<hash>    with trust zones (--write-zone, --read-zones)
  *   <prefix>nx-s3-sidecar/v1/zones/<zone>/probe-<random>   the conditional-write probe (deleted after)
  *   <zone prefix>doctor-probe-<random>              `doctor`'s write probe (deleted after)
+ *   <zone prefix>@index/journal/<name>              the bucket index's journal (src/index/, README: The bucket index)
+ *   <zone prefix>@index/snapshot/<name>             its compacted snapshots
  *
  * - `<prefix>` is the configured key prefix (empty, or ending in "/");
  * - `nx-s3-sidecar/v1/` keeps our objects apart from @nx/s3-cache's (`<prefix><hash>`), whose
@@ -31,6 +33,16 @@ export function objectKey(keyPrefix: string, hash: string, zone: string = NO_ZON
 /** Everything a zone holds starts with this (the prefix a bucket policy grants). */
 export function zonePrefix(keyPrefix: string, zone: string): string {
   return zone === NO_ZONE ? `${keyPrefix}${OBJECT_NAMESPACE}` : `${keyPrefix}${ZONES_NAMESPACE}${zone}/`;
+}
+
+/**
+ * The bucket index's objects of a zone: inside the zone's prefix (a writer's policy grants it), under
+ * "@index/", which no hash and no zone segment can spell ("@" is in neither alphabet).
+ */
+export const INDEX_NAMESPACE = '@index/';
+
+export function indexObjectPrefix(keyPrefix: string, zone: string, kind: 'journal' | 'snapshot'): string {
+  return `${zonePrefix(keyPrefix, zone)}${INDEX_NAMESPACE}${kind}/`;
 }
 
 /** Where the conditional-write probe goes: inside the zone written to (the one prefix a writer may write). */

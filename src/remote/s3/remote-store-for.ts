@@ -5,6 +5,7 @@ import { deriveMasterKey } from './encryption-key.js';
 import { ObjectCodec } from './object-format.js';
 import { pluginCipherKey } from './plugin-format.js';
 import { S3RemoteStore } from './remote-store.js';
+import { S3IndexObjects } from './index-objects.js';
 
 export interface TrustSettings {
   zones?: ZoneConfig;
@@ -20,6 +21,17 @@ export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Se
     plugin: s3.pluginObjects === 'read' ? { keyPrefix: s3.pluginKeyPrefix, cipherKey: encryptionKey && pluginCipherKey(encryptionKey) } : undefined,
     zones: zones && { write: zones.write ?? undefined, read: zones.read },
     conditionalWrites: s3.conditionalWrites,
+    signingKey: signatures?.signingKey,
+    verification: signatures && { keys: signatures.verifyKeys, requiredZones: new Set(signatures.requiredZones) },
+  });
+}
+
+/** The bucket index's objects for the same bucket, prefix, signing key and verification. */
+export function indexObjectsFor(client: S3Client, s3: S3Config, trust: TrustSettings = {}): S3IndexObjects {
+  const { signatures } = trust;
+  return new S3IndexObjects(client, {
+    bucket: s3.bucket,
+    keyPrefix: s3.keyPrefix,
     signingKey: signatures?.signingKey,
     verification: signatures && { keys: signatures.verifyKeys, requiredZones: new Set(signatures.requiredZones) },
   });

@@ -1,0 +1,163 @@
+/**
+ * This daemon's replica of the bucket index of its read zones: `bucket-index.sqlite` in the cache
+ * dir, a file of its own so that loading a snapshot never holds the local tier's write lock, and
+ * one that can be thrown away (a damaged or newer-schema replica is rebuilt from the bucket).
+ */
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import type { IndexEntry } from './index-format.js';
+
+const SCHEMA_VERSION = 1;
+
+const schemaV1 = `
+CREATE TABLE entries (
+  hash       TEXT NOT NULL,
+  zone       TEXT NOT NULL,
+  bytes      INTEGER NOT NULL,
+  sha256     TEXT NOT NULL,
+  at_ms      INTEGER NOT NULL,
+  commit_sha TEXT,
+  PRIMARY KEY (hash, zone)
+) WITHOUT ROWID;
+CREATE INDEX entries_by_time ON entries (at_ms);
+CREATE INDEX entries_by_commit ON entries (commit_sha) WHERE commit_sha IS NOT NULL;
+
+-- Per zone: the snapshot the replica was loaded from and the newest journal object applied.
+CREATE TABLE zones (
+  zone     TEXT PRIMARY KEY,
+  snapshot TEXT,
+  cursor   TEXT
+) WITHOUT ROWID;
+
+-- Journal objects already applied, so the look-back of each tail does not fetch them again.
+CREATE TABLE applied (
+  zone TEXT NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (zone, name)
+) WITHOUT ROWID;
+`;
+
+export interface ReplicaZoneState {
+  zone: string;
+  snapshot: string | null;
+  cursor: string | null;
+}
+
+export interface ReplicaEntry extends IndexEntry {
+  zone: string;
+}
+
+export class ReplicaDb {
+  readonly db: Database.Database;
+  private readonly statements;
+
+  /** Opens (or creates) the replica; `onDiscarded` hears why an unusable one was thrown away. */
+  static open(file: string, onDiscarded?: (reason: string) => void): ReplicaDb {
+    try {
+      return new ReplicaDb(file);
+    } catch (error) {
+      const reason = (error as Error).message;
+      for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
+      onDiscarded?.(reason);
+      return new ReplicaDb(file);
+    }
+  }
+
+  private constructor(file: string) {
+    this.db = new Database(file);
+    try {
+      // A replica lost in a power cut is loaded again from the bucket: no fsync per sync.
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = OFF');
+      this.migrate();
+    } catch (error) {
+      this.db.close();
+      throw error;
+    }
+    this.statements = {
+      zonesOf: this.db.prepare<[string], { zone: string }>('SELECT zone FROM entries WHERE hash = ?'),
+      get: this.db.prepare<[string, string], ReplicaEntry>(
+        'SELECT hash, zone, bytes, sha256, at_ms AS atMs, commit_sha AS "commit" FROM entries WHERE hash = ? AND zone = ?',
+      ),
+      upsert: this.db.prepare(
+        `INSERT INTO entries (hash, zone, bytes, sha256, at_ms, commit_sha) VALUES (@hash, @zone, @bytes, @sha256, @atMs, @commit)
+         ON CONFLICT (hash, zone) DO UPDATE SET
+           bytes = excluded.bytes,
+           sha256 = CASE WHEN excluded.sha256 = '' THEN entries.sha256 ELSE excluded.sha256 END,
+           at_ms = max(entries.at_ms, excluded.at_ms),
+           commit_sha = coalesce(entries.commit_sha, excluded.commit_sha)`,
+      ),
+      zone: this.db.prepare<[string], ReplicaZoneState>('SELECT zone, snapshot, cursor FROM zones WHERE zone = ?'),
+      setSnapshot: this.db.prepare<[string, string]>('INSERT INTO zones (zone, snapshot) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET snapshot = excluded.snapshot'),
+      setCursor: this.db.prepare<[string, string]>(
+        'INSERT INTO zones (zone, cursor) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET cursor = max(coalesce(zones.cursor, \'\'), excluded.cursor)',
+      ),
+      isApplied: this.db.prepare<[string, string], { found: number }>('SELECT 1 AS found FROM applied WHERE zone = ? AND name = ?'),
+      markApplied: this.db.prepare<[string, string]>('INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)'),
+      pruneApplied: this.db.prepare<[string, string]>('DELETE FROM applied WHERE zone = ? AND name < ?'),
+      countsByZone: this.db.prepare<[], { zone: string; entries: number; bytes: number }>(
+        'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone',
+      ),
+    };
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version === SCHEMA_VERSION) return;
+    // A replica of another schema is not migrated: it is loaded again from the bucket.
+    if (version !== 0) throw new Error(`the bucket index replica has schema ${version}, this daemon knows ${SCHEMA_VERSION}`);
+    this.db.transaction(() => {
+      this.db.exec(schemaV1);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    })();
+  }
+
+  /** The zones whose index holds `hash` (a primary-key lookup: cheap on the request path). */
+  zonesHolding(hash: string): string[] {
+    return this.statements.zonesOf.all(hash).map((row) => row.zone);
+  }
+
+  get(hash: string, zone: string): ReplicaEntry | undefined {
+    return this.statements.get.get(hash, zone);
+  }
+
+  /** Adds entries of `zone` (an entry seen again keeps its first commit and newest time). */
+  upsert(zone: string, entries: readonly IndexEntry[]): void {
+    this.db.transaction(() => {
+      for (const entry of entries) this.statements.upsert.run({ ...entry, zone });
+    })();
+  }
+
+  zoneState(zone: string): ReplicaZoneState {
+    return this.statements.zone.get(zone) ?? { zone, snapshot: null, cursor: null };
+  }
+
+  setSnapshot(zone: string, snapshot: string): void {
+    this.statements.setSnapshot.run(zone, snapshot);
+  }
+
+  /** Moves the zone's cursor forward (never back) and records `name` as applied. */
+  markApplied(zone: string, name: string): void {
+    this.db.transaction(() => {
+      this.statements.markApplied.run(zone, name);
+      this.statements.setCursor.run(zone, name);
+    })();
+  }
+
+  isApplied(zone: string, name: string): boolean {
+    return this.statements.isApplied.get(zone, name) !== undefined;
+  }
+
+  /** Forgets applied names older than `before` (outside every look-back from now on). */
+  pruneApplied(zone: string, before: string): void {
+    this.statements.pruneApplied.run(zone, before);
+  }
+
+  countsByZone(): { zone: string; entries: number; bytes: number }[] {
+    return this.statements.countsByZone.all();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
