@@ -46,8 +46,9 @@ export function cacheDirLayout(root: string): CacheDirLayout {
 
 /** Every name the daemon may create at the top of the directory, SQLite's companion files included. */
 export function cacheDirEntryNames(): ReadonlySet<string> {
-  const { root, indexFile, lockFile, ...others } = cacheDirLayout('');
-  return new Set([indexFile, `${indexFile}-wal`, `${indexFile}-shm`, lockFile, `${lockFile}-journal`, ...Object.values(others)]);
+  const { root, indexFile, bucketIndexFile, lockFile, ...others } = cacheDirLayout('');
+  const sqliteFiles = [indexFile, bucketIndexFile].flatMap((file) => [file, `${file}-wal`, `${file}-shm`]);
+  return new Set([...sqliteFiles, lockFile, `${lockFile}-journal`, ...Object.values(others)]);
 }
 
 export function shardOf(hash: string): string {
