@@ -37,6 +37,11 @@ export interface StartOptions {
   resolveConfig?: () => DaemonConfig;
   /** Watch the configuration files and reload on change (default: when resolveConfig is given). */
   watch?: boolean;
+  /**
+   * Called after the daemon stopped itself because it can no longer store (its cache directory was
+   * removed or replaced); `start` exits non-zero there so the service manager starts a fresh one.
+   */
+  onFatalStop?: (reason: string) => void;
 }
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
@@ -145,6 +150,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   const activity = new CacheActivity();
   const audit = new AuditCounters();
   const remoteTotals = new RemoteTierTotals();
+  let cacheDirLost = (_reason: string) => {};
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
@@ -152,6 +158,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     logger,
     uploadsEnabled: Boolean(config.s3) && config.mode === 'read-write' && config.zones?.write !== null,
     adoptedZone: localPutZone(config.zones),
+    onCacheDirLost: (reason) => cacheDirLost(reason),
   });
   let stopping = false;
   let tier: RemoteTier = { state: { state: 'off' } };
@@ -289,7 +296,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       });
     }
 
-    return {
+    const running: RunningDaemon = {
       url,
       port: server.port,
       token,
@@ -311,6 +318,14 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         logger.info('stopped', { pendingUploads: left > 0 ? left : undefined });
       },
     };
+    // Recreating the directory under requests in flight would be a second, racier recovery path;
+    // stopping at once (health already says 503) lets the service manager or `exec` start a clean one.
+    cacheDirLost = (reason) => {
+      logger.error('stopping: this daemon can no longer store; its service manager (or the next exec) starts a new one');
+      void running.stop(2_000).finally(() => options.onFatalStop?.(reason));
+    };
+    if (store.cacheDirProblem()) cacheDirLost(store.cacheDirProblem()!);
+    return running;
   } catch (error) {
     await watcher?.close();
     await stopRemoteTier(tier);

@@ -72,9 +72,12 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     await next();
   });
 
-  app.get('/healthz', (c) =>
-    deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() }),
-  );
+  app.get('/healthz', (c) => {
+    // Never "ok" for a daemon that cannot store.
+    const lost = deps.store.cacheDirProblem();
+    if (lost) return c.json({ status: 'cache-dir-lost', error: lost }, 503);
+    return deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() });
+  });
 
   app.use('/v1/*', requireToken(deps.tokens));
   app.get('/v1/cache/*', getArtifact(deps));

@@ -13,7 +13,7 @@ import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
 
 export interface MetricSources {
-  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'>;
+  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'> & Partial<Pick<LocalStore, 'indexRebuild'>>;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
@@ -112,6 +112,7 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('local_used_bytes', 'Bytes of artifacts in the local tier', [], () => one(store.usage().usedBytes));
   gauge('local_budget_bytes', 'The local tier budget (--max-size)', [], () => one(store.usage().budgetBytes));
   gauge('local_artifacts', 'Artifacts in the local tier', [], () => one(store.usage().entries));
+  gauge('index_rebuilt', '1 when the index was found damaged at start and rebuilt from the blobs (the damaged file is kept aside; see the log)', [], () => one(store.indexRebuild ? 1 : 0));
   gauge('outbox_artifacts', 'Artifacts waiting for upload (parked ones included)', [], () => one(store.outboxSummary().entries));
   gauge('outbox_bytes', 'Bytes waiting for upload', [], () => one(store.outboxSummary().bytes));
   gauge('outbox_parked_artifacts', 'Artifacts whose upload is parked after a permanent failure', [], () => one(store.outboxSummary().parked));

@@ -37,6 +37,10 @@ export interface ArtifactRow {
 
 const SCHEMA_VERSION = 2;
 
+// Outside the versioned schema (an older daemon ignores it): the id of the current run, which the
+// clean-stop marker repeats. A new, emptied or replaced index has another (or none), so it gets the full walk.
+const runIdTable = `CREATE TABLE IF NOT EXISTS index_run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL);`;
+
 const schemaV1 = `
 CREATE TABLE artifacts (
   hash           TEXT PRIMARY KEY,
@@ -67,13 +71,23 @@ export class IndexDb {
 
   constructor(file: string) {
     this.db = new Database(file);
-    // WAL: readers never block the writer. synchronous=NORMAL is enough because the blob
-    // itself is fsynced before its row is written, and start-up recovery adopts a blob
-    // whose row a power cut lost.
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.migrate();
-    this.statements = {
+    try {
+      // WAL: readers never block the writer. synchronous=NORMAL is enough because the blob
+      // itself is fsynced before its row is written, and start-up recovery adopts a blob
+      // whose row a power cut lost.
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.migrate();
+      this.db.exec(runIdTable);
+      this.statements = this.prepare();
+    } catch (error) {
+      this.db.close();
+      throw error;
+    }
+  }
+
+  private prepare() {
+    return {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
       insert: this.db.prepare(
@@ -112,7 +126,28 @@ export class IndexDb {
       lastOutboxError: this.db.prepare<[], { hash: string; last_error: string }>(
         'SELECT hash, last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY next_attempt_ms DESC LIMIT 1',
       ),
+      runId: this.db.prepare<[], { run_id: string }>('SELECT run_id FROM index_run WHERE id = 1'),
+      setRunId: this.db.prepare<[string]>('INSERT OR REPLACE INTO index_run (id, run_id) VALUES (1, ?)'),
     };
+  }
+
+  /** The id the last run stored (the clean-stop marker of a clean stop repeats it); undefined in a new index. */
+  runId(): string | undefined {
+    return this.statements.runId.get()?.run_id;
+  }
+
+  /** Stores a new run id, so a marker of an earlier run (or of a copy of this index) no longer matches. */
+  startRun(runId: string): void {
+    this.statements.setRunId.run(runId);
+  }
+
+  /**
+   * Reads every page of both tables (what start-up reads anyway for the totals), so a damaged
+   * index shows at start rather than in a request; far cheaper than PRAGMA integrity_check.
+   */
+  quickCheck(): void {
+    this.totals();
+    this.outboxSummary();
   }
 
   private migrate(): void {
