@@ -25,23 +25,29 @@ class IndexDamagedError extends Error {
   override name = 'IndexDamagedError';
 }
 
-export function openIndex(layout: CacheDirLayout): { index: IndexDb; rebuild?: IndexRebuild } {
+/** The index, its totals (read by the check), and what was done if it was damaged. */
+export interface OpenedIndex {
+  index: IndexDb;
+  totals: { bytes: number; count: number };
+  rebuild?: IndexRebuild;
+}
+
+export function openIndex(layout: CacheDirLayout): OpenedIndex {
   try {
-    return { index: openChecked(layout.indexFile) };
+    return openChecked(layout.indexFile);
   } catch (error) {
     if (!isIndexDamage(error)) throw new LocalStoreOpenError(describeOpenError(layout.indexFile, error), { cause: error });
     const atMs = Date.now();
     const keptAs = moveAside(layout, atMs);
-    return { index: openChecked(layout.indexFile), rebuild: { atMs, keptAs, reason: (error as Error).message } };
+    return { ...openChecked(layout.indexFile), rebuild: { atMs, keptAs, reason: (error as Error).message } };
   }
 }
 
-function openChecked(file: string): IndexDb {
+function openChecked(file: string): OpenedIndex {
   checkHeaderFitsFile(file);
   const index = new IndexDb(file);
   try {
-    index.quickCheck();
-    return index;
+    return { index, totals: index.quickCheck() };
   } catch (error) {
     index.close();
     throw error;

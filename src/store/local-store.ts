@@ -124,9 +124,8 @@ export class LocalStore {
     /** Set when the index was found damaged at start, moved aside and rebuilt from the blobs. */
     readonly indexRebuild: IndexRebuild | undefined,
   ) {
-    const totals = index.totals();
-    this.usedBytes = totals.bytes;
-    this.entryCount = totals.count;
+    this.usedBytes = recovery.bytes;
+    this.entryCount = recovery.entries;
     this.accessBatcher = new AccessBatcher(
       (accesses) => this.index.touchMany(accesses),
       1000,
@@ -178,7 +177,7 @@ export class LocalStore {
       }
       const runId = randomUUID();
       index.startRun(runId);
-      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop, opened.totals);
       const guard = new CacheDirGuard(layout, (reason) => store?.cacheDirLost(reason));
       store = new LocalStore(layout, index, options, releaseLock, recovery, runId, guard, opened.rebuild);
       guard.watch(options.cacheDirCheckMs ?? 500);

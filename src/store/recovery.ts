@@ -27,6 +27,7 @@ export interface RecoveryReport {
   /** False after a clean stop: the blobs were not walked. */
   fullCheck: boolean;
   entries: number;
+  bytes: number;
   durationMs: number;
 }
 
@@ -35,9 +36,18 @@ export interface RecoveryReport {
  * now (a read-through blob adopted so is labelled no higher than what this daemon writes).
  * `fullCheck`: walk every blob (after a crash); after a clean stop index and blobs agree.
  */
-export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean, adoptedZone = '', fullCheck = true): Promise<RecoveryReport> {
+export async function recoverCacheDir(
+  layout: CacheDirLayout,
+  index: IndexDb,
+  logger: Logger,
+  enqueueAdopted: boolean,
+  adoptedZone = '',
+  fullCheck = true,
+  /** The index's totals before recovery (read when it was opened): unchanged unless the blobs are walked. */
+  totalsBefore?: { bytes: number; count: number },
+): Promise<RecoveryReport> {
   const startedMs = performance.now();
-  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, durationMs: 0 };
+  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, bytes: 0, durationMs: 0 };
 
   // Synchronous on purpose: nothing is served yet, and sync stat is several times faster.
   for (const name of readdirSync(layout.tmpDir)) {
@@ -47,7 +57,9 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
 
   if (fullCheck) await checkBlobs(layout, index, enqueueAdopted, adoptedZone, report);
 
-  report.entries = index.totals().count;
+  const totals = fullCheck || !totalsBefore ? index.totals() : totalsBefore;
+  report.entries = totals.count;
+  report.bytes = totals.bytes;
   report.durationMs = Math.round(performance.now() - startedMs);
   const repaired = report.tempFilesRemoved + report.rowsDropped + report.strayFilesRemoved + report.blobsAdopted;
   if (repaired > 0) logger.warn('recovered the cache directory (unclean stop, or an index that is new, emptied or rebuilt)', { ...report });

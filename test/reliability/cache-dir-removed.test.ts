@@ -57,7 +57,13 @@ describe('cache dir removed under a running daemon', () => {
     const token = testToken();
     const first = await startDaemonProcess({ cacheDir, token });
     cleanup(() => first.kill());
-    const firstExit = new Promise<number | null>((resolve) => first.child.once('exit', (code) => resolve(code)));
+    let exitedAtMs = 0;
+    const firstExit = new Promise<number | null>((resolve) =>
+      first.child.once('exit', (code) => {
+        exitedAtMs = Date.now();
+        resolve(code);
+      }),
+    );
     expect(await put(first, nextHash(), randomBytes(4096))).toBe(200);
 
     const removedAtMs = Date.now();
@@ -88,11 +94,11 @@ describe('cache dir removed under a running daemon', () => {
 
     await watchHealth;
     const exitCode = await Promise.race([firstExit, sleep(10_000).then(() => 'still running' as const)]);
-    const exitedAfterMs = Date.now() - removedAtMs;
+    const exitedAfterMs = exitedAtMs - removedAtMs;
     const served = await get(second, hash);
     const blobs = readdirSync(path.join(cacheDir, 'blobs')).flatMap((shard) => readdirSync(path.join(cacheDir, 'blobs', shard)));
     console.log(
-      `cache dir removed: /healthz not ok after ${unhealthyAfterMs} ms; first daemon exited ${exitCode} within ${exitedAfterMs} ms; ` +
+      `cache dir removed: /healthz not ok after ${unhealthyAfterMs} ms; first daemon exited ${exitCode} after ${exitedAfterMs} ms; ` +
         `its PUTs after the removal: ${firstPut}, ${againFirst}; the second's PUT ${secondPut}, served ${typeof served === 'number' ? served : served.length + ' B'}`,
     );
 
