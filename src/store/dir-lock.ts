@@ -20,8 +20,11 @@ export class CacheDirBusyError extends Error {
   }
 }
 
-/** Takes the lock or throws CacheDirBusyError; returns the function that releases it. */
-export function acquireDirLock(lockFile: string, pidFile: string): () => void {
+/**
+ * Takes the lock or throws CacheDirBusyError; returns the function that releases it, and the pid
+ * the previous owner left behind (a crashed one, or one whose lock file was removed: waitForExit).
+ */
+export function acquireDirLock(lockFile: string, pidFile: string): { release: () => void; previousPid: number | undefined } {
   const db = new Database(lockFile, { timeout: 0 });
   try {
     db.pragma('locking_mode = EXCLUSIVE');
@@ -31,11 +34,36 @@ export function acquireDirLock(lockFile: string, pidFile: string): () => void {
     if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new CacheDirBusyError(lockFile, readPid(pidFile));
     throw error;
   }
+  const previousPid = readPid(pidFile);
   fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
-  return () => {
+  const release = () => {
     if (readPid(pidFile) === process.pid) fs.rmSync(pidFile, { force: true });
     if (db.open) db.close();
   };
+  return { release, previousPid };
+}
+
+/**
+ * Waits (up to `timeoutMs`) for a previous owner that is still alive to exit: its lock file was
+ * removed under it, so the lock let us in, but it stops writing at once and exits within a few
+ * seconds (cache-dir-guard.ts). False if it is still there (or its pid now belongs to another process).
+ */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function readPid(pidFile: string): number | undefined {

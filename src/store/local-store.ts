@@ -12,7 +12,7 @@ import {
 import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
-import { acquireDirLock } from './dir-lock.js';
+import { acquireDirLock, isAlive, waitForExit } from './dir-lock.js';
 import { ArtifactExistsError, IncompleteBodyError, LocalStoreOpenError, StorageError } from './errors.js';
 
 export { LocalStoreOpenError };
@@ -97,6 +97,8 @@ export interface LocalUsage {
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+// A daemon whose lock file was removed exits within about 2.5 s (0.5 s to notice, 2 s for requests in flight).
+const PREVIOUS_OWNER_WAIT_MS = 5_000;
 // How many verified blobs are remembered (about 100 bytes each); the oldest are forgotten first.
 const VERIFIED_BLOBS_REMEMBERED = 100_000;
 
@@ -155,10 +157,16 @@ export class LocalStore {
   static async open(options: LocalStoreOptions): Promise<LocalStore> {
     const layout = cacheDirLayout(options.cacheDir);
     prepareCacheDir(layout);
-    const releaseLock = acquireDirLock(layout.lockFile, layout.pidFile);
+    const { release: releaseLock, previousPid } = acquireDirLock(layout.lockFile, layout.pidFile);
     let index: IndexDb | undefined;
     let store: LocalStore | undefined;
     try {
+      if (previousPid !== undefined && previousPid !== process.pid && isAlive(previousPid)) {
+        options.logger.warn(`the previous owner of this cache directory (pid ${previousPid}) is still running but lost its lock file: waiting for it to exit`, { cacheDir: layout.root });
+        if (!(await waitForExit(previousPid, PREVIOUS_OWNER_WAIT_MS))) {
+          options.logger.warn(`pid ${previousPid} is still running after ${PREVIOUS_OWNER_WAIT_MS / 1000} s: taking it for an unrelated process that reused the pid`);
+        }
+      }
       const opened = openIndex(layout);
       index = opened.index;
       if (opened.rebuild) {

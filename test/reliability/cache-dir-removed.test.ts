@@ -5,7 +5,7 @@
  * (what the second acknowledges stays its own bytes).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { hashSequence, useCleanups } from '../helpers/lifecycle.js';
@@ -113,6 +113,47 @@ describe('cache dir removed under a running daemon', () => {
     expect(first.logs()).toMatch(/ ERROR .*cache directory is gone/);
     expect(await health(second)).toBe(200);
   }, 40_000);
+
+  it('only its lock file removed: the daemon exits 1, and a second daemon waits for that before it starts', async () => {
+    const temp = makeTempDir();
+    cleanup(() => temp.remove());
+    const cacheDir = path.join(temp.dir, 'cache');
+    const token = testToken();
+    const first = await startDaemonProcess({ cacheDir, token });
+    cleanup(() => first.kill());
+    let exitedAtMs = 0;
+    const firstExit = new Promise<number | null>((resolve) =>
+      first.child.once('exit', (code) => {
+        exitedAtMs = Date.now();
+        resolve(code);
+      }),
+    );
+    const hash = nextHash();
+    const body = randomBytes(20_000);
+    expect(await put(first, hash, body)).toBe(200);
+    // Frozen, so that it cannot notice before the second daemon takes the path (the race made certain).
+    process.kill(first.pid, 'SIGSTOP');
+    cleanup(() => first.child.exitCode === null && first.child.signalCode === null && process.kill(first.pid, 'SIGCONT'));
+    rmSync(path.join(cacheDir, 'daemon.lock'));
+    // Same directory, same index and blobs: the lock lets the second in at once, so it must wait.
+    const starting = startDaemonProcess({ cacheDir, token });
+    // Thawed once the second holds the new lock (it has written its pid).
+    const pidFile = path.join(cacheDir, 'daemon.pid');
+    for (let i = 0; i < 200 && readFileSync(pidFile, 'utf8').trim() === String(first.pid); i++) await sleep(50);
+    await sleep(300);
+    process.kill(first.pid, 'SIGCONT');
+    const second = await starting;
+    const readyAtMs = Date.now();
+    cleanup(() => second.kill());
+    const exitCode = await Promise.race([firstExit, sleep(10_000).then(() => 'still running' as const)]);
+    console.log(`lock file removed: first daemon exited ${exitCode}; the second was ready ${readyAtMs - exitedAtMs} ms after that`);
+    expect(exitCode).toBe(1);
+    expect(exitedAtMs).toBeGreaterThan(0);
+    expect(readyAtMs).toBeGreaterThanOrEqual(exitedAtMs);
+    expect(second.logs()).toContain(`(pid ${first.pid}) is still running but lost its lock file`);
+    const served = await get(second, hash);
+    expect(Buffer.isBuffer(served) && served.equals(body)).toBe(true);
+  }, 30_000);
 
   it('alone, it exits 1 within a second or so, and a restarted daemon serves from a fresh directory', async () => {
     const temp = makeTempDir();
