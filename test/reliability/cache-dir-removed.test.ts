@@ -49,21 +49,28 @@ async function health(d: DaemonProcess): Promise<number | 'refused'> {
   }
 }
 
+/** A daemon process on a fresh cache dir; `exit` resolves with its exit code (or 'still running' after 10 s), `exitedAtMs` then holds when. */
+async function startFirstDaemon() {
+  const temp = makeTempDir();
+  cleanup(() => temp.remove());
+  const cacheDir = path.join(temp.dir, 'cache');
+  const token = testToken();
+  const first = await startDaemonProcess({ cacheDir, token });
+  cleanup(() => first.kill());
+  const state = { exitedAtMs: 0 };
+  const exited = new Promise<number | null>((resolve) =>
+    first.child.once('exit', (code) => {
+      state.exitedAtMs = Date.now();
+      resolve(code);
+    }),
+  );
+  const exit = () => Promise.race([exited, sleep(10_000).then(() => 'still running' as const)]);
+  return { cacheDir, token, first, exit, state };
+}
+
 describe('cache dir removed under a running daemon', () => {
   it('health goes 503, nothing more is stored, the daemon exits 1; a second daemon on the path keeps its own bytes', async () => {
-    const temp = makeTempDir();
-    cleanup(() => temp.remove());
-    const cacheDir = path.join(temp.dir, 'cache');
-    const token = testToken();
-    const first = await startDaemonProcess({ cacheDir, token });
-    cleanup(() => first.kill());
-    let exitedAtMs = 0;
-    const firstExit = new Promise<number | null>((resolve) =>
-      first.child.once('exit', (code) => {
-        exitedAtMs = Date.now();
-        resolve(code);
-      }),
-    );
+    const { cacheDir, token, first, exit, state } = await startFirstDaemon();
     expect(await put(first, nextHash(), randomBytes(4096))).toBe(200);
 
     const removedAtMs = Date.now();
@@ -93,8 +100,8 @@ describe('cache dir removed under a running daemon', () => {
     const againFirst = await put(first, nextHash(), randomBytes(1024));
 
     await watchHealth;
-    const exitCode = await Promise.race([firstExit, sleep(10_000).then(() => 'still running' as const)]);
-    const exitedAfterMs = exitedAtMs - removedAtMs;
+    const exitCode = await exit();
+    const exitedAfterMs = state.exitedAtMs - removedAtMs;
     const served = await get(second, hash);
     const blobs = readdirSync(path.join(cacheDir, 'blobs')).flatMap((shard) => readdirSync(path.join(cacheDir, 'blobs', shard)));
     console.log(
@@ -115,19 +122,7 @@ describe('cache dir removed under a running daemon', () => {
   }, 40_000);
 
   it('only its lock file removed: the daemon exits 1, and a second daemon waits for that before it starts', async () => {
-    const temp = makeTempDir();
-    cleanup(() => temp.remove());
-    const cacheDir = path.join(temp.dir, 'cache');
-    const token = testToken();
-    const first = await startDaemonProcess({ cacheDir, token });
-    cleanup(() => first.kill());
-    let exitedAtMs = 0;
-    const firstExit = new Promise<number | null>((resolve) =>
-      first.child.once('exit', (code) => {
-        exitedAtMs = Date.now();
-        resolve(code);
-      }),
-    );
+    const { cacheDir, token, first, exit, state } = await startFirstDaemon();
     const hash = nextHash();
     const body = randomBytes(20_000);
     expect(await put(first, hash, body)).toBe(200);
@@ -145,27 +140,21 @@ describe('cache dir removed under a running daemon', () => {
     const second = await starting;
     const readyAtMs = Date.now();
     cleanup(() => second.kill());
-    const exitCode = await Promise.race([firstExit, sleep(10_000).then(() => 'still running' as const)]);
-    console.log(`lock file removed: first daemon exited ${exitCode}; the second was ready ${readyAtMs - exitedAtMs} ms after that`);
+    const exitCode = await exit();
+    console.log(`lock file removed: first daemon exited ${exitCode}; the second was ready ${readyAtMs - state.exitedAtMs} ms after that`);
     expect(exitCode).toBe(1);
-    expect(exitedAtMs).toBeGreaterThan(0);
-    expect(readyAtMs).toBeGreaterThanOrEqual(exitedAtMs);
+    expect(state.exitedAtMs).toBeGreaterThan(0);
+    expect(readyAtMs).toBeGreaterThanOrEqual(state.exitedAtMs);
     expect(second.logs()).toContain(`(pid ${first.pid}) is still running but lost its lock file`);
     const served = await get(second, hash);
     expect(Buffer.isBuffer(served) && served.equals(body)).toBe(true);
   }, 30_000);
 
   it('alone, it exits 1 within a second or so, and a restarted daemon serves from a fresh directory', async () => {
-    const temp = makeTempDir();
-    cleanup(() => temp.remove());
-    const cacheDir = path.join(temp.dir, 'cache');
-    const token = testToken();
-    const first = await startDaemonProcess({ cacheDir, token });
-    cleanup(() => first.kill());
-    const firstExit = new Promise<number | null>((resolve) => first.child.once('exit', (code) => resolve(code)));
+    const { cacheDir, token, exit } = await startFirstDaemon();
     const removedAtMs = Date.now();
     rmSync(cacheDir, { recursive: true, force: true });
-    const exitCode = await Promise.race([firstExit, sleep(10_000).then(() => 'still running' as const)]);
+    const exitCode = await exit();
     console.log(`cache dir removed (no traffic): exited ${exitCode} after ${Date.now() - removedAtMs} ms`);
     expect(exitCode).toBe(1);
 
