@@ -71,23 +71,14 @@ export class IndexDb {
 
   constructor(file: string) {
     this.db = new Database(file);
-    try {
-      // WAL: readers never block the writer. synchronous=NORMAL is enough because the blob
-      // itself is fsynced before its row is written, and start-up recovery adopts a blob
-      // whose row a power cut lost.
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = NORMAL');
-      this.migrate();
-      this.db.exec(runIdTable);
-      this.statements = this.prepare();
-    } catch (error) {
-      this.db.close();
-      throw error;
-    }
-  }
-
-  private prepare() {
-    return {
+    // WAL: readers never block the writer. synchronous=NORMAL is enough because the blob
+    // itself is fsynced before its row is written, and start-up recovery adopts a blob
+    // whose row a power cut lost.
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.migrate();
+    this.db.exec(runIdTable);
+    this.statements = {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
       insert: this.db.prepare(
@@ -126,28 +117,7 @@ export class IndexDb {
       lastOutboxError: this.db.prepare<[], { hash: string; last_error: string }>(
         'SELECT hash, last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY next_attempt_ms DESC LIMIT 1',
       ),
-      runId: this.db.prepare<[], { run_id: string }>('SELECT run_id FROM index_run WHERE id = 1'),
-      setRunId: this.db.prepare<[string]>('INSERT OR REPLACE INTO index_run (id, run_id) VALUES (1, ?)'),
     };
-  }
-
-  /** The id the last run stored (the clean-stop marker of a clean stop repeats it); undefined in a new index. */
-  runId(): string | undefined {
-    return this.statements.runId.get()?.run_id;
-  }
-
-  /** Stores a new run id, so a marker of an earlier run (or of a copy of this index) no longer matches. */
-  startRun(runId: string): void {
-    this.statements.setRunId.run(runId);
-  }
-
-  /**
-   * Reads every row of both tables (what start-up needs anyway: the totals), so a damaged index
-   * shows at start rather than in a request; cheaper than PRAGMA quick_check, let alone integrity_check.
-   */
-  quickCheck(): { bytes: number; count: number } {
-    this.outboxSummary();
-    return this.totals();
   }
 
   private migrate(): void {
@@ -163,6 +133,25 @@ export class IndexDb {
       if (version < 2) this.db.exec(schemaV2);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
+  }
+
+  /** The id the last run stored (the clean-stop marker of a clean stop repeats it); undefined in a new index. */
+  runId(): string | undefined {
+    return this.db.prepare<[], { run_id: string }>('SELECT run_id FROM index_run WHERE id = 1').get()?.run_id;
+  }
+
+  /** Stores a new run id, so a marker of an earlier run (or of a copy of this index) no longer matches. */
+  startRun(runId: string): void {
+    this.db.prepare<[string]>('INSERT OR REPLACE INTO index_run (id, run_id) VALUES (1, ?)').run(runId);
+  }
+
+  /**
+   * Reads every row of both tables (start-up needs the totals anyway), so a damaged index shows
+   * at start rather than in a request; cheaper than PRAGMA quick_check, let alone integrity_check.
+   */
+  quickCheck(): { bytes: number; count: number } {
+    this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)) FROM outbox').get();
+    return this.totals();
   }
 
   get(hash: string): ArtifactRow | undefined {

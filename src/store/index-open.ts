@@ -6,6 +6,7 @@
  */
 import { closeSync, existsSync, openSync, readSync, renameSync, statSync } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import type { CacheDirLayout } from './cache-dir.js';
 import { IndexDb } from './index-db.js';
 import { LocalStoreOpenError } from './errors.js';
@@ -45,12 +46,24 @@ export function openIndex(layout: CacheDirLayout): OpenedIndex {
 
 function openChecked(file: string): OpenedIndex {
   checkHeaderFitsFile(file);
+  probe(file);
   const index = new IndexDb(file);
   try {
     return { index, totals: index.quickCheck() };
   } catch (error) {
     index.close();
     throw error;
+  }
+}
+
+/** Opens the file on its own first (SQLite finds a bad header or schema here), and always closes it, so a damaged file can be moved aside. */
+function probe(file: string): void {
+  const db = new Database(file);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+  } finally {
+    db.close();
   }
 }
 

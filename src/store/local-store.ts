@@ -13,15 +13,14 @@ import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock, isAlive, waitForExit } from './dir-lock.js';
-import { ArtifactExistsError, IncompleteBodyError, LocalStoreOpenError, StorageError } from './errors.js';
-
-export { LocalStoreOpenError };
+import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
 import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
 import { CacheDirGuard } from './cache-dir-guard.js';
+import { LocalStoreOpenError } from './errors.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
 
@@ -102,6 +101,8 @@ const PREVIOUS_OWNER_WAIT_MS = 5_000;
 // How many verified blobs are remembered (about 100 bytes each); the oldest are forgotten first.
 const VERIFIED_BLOBS_REMEMBERED = 100_000;
 
+export { LocalStoreOpenError };
+
 export class LocalStore {
   private readonly inFlightPuts = new Set<string>();
   // Blobs whose checksum matched, by hash, with the identity of the file that was checked
@@ -126,8 +127,9 @@ export class LocalStore {
     /** Set when the index was found damaged at start, moved aside and rebuilt from the blobs. */
     readonly indexRebuild: IndexRebuild | undefined,
   ) {
-    this.usedBytes = recovery.bytes;
-    this.entryCount = recovery.entries;
+    const totals = index.totals();
+    this.usedBytes = totals.bytes;
+    this.entryCount = totals.count;
     this.accessBatcher = new AccessBatcher(
       (accesses) => this.index.touchMany(accesses),
       1000,
@@ -185,7 +187,7 @@ export class LocalStore {
       }
       const runId = randomUUID();
       index.startRun(runId);
-      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop, opened.totals);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop, opened.totals.count);
       const guard = new CacheDirGuard(layout, (reason) => store?.cacheDirLost(reason));
       store = new LocalStore(layout, index, options, releaseLock, recovery, runId, guard, opened.rebuild);
       guard.watch(options.cacheDirCheckMs ?? 500);
@@ -361,11 +363,11 @@ export class LocalStore {
    * the hash is now free (or was).
    */
   async dropOtherZone(hash: string, zones: ReadonlySet<string>): Promise<boolean> {
+    if (this.dirGuard.check()) return false;
     if (this.inFlightPuts.has(hash)) return false;
     const row = this.index.get(hash);
     if (!row) return true;
     if (zones.has(row.zone) || this.index.isQueuedForUpload(hash)) return false;
-    if (this.dirGuard.check()) return false;
     this.verifiedBlobs.delete(hash);
     await fs.rm(blobPath(this.layout, hash), { force: true });
     if (this.index.remove(hash)) this.forget(row.size_bytes);

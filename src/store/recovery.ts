@@ -27,7 +27,6 @@ export interface RecoveryReport {
   /** False after a clean stop: the blobs were not walked. */
   fullCheck: boolean;
   entries: number;
-  bytes: number;
   durationMs: number;
 }
 
@@ -43,11 +42,11 @@ export async function recoverCacheDir(
   enqueueAdopted: boolean,
   adoptedZone = '',
   fullCheck = true,
-  /** The index's totals before recovery (read when it was opened): unchanged unless the blobs are walked. */
-  totalsBefore?: { bytes: number; count: number },
+  /** The index's entries before recovery (counted when it was opened): unchanged unless the blobs are walked. */
+  entriesBefore?: number,
 ): Promise<RecoveryReport> {
   const startedMs = performance.now();
-  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, bytes: 0, durationMs: 0 };
+  const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, durationMs: 0 };
 
   // Synchronous on purpose: nothing is served yet, and sync stat is several times faster.
   for (const name of readdirSync(layout.tmpDir)) {
@@ -57,9 +56,7 @@ export async function recoverCacheDir(
 
   if (fullCheck) await checkBlobs(layout, index, enqueueAdopted, adoptedZone, report);
 
-  const totals = fullCheck || !totalsBefore ? index.totals() : totalsBefore;
-  report.entries = totals.count;
-  report.bytes = totals.bytes;
+  report.entries = fullCheck || entriesBefore === undefined ? index.totals().count : entriesBefore;
   report.durationMs = Math.round(performance.now() - startedMs);
   const repaired = report.tempFilesRemoved + report.rowsDropped + report.strayFilesRemoved + report.blobsAdopted;
   if (repaired > 0) logger.warn('recovered the cache directory (unclean stop, or an index that is new, emptied or rebuilt)', { ...report });
