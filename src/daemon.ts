@@ -205,6 +205,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       audit,
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
+      indexRebuilt: () => store.indexRebuild !== undefined,
     });
     const app = createHttpApp({
       store,

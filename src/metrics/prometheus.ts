@@ -13,7 +13,7 @@ import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
 
 export interface MetricSources {
-  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'> & Partial<Pick<LocalStore, 'indexRebuild'>>;
+  store: Pick<LocalStore, 'usage' | 'outboxSummary' | 'evicted'>;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
@@ -23,6 +23,8 @@ export interface MetricSources {
   uploadsInFlight: () => number;
   /** What the S3 tier does now. */
   s3TierState: () => 'read-write' | 'read-only' | 'off';
+  /** Whether the index was found damaged at start and rebuilt (absent: never). */
+  indexRebuilt?: () => boolean;
 }
 
 export interface DaemonMetrics {
@@ -112,7 +114,6 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('local_used_bytes', 'Bytes of artifacts in the local tier', [], () => one(store.usage().usedBytes));
   gauge('local_budget_bytes', 'The local tier budget (--max-size)', [], () => one(store.usage().budgetBytes));
   gauge('local_artifacts', 'Artifacts in the local tier', [], () => one(store.usage().entries));
-  gauge('index_rebuilt', '1 when the index was found damaged at start and rebuilt from the blobs (the damaged file is kept aside; see the log)', [], () => one(store.indexRebuild ? 1 : 0));
   gauge('outbox_artifacts', 'Artifacts waiting for upload (parked ones included)', [], () => one(store.outboxSummary().entries));
   gauge('outbox_bytes', 'Bytes waiting for upload', [], () => one(store.outboxSummary().bytes));
   gauge('outbox_parked_artifacts', 'Artifacts whose upload is parked after a permanent failure', [], () => one(store.outboxSummary().parked));
@@ -121,6 +122,7 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
     return one(oldest === null ? 0 : Math.max(now() - oldest, 0) / 1000);
   });
   gauge('uploads_in_flight', 'Uploads running right now', [], () => one(sources.uploadsInFlight()));
+  gauge('index_rebuilt', '1 when the index was found damaged at start and rebuilt from the blobs (the damaged file is kept aside; see the log)', [], () => one(sources.indexRebuilt?.() ? 1 : 0));
   gauge('s3_tier', 'What the S3 tier does now: 1 for the state in force', ['state'], () =>
     (['read-write', 'read-only', 'off'] as const).map((state) => [{ state }, state === sources.s3TierState() ? 1 : 0]),
   );

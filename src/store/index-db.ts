@@ -37,10 +37,6 @@ export interface ArtifactRow {
 
 const SCHEMA_VERSION = 2;
 
-// Outside the versioned schema (an older daemon ignores it): the id of the current run, which the
-// clean-stop marker repeats. A new, emptied or replaced index has another (or none), so it gets the full walk.
-const runIdTable = `CREATE TABLE IF NOT EXISTS index_run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL);`;
-
 const schemaV1 = `
 CREATE TABLE artifacts (
   hash           TEXT PRIMARY KEY,
@@ -77,7 +73,6 @@ export class IndexDb {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.migrate();
-    this.db.exec(runIdTable);
     this.statements = {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
@@ -137,6 +132,9 @@ export class IndexDb {
 
   /** The id the last run stored (the clean-stop marker of a clean stop repeats it); undefined in a new index. */
   runId(): string | undefined {
+    // Outside the versioned schema (an older daemon ignores it; a downgrade keeps working). A new,
+    // emptied or replaced index has another run id, or none, so the marker does not vouch for it.
+    this.db.exec('CREATE TABLE IF NOT EXISTS index_run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL)');
     return this.db.prepare<[], { run_id: string }>('SELECT run_id FROM index_run WHERE id = 1').get()?.run_id;
   }
 

@@ -12,7 +12,7 @@ import {
 import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
-import { acquireDirLock, isAlive, waitForExit } from './dir-lock.js';
+import { acquireDirLock } from './dir-lock.js';
 import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
@@ -20,6 +20,7 @@ import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, ty
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
 import { CacheDirGuard } from './cache-dir-guard.js';
+import { isAlive, waitForExit } from './dir-lock.js';
 import { LocalStoreOpenError } from './errors.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
