@@ -20,11 +20,8 @@ export class CacheDirBusyError extends Error {
   }
 }
 
-/**
- * Takes the lock or throws CacheDirBusyError; returns the function that releases it, and the pid
- * the previous owner left behind (a crashed one, or one whose lock file was removed: waitForExit).
- */
-export function acquireDirLock(lockFile: string, pidFile: string): { release: () => void; previousPid: number | undefined } {
+/** Takes the lock or throws CacheDirBusyError; returns the function that releases it. */
+export function acquireDirLock(lockFile: string, pidFile: string): () => void {
   const db = new Database(lockFile, { timeout: 0 });
   try {
     db.pragma('locking_mode = EXCLUSIVE');
@@ -34,13 +31,11 @@ export function acquireDirLock(lockFile: string, pidFile: string): { release: ()
     if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new CacheDirBusyError(lockFile, readPid(pidFile));
     throw error;
   }
-  const previousPid = readPid(pidFile);
   fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
-  const release = () => {
+  return () => {
     if (readPid(pidFile) === process.pid) fs.rmSync(pidFile, { force: true });
     if (db.open) db.close();
   };
-  return { release, previousPid };
 }
 
 /**
@@ -66,7 +61,8 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-function readPid(pidFile: string): number | undefined {
+/** The pid in daemon.pid: read before taking the lock, it names the previous owner (a crashed one, or one whose lock file was removed). */
+export function readPid(pidFile: string): number | undefined {
   try {
     const pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8'), 10);
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;

@@ -20,7 +20,7 @@ import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, ty
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
 import { CacheDirGuard } from './cache-dir-guard.js';
-import { isAlive, waitForExit } from './dir-lock.js';
+import { isAlive, readPid, waitForExit } from './dir-lock.js';
 import { LocalStoreOpenError } from './errors.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
@@ -160,7 +160,8 @@ export class LocalStore {
   static async open(options: LocalStoreOptions): Promise<LocalStore> {
     const layout = cacheDirLayout(options.cacheDir);
     prepareCacheDir(layout);
-    const { release: releaseLock, previousPid } = acquireDirLock(layout.lockFile, layout.pidFile);
+    const previousPid = readPid(layout.pidFile);
+    const releaseLock = acquireDirLock(layout.lockFile, layout.pidFile);
     let index: IndexDb | undefined;
     let store: LocalStore | undefined;
     try {

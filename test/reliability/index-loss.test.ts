@@ -16,7 +16,6 @@ import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { runCli, startDaemonProcess, testToken } from '../helpers/daemon-process.js';
 import { readObject, s3Env } from '../helpers/s3-tier.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
-import type { StatusReport } from '../../src/status.js';
 
 let server: S3TestServer;
 let s3: S3Client;
@@ -26,6 +25,11 @@ useS3ServerWithClient((started, client) => {
 });
 const cleanup = useCleanups();
 const nextHash = hashSequence(15_000_000_000n);
+/** The part of the status JSON this suite reads. */
+interface StatusReport {
+  local: { entries: number; usedBytes: number };
+  indexRebuild?: { keptAs: string };
+}
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 type Damage = 'deleted' | 'emptied' | 'cut in half' | 'garbage header' | 'random bytes';
