@@ -37,6 +37,11 @@ export interface StartOptions {
   resolveConfig?: () => DaemonConfig;
   /** Watch the configuration files and reload on change (default: when resolveConfig is given). */
   watch?: boolean;
+  /**
+   * Called after the daemon stopped itself because it can no longer store (its cache directory was
+   * removed or replaced); `start` exits non-zero there so the service manager starts a fresh one.
+   */
+  onFatalStop?: (reason: string) => void;
 }
 
 /** Values that must never show in the status page's recent errors, even if something logged them. */
@@ -53,6 +58,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   const activity = new CacheActivity();
   const audit = new AuditCounters();
   const remoteTotals = new RemoteTierTotals();
+  let cacheDirLost = (_reason: string) => {};
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
@@ -60,6 +66,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     logger,
     uploadsEnabled: config.uploads === 'yes',
     adoptedZone: localPutZone(config.zones),
+    onCacheDirLost: (reason) => cacheDirLost(reason),
   });
   let stopping = false;
   let tier: RemoteTier = { state: { state: 'off' } };
@@ -106,6 +113,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       audit,
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
+      indexRebuilt: () => store.indexRebuild !== undefined,
     });
     const cache = new TieredCache({
       store,
@@ -200,7 +208,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       });
     }
 
-    return {
+    const running: RunningDaemon = {
       url,
       port: server.port,
       token,
@@ -222,6 +230,14 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         logger.info('stopped', { pendingUploads: left > 0 ? left : undefined });
       },
     };
+    // Recreating the directory under requests in flight would be a second, racier recovery path;
+    // stopping at once (health already says 503) lets the service manager or `exec` start a clean one.
+    cacheDirLost = (reason) => {
+      logger.error('stopping: this daemon can no longer store; its service manager (or the next exec) starts a new one');
+      void running.stop(2_000).finally(() => options.onFatalStop?.(reason));
+    };
+    if (store.cacheDirProblem()) cacheDirLost(store.cacheDirProblem()!);
+    return running;
   } catch (error) {
     await watcher?.close();
     await stopRemoteTier(tier);

@@ -34,6 +34,10 @@ export interface StatusReport {
     conditionalWrites?: string;
   };
   local: { usedBytes: number; entries: number; budgetBytes: number };
+  /** Present when the index was found damaged at start: where it was kept, and why; it was rebuilt from the blobs. */
+  indexRebuild?: { atMs: number; keptAs: string; reason: string };
+  /** Present when the cache directory was removed or replaced under the daemon (it is exiting). */
+  cacheDirLost?: string;
   evictions: EvictionTotals;
   /** Artifact lookups (GET/HEAD) since start, by the tier that answered; hitRate is null before the first. */
   cache: {
@@ -92,6 +96,8 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     modeSource: sources.modeSource,
     remote: { ...sources.remote, credentials: sources.credentialsResolvedBy?.() },
     local: sources.store.usage(),
+    indexRebuild: sources.store.indexRebuild,
+    cacheDirLost: sources.store.cacheDirProblem(),
     evictions: { ...sources.store.evicted },
     cache: {
       lookups,

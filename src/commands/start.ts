@@ -10,7 +10,8 @@ export async function runStart(config: DaemonConfig, resolveConfig: () => Daemon
   const logger = createLogger(config.logLevel);
   let daemon;
   try {
-    daemon = await startDaemon(config, logger, { resolveConfig });
+    // Exits non-zero so the service manager restarts it (the unit has Restart=always).
+    daemon = await startDaemon(config, logger, { resolveConfig, onFatalStop: () => process.exit(1) });
   } catch (error) {
     throw new CliError(`cannot start: ${(error as Error).message}`, error instanceof CacheDirBusyError ? EXIT_CACHE_DIR_BUSY : 1);
   }

@@ -44,6 +44,8 @@ export function formatStatus(report: StatusReport): string {
   lines.push(hitRateLine(cache));
   const percent = local.budgetBytes > 0 ? ((100 * local.usedBytes) / local.budgetBytes).toFixed(1) : '0';
   lines.push(`local tier  ${local.entries} artifacts, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);
+  if (report.indexRebuild) lines.push(`index       REBUILT at start: it was damaged (${report.indexRebuild.reason}); kept as ${report.indexRebuild.keptAs}`);
+  if (report.cacheDirLost) lines.push(`cache dir   GONE: ${report.cacheDirLost}; the daemon is exiting`);
   if (evictions.count > 0) lines.push(`evicted     ${evictions.count} artifacts (${formatSize(evictions.bytes)}) since start`);
   lines.push(
     `outbox      ${outbox.entries} pending (${formatSize(outbox.bytes)})${outbox.parked ? `, ${outbox.parked} parked` : ''}, oldest ${age(outbox.oldestAgeMs)}`,

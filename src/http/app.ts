@@ -30,7 +30,7 @@ export interface HttpAppDeps {
   /** The tiers GET and PUT of artifacts go to. */
   cache: TieredCache;
   /** The local tier, for the health check's figures. */
-  store: Pick<LocalStore, 'usage'>;
+  store: Pick<LocalStore, 'usage' | 'cacheDirProblem'>;
   logger: Logger;
   tokens: AccessTokens;
   /** Getters: hot reload replaces these while the server runs. */
@@ -63,9 +63,12 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     await next();
   });
 
-  app.get('/healthz', (c) =>
-    deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() }),
-  );
+  app.get('/healthz', (c) => {
+    // Never "ok" for a daemon that cannot store.
+    const lost = deps.store.cacheDirProblem();
+    if (lost) return c.json({ status: 'cache-dir-lost', error: lost }, 503);
+    return deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() });
+  });
 
   app.use('/v1/*', requireToken(deps.tokens));
   const artifactRoute = `${CACHE_ROUTE_PREFIX}*`;

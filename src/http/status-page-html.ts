@@ -161,6 +161,10 @@ function render(s) {
   set('local-percent', (100 * ratio).toFixed(1) + ' %');
   set('local-entries', s.local.entries);
   set('evictions', s.evictions.count + ' (' + size(s.evictions.bytes) + ')');
+  const notice = s.cacheDirLost ? 'the cache directory is gone (the daemon is exiting): ' + s.cacheDirLost
+    : s.indexRebuild ? 'the index was damaged at start and rebuilt from the blobs; the damaged file is kept as ' + s.indexRebuild.keptAs : '';
+  set('local-notice', notice);
+  $('local-notice').hidden = !notice;
   $('local-bar').style.width = Math.min(100, 100 * ratio) + '%';
   $('local-bar').parentElement.className = 'bar' + (ratio > 1 ? ' over' : ratio > 0.9 ? ' high' : '');
 
@@ -220,6 +224,7 @@ export const STATUS_PAGE_BODY = `
       <dt>artifacts</dt><dd id="local-entries">-</dd>
       <dt>evicted</dt><dd id="evictions">-</dd>
     </dl>
+    <p class="warn" id="local-notice" hidden></p>
   </section>
   <section>
     <h2>Outbox (waiting for upload)</h2>

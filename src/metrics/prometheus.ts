@@ -23,6 +23,8 @@ export interface MetricSources {
   uploadsInFlight: () => number;
   /** What the S3 tier does now. */
   s3TierState: () => 'read-write' | 'read-only' | 'off';
+  /** Whether the index was found damaged at start and rebuilt (absent: never). */
+  indexRebuilt?: () => boolean;
 }
 
 export interface DaemonMetrics {
@@ -120,6 +122,7 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
     return one(oldest === null ? 0 : Math.max(now() - oldest, 0) / 1000);
   });
   gauge('uploads_in_flight', 'Uploads running right now', [], () => one(sources.uploadsInFlight()));
+  gauge('index_rebuilt', '1 when the index was found damaged at start and rebuilt from the blobs (the damaged file is kept aside; see the log)', [], () => one(sources.indexRebuilt?.() ? 1 : 0));
   gauge('s3_tier', 'What the S3 tier does now: 1 for the state in force', ['state'], () =>
     (['read-write', 'read-only', 'off'] as const).map((state) => [{ state }, state === sources.s3TierState() ? 1 : 0]),
   );

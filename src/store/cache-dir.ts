@@ -7,8 +7,10 @@
  *   daemon.lock       exclusive lock held by the daemon that owns the directory
  *   daemon.pid        that daemon's pid (for messages and scripts)
  *   daemon.log        output of a daemon that `exec` started in the background
- *   clean-stop        written when the daemon stopped cleanly (index and blobs agree); removed
- *                     at start, so only a crash leaves it missing and makes recovery check every blob
+ *   clean-stop        written when the daemon stopped cleanly (index and blobs agree), holding that
+ *                     run's id, which the index holds too; removed at start, so a crash (no marker) or
+ *                     an index that is not the one it names makes recovery check every blob
+ *   index.sqlite.damaged-<time>  a damaged index moved aside at start (index-open.ts)
  *   blobs/<xy>/<hash> artifact bytes; <xy> is the hash's last two characters, which spread
  *                     Nx's decimal hashes evenly (their leading digits do not)
  *   tmp/              bodies being received; anything here at start-up is a leftover

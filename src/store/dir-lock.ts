@@ -38,7 +38,31 @@ export function acquireDirLock(lockFile: string, pidFile: string): () => void {
   };
 }
 
-function readPid(pidFile: string): number | undefined {
+/**
+ * Waits (up to `timeoutMs`) for a previous owner that is still alive to exit: its lock file was
+ * removed under it, so the lock let us in, but it stops writing at once and exits within a few
+ * seconds (cache-dir-guard.ts). False if it is still there (or its pid now belongs to another process).
+ */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The pid in daemon.pid: read before taking the lock, it names the previous owner (a crashed one, or one whose lock file was removed). */
+export function readPid(pidFile: string): number | undefined {
   try {
     const pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8'), 10);
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;

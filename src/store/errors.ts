@@ -37,3 +37,8 @@ export class StorageError extends Error {
     this.name = 'StorageError';
   }
 }
+
+/** The cache directory or its index cannot be used; the message names the path and the fix. */
+export class LocalStoreOpenError extends Error {
+  override name = 'LocalStoreOpenError';
+}

@@ -99,6 +99,28 @@ export class IndexDb {
     })();
   }
 
+  /** The id the last run stored (the clean-stop marker of a clean stop repeats it); undefined in a new index. */
+  runId(): string | undefined {
+    // Outside the versioned schema (an older daemon ignores it; a downgrade keeps working). A new,
+    // emptied or replaced index has another run id, or none, so the marker does not vouch for it.
+    this.db.exec('CREATE TABLE IF NOT EXISTS index_run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL)');
+    return this.db.prepare<[], { run_id: string }>('SELECT run_id FROM index_run WHERE id = 1').get()?.run_id;
+  }
+
+  /** Stores a new run id, so a marker of an earlier run (or of a copy of this index) no longer matches. */
+  startRun(runId: string): void {
+    this.db.prepare<[string]>('INSERT OR REPLACE INTO index_run (id, run_id) VALUES (1, ?)').run(runId);
+  }
+
+  /**
+   * Reads every row of both tables (start-up needs the totals anyway), so a damaged index shows
+   * at start rather than in a request; cheaper than PRAGMA quick_check, let alone integrity_check.
+   */
+  quickCheck(): { bytes: number; count: number } {
+    this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)) FROM outbox').get();
+    return this.totals();
+  }
+
   get(hash: string): ArtifactRow | undefined {
     return this.statements.get.get(hash);
   }

@@ -4,10 +4,10 @@
  * size (and, by default, checksum) match the index, so a damaged file is a miss, never a
  * broken build.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import {
-  mkdirSync, readdirSync, existsSync, accessSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
+  mkdirSync, readdirSync, existsSync, accessSync, readFileSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
 } from 'node:fs';
 import { Readable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
@@ -19,6 +19,10 @@ import { IndexDb, type ArtifactRow } from './index-db.js';
 import type { Outbox } from '../outbox/index.js';
 import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
+import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
+import { CacheDirGuard } from './cache-dir-guard.js';
+import { isAlive, readPid, waitForExit } from './dir-lock.js';
+import { LocalStoreOpenError } from './errors.js';
 import type { Logger } from '../log.js';
 import { NO_ZONE } from '../config/zones.js';
 import { failpoint } from '../failpoints.js';
@@ -33,6 +37,13 @@ export interface LocalStoreOptions {
   uploadsEnabled?: boolean;
   /** The zone label of artifacts recovery adopts (the zone this daemon's PUTs get); default ''. */
   adoptedZone?: string;
+  /**
+   * Called once when the cache directory or its lock file turns out to be removed or replaced
+   * (checked every `cacheDirCheckMs`, default 500, and before every write); from then on the
+   * store refuses to write.
+   */
+  onCacheDirLost?: (reason: string) => void;
+  cacheDirCheckMs?: number;
 }
 
 /**
@@ -88,12 +99,12 @@ export interface LocalUsage {
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+// A daemon whose lock file was removed exits within about 2.5 s (0.5 s to notice, 2 s for requests in flight).
+const PREVIOUS_OWNER_WAIT_MS = 5_000;
 // How many verified blobs are remembered (about 100 bytes each); the oldest are forgotten first.
 const VERIFIED_BLOBS_REMEMBERED = 100_000;
 
-export class LocalStoreOpenError extends Error {
-  override name = 'LocalStoreOpenError';
-}
+export { LocalStoreOpenError };
 
 export class LocalStore {
   private readonly inFlightPuts = new Set<string>();
@@ -116,6 +127,10 @@ export class LocalStore {
     private readonly options: LocalStoreOptions,
     private readonly releaseLock: () => void,
     readonly recovery: RecoveryReport,
+    private readonly runId: string,
+    private readonly dirGuard: CacheDirGuard,
+    /** Set when the index was found damaged at start, moved aside and rebuilt from the blobs. */
+    readonly indexRebuild: IndexRebuild | undefined,
   ) {
     this.outbox = index.outbox;
     // A completed upload unpins its artifact: it may go now.
@@ -147,17 +162,46 @@ export class LocalStore {
     });
   }
 
-  /** Prepares the directory, takes its lock, recovers from an unclean stop. */
+  /**
+   * Prepares the directory, takes its lock, opens the index (rebuilding a damaged one), and
+   * recovers from an unclean stop or a lost index.
+   */
   static async open(options: LocalStoreOptions): Promise<LocalStore> {
     const layout = cacheDirLayout(options.cacheDir);
     prepareCacheDir(layout);
+    const previousPid = readPid(layout.pidFile);
     const releaseLock = acquireDirLock(layout.lockFile, layout.pidFile);
     let index: IndexDb | undefined;
+    let store: LocalStore | undefined;
     try {
-      index = new IndexDb(layout.indexFile);
-      const cleanStop = takeCleanStopMarker(layout);
-      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop);
-      const store = new LocalStore(layout, index, options, releaseLock, recovery);
+      if (previousPid !== undefined && previousPid !== process.pid && isAlive(previousPid)) {
+        options.logger.warn(`the previous owner of this cache directory (pid ${previousPid}) is still running but lost its lock file: waiting for it to exit`, { cacheDir: layout.root });
+        if (!(await waitForExit(previousPid, PREVIOUS_OWNER_WAIT_MS))) {
+          options.logger.warn(`pid ${previousPid} is still running after ${PREVIOUS_OWNER_WAIT_MS / 1000} s: taking it for an unrelated process that reused the pid`);
+        }
+      }
+      const opened = openIndex(layout);
+      index = opened.index;
+      if (opened.rebuild) {
+        options.logger.error(`the index was damaged: kept it as ${opened.rebuild.keptAs} for inspection and rebuilt the index from the blobs; every stored artifact is kept`, {
+          index: layout.indexFile,
+          error: opened.rebuild.reason,
+        });
+      }
+      // The marker vouches only for the index of the run that wrote it: a new, emptied, replaced
+      // or rebuilt index has another run id, so every blob is checked (and adopted blobs queued).
+      const marker = takeCleanStopMarker(layout);
+      const previousRunId = index.runId();
+      const cleanStop = marker !== undefined && marker === previousRunId;
+      if (marker !== undefined && !cleanStop && !opened.rebuild) {
+        options.logger.warn('the clean-stop marker belongs to another index (the index is new, emptied or replaced): checking every blob', { index: layout.indexFile });
+      }
+      const runId = randomUUID();
+      index.startRun(runId);
+      const recovery = await recoverCacheDir(layout, index, options.logger, options.uploadsEnabled ?? false, options.adoptedZone, !cleanStop, opened.totals.count);
+      const guard = new CacheDirGuard(layout, (reason) => store?.cacheDirLost(reason));
+      store = new LocalStore(layout, index, options, releaseLock, recovery, runId, guard, opened.rebuild);
+      guard.watch(options.cacheDirCheckMs ?? 500);
       store.scheduleEviction(); // the budget may have shrunk since the last run
       return store;
     } catch (error) {
@@ -165,6 +209,22 @@ export class LocalStore {
       releaseLock();
       throw error;
     }
+  }
+
+  /** Why this store can no longer store (its directory was removed or replaced), or undefined. */
+  cacheDirProblem(): string | undefined {
+    return this.dirGuard.lost;
+  }
+
+  private cacheDirLost(reason: string): void {
+    this.options.logger.error(`the cache directory is gone: ${reason}; refusing writes`, { cacheDir: this.layout.root });
+    this.options.onCacheDirLost?.(reason);
+  }
+
+  /** Throws the StorageError a PUT answers 403 with when the directory is no longer ours. */
+  private assertCacheDirIntact(): void {
+    const lost = this.dirGuard.check();
+    if (lost) throw new StorageError(`the cache directory ${this.layout.root} is gone: ${lost}`);
   }
 
   has(hash: string): boolean {
@@ -183,6 +243,7 @@ export class LocalStore {
    * disk fails. Nothing is left behind on any failure.
    */
   async put(hash: string, body: Readable, declaredBytes: BodyLength, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
+    this.assertCacheDirIntact();
     if (this.has(hash)) throw new ArtifactExistsError(hash);
     this.inFlightPuts.add(hash);
     try {
@@ -193,6 +254,13 @@ export class LocalStore {
       }
       const finalFile = blobPath(this.layout, hash);
       failpoint('after-receive');
+      // Checked again just before the rename: another daemon may own a directory made since on this path.
+      try {
+        this.assertCacheDirIntact();
+      } catch (error) {
+        await fs.rm(received.tempFile, { force: true });
+        throw error;
+      }
       await publishBlob(received.tempFile, finalFile);
       failpoint('after-publish');
       const nowMs = Date.now();
@@ -211,6 +279,8 @@ export class LocalStore {
       if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {
+      // A directory that vanished fails the write with ENOENT: find out now, not at the next check.
+      if (error instanceof StorageError && /ENOENT/.test(error.message)) this.dirGuard.check();
       // A full disk is the one failure eviction can cure for the next PUT: make room for this
       // artifact twice over (SQLite and other PUTs need some too).
       if (error instanceof StorageError && /disk is full|ENOSPC|EDQUOT/.test(error.message)) {
@@ -305,6 +375,7 @@ export class LocalStore {
    * the hash is now free (or was).
    */
   async dropOtherZone(hash: string, zones: ReadonlySet<string>): Promise<boolean> {
+    if (this.dirGuard.check()) return false;
     if (this.inFlightPuts.has(hash)) return false;
     const row = this.index.get(hash);
     if (!row) return true;
@@ -343,17 +414,19 @@ export class LocalStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.dirGuard.stopWatching();
     await this.evictor.idle();
     this.accessBatcher.stop();
     this.index.close();
-    // Index and blobs agree unless a PUT was cut off midway (its blob may lack a row).
-    if (this.inFlightPuts.size === 0) writeCleanStopMarker(this.layout);
+    // Index and blobs agree unless a PUT was cut off midway (its blob may lack a row); a marker
+    // never goes into a directory that is no longer ours.
+    if (this.inFlightPuts.size === 0 && !this.dirGuard.check()) writeCleanStopMarker(this.layout, this.runId);
     this.releaseLock();
   }
 
   /** Starts a background pass; its failure is logged, never thrown into a request or the process. */
   private scheduleEviction(freeBytes = 0): void {
-    if (this.closed) return;
+    if (this.closed || this.dirGuard.check()) return;
     this.evictor.schedule(freeBytes).catch((error) => this.options.logger.error('eviction pass failed; the next PUT over budget retries it', { error }));
   }
 
@@ -378,7 +451,8 @@ export class LocalStore {
   private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<undefined> {
     this.verifiedBlobs.delete(hash);
     // File before row: while the row exists a PUT of this hash is refused, so it cannot
-    // write a new file that this removal would then delete.
+    // write a new file that this removal would then delete. Never in a directory no longer ours.
+    if (file && this.dirGuard.check()) return undefined;
     if (file) await fs.rm(file, { force: true, recursive: true }).catch(() => {});
     // Logged only by whoever removes the row: a GET that lost a race with eviction (the row
     // is already gone) saw a plain miss, not damage.
@@ -412,23 +486,26 @@ async function sha256OfHandle(handle: fs.FileHandle): Promise<string> {
 }
 
 /**
- * True when the last daemon stopped cleanly. The marker is removed durably before anything
- * else happens: if this run crashes, the next start must not find it.
+ * The run id in the clean-stop marker ('' for a marker of a daemon from before run ids), or
+ * undefined when there is none (a crash). The marker is removed durably before anything else
+ * happens: if this run crashes, the next start must not find it.
  */
-function takeCleanStopMarker(layout: CacheDirLayout): boolean {
+function takeCleanStopMarker(layout: CacheDirLayout): string | undefined {
+  let runId: string;
   try {
+    runId = readFileSync(layout.cleanStopFile, 'utf8').trim();
     rmSync(layout.cleanStopFile);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
   fsyncDirectorySync(layout.root);
-  return true;
+  return runId;
 }
 
-function writeCleanStopMarker(layout: CacheDirLayout): void {
+function writeCleanStopMarker(layout: CacheDirLayout, runId: string): void {
   try {
-    writeFileSync(layout.cleanStopFile, '');
+    writeFileSync(layout.cleanStopFile, `${runId}\n`);
   } catch {
     // Without it the next start checks every blob: slower, never wrong.
   }
@@ -451,7 +528,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   }
   const ours = cacheDirEntryNames();
   const entries = readdirSync(layout.root);
-  if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name))) {
+  if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name) && !name.startsWith(DAMAGED_INDEX_PREFIX))) {
     throw new LocalStoreOpenError(
       `${layout.root} is not empty and is not an nx-s3-sidecar cache directory: choose an empty or new directory with --cache-dir`,
     );

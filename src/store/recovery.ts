@@ -5,9 +5,11 @@
  * - a blob without a row: it was fsynced before its rename, so it is complete — adopted
  *   (hashed and indexed) — unless its name is not a valid hash for its shard: removed.
  * Cost is one readdir per shard and one stat per blob; blob contents are read only to adopt.
- * After a clean stop (the caller says so) only the temp files are cleared: index and blobs
- * agreed when the daemon stopped, and a blob that went missing since is a miss (and its row
- * dropped) on its first GET.
+ * After a clean stop (the caller says so: the clean-stop marker names this index's last run) only
+ * the temp files are cleared: index and blobs agreed when the daemon stopped, and a blob that went
+ * missing since is a miss (and its row dropped) on its first GET. A new, emptied, replaced or
+ * rebuilt index gets the full walk: with no row, nothing is known to be uploaded, so every blob is
+ * adopted and queued (the uploader's HEAD skips those already in the bucket).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, readdirSync, rmSync } from 'node:fs';
@@ -33,7 +35,16 @@ export interface RecoveryReport {
  * now (a read-through blob adopted so is labelled no higher than what this daemon writes).
  * `fullCheck`: walk every blob (after a crash); after a clean stop index and blobs agree.
  */
-export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, logger: Logger, enqueueAdopted: boolean, adoptedZone = '', fullCheck = true): Promise<RecoveryReport> {
+export async function recoverCacheDir(
+  layout: CacheDirLayout,
+  index: IndexDb,
+  logger: Logger,
+  enqueueAdopted: boolean,
+  adoptedZone = '',
+  fullCheck = true,
+  /** The index's entries before recovery (counted when it was opened): unchanged unless the blobs are walked. */
+  entriesBefore?: number,
+): Promise<RecoveryReport> {
   const startedMs = performance.now();
   const report: RecoveryReport = { tempFilesRemoved: 0, rowsDropped: 0, strayFilesRemoved: 0, blobsAdopted: 0, fullCheck, entries: 0, durationMs: 0 };
 
@@ -45,10 +56,10 @@ export async function recoverCacheDir(layout: CacheDirLayout, index: IndexDb, lo
 
   if (fullCheck) await checkBlobs(layout, index, enqueueAdopted, adoptedZone, report);
 
-  report.entries = index.totals().count;
+  report.entries = fullCheck || entriesBefore === undefined ? index.totals().count : entriesBefore;
   report.durationMs = Math.round(performance.now() - startedMs);
   const repaired = report.tempFilesRemoved + report.rowsDropped + report.strayFilesRemoved + report.blobsAdopted;
-  if (repaired > 0) logger.warn('recovered the cache directory after an unclean stop', { ...report });
+  if (repaired > 0) logger.warn('recovered the cache directory (unclean stop, or an index that is new, emptied or rebuilt)', { ...report });
   return report;
 }
 
