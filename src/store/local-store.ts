@@ -16,7 +16,7 @@ import { acquireDirLock } from './dir-lock.js';
 import { ArtifactExistsError, IncompleteBodyError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
-import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
+import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ReceivedBlob } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
@@ -94,7 +94,11 @@ export class LocalStoreOpenError extends Error {
 }
 
 export class LocalStore {
-  private readonly inFlightPuts = new Set<string>();
+  // PUTs (and read-throughs) receiving a body, by hash: several may receive the same hash at
+  // once; the first to finish publishes it, the others then find it stored.
+  private readonly receivingPuts = new Map<string, number>();
+  // The publish step of a hash runs one at a time (this is the last one queued).
+  private readonly publishing = new Map<string, Promise<unknown>>();
   // Blobs whose checksum matched, by hash, with the identity of the file that was checked
   // (inode, size, mtime, ctime). A blob is never rewritten in place, and any write, truncation
   // or replacement changes that identity, so an unchanged file is not hashed again on every hit.
@@ -158,8 +162,9 @@ export class LocalStore {
     }
   }
 
+  /** Whether the hash is stored (a PUT still receiving it does not count: it may yet fail). */
   has(hash: string): boolean {
-    return this.inFlightPuts.has(hash) || this.index.has(hash);
+    return this.index.has(hash);
   }
 
   usage(): LocalUsage {
@@ -167,37 +172,24 @@ export class LocalStore {
   }
 
   /**
-   * Stores a body durably. Throws ArtifactExistsError when the hash is stored or being stored,
-   * IncompleteBodyError when the body does not match its declared length (or is longer than
-   * `atMostBytes`, when its length is not known in advance) or fails, StorageError when the
-   * disk fails. Nothing is left behind on any failure.
+   * Stores a body durably. Throws ArtifactExistsError when the hash is stored — also when
+   * another PUT of it, received at the same time, finished first (this body is still read to its
+   * end first, and if that other PUT fails, this one stores its own) — IncompleteBodyError when
+   * the body does not match its declared length (or is longer than `atMostBytes`, when its
+   * length is not known in advance) or fails, StorageError when the disk fails. Nothing is left
+   * behind on any failure.
    */
   async put(hash: string, body: Readable, declaredBytes: BodyLength, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
     if (this.has(hash)) throw new ArtifactExistsError(hash);
-    this.inFlightPuts.add(hash);
+    this.receivingPuts.set(hash, (this.receivingPuts.get(hash) ?? 0) + 1);
     try {
       const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs);
       if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
         await fs.rm(received.tempFile, { force: true });
         throw new IncompleteBodyError(`checksum mismatch: expected sha256 ${options.expectedSha256}, received ${received.sha256}`);
       }
-      const finalFile = blobPath(this.layout, hash);
       failpoint('after-receive');
-      await publishBlob(received.tempFile, finalFile);
-      failpoint('after-publish');
-      const nowMs = Date.now();
-      try {
-        this.index.insert(
-          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? '' },
-          options.enqueueUpload ?? false,
-        );
-      } catch (error) {
-        await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
-        throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
-      }
-      this.usedBytes += received.sizeBytes;
-      this.entryCount++;
-      failpoint('after-commit');
+      await this.oneAtATime(hash, () => this.publish(hash, received, options));
       if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {
@@ -208,8 +200,45 @@ export class LocalStore {
       }
       throw error;
     } finally {
-      this.inFlightPuts.delete(hash);
+      const receiving = this.receivingPuts.get(hash)! - 1;
+      if (receiving === 0) this.receivingPuts.delete(hash);
+      else this.receivingPuts.set(hash, receiving);
     }
+  }
+
+  /** Runs `step` after every step queued before it for this hash has settled. */
+  private async oneAtATime<T>(hash: string, step: () => Promise<T>): Promise<T> {
+    const turn = (this.publishing.get(hash) ?? Promise.resolve()).catch(() => {}).then(step);
+    this.publishing.set(hash, turn);
+    try {
+      return await turn;
+    } finally {
+      if (this.publishing.get(hash) === turn) this.publishing.delete(hash);
+    }
+  }
+
+  /** Moves a received body into place and indexes it, unless a body of the same hash was meanwhile. */
+  private async publish(hash: string, received: ReceivedBlob, options: PutOptions): Promise<void> {
+    if (this.has(hash)) {
+      await fs.rm(received.tempFile, { force: true }).catch(() => {});
+      throw new ArtifactExistsError(hash);
+    }
+    const finalFile = blobPath(this.layout, hash);
+    await publishBlob(received.tempFile, finalFile);
+    failpoint('after-publish');
+    const nowMs = Date.now();
+    try {
+      this.index.insert(
+        { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? '' },
+        options.enqueueUpload ?? false,
+      );
+    } catch (error) {
+      await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
+      throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
+    }
+    this.usedBytes += received.sizeBytes;
+    this.entryCount++;
+    failpoint('after-commit');
   }
 
   /**
@@ -295,7 +324,7 @@ export class LocalStore {
    * the hash is now free (or was).
    */
   async dropOtherZone(hash: string, zones: ReadonlySet<string>): Promise<boolean> {
-    if (this.inFlightPuts.has(hash)) return false;
+    if (this.receivingPuts.has(hash)) return false;
     const row = this.index.get(hash);
     if (!row) return true;
     if (zones.has(row.zone) || this.index.isQueuedForUpload(hash)) return false;
@@ -366,7 +395,7 @@ export class LocalStore {
     this.accessBatcher.stop();
     this.index.close();
     // Index and blobs agree unless a PUT was cut off midway (its blob may lack a row).
-    if (this.inFlightPuts.size === 0) writeCleanStopMarker(this.layout);
+    if (this.receivingPuts.size === 0) writeCleanStopMarker(this.layout);
     this.releaseLock();
   }
 
