@@ -75,6 +75,7 @@ S3 tier (nx.json's "s3" block is read from --workspace; these override it):
                             then nx.json ciMode/localMode, then read-write)    ${envVarFor('mode')}
   --upload-concurrency N    parallel uploads (default 4)                       ${envVarFor('upload-concurrency')}
   --read-timeout DURATION   read-through deadline (default 3000ms)             ${envVarFor('read-timeout')}
+  --read-deadline DURATION  longest a miss waits for S3 in all (default 5s)    ${envVarFor('read-deadline')}
   --checksums POLICY        when-required | when-supported (default when-required
                             with --endpoint, when-supported on AWS)            ${envVarFor('checksums')}
   --profile NAME            AWS profile for the shared config files            ${envVarFor('profile')}

@@ -44,6 +44,8 @@ export interface S3Config {
   uploadConcurrency: number;
   /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
   readTimeoutMs: number;
+  /** A local miss waits no longer than this for S3 in all; the download may go on in the background. */
+  readDeadlineMs: number;
   /** How uploads keep the first writer's object: see ConditionalWritesPolicy. */
   conditionalWrites: ConditionalWritesPolicy;
   /**
@@ -132,6 +134,7 @@ export const configKeys = [
   'mode',
   'upload-concurrency',
   'read-timeout',
+  'read-deadline',
   'checksums',
   'profile',
   'plugin-objects',
@@ -327,6 +330,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       checksums: oneOf<ChecksumPolicy>('checksums', ['when-required', 'when-supported'], endpoint !== undefined ? 'when-required' : 'when-supported'),
       uploadConcurrency: integer('upload-concurrency', 4, 1, 64),
       readTimeoutMs: duration('read-timeout', 3000, 'ms', 50, 120_000),
+      readDeadlineMs: duration('read-deadline', 5000, 'ms', 50, 120_000),
       // Without zones, uploads behave as they always did (HEAD-then-PUT) unless asked.
       conditionalWrites: oneOf<ConditionalWritesPolicy>('conditional-writes', ['auto', 'on', 'off'], zones ? 'auto' : 'off'),
       writeThrough: boolean('write-through', false),
