@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import {
   mkdirSync, readdirSync, existsSync, accessSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
 } from 'node:fs';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
@@ -18,6 +18,9 @@ import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow, type OutboxRow, type OutboxState, type OutboxSummary } from './index-db.js';
 import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ReceivedBlob } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
+import { MemoryBudget } from './memory-budget.js';
+import { TurnAllowance } from './turn-allowance.js';
+import { sendBytes, sendFile } from './blob-sender.js';
 import type { Logger } from '../log.js';
 import { failpoint } from '../failpoints.js';
 
@@ -64,9 +67,13 @@ export interface StoredArtifact {
   sha256: string;
   /** The trust zone it came from ('' without zones). */
   zone: string;
-  /** The whole artifact, when it is small enough to have been read into memory. */
-  bytes?: Buffer;
   stream(): Readable;
+  /**
+   * Writes the whole artifact to `out` and ends it; resolves once it left the process (rejects
+   * if `out` closed first). Holds little memory for a reader that is slow or stops reading.
+   */
+  writeTo(out: Writable): Promise<void>;
+  /** Gives back the file and the memory it holds; call it once `writeTo` settled. */
   release(): Promise<void>;
 }
 
@@ -85,6 +92,11 @@ export interface LocalUsage {
 // Artifacts up to this size are read once into memory, verified and served from there;
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
+// In all, hits read into memory hold at most this much until their bytes left the process:
+// beyond it (thousands of readers that stop reading) small artifacts are streamed too.
+export const IN_MEMORY_HITS_MAX_BYTES = 64 * 1024 * 1024;
+// Read with blocking calls in one turn of the event loop at most (TurnAllowance).
+const BLOCKING_READ_BYTES_PER_TURN = 8 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
 // How many verified blobs are remembered (about 100 bytes each); the oldest are forgotten first.
 const VERIFIED_BLOBS_REMEMBERED = 100_000;
@@ -105,6 +117,9 @@ export class LocalStore {
   private readonly verifiedBlobs = new Map<string, string>();
   private readonly accessBatcher: AccessBatcher;
   private readonly evictor: Evictor;
+  /** Bytes of hits held in memory (read whole, or in large chunks) until they are sent. */
+  readonly hitMemory = new MemoryBudget(IN_MEMORY_HITS_MAX_BYTES);
+  private readonly blockingReads = new TurnAllowance(BLOCKING_READ_BYTES_PER_TURN);
   readonly evicted: EvictionTotals = { count: 0, bytes: 0 };
   private usedBytes: number;
   private entryCount: number;
@@ -259,12 +274,21 @@ export class LocalStore {
    * Small artifacts (most of Nx's) are read whole with blocking calls: from the page cache that
    * takes microseconds, where open, stat, read and close through the thread pool cost four
    * round trips — most of a small hit's time (BENCHMARKS.md). Hashing them blocks as long.
+   * The memory they hold until sent is bounded (hitMemory), and so is the time they block the
+   * event loop (blockingReads): beyond either they are read like large ones.
    */
   private async openSmall(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
+    const giveBack = this.hitMemory.lease(row.size_bytes);
+    if (!giveBack) return this.openLarge(row, file);
+    if (!this.blockingReads.take(row.size_bytes)) {
+      giveBack();
+      return this.openLarge(row, file);
+    }
     let fd: number;
     try {
       fd = openSync(file, 'r');
     } catch (error) {
+      giveBack();
       return this.fileMissing(row, error);
     }
     let bytes: Buffer;
@@ -272,7 +296,10 @@ export class LocalStore {
     try {
       const stat = fstatSync(fd);
       const problem = fileProblem(stat, row.size_bytes);
-      if (problem) return this.dropDamaged(row.hash, row.size_bytes, problem, file);
+      if (problem) {
+        giveBack();
+        return this.dropDamaged(row.hash, row.size_bytes, problem, file);
+      }
       identity = fileIdentity(stat);
       bytes = Buffer.allocUnsafe(stat.size);
       for (let offset = 0; offset < bytes.length; ) {
@@ -280,11 +307,24 @@ export class LocalStore {
         if (bytesRead === 0) throw new Error(`${file} ended after ${offset} of ${bytes.length} bytes`);
         offset += bytesRead;
       }
+    } catch (error) {
+      giveBack();
+      throw error;
     } finally {
       closeSync(fd);
     }
-    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
-    return { sizeBytes: bytes.length, sha256: row.sha256, zone: row.zone, bytes, stream: () => Readable.from([bytes]), release: async () => {} };
+    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) {
+      giveBack();
+      return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+    }
+    return {
+      sizeBytes: bytes.length,
+      sha256: row.sha256,
+      zone: row.zone,
+      stream: () => Readable.from([bytes]),
+      writeTo: (out) => sendBytes(bytes, out),
+      release: async () => giveBack(),
+    };
   }
 
   /** Large artifacts stay on disk, hashed in one pass (unless verified before) and streamed in a second. */
@@ -310,6 +350,7 @@ export class LocalStore {
         sha256: row.sha256,
         zone: row.zone,
         stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
+        writeTo: (out) => sendFile(handle, stat.size, out, this.hitMemory),
         release: () => handle.close().catch(() => {}),
       };
     } catch (error) {
