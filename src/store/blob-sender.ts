@@ -1,8 +1,9 @@
 /**
  * Sends a stored artifact to a slow or fast reader alike, holding little memory for it: a file
  * goes out one chunk at a time, the next read only once the reader took the last one. Chunks
- * are large (fast) while the memory budget has room and small (64 KiB) once it has not, so
- * thousands of readers that stop reading hold a bounded amount in all.
+ * start small (64 KiB) and double while the reader keeps taking them, up to 1 MiB, leased from
+ * the memory budget (small ones when it has no room): thousands of readers that stop reading
+ * hold a bounded amount in all, and a burst of them costs each turn of the event loop little.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
@@ -25,11 +26,12 @@ export function sendFile(handle: FileHandle, sizeBytes: number, out: Writable, b
 
 async function* fileChunks(handle: FileHandle, sizeBytes: number, budget: MemoryBudget): AsyncGenerator<Buffer> {
   let giveBack: (() => void) | undefined;
+  let chunkBytes = SMALL_CHUNK_BYTES;
   try {
-    for (let position = 0; position < sizeBytes; ) {
+    for (let position = 0; position < sizeBytes; chunkBytes = Math.min(2 * chunkBytes, LARGE_CHUNK_BYTES)) {
       // Resumed only once `out` drained (pipeline waits for it): the last chunk left the process.
       giveBack?.();
-      const wantedBytes = Math.min(LARGE_CHUNK_BYTES, sizeBytes - position);
+      const wantedBytes = Math.min(chunkBytes, sizeBytes - position);
       giveBack = wantedBytes > SMALL_CHUNK_BYTES ? budget.lease(wantedBytes) : undefined;
       const chunk = Buffer.allocUnsafe(giveBack ? wantedBytes : Math.min(SMALL_CHUNK_BYTES, wantedBytes));
       for (let filled = 0; filled < chunk.length; ) {
