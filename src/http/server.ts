@@ -59,6 +59,7 @@ export function startHttpServer(app: Hono<any>, options: HttpServerOptions): Pro
     const gate = gateConnections(server, connectionLimits, (socket) => stalledReaders.watch(socket));
 
     server.once('error', (error: NodeJS.ErrnoException) => {
+      stalledReaders.stop();
       if (error.code === 'EADDRINUSE') {
         reject(new ListenError(`${options.host}:${options.port} is already in use: another nx-s3-sidecar may be running there (see "nx-s3-sidecar env"), or choose another --port`));
       } else if (error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND') {
