@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, putArtifact, getArtifact, artifactUrl, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { testToken } from './helpers/daemon-process.js';
 import { rawRequest } from './helpers/raw-http.js';
+import { exchange, head } from './reliability/raw-client.js';
 
 let daemon: TestDaemon;
 const readOnlyToken = testToken();
@@ -50,6 +51,55 @@ describe('PUT /v1/cache/:hash', () => {
     expect(statuses.filter((s) => s === 409)).toHaveLength(bodies.length - 1);
     const winner = bodies[statuses.indexOf(200)]!;
     expect((await getArtifact(daemon, hash)).body.equals(winner)).toBe(true);
+  });
+
+  describe('a PUT of a hash another PUT is still receiving (raw sockets)', () => {
+    const putHead = (hash: string, bytes: number) =>
+      head(`PUT /v1/cache/${hash} HTTP/1.1`, ['Host: 127.0.0.1', `Authorization: Bearer ${daemon.token}`, 'Content-Type: application/octet-stream', `Content-Length: ${bytes}`]);
+    /** Sends a PUT's head and the first half of its body; the rest is up to the test. */
+    async function halfSentPut(hash: string, body: Buffer): Promise<net.Socket> {
+      const socket = net.connect(daemon.port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(putHead(hash, body.length));
+      socket.write(body.subarray(0, body.length / 2));
+      return socket;
+    }
+
+    it('stores the second body when the first PUT is cut off, and serves it', async () => {
+      const hash = newHash();
+      const first = randomBytes(200_000);
+      const second = randomBytes(200_000);
+      const firstSocket = await halfSentPut(hash, first);
+      await new Promise((r) => setTimeout(r, 200));
+      const secondPut = exchange(daemon.port, [putHead(hash, second.length), second.subarray(0, 100_000), 600, second.subarray(100_000)]);
+      await new Promise((r) => setTimeout(r, 300));
+      firstSocket.destroy();
+      const answer = await secondPut;
+      expect(answer.response?.status, answer.response?.body.toString()).toBe(200);
+      const got = await getArtifact(daemon, hash);
+      expect(got.status).toBe(200);
+      expect(got.body.equals(second)).toBe(true);
+    });
+
+    it('answers the second 409 once the first completed and was stored, after reading its body', async () => {
+      const hash = newHash();
+      const first = randomBytes(200_000);
+      const second = randomBytes(200_000);
+      const firstSocket = await halfSentPut(hash, first);
+      let firstAnswer = '';
+      firstSocket.on('data', (chunk: Buffer) => (firstAnswer += chunk.toString('latin1')));
+      await new Promise((r) => setTimeout(r, 200));
+      const secondPut = exchange(daemon.port, [putHead(hash, second.length), second.subarray(0, 100_000), 800, second.subarray(100_000)]);
+      await new Promise((r) => setTimeout(r, 300));
+      firstSocket.write(first.subarray(100_000));
+      const answer = await secondPut;
+      expect(firstAnswer).toMatch(/^HTTP\/1\.1 200/);
+      expect(answer.response?.status).toBe(409);
+      expect(answer.socketError).toBeUndefined();
+      expect((await getArtifact(daemon, hash)).body.equals(first)).toBe(true);
+      firstSocket.destroy();
+    });
   });
 
   it('answers 403 to a token that may only read, and stores nothing', async () => {

@@ -160,7 +160,7 @@ describe('write-behind', () => {
     await eventually('uploaded', async () => (await status(a)).outbox.entries === 0, 60_000);
     expect(a.logLines.join('')).not.toMatch(/upload failed|uploads to S3 are failing/);
 
-    const b = await daemon(s3Flags(server.endpoint, bucket, { 'max-size': '1GiB', 'read-timeout': '10s' }));
+    const b = await daemon(s3Flags(server.endpoint, bucket, { 'max-size': '1GiB', 'read-timeout': '10s', 'read-deadline': '60s' }));
     const got = await getArtifact(b, hash);
     expect(got.status).toBe(200);
     expect(got.body.equals(body)).toBe(true);
@@ -286,11 +286,39 @@ describe('read-through', () => {
     const faults = await proxy();
     faults.setMode({ kind: 'bandwidth', bytesPerSecond: 1024 * 1024 }); // ~3 s for the object
     // The connection idle timeout (1 s) is for stalled clients, not for the daemon's own wait on S3.
-    const b = await daemon(s3Flags(faults.endpoint, bucket, { 'idle-timeout': '1', 'read-timeout': '2s' }));
+    const b = await daemon(s3Flags(faults.endpoint, bucket, { 'idle-timeout': '1', 'read-timeout': '2s', 'read-deadline': '30s' }));
     const got = await getArtifact(b, hash);
     expect(got.status).toBe(200);
     expect(got.body.equals(body)).toBe(true);
   });
+});
+
+describe('a trickling S3 (issue 15)', () => {
+  it('answers a miss within --read-deadline while S3 keeps sending slowly, and keeps the download for the next GET', async () => {
+    const bucket = await server.createBucket('trickle');
+    const a = await daemon(s3Flags(server.endpoint, bucket));
+    const hash = newHash();
+    const body = randomBytes(1024 * 1024);
+    await putArtifact(a, hash, body);
+    await eventually('uploaded', () => objectExists(s3, bucket, hash));
+    const faults = await proxy();
+    // ~6 s for the object, never a pause as long as the 2 s read timeout: only a total deadline ends the wait.
+    faults.setMode({ kind: 'bandwidth', bytesPerSecond: 160 * 1024 });
+    const b = await daemon(s3Flags(faults.endpoint, bucket, { 'read-timeout': '2s', 'read-deadline': '1500ms' }));
+
+    const startedMs = performance.now();
+    expect((await getArtifact(b, hash)).status).toBe(404);
+    const elapsedMs = performance.now() - startedMs;
+    expect(elapsedMs).toBeGreaterThanOrEqual(1400);
+    expect(elapsedMs, 'a miss waits at most the deadline').toBeLessThan(1500 + 1000);
+    expect(b.logLines.join('')).toMatch(/read-through from S3 failed.*miss deadline of 1500 ms/);
+
+    // The download went on in the background, into the local tier: the next GET is a local hit.
+    await eventually('kept locally', () => b.store.has(hash), 20_000);
+    const again = await getArtifact(b, hash);
+    expect(again.status).toBe(200);
+    expect(again.body.equals(body)).toBe(true);
+  }, 40_000);
 });
 
 describe('modes', () => {

@@ -9,6 +9,10 @@
  * After a timeout or failure S3 is skipped for a cool-down (misses answer 404 at once): Nx asks
  * for every task of a batch, and paying the full deadline on each while S3 is down would make
  * the build wait on the network after all. One request per cool-down probes whether it is back.
+ *
+ * Nx waits for a GET as long as it takes, so a miss answers within a total deadline even while
+ * S3 keeps sending slowly; the download may then finish in the background, into the local tier
+ * for the next build (a few at a time, each within READ_THROUGH_MAX_MS).
  */
 import { ArtifactExistsError, ChecksumMismatchError, IncompleteBodyError, StorageError, type LocalStore } from '../store/index.js';
 import { BadObjectError, ReadDeadlineError, errorMessage, type RemoteStore } from '../remote/index.js';
@@ -59,9 +63,21 @@ const WRONG_KEY_WARNING_EVERY_MS = 10 * 60_000;
 // A whole read-through may take no longer than this, even while S3 keeps sending slowly:
 // beyond it, rebuilding the task is the faster way to its outputs.
 export const READ_THROUGH_MAX_MS = 120_000;
+// Downloads that outlived the deadline of every GET waiting for them and go on in the
+// background; beyond this many, a late one is abandoned instead.
+export const MAX_BACKGROUND_DOWNLOADS = 4;
+
+/** One download from S3 into the local tier, shared by the GETs waiting for it. */
+interface Download {
+  done: Promise<ReadThroughOutcome>;
+  waiters: number;
+  background: boolean;
+  abort: AbortController;
+}
 
 export class ReadThrough {
-  private readonly inFlight = new Map<string, Promise<ReadThroughOutcome>>();
+  private readonly inFlight = new Map<string, Download>();
+  private backgroundDownloads = 0;
   readonly counters: ReadThroughCounters = { hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 };
   private lastWarningMs = 0;
   private lastWrongKeyWarningMs = -Infinity;
@@ -75,28 +91,69 @@ export class ReadThrough {
     /** Objects larger than this are not fetched (they could not have been stored here either). */
     private readonly maxArtifactBytes = Number.MAX_SAFE_INTEGER,
     private readonly zoning?: ReadThroughZoning,
+    /** The longest a miss waits for S3 in all (its download may go on in the background). */
+    private readonly missDeadlineMs = READ_THROUGH_MAX_MS,
   ) {}
 
-  /** Fetches the artifact into the local tier, if S3 has a usable one. Never throws. */
-  fetch(hash: string): Promise<ReadThroughOutcome> {
-    const nowMs = Date.now();
-    if (nowMs < this.skipUntilMs) {
-      this.counters.skipped++;
-      return Promise.resolve(SKIPPED);
+  /** Fetches the artifact into the local tier, if S3 has a usable one, within the miss deadline. Never throws. */
+  async fetch(hash: string): Promise<ReadThroughOutcome> {
+    // A download of this hash already under way is waited for even during a cool-down.
+    let download = this.inFlight.get(hash);
+    if (!download) {
+      if (Date.now() < this.skipUntilMs) {
+        this.counters.skipped++;
+        return SKIPPED;
+      }
+      download = this.startDownload(hash);
     }
-    let pending = this.inFlight.get(hash);
-    if (!pending) {
-      pending = this.fetchOnce(hash).finally(() => this.inFlight.delete(hash));
-      this.inFlight.set(hash, pending);
-    }
-    return pending;
+    download.waiters++;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.missDeadlineMs)));
+    const outcome = await Promise.race([download.done, late]);
+    clearTimeout(timer);
+    download.waiters--;
+    if (outcome !== 'late') return outcome;
+    this.missedDeadline(hash, download);
+    return REMOTE_FAILED;
   }
 
-  private async fetchOnce(hash: string): Promise<ReadThroughOutcome> {
+  private startDownload(hash: string): Download {
+    const abort = new AbortController();
+    const download: Download = { done: Promise.resolve(ABSENT), waiters: 0, background: false, abort };
+    const tooLong = setTimeout(
+      () => abort.abort(new ReadDeadlineError(`S3 stopped sending: the read-through took longer than ${READ_THROUGH_MAX_MS / 1000} s`)),
+      READ_THROUGH_MAX_MS,
+    );
+    download.done = this.fetchOnce(hash, abort.signal).finally(() => {
+      clearTimeout(tooLong);
+      this.inFlight.delete(hash);
+      if (download.background) this.backgroundDownloads--;
+    });
+    this.inFlight.set(hash, download);
+    return download;
+  }
+
+  /**
+   * A GET gave up on S3 at the miss deadline: it answers a miss, S3 counts as too slow (a
+   * cool-down), and the download goes on into the local tier unless too many already do.
+   */
+  private missedDeadline(hash: string, download: Download): void {
+    this.s3Failed(hash, new ReadDeadlineError(`S3 did not deliver the object within the miss deadline of ${this.missDeadlineMs} ms (--read-deadline)`));
+    if (download.waiters > 0 || download.background) return;
+    if (this.backgroundDownloads >= MAX_BACKGROUND_DOWNLOADS) {
+      download.abort.abort(new ReadDeadlineError(`abandoned: ${MAX_BACKGROUND_DOWNLOADS} read-throughs already finish in the background`));
+      return;
+    }
+    download.background = true;
+    this.backgroundDownloads++;
+    this.logger.debug('read-through goes on in the background after the miss deadline', { hash });
+  }
+
+  private async fetchOnce(hash: string, signal: AbortSignal): Promise<ReadThroughOutcome> {
     const startedMs = performance.now();
     let artifact;
     try {
-      artifact = await this.remote.fetchArtifact(hash, this.timeoutMs, this.maxArtifactBytes, (refused) => {
+      artifact = await this.remote.fetchArtifact(hash, this.timeoutMs, this.maxArtifactBytes, signal, (refused) => {
         this.counters.refused++;
         this.zoning?.audit.rejectedSignature(refused.zone);
         this.logger.warn(`SIGNATURE REFUSED: an object in zone "${refused.zone}" is not served (zone requires signatures); answering a miss for it unless another read zone has a valid one`, {
@@ -126,10 +183,6 @@ export class ReadThrough {
       return ABSENT;
     }
     const body = artifact.body;
-    const tooLong = setTimeout(
-      () => body.destroy(new ReadDeadlineError(`S3 stopped sending: the read-through took longer than ${READ_THROUGH_MAX_MS / 1000} s`)),
-      Math.max(READ_THROUGH_MAX_MS - (performance.now() - startedMs), 0),
-    );
     let stored;
     try {
       stored = await this.store.put(hash, body, { atMostBytes: artifact.maxBytes }, { enqueueUpload: false, zone: artifact.zone });
@@ -155,8 +208,6 @@ export class ReadThrough {
       this.counters.failures++;
       this.logger.warn('cannot keep an artifact read from S3 in the local tier; answering a miss', { hash, error: error instanceof StorageError ? error.message : error });
       return LOCAL_FAILED;
-    } finally {
-      clearTimeout(tooLong);
     }
     this.counters.hits++;
     if (artifact.writer === '@nx/s3-cache') this.counters.pluginHits++;

@@ -43,6 +43,8 @@ export interface S3Config {
   uploadConcurrency: number;
   /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
   readTimeoutMs: number;
+  /** A local miss waits no longer than this for S3 in all; the download may go on in the background. */
+  readDeadlineMs: number;
   /** How uploads keep the first writer's object: see ConditionalWritesPolicy. */
   conditionalWrites: ConditionalWritesPolicy;
   /**
@@ -228,6 +230,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       checksums: value('checksums')!,
       uploadConcurrency: value('upload-concurrency'),
       readTimeoutMs: value('read-timeout'),
+      readDeadlineMs: value('read-deadline'),
       conditionalWrites: value('conditional-writes')!,
       writeThrough: value('write-through'),
     };

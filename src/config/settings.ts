@@ -262,6 +262,15 @@ export const settings = {
     defaultHelp: '3000ms',
     reload: 'rebuilds-s3-tier',
   },
+  'read-deadline': {
+    arg: 'DURATION',
+    group: 's3',
+    help: 'longest a miss waits for S3 in all',
+    parse: duration('ms', 50, 120_000),
+    default: 5000,
+    defaultHelp: '5s',
+    reload: 'rebuilds-s3-tier',
+  },
   checksums: {
     arg: 'POLICY',
     group: 's3',

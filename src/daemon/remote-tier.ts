@@ -32,7 +32,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
     uploader: readWrite
       ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
       : undefined,
-    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
+    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs),
     state: {
       ...zoneState(config),
       conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,

@@ -47,8 +47,8 @@ export interface RemoteStore {
   key(hash: string, zone?: string): string;
   /** Uploads into `zone` (default: the write zone); first writer wins. */
   upload(hash: string, source: UploadSource, signal?: AbortSignal, zone?: string): Promise<UploadOutcome>;
-  /** The artifact from the first read zone that has a usable one, or undefined; `onRefused` hears of each object refused on the way. */
-  fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number, onRefused?: (refused: RefusedObject) => void): Promise<FetchedArtifact | undefined>;
+  /** The artifact from the first read zone that has a usable one, or undefined; `signal` stops it and its body at any point; `onRefused` hears of each object refused on the way. */
+  fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number, signal?: AbortSignal, onRefused?: (refused: RefusedObject) => void): Promise<FetchedArtifact | undefined>;
   /** Throws unless the bucket exists and the credentials may use it. */
   checkBucket(signal?: AbortSignal): Promise<void>;
   /** Whether uploads into `zone` are conditional (probed once where the setting is auto). */

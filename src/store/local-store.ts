@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import {
   mkdirSync, readdirSync, existsSync, accessSync, readFileSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
 } from 'node:fs';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirEntryNames, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
@@ -17,12 +17,15 @@ import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './erro
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow } from './index-db.js';
 import type { Outbox } from '../outbox/index.js';
-import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength } from './blob-writer.js';
+import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ReceivedBlob } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
 import { CacheDirGuard } from './cache-dir-guard.js';
 import { isAlive, readPid, waitForExit } from './dir-lock.js';
 import { LocalStoreOpenError } from './errors.js';
+import { MemoryBudget } from './memory-budget.js';
+import { TurnAllowance } from './turn-allowance.js';
+import { sendBytes, sendFile } from './blob-sender.js';
 import type { Logger } from '../log.js';
 import { NO_ZONE } from '../config/zones.js';
 import { failpoint } from '../failpoints.js';
@@ -77,9 +80,13 @@ export interface StoredArtifact {
   sha256: string;
   /** The trust zone it came from ('' without zones). */
   zone: string;
-  /** The whole artifact, when it is small enough to have been read into memory. */
-  bytes?: Buffer;
   stream(): Readable;
+  /**
+   * Writes the whole artifact to `out` and ends it; resolves once it left the process (rejects
+   * if `out` closed first). Holds little memory for a reader that is slow or stops reading.
+   */
+  writeTo(out: Writable): Promise<void>;
+  /** Gives back the file and the memory it holds; call it once `writeTo` settled. */
   release(): Promise<void>;
 }
 
@@ -98,6 +105,11 @@ export interface LocalUsage {
 // Artifacts up to this size are read once into memory, verified and served from there;
 // larger ones are hashed in one pass and streamed in a second (the page cache serves it).
 const SMALL_ARTIFACT_BYTES = 1024 * 1024;
+// In all, hits read into memory hold at most this much until their bytes left the process:
+// beyond it (thousands of readers that stop reading) small artifacts are streamed too.
+export const IN_MEMORY_HITS_MAX_BYTES = 64 * 1024 * 1024;
+// Read with blocking calls in one turn of the event loop at most (TurnAllowance).
+const BLOCKING_READ_BYTES_PER_TURN = 8 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
 // A daemon whose lock file was removed exits within about 2.5 s (0.5 s to notice, 2 s for requests in flight).
 const PREVIOUS_OWNER_WAIT_MS = 5_000;
@@ -107,13 +119,20 @@ const VERIFIED_BLOBS_REMEMBERED = 100_000;
 export { LocalStoreOpenError };
 
 export class LocalStore {
-  private readonly inFlightPuts = new Set<string>();
+  // PUTs (and read-throughs) receiving a body, by hash: several may receive the same hash at
+  // once; the first to finish publishes it, the others then find it stored.
+  private readonly receivingPuts = new Map<string, number>();
+  // The publish step of a hash runs one at a time (this is the last one queued).
+  private readonly publishing = new Map<string, Promise<unknown>>();
   // Blobs whose checksum matched, by hash, with the identity of the file that was checked
   // (inode, size, mtime, ctime). A blob is never rewritten in place, and any write, truncation
   // or replacement changes that identity, so an unchanged file is not hashed again on every hit.
   private readonly verifiedBlobs = new Map<string, string>();
   private readonly accessBatcher: AccessBatcher;
   private readonly evictor: Evictor;
+  /** Bytes of hits held in memory (read whole, or in large chunks) until they are sent. */
+  readonly hitMemory = new MemoryBudget(IN_MEMORY_HITS_MAX_BYTES);
+  private readonly blockingReads = new TurnAllowance(BLOCKING_READ_BYTES_PER_TURN);
   readonly evicted: EvictionTotals = { count: 0, bytes: 0 };
   /** Artifacts waiting for upload: rows in this store's index, written in the same transactions. */
   readonly outbox: Outbox;
@@ -227,8 +246,10 @@ export class LocalStore {
     if (lost) throw new StorageError(`the cache directory ${this.layout.root} is gone: ${lost}`);
   }
 
+
+  /** Whether the hash is stored (a PUT still receiving it does not count: it may yet fail). */
   has(hash: string): boolean {
-    return this.inFlightPuts.has(hash) || this.index.has(hash);
+    return this.index.has(hash);
   }
 
   usage(): LocalUsage {
@@ -236,46 +257,25 @@ export class LocalStore {
   }
 
   /**
-   * Stores a body durably. Throws ArtifactExistsError when the hash is stored or being stored,
-   * IncompleteBodyError when the body does not match its declared length (or is longer than
-   * `atMostBytes`, when its length is not known in advance) or fails, ChecksumMismatchError
-   * when it is not the `expectedSha256`, StorageError when the
-   * disk fails. Nothing is left behind on any failure.
+   * Stores a body durably. Throws ArtifactExistsError when the hash is stored — also when
+   * another PUT of it, received at the same time, finished first (this body is still read to its
+   * end first, and if that other PUT fails, this one stores its own) — IncompleteBodyError when
+   * the body does not match its declared length (or is longer than `atMostBytes`, when its
+   * length is not known in advance) or fails, ChecksumMismatchError when it is not the
+   * `expectedSha256`, StorageError when the disk fails. Nothing is left behind on any failure.
    */
   async put(hash: string, body: Readable, declaredBytes: BodyLength, options: PutOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
     this.assertCacheDirIntact();
     if (this.has(hash)) throw new ArtifactExistsError(hash);
-    this.inFlightPuts.add(hash);
+    this.receivingPuts.set(hash, (this.receivingPuts.get(hash) ?? 0) + 1);
     try {
       const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs);
       if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
         await fs.rm(received.tempFile, { force: true });
         throw new ChecksumMismatchError(options.expectedSha256, received.sha256);
       }
-      const finalFile = blobPath(this.layout, hash);
       failpoint('after-receive');
-      // Checked again just before the rename: another daemon may own a directory made since on this path.
-      try {
-        this.assertCacheDirIntact();
-      } catch (error) {
-        await fs.rm(received.tempFile, { force: true });
-        throw error;
-      }
-      await publishBlob(received.tempFile, finalFile);
-      failpoint('after-publish');
-      const nowMs = Date.now();
-      try {
-        this.index.insert(
-          { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? NO_ZONE },
-          options.enqueueUpload ?? false,
-        );
-      } catch (error) {
-        await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
-        throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
-      }
-      this.usedBytes += received.sizeBytes;
-      this.entryCount++;
-      failpoint('after-commit');
+      await this.oneAtATime(hash, () => this.publish(hash, received, options));
       if (this.usedBytes > this.options.maxSizeBytes) this.scheduleEviction();
       return { sizeBytes: received.sizeBytes, sha256: received.sha256 };
     } catch (error) {
@@ -288,8 +288,52 @@ export class LocalStore {
       }
       throw error;
     } finally {
-      this.inFlightPuts.delete(hash);
+      const receiving = this.receivingPuts.get(hash)! - 1;
+      if (receiving === 0) this.receivingPuts.delete(hash);
+      else this.receivingPuts.set(hash, receiving);
     }
+  }
+
+  /** Runs `step` after every step queued before it for this hash has settled. */
+  private async oneAtATime<T>(hash: string, step: () => Promise<T>): Promise<T> {
+    const turn = (this.publishing.get(hash) ?? Promise.resolve()).catch(() => {}).then(step);
+    this.publishing.set(hash, turn);
+    try {
+      return await turn;
+    } finally {
+      if (this.publishing.get(hash) === turn) this.publishing.delete(hash);
+    }
+  }
+
+  /** Moves a received body into place and indexes it, unless a body of the same hash was meanwhile. */
+  private async publish(hash: string, received: ReceivedBlob, options: PutOptions): Promise<void> {
+    if (this.has(hash)) {
+      await fs.rm(received.tempFile, { force: true }).catch(() => {});
+      throw new ArtifactExistsError(hash);
+    }
+    const finalFile = blobPath(this.layout, hash);
+    // Checked again just before the rename: another daemon may own a directory made since on this path.
+    try {
+      this.assertCacheDirIntact();
+    } catch (error) {
+      await fs.rm(received.tempFile, { force: true });
+      throw error;
+    }
+    await publishBlob(received.tempFile, finalFile);
+    failpoint('after-publish');
+    const nowMs = Date.now();
+    try {
+      this.index.insert(
+        { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? NO_ZONE },
+        options.enqueueUpload ?? false,
+      );
+    } catch (error) {
+      await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
+      throw new StorageError(`cannot record the artifact in the index: ${(error as Error).message}`, { cause: error });
+    }
+    this.usedBytes += received.sizeBytes;
+    this.entryCount++;
+    failpoint('after-commit');
   }
 
   /**
@@ -310,12 +354,21 @@ export class LocalStore {
    * Small artifacts (most of Nx's) are read whole with blocking calls: from the page cache that
    * takes microseconds, where open, stat, read and close through the thread pool cost four
    * round trips — most of a small hit's time (BENCHMARKS.md). Hashing them blocks as long.
+   * The memory they hold until sent is bounded (hitMemory), and so is the time they block the
+   * event loop (blockingReads): beyond either they are read like large ones.
    */
   private async openSmall(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
+    const giveBack = this.hitMemory.lease(row.size_bytes);
+    if (!giveBack) return this.openLarge(row, file);
+    if (!this.blockingReads.take(row.size_bytes)) {
+      giveBack();
+      return this.openLarge(row, file);
+    }
     let fd: number;
     try {
       fd = openSync(file, 'r');
     } catch (error) {
+      giveBack();
       return this.fileMissing(row, error);
     }
     let bytes: Buffer;
@@ -323,7 +376,10 @@ export class LocalStore {
     try {
       const stat = fstatSync(fd);
       const problem = fileProblem(stat, row.size_bytes);
-      if (problem) return this.dropDamaged(row.hash, row.size_bytes, problem, file);
+      if (problem) {
+        giveBack();
+        return this.dropDamaged(row.hash, row.size_bytes, problem, file);
+      }
       identity = fileIdentity(stat);
       bytes = Buffer.allocUnsafe(stat.size);
       for (let offset = 0; offset < bytes.length; ) {
@@ -331,11 +387,24 @@ export class LocalStore {
         if (bytesRead === 0) throw new Error(`${file} ended after ${offset} of ${bytes.length} bytes`);
         offset += bytesRead;
       }
+    } catch (error) {
+      giveBack();
+      throw error;
     } finally {
       closeSync(fd);
     }
-    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
-    return { sizeBytes: bytes.length, sha256: row.sha256, zone: row.zone, bytes, stream: () => Readable.from([bytes]), release: async () => {} };
+    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) {
+      giveBack();
+      return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+    }
+    return {
+      sizeBytes: bytes.length,
+      sha256: row.sha256,
+      zone: row.zone,
+      stream: () => Readable.from([bytes]),
+      writeTo: (out) => sendBytes(bytes, out),
+      release: async () => giveBack(),
+    };
   }
 
   /** Large artifacts stay on disk, hashed in one pass (unless verified before) and streamed in a second. */
@@ -361,6 +430,7 @@ export class LocalStore {
         sha256: row.sha256,
         zone: row.zone,
         stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
+        writeTo: (out) => sendFile(handle, stat.size, out, this.hitMemory),
         release: () => handle.close().catch(() => {}),
       };
     } catch (error) {
@@ -376,7 +446,7 @@ export class LocalStore {
    */
   async dropOtherZone(hash: string, zones: ReadonlySet<string>): Promise<boolean> {
     if (this.dirGuard.check()) return false;
-    if (this.inFlightPuts.has(hash)) return false;
+    if (this.receivingPuts.has(hash)) return false;
     const row = this.index.get(hash);
     if (!row) return true;
     if (zones.has(row.zone) || this.index.outbox.has(hash)) return false;
@@ -420,7 +490,7 @@ export class LocalStore {
     this.index.close();
     // Index and blobs agree unless a PUT was cut off midway (its blob may lack a row); a marker
     // never goes into a directory that is no longer ours.
-    if (this.inFlightPuts.size === 0 && !this.dirGuard.check()) writeCleanStopMarker(this.layout, this.runId);
+    if (this.receivingPuts.size === 0 && !this.dirGuard.check()) writeCleanStopMarker(this.layout, this.runId);
     this.releaseLock();
   }
 

@@ -2,7 +2,6 @@
  * GET /v1/cache/{hash}: 200 with the whole artifact, or 404 (nx-answers.ts). The tiers are
  * cache/'s; this route sends what they found, straight to the socket.
  */
-import { pipeline } from 'node:stream/promises';
 import type { Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
@@ -44,17 +43,12 @@ export function getArtifact({ cache, logger, idleTimeoutMs, activity }: GetArtif
       await artifact.release();
       return new Response(null, { status: 200, headers });
     }
-    // Streamed straight to the socket: no whole-artifact buffer, no web-stream overhead; a small
-    // artifact already in memory goes out in one write.
+    // Straight to the socket, no web-stream overhead: a small artifact already in memory in one
+    // write, others streamed (released only once sent: until then it may hold memory).
     const outgoing = c.env.outgoing;
     outgoing.writeHead(200, headers);
-    if (artifact.bytes) {
-      const { sizeBytes } = artifact;
-      outgoing.end(artifact.bytes, () => activity?.recordSent(sizeBytes));
-      await artifact.release();
-      return RESPONSE_ALREADY_SENT;
-    }
-    pipeline(artifact.stream(), outgoing)
+    artifact
+      .writeTo(outgoing)
       .then(() => activity?.recordSent(artifact.sizeBytes))
       .catch((error) => {
         // The client went away, or the read failed mid-stream (the socket is closed, so Nx

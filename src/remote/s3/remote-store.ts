@@ -10,8 +10,8 @@
  * - fetchArtifact: our object from the first read zone that has one whose signature checks out
  *   (where signatures are required), or else @nx/s3-cache's object for the hash (plugin-format.ts),
  *   under a deadline for the answer to start and the same deadline for any pause in the body,
- *   so a slow or unreachable store costs a GET a bounded wait. Both are asked at once: a miss
- *   costs one round trip, not two.
+ *   so a slow or unreachable store costs a GET a bounded wait (a signal cuts a download that
+ *   trickles without pausing). Both are asked at once: a miss costs one round trip, not two.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
@@ -275,12 +275,19 @@ export class S3RemoteStore implements RemoteStore {
    * the next zone is tried), else @nx/s3-cache's (when configured). Every place is asked at once:
    * a miss costs one round trip. Resolves once the store answered (within `timeoutMs`);
    * undefined when none has it. Throws BadObjectError for an object that cannot be verified,
-   * S3OperationError or ReadDeadlineError when S3 fails.
+   * S3OperationError or ReadDeadlineError when S3 fails; `signal` aborts the whole download
+   * (the body then fails with the signal's reason).
    */
-  async fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number, onRefused?: (refused: RefusedObject) => void): Promise<FetchedArtifact | undefined> {
+  async fetchArtifact(
+    hash: string,
+    timeoutMs: number,
+    maxArtifactBytes: number,
+    signal?: AbortSignal,
+    onRefused?: (refused: RefusedObject) => void,
+  ): Promise<FetchedArtifact | undefined> {
     const pluginKey = this.pluginAccessDenied === undefined ? this.pluginKey(hash) : undefined;
-    const candidates = this.readZones.map((zone) => ({ zone, object: this.fetch(this.key(hash, zone), timeoutMs) }));
-    const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs) : undefined;
+    const candidates = this.readZones.map((zone) => ({ zone, object: this.fetch(this.key(hash, zone), timeoutMs, signal) }));
+    const theirs = pluginKey !== undefined ? this.fetch(pluginKey, timeoutMs, signal) : undefined;
     const pending = [...candidates.map((candidate) => candidate.object), ...(theirs ? [theirs] : [])];
     // Awaited in order: without a handler now, a later one failing meanwhile would be an
     // unhandled rejection (which ends the process), though each is awaited or discarded below.
@@ -383,11 +390,14 @@ export class S3RemoteStore implements RemoteStore {
   /**
    * Starts a download. Resolves once the store answered (within `timeoutMs`), with a body that
    * errors with ReadDeadlineError if it pauses for longer than `timeoutMs`. Undefined when the
-   * object does not exist.
+   * object does not exist. `signal` aborts it at any point, with the signal's reason.
    */
-  async fetch(key: string, timeoutMs: number): Promise<FetchedObject | undefined> {
+  async fetch(key: string, timeoutMs: number, signal?: AbortSignal): Promise<FetchedObject | undefined> {
     const abort = new AbortController();
     const headerTimer = setTimeout(() => abort.abort(new ReadDeadlineError(`S3 did not answer within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = () => abort.abort(signal!.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     let response;
     try {
       // Raced against the deadline too: the SDK honours the signal only once it is on the
@@ -397,6 +407,7 @@ export class S3RemoteStore implements RemoteStore {
         abort.signal,
       );
     } catch (error) {
+      signal?.removeEventListener('abort', onAbort);
       if (abort.signal.aborted) throw abort.signal.reason as Error;
       const failure = classifyS3Error(error);
       if (failure.kind === 'not-found') return undefined;
@@ -406,15 +417,18 @@ export class S3RemoteStore implements RemoteStore {
     }
     const source = response.Body as Readable | undefined;
     if (!source || response.ContentLength === undefined) {
+      signal?.removeEventListener('abort', onAbort);
       source?.destroy();
       throw new S3OperationError({ kind: 'transient', code: 'NoContentLength', message: 'S3 answered without a body length' });
     }
+    const body = withStallDeadline(source, timeoutMs, abort);
+    body.once('close', () => signal?.removeEventListener('abort', onAbort));
     return {
       key,
       sizeBytes: response.ContentLength,
       sha256: response.Metadata?.[SHA256_METADATA_KEY],
       metadata: response.Metadata ?? {},
-      body: withStallDeadline(source, timeoutMs, () => abort.abort()),
+      body,
     };
   }
 }
@@ -461,19 +475,25 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** Passes a stream through, failing it when no data arrives for `timeoutMs`. */
-function withStallDeadline(source: Readable, timeoutMs: number, onStall: () => void): Readable {
+/**
+ * Passes a stream through, failing it when no data arrives for `timeoutMs` (then `abort` is
+ * aborted, which ends the request) or when `abort` is aborted from outside (with its reason).
+ */
+function withStallDeadline(source: Readable, timeoutMs: number, abort: AbortController): Readable {
   const out = new PassThrough();
   let timer: NodeJS.Timeout;
+  const fail = () => {
+    clearTimeout(timer);
+    const error = abort.signal.reason instanceof Error ? abort.signal.reason : new ReadDeadlineError('the download was aborted');
+    source.destroy(error);
+    out.destroy(error);
+  };
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      onStall();
-      const error = new ReadDeadlineError(`S3 stopped sending for ${timeoutMs} ms`);
-      source.destroy(error);
-      out.destroy(error);
-    }, timeoutMs);
+    timer = setTimeout(() => abort.abort(new ReadDeadlineError(`S3 stopped sending for ${timeoutMs} ms`)), timeoutMs);
   };
+  if (abort.signal.aborted) queueMicrotask(fail);
+  abort.signal.addEventListener('abort', fail, { once: true });
   arm();
   source.on('data', arm);
   source.on('end', () => clearTimeout(timer));
@@ -483,6 +503,7 @@ function withStallDeadline(source: Readable, timeoutMs: number, onStall: () => v
   });
   out.on('close', () => {
     clearTimeout(timer);
+    abort.signal.removeEventListener('abort', fail);
     if (!source.destroyed) source.destroy();
   });
   source.pipe(out);
