@@ -50,6 +50,7 @@ export class BucketIndex implements RemoteIndex {
   private readonly listeners = new Set<(zone: string, entries: number) => void>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private lastSyncMs = -Infinity;
   private counts: { atMs: number; byZone: Map<string, { entries: number; bytes: number }> } | undefined;
   private readonly now: () => number;
 
@@ -100,7 +101,7 @@ export class BucketIndex implements RemoteIndex {
     const stale = this.tailers.filter((tailer) => !tailer.isFresh(this.options.stalenessMs, nowMs));
     if (stale.length === 0) return 'absent';
     // A stale replica is brought up to date in the background; this request reads through.
-    for (const tailer of stale) void tailer.sync().then(() => this.schedule());
+    for (const tailer of stale) void tailer.sync();
     return 'stale';
   }
 
@@ -150,17 +151,26 @@ export class BucketIndex implements RemoteIndex {
   }
 
   private async syncAll(): Promise<void> {
+    this.lastSyncMs = this.now();
     await Promise.all(this.tailers.map((tailer) => tailer.sync()));
     this.schedule();
   }
 
-  /** The next poll: fast while builds run (a request in the last minute), slow while idle. */
+  /**
+   * Ticks every max(500 ms, staleness / 2); a tick syncs while builds run (a request in the last
+   * minute) and otherwise once 30 s have passed since the last sync, so a build that starts after
+   * an idle spell gets fast polling at once.
+   */
   private schedule(): void {
     if (this.stopped) return;
     clearTimeout(this.timer);
-    const busy = this.now() - this.options.lastRequestMs() < BUSY_FOR_MS;
-    const delayMs = busy ? Math.max(MIN_POLL_MS, this.options.stalenessMs / 2) : IDLE_POLL_MS;
-    this.timer = setTimeout(() => void this.syncAll(), delayMs);
+    const tickMs = Math.max(MIN_POLL_MS, this.options.stalenessMs / 2);
+    this.timer = setTimeout(() => {
+      const nowMs = this.now();
+      const busy = nowMs - this.options.lastRequestMs() < BUSY_FOR_MS;
+      if (busy || nowMs - this.lastSyncMs >= IDLE_POLL_MS) void this.syncAll();
+      else this.schedule();
+    }, Math.min(tickMs, IDLE_POLL_MS));
     this.timer.unref();
   }
 }
