@@ -109,12 +109,32 @@ describe('a fresh replica', () => {
     const report = await status(reader);
     expect(report.cache.indexMisses).toBe(20);
     expect(report.cache.readThroughReasons).toMatchObject({ inIndex: 1, stale: 0 });
-    expect(report.bucketIndex!.zones[0]).toMatchObject({ zone: '', entries: 1, fresh: true });
+    expect(report.bucketIndex!.zones[0]).toMatchObject({ zone: '', entries: 1, fresh: true, indexed: true });
     const metrics = await (await fetch(`${reader.url}/metrics`, { headers: authHeaders(reader.token) })).text();
     expect(metrics).toMatch(/^nx_s3_sidecar_index_answered_misses_total 20$/m);
     expect(metrics).toMatch(/^nx_s3_sidecar_index_read_through_total\{reason="in-index"\} 1$/m);
     expect(metrics).toMatch(/^nx_s3_sidecar_index_entries\{zone=""\} 1$/m);
     expect(metrics).toMatch(/^nx_s3_sidecar_index_fresh\{zone=""\} 1$/m);
+  });
+});
+
+describe('a zone without index objects', () => {
+  it('is not taken for an empty one: its misses are read through (not-indexed) and find what the bucket holds', async () => {
+    const bucket = await server.createBucket('index-none');
+    // Filled before the index existed: an object, and no journal or snapshot.
+    const writer = await daemon(s3Flags(server.endpoint, bucket));
+    const hash = newHash();
+    expect((await putArtifact(writer, hash, randomBytes(3000))).status).toBe(200);
+    await eventually('the artifact is in the bucket', () => objectExists(s3, bucket, hash));
+
+    const reader = await daemon(s3Flags(server.endpoint, bucket, { 'index-staleness': '60s' }));
+    await eventually('the replica is fresh', () => allFresh(reader));
+    expect((await status(reader)).bucketIndex!.zones[0]).toMatchObject({ indexed: false, entries: 0 });
+    expect((await getArtifact(reader, hash)).status).toBe(200);
+    expect((await getArtifact(reader, newHash())).status).toBe(404);
+    const report = await status(reader);
+    expect(report.cache.readThroughReasons).toMatchObject({ notIndexed: 2, stale: 0 });
+    expect(report.cache.indexMisses).toBe(0);
   });
 });
 
@@ -178,6 +198,7 @@ describe('the journal tail', () => {
 describe('when the replica is not fresh', () => {
   it('falls back to read-through, bounded by its deadline, once S3 is down for longer than the staleness bound', async () => {
     const bucket = await server.createBucket('index-down');
+    await writeJournal(new S3IndexObjects(s3, { bucket, keyPrefix: '' }), '', [entry(newHash())]);
     const faults = await proxy();
     const reader = await daemon(s3Flags(faults.endpoint, bucket, { 'index-staleness': '1s', 'read-timeout': '1500ms' }));
     await eventually('the replica is fresh', () => allFresh(reader));

@@ -101,7 +101,7 @@ export class TieredCache {
     const index = this.deps.index?.();
     const answer = index ? index.lookup(hash) : undefined;
     if (answer === 'absent') return INDEX_MISS;
-    this.deps.activity?.recordReadThroughReason?.(answer === undefined ? 'off' : answer === 'present' ? 'in-index' : 'stale');
+    this.deps.activity?.recordReadThroughReason?.(answer === undefined ? 'off' : answer === 'present' ? 'in-index' : answer);
     const fetched = await remote.fetch(hash);
     const artifact = fetched.stored ? await this.deps.store.open(hash, { zones }) : undefined;
     return artifact ? { found: true, lookup: 's3-hit', artifact } : S3_MISS;

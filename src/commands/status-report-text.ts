@@ -33,10 +33,10 @@ function bucketIndexLines(report: StatusReport): string[] {
   const { indexMisses, readThroughReasons: why } = report.cache;
   if (!index) return why.off > 0 ? [`bucket index off: ${why.off} misses read through`] : [];
   const lines = [
-    `bucket index ${indexMisses} misses answered without S3; read through: ${why.inIndex} in the index, ${why.stale} while stale, ${why.off} while off (staleness bound ${age(index.stalenessMs)})`,
+    `bucket index ${indexMisses} misses answered without S3; read through: ${why.inIndex} in the index, ${why.stale} while stale, ${why.notIndexed} in zones not indexed, ${why.off} while off (staleness bound ${age(index.stalenessMs)})`,
   ];
   for (const zone of index.zones) {
-    const state = zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
+    const state = !zone.indexed ? 'not indexed (no index objects in the bucket yet)' : zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
     lines.push(
       `  ${(zone.zone || '(no zone)').padEnd(10)} ${zone.entries} entries (${formatSize(zone.bytes)}), synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
     );

@@ -178,10 +178,10 @@ function render(s) {
 
 function bucketIndexText(s) {
   const why = s.cache.readThroughReasons;
-  const reads = 'read through: ' + why.inIndex + ' in index, ' + why.stale + ' stale, ' + why.off + ' off';
+  const reads = 'read through: ' + why.inIndex + ' in index, ' + why.stale + ' stale, ' + why.notIndexed + ' not indexed, ' + why.off + ' off';
   if (!s.bucketIndex) return 'off; ' + reads;
   const zones = s.bucketIndex.zones.map((z) =>
-    (z.zone || '(no zone)') + ': ' + z.entries + ' entries, synced ' + ago(z.ageMs) + (z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : ''));
+    (z.zone || '(no zone)') + ': ' + z.entries + ' entries, synced ' + ago(z.ageMs) + (!z.indexed ? ' (not indexed)' : z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : ''));
   const j = s.bucketIndex.journalObjects;
   return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused';
 }

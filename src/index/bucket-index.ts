@@ -32,6 +32,8 @@ export interface IndexZoneStatus {
   /** Since the start of the last complete sync; null before the first. */
   ageMs: number | null;
   fresh: boolean;
+  /** False while the zone has no index objects at all: its misses are read through. */
+  indexed: boolean;
   lastError?: string;
 }
 
@@ -92,17 +94,19 @@ export class BucketIndex implements RemoteIndex {
 
   /**
    * absent: every read zone's replica is fresh and none holds the hash (a miss without S3).
-   * present: a read zone's replica holds it (read through as always). stale: not known.
+   * present: a read zone's replica holds it (read through as always). stale: not known yet.
+   * not-indexed: a read zone has no index objects at all, so its replica cannot rule anything out.
    */
   lookup(hash: string): IndexAnswer {
     const holding = this.replica.zonesHolding(hash);
     if (holding.length > 0 && holding.some((zone) => this.options.zones.includes(zone))) return 'present';
     const nowMs = this.now();
     const stale = this.tailers.filter((tailer) => !tailer.isFresh(this.options.stalenessMs, nowMs));
-    if (stale.length === 0) return 'absent';
     // A stale replica is brought up to date in the background; this request reads through.
     for (const tailer of stale) void tailer.sync();
-    return 'stale';
+    if (stale.length > 0) return 'stale';
+    // A bucket filled before the index (or by writers that publish none) is not taken for an empty one.
+    return this.tailers.every((tailer) => tailer.indexed) ? 'absent' : 'not-indexed';
   }
 
   isZoneFresh(zone: string): boolean {
@@ -128,6 +132,7 @@ export class BucketIndex implements RemoteIndex {
       ...(byZone.get(tailer.zone) ?? { entries: 0, bytes: 0 }),
       ageMs: tailer.lastCompleteSyncStartMs === undefined ? null : nowMs - tailer.lastCompleteSyncStartMs,
       fresh: tailer.isFresh(this.options.stalenessMs, nowMs),
+      indexed: tailer.indexed,
       lastError: tailer.lastError,
     }));
   }

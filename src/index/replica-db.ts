@@ -162,4 +162,10 @@ export class ReplicaDb {
   close(): void {
     this.db.close();
   }
+
+  // Added by the reader side (tailer): whether a zone was ever indexed.
+  /** Whether the replica holds any entry of `zone` (scans other zones' entries: call it once, at start). */
+  hasEntries(zone: string): boolean {
+    return this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM entries WHERE zone = ? LIMIT 1').get(zone) !== undefined;
+  }
 }

@@ -63,9 +63,12 @@ export class Tailer {
   private readonly refusedSnapshots = new Set<string>();
   private failing = false;
   private readonly now: () => number;
+  /** The zone has index objects (a snapshot or journal entries): until then the replica cannot rule a hash out. */
+  indexed: boolean;
 
   constructor(private readonly options: TailerOptions) {
     this.now = options.now ?? Date.now;
+    this.indexed = options.replica.zoneState(options.zone).snapshot !== null || options.replica.hasEntries(options.zone);
   }
 
   get zone(): string {
@@ -209,7 +212,10 @@ export class Tailer {
       counters.skippedLines += skipped;
       this.options.logger.debug('bucket index: skipped entry lines that do not check out', { zone: zoneLabel(zone), kind, skipped });
     }
-    if (applied > 0) onEntries(zone, applied);
+    if (applied > 0) {
+      this.indexed = true;
+      onEntries(zone, applied);
+    }
     return decoded.header.coversThrough;
   }
 

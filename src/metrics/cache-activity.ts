@@ -13,6 +13,7 @@ export type LookupOutcome = 'local-hit' | 's3-hit' | 's3-miss' | 'miss' | 'index
 export interface ReadThroughReasons {
   inIndex: number;
   stale: number;
+  notIndexed: number;
   off: number;
 }
 
@@ -45,7 +46,7 @@ const BUCKET_COUNT = 180; // 30 minutes
 
 export class CacheActivity {
   readonly lookups: LookupCounts = { localHits: 0, s3Hits: 0, s3Misses: 0, localOnlyMisses: 0, indexMisses: 0 };
-  readonly readThroughReasons: ReadThroughReasons = { inIndex: 0, stale: 0, off: 0 };
+  readonly readThroughReasons: ReadThroughReasons = { inIndex: 0, stale: 0, notIndexed: 0, off: 0 };
   /** When the last GET/HEAD lookup or stored PUT was (0: none yet): the bucket index polls fast while builds run. */
   lastRequestMs = 0;
   /** Artifact bytes received in PUTs that were stored. */
@@ -78,9 +79,10 @@ export class CacheActivity {
     else this.bucketMisses[slot]!++;
   }
 
-  recordReadThroughReason(reason: 'in-index' | 'stale' | 'off'): void {
+  recordReadThroughReason(reason: 'in-index' | 'stale' | 'not-indexed' | 'off'): void {
     if (reason === 'in-index') this.readThroughReasons.inIndex++;
     else if (reason === 'stale') this.readThroughReasons.stale++;
+    else if (reason === 'not-indexed') this.readThroughReasons.notIndexed++;
     else this.readThroughReasons.off++;
   }
 

@@ -130,9 +130,9 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
 
   // The bucket index, reader side: what it answered, why misses still went to S3, each read zone's replica.
   counter('index_answered_misses_total', 'Local misses answered 404 from the bucket index, without any S3 request', [], () => one(activity.lookups.indexMisses));
-  counter('index_read_through_total', 'Local misses that still went to S3, by why: in-index (the index holds the hash), stale (a read zone\'s replica is not fresh), off (no bucket index)', ['reason'], () => {
+  counter('index_read_through_total', 'Local misses that still went to S3, by why: in-index (the index holds the hash), stale (a read zone\'s replica is not fresh), not-indexed (a read zone has no index objects at all), off (no bucket index)', ['reason'], () => {
     const r = activity.readThroughReasons;
-    return [[{ reason: 'in-index' }, r.inIndex], [{ reason: 'stale' }, r.stale], [{ reason: 'off' }, r.off]];
+    return [[{ reason: 'in-index' }, r.inIndex], [{ reason: 'stale' }, r.stale], [{ reason: 'not-indexed' }, r.notIndexed], [{ reason: 'off' }, r.off]];
   });
   counter('index_journal_objects_total', 'Bucket index journal objects read: applied, or refused (unsigned where signatures are required, damaged, not an index object)', ['outcome'], () => {
     const sync = remoteTotals.indexSync();
@@ -148,6 +148,7 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('index_age_seconds', 'Since the start of the last complete sync of the replica, per read zone (-1 before the first)', ['zone'], () =>
     zones().map((z) => [{ zone: z.zone }, z.ageMs === null ? -1 : z.ageMs / 1000]),
   );
+  gauge('index_indexed', '1 once the read zone has index objects (before that, misses of the zone are read through: not-indexed)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.indexed ? 1 : 0]));
   gauge('index_fresh', '1 while the replica of the read zone is fresh enough to answer misses (--index-staleness)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.fresh ? 1 : 0]));
   gauge('index_sync_failing', '1 while the last sync of the read zone failed (status shows the error)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.lastError ? 1 : 0]));
 
