@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
 import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { makeTempDir } from './helpers/temp-dir.js';
@@ -29,11 +29,7 @@ useS3ServerWithClient((started, client) => {
 }, { credentials: true });
 const cleanup = useCleanups();
 
-async function daemon(flags: Parameters<typeof startTestDaemon>[0], options?: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
-  const d = await startTestDaemon(flags, options);
-  cleanup(() => d.dispose());
-  return d;
-}
+const daemon = useTestDaemons(cleanup);
 async function proxy(): Promise<FaultProxy> {
   const p = await startFaultProxy({ host: '127.0.0.1', port: server.port });
   cleanup(() => p.stop());
