@@ -72,7 +72,8 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   let tier: RemoteTier = { state: { state: 'off' } };
   let watcher: ConfigWatcher | undefined;
   try {
-    tier = buildRemoteTier(config, store, logger, audit);
+    const tierContext = { bucketIndexFile: store.layout.bucketIndexFile, lastRequestMs: () => activity.lastRequestMs };
+    tier = buildRemoteTier(config, store, logger, audit, tierContext);
     remoteTotals.track(tier);
     const zoning = (): LocalZoning => {
       const zones = config.zones;
@@ -100,6 +101,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         store,
         uploader: tier.uploader,
         readThroughOn: tier.readThrough !== undefined,
+        bucketIndex: tier.bucketIndex,
         activity,
         remoteTotals,
         recentErrors,
@@ -114,6 +116,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
       indexRebuilt: () => store.indexRebuild !== undefined,
+      bucketIndex: () => tier.bucketIndex,
     });
     const cache = new TieredCache({
       store,
@@ -123,6 +126,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       writeThrough: () => config.s3?.writeThrough ?? false,
       zoning,
       activity,
+      index: () => tier.bucketIndex,
     });
     const app = createHttpApp({
       cache,
@@ -183,7 +187,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         if (next.maxSizeBytes !== previous.maxSizeBytes) store.setBudget(next.maxSizeBytes);
         if (changes.rebuildsS3Tier) {
           const old = tier;
-          tier = buildRemoteTier(next, store, logger, audit);
+          tier = buildRemoteTier(next, store, logger, audit, tierContext);
           remoteTotals.track(tier);
           await stopRemoteTier(old);
           remoteTotals.retire(old);

@@ -3,7 +3,8 @@ import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
-import type { ActivityHistory, AuditCounters, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
+import type { ActivityHistory, AuditCounters, CacheActivity, ReadThroughReasons, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
+import type { BucketIndex, IndexZoneStatus } from './index/bucket-index.js';
 
 export interface StatusReport {
   pid: number;
@@ -44,6 +45,10 @@ export interface StatusReport {
     lookups: number;
     hits: { local: number; s3: number };
     misses: number;
+    /** Of the misses, those the bucket index answered without asking S3. */
+    indexMisses: number;
+    /** Local misses that went to S3, by why the bucket index did not answer them (in-index, stale, off). */
+    readThroughReasons: ReadThroughReasons;
     hitRate: number | null;
     receivedBytes: number;
     sentBytes: number;
@@ -60,6 +65,14 @@ export interface StatusReport {
   uploads?: UploaderStatus;
   /** Since the daemon started (across hot reloads); present while read-through is on. */
   readThrough?: ReadThroughCounters;
+  /** The bucket index's replica (present while it is kept): per read zone, and its syncs since start. */
+  bucketIndex?: {
+    stalenessMs: number;
+    zones: IndexZoneStatus[];
+    journalObjects: { applied: number; refused: number };
+    snapshots: { loaded: number; refused: number };
+    skippedLines: number;
+  };
   /** The last warnings and errors logged, oldest first (secrets masked). */
   recentErrors: RecentError[];
   /** Security audit counts since start (README: Securing your cache). */
@@ -75,6 +88,7 @@ export interface StatusSources {
   store: LocalStore;
   uploader?: Uploader;
   readThroughOn: boolean;
+  bucketIndex?: BucketIndex;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
@@ -84,9 +98,9 @@ export interface StatusSources {
 export function buildStatusReport(sources: StatusSources): StatusReport {
   const outbox = sources.store.outbox.summary();
   const nowMs = Date.now();
-  const { localHits, s3Hits, s3Misses, localOnlyMisses } = sources.activity.lookups;
+  const { localHits, s3Hits, s3Misses, localOnlyMisses, indexMisses } = sources.activity.lookups;
   const hits = localHits + s3Hits;
-  const lookups = hits + s3Misses + localOnlyMisses;
+  const lookups = hits + s3Misses + localOnlyMisses + indexMisses;
   const current = sources.uploader?.status();
   return {
     pid: process.pid,
@@ -102,7 +116,9 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     cache: {
       lookups,
       hits: { local: localHits, s3: s3Hits },
-      misses: s3Misses + localOnlyMisses,
+      misses: s3Misses + localOnlyMisses + indexMisses,
+      indexMisses,
+      readThroughReasons: { ...sources.activity.readThroughReasons },
       hitRate: lookups === 0 ? null : hits / lookups,
       receivedBytes: sources.activity.receivedBytes,
       sentBytes: sources.activity.sentBytes,
@@ -117,11 +133,23 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     },
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
+    bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.remoteTotals),
     recentErrors: sources.recentErrors.list(),
     audit: {
       refusedWrites: Object.fromEntries(sources.audit.refusedWrites),
       rejectedSignatures: Object.fromEntries(sources.audit.rejectedSignatures),
       crossZoneReads: Object.fromEntries(sources.audit.crossZoneReads),
     },
+  };
+}
+
+function bucketIndexReport(index: BucketIndex, totals: RemoteTierTotals): NonNullable<StatusReport['bucketIndex']> {
+  const sync = totals.indexSync();
+  return {
+    stalenessMs: index.stalenessMs,
+    zones: index.status(),
+    journalObjects: { applied: sync.journalApplied, refused: sync.journalRefused },
+    snapshots: { loaded: sync.snapshotsLoaded, refused: sync.snapshotsRefused },
+    skippedLines: sync.skippedLines,
   };
 }

@@ -20,10 +20,12 @@ describe('CacheActivity', () => {
     nowMs += 10_000;
     activity.recordLookup('miss');
     activity.recordLookup('local-hit');
-    expect(activity.lookups).toEqual({ localHits: 2, s3Hits: 1, s3Misses: 1, localOnlyMisses: 1 });
+    activity.recordLookup('index-miss');
+    expect(activity.lookups).toEqual({ localHits: 2, s3Hits: 1, s3Misses: 1, localOnlyMisses: 1, indexMisses: 1 });
+    expect(activity.lastRequestMs).toBe(1_000_000_010_000);
     expect(activity.history().buckets).toEqual([
       { startMs: 1_000_000_000_000, hits: 2, misses: 1 },
-      { startMs: 1_000_000_010_000, hits: 1, misses: 1 },
+      { startMs: 1_000_000_010_000, hits: 1, misses: 2 },
     ]);
 
     // 30 minutes on, the first interval has left the window; its ring slot is reused, not added to.
@@ -32,7 +34,7 @@ describe('CacheActivity', () => {
     const { buckets, windowMs, intervalMs } = activity.history();
     expect([windowMs, intervalMs]).toEqual([30 * 60_000, 10_000]);
     expect(buckets).toEqual([
-      { startMs: 1_000_000_010_000, hits: 1, misses: 1 },
+      { startMs: 1_000_000_010_000, hits: 1, misses: 2 },
       { startMs: nowMs, hits: 0, misses: 1 },
     ]);
   });

@@ -9,6 +9,7 @@ import { ArtifactExistsError, ChecksumMismatchError, IncompleteBodyError, Storag
 import type { LookupOutcome } from '../metrics/cache-activity.js';
 import type { Logger } from '../log.js';
 import type { ReadThrough } from './read-through.js';
+import type { ReadThroughReason, RemoteIndex } from './remote-index.js';
 
 /** How the local tier is kept apart by trust zone (config/zones.ts). */
 export interface LocalZoning {
@@ -39,14 +40,16 @@ export interface TieredCacheDeps {
   zoning?: () => LocalZoning;
   /** The benchmark baseline (`--write-through`): a put ends only once the artifact is in S3. */
   writeThrough?: () => boolean;
-  /** Told how each lookup ended (for the metrics and the status page). */
-  activity?: { recordLookup(outcome: LookupOutcome): void };
+  /** Told how each lookup ended (for the metrics and the status page), and why a miss went to S3. */
+  activity?: { recordLookup(outcome: LookupOutcome): void; recordReadThroughReason?(reason: ReadThroughReason): void };
+  /** The bucket index, when on: a miss it rules out is answered without S3. */
+  index?: () => RemoteIndex | undefined;
 }
 
 export type GetOutcome =
   | { readonly found: true; readonly lookup: 'local-hit' | 's3-hit'; readonly artifact: StoredArtifact }
   /** failed: the daemon itself could not read it (logged). */
-  | { readonly found: false; readonly lookup: 'miss' | 's3-miss'; readonly failed: boolean };
+  | { readonly found: false; readonly lookup: 'miss' | 's3-miss' | 'index-miss'; readonly failed: boolean };
 
 /**
  * stored: durable on local disk (and, write-through, in S3). exists: the hash is stored already.
@@ -61,6 +64,7 @@ export type PutOutcome =
 // Shared, never mutated: most outcomes cost no allocation on the request path.
 const MISS: GetOutcome = { found: false, lookup: 'miss', failed: false };
 const S3_MISS: GetOutcome = { found: false, lookup: 's3-miss', failed: false };
+const INDEX_MISS: GetOutcome = { found: false, lookup: 'index-miss', failed: false };
 const FAILED: GetOutcome = { found: false, lookup: 'miss', failed: true };
 const STORED: PutOutcome = { kind: 'stored' };
 const EXISTS: PutOutcome = { kind: 'exists' };
@@ -93,7 +97,11 @@ export class TieredCache {
     if (!remote) return MISS;
     // An artifact of a zone this daemon does not read (stored before the zones changed) gives way.
     if (zones) await this.deps.store.dropOtherZone(hash, zones);
-    // Anything that can rule the remote tier out without asking it (a bucket index) goes here.
+    // The bucket index can rule the remote tier out without asking it.
+    const index = this.deps.index?.();
+    const answer = index ? index.lookup(hash) : undefined;
+    if (answer === 'absent') return INDEX_MISS;
+    this.deps.activity?.recordReadThroughReason?.(answer === undefined ? 'off' : answer === 'present' ? 'in-index' : answer);
     const fetched = await remote.fetch(hash);
     const artifact = fetched.stored ? await this.deps.store.open(hash, { zones }) : undefined;
     return artifact ? { found: true, lookup: 's3-hit', artifact } : S3_MISS;

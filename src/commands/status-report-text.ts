@@ -27,6 +27,24 @@ export function zoneLines(remote: Pick<StatusReport['remote'], 'writeZone' | 're
   ];
 }
 
+/** The bucket index's replica per read zone, what it answered, why misses still went to S3. */
+function bucketIndexLines(report: StatusReport): string[] {
+  const index = report.bucketIndex;
+  const { indexMisses, readThroughReasons: why } = report.cache;
+  if (!index) return why.off > 0 ? [`bucket index off: ${why.off} misses read through`] : [];
+  const lines = [
+    `bucket index ${indexMisses} misses answered without S3; read through: ${why.inIndex} in the index, ${why.stale} while stale, ${why.notIndexed} in zones not indexed, ${why.off} while off (staleness bound ${age(index.stalenessMs)})`,
+  ];
+  for (const zone of index.zones) {
+    const state = !zone.indexed ? 'not indexed (no index objects in the bucket yet)' : zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
+    lines.push(
+      `  ${(zone.zone || '(no zone)').padEnd(10)} ${zone.entries} entries (${formatSize(zone.bytes)}), synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
+    );
+  }
+  lines.push(`  journal objects ${index.journalObjects.applied} applied, ${index.journalObjects.refused} refused; snapshots ${index.snapshots.loaded} loaded, ${index.snapshots.refused} refused`);
+  return lines;
+}
+
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
   const { remote, local, outbox, cache, evictions } = report;
@@ -58,6 +76,7 @@ export function formatStatus(report: StatusReport): string {
     const r = report.readThrough;
     lines.push(`read-through ${r.hits} hits (${formatSize(r.bytes)}), ${r.misses} misses, ${r.timeouts} timeouts, ${r.failures} failures`);
   }
+  lines.push(...bucketIndexLines(report));
   const { refusedWrites, rejectedSignatures, crossZoneReads } = report.audit;
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   if (sum(refusedWrites) + sum(rejectedSignatures) + sum(crossZoneReads) > 0) {

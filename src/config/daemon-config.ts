@@ -52,6 +52,8 @@ export interface S3Config {
    * the design other Nx S3 caches use (S3 on the request path). See BENCHMARKS.md.
    */
   writeThrough: boolean;
+  /** The bucket index: a miss is answered from the replica only while each read zone synced at most this long ago. */
+  indexStalenessMs: number;
 }
 
 export interface DaemonConfig {
@@ -233,6 +235,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       readDeadlineMs: value('read-deadline'),
       conditionalWrites: value('conditional-writes')!,
       writeThrough: value('write-through'),
+      indexStalenessMs: value('index-staleness'),
     };
     if (zones && s3.pluginObjects === 'read') {
       throw new ConfigError(

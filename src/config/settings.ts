@@ -299,6 +299,16 @@ export const settings = {
     defaultHelp: 'read; ignore with zones',
     reload: 'rebuilds-s3-tier',
   },
+  // The bucket index, reader side (README: How a daemon uses the index).
+  'index-staleness': {
+    arg: 'DURATION',
+    group: 's3',
+    help: 'a local miss is answered from the bucket index only while every read zone synced this recently',
+    parse: duration('s', 500, 600_000),
+    default: 5000,
+    defaultHelp: '5s',
+    reload: 'rebuilds-s3-tier',
+  },
   'write-zone': { arg: 'ZONE|none', group: 'zones', help: 'zone uploads go to; none: never upload', parse: text, reload: 'rebuilds-s3-tier' },
   'read-zones': {
     arg: 'Z1,Z2',

@@ -2,7 +2,8 @@
 import type { DaemonConfig } from '../config/index.js';
 import type { LocalStore } from '../store/index.js';
 import type { RemoteStore } from '../remote/index.js';
-import { createS3Client, remoteStoreFor, type ConfiguredS3Client } from '../remote/s3/index.js';
+import { createS3Client, indexObjectsFor, remoteStoreFor, type ConfiguredS3Client } from '../remote/s3/index.js';
+import { BucketIndex } from '../index/bucket-index.js';
 import { ReadThrough } from '../cache/index.js';
 import { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
@@ -16,10 +17,20 @@ export interface RemoteTier {
   remote?: RemoteStore;
   uploader?: Uploader;
   readThrough?: ReadThrough;
+  /** The bucket index's replica of the read zones (reader side): rules out misses without S3. */
+  bucketIndex?: BucketIndex;
+}
+
+/** What the tier needs of the daemon beyond the config. */
+export interface RemoteTierContext {
+  /** layout.bucketIndexFile */
+  bucketIndexFile: string;
+  /** When Nx last sent a GET or PUT: the bucket index polls fast while builds run. */
+  lastRequestMs: () => number;
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
-export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger, audit: AuditCounters): RemoteTier {
+export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger, audit: AuditCounters, context?: RemoteTierContext): RemoteTier {
   if (!config.s3) return { state: { state: 'off', reason: 'no bucket configured (nx.json s3.bucket or --bucket)' } };
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
@@ -33,6 +44,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
       ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
       : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs),
+    bucketIndex: context && bucketIndexOn(config) ? buildBucketIndex(config, s3, logger, context) : undefined,
     state: {
       ...zoneState(config),
       conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,
@@ -44,6 +56,23 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
       pluginObjects: config.s3.pluginObjects === 'read' ? `read at ${remote.pluginKey('<hash>')}` : 'ignored',
     },
   };
+}
+
+/** Whether the bucket index is kept (the one switch: --bucket-index comes with the publishing side). */
+function bucketIndexOn(config: DaemonConfig): boolean {
+  return config.s3 !== undefined && (config.zones?.read.length ?? 1) > 0;
+}
+
+function buildBucketIndex(config: DaemonConfig, s3: ConfiguredS3Client, logger: Logger, context: RemoteTierContext): BucketIndex {
+  const { zones, signatures } = config;
+  return new BucketIndex({
+    file: context.bucketIndexFile,
+    zones: zones ? zones.read : [''],
+    objects: indexObjectsFor(s3.client, config.s3!, { zones, signatures }),
+    logger,
+    stalenessMs: config.s3!.indexStalenessMs,
+    lastRequestMs: context.lastRequestMs,
+  });
 }
 
 /** What auto found out about the store. */
@@ -78,6 +107,7 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
     logger.info('trust zones', { writeZone: tier.state.writeZone, readZones: tier.state.readZones?.join(','), signaturesRequired: tier.state.signaturesRequired?.join(',') || undefined });
   }
   tier.uploader?.start();
+  tier.bucketIndex?.start();
   void checkBucketInBackground(tier, logger);
   // Only auto has something to find out; on and off are as configured (status shows them).
   if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
@@ -107,5 +137,6 @@ async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promis
 
 export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
+  await tier.bucketIndex?.stop();
   tier.s3?.client.destroy();
 }

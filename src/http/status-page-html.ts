@@ -175,7 +175,19 @@ function render(s) {
   set('uploads', s.uploads ? s.uploads.uploaded + ' uploaded, ' + s.uploads.alreadyPresent + ' already in S3, ' + s.uploads.failedAttempts + ' failed attempts' : 'off');
   set('read-through', s.readThrough ? s.readThrough.hits + ' hits, ' + s.readThrough.misses + ' misses, ' + (s.readThrough.failures + s.readThrough.timeouts) + ' failed, ' + s.readThrough.skipped + ' skipped (cool-down)' : 'off');
 
+  set('bucket-index', bucketIndexText(s));
+
   drawErrors(s.recentErrors, s.nowMs);
+}
+
+function bucketIndexText(s) {
+  const why = s.cache.readThroughReasons;
+  const reads = 'read through: ' + why.inIndex + ' in index, ' + why.stale + ' stale, ' + why.notIndexed + ' not indexed, ' + why.off + ' off';
+  if (!s.bucketIndex) return 'off; ' + reads;
+  const zones = s.bucketIndex.zones.map((z) =>
+    (z.zone || '(no zone)') + ': ' + z.entries + ' entries, synced ' + ago(z.ageMs) + (!z.indexed ? ' (not indexed)' : z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : ''));
+  const j = s.bucketIndex.journalObjects;
+  return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused';
 }
 
 async function refresh() {
@@ -234,6 +246,7 @@ export const STATUS_PAGE_BODY = `
       <dt>parked</dt><dd id="outbox-parked">-</dd>
       <dt>uploads</dt><dd id="uploads">-</dd>
       <dt>read-through</dt><dd id="read-through">-</dd>
+      <dt>bucket index</dt><dd id="bucket-index">-</dd>
     </dl>
   </section>
   <section class="wide">

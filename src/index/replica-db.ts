@@ -79,8 +79,8 @@ export class ReplicaDb {
       get: this.db.prepare<[string, string], ReplicaEntry>(
         'SELECT hash, zone, bytes, sha256, at_ms AS atMs, commit_sha AS "commit" FROM entries WHERE hash = ? AND zone = ?',
       ),
-      upsert: this.db.prepare(
-        `INSERT INTO entries (hash, zone, bytes, sha256, at_ms, commit_sha) VALUES (@hash, @zone, @bytes, @sha256, @atMs, @commit)
+      upsert: this.db.prepare<[string, string, number, string, number, string | null]>(
+        `INSERT INTO entries (hash, zone, bytes, sha256, at_ms, commit_sha) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (hash, zone) DO UPDATE SET
            bytes = excluded.bytes,
            sha256 = CASE WHEN excluded.sha256 = '' THEN entries.sha256 ELSE excluded.sha256 END,
@@ -123,8 +123,10 @@ export class ReplicaDb {
 
   /** Adds entries of `zone` (an entry seen again keeps its first commit and newest time). */
   upsert(zone: string, entries: readonly IndexEntry[]): void {
+    // Positional parameters, in key order: about twice the rate of named ones in random order (snapshot loads).
+    const ordered = [...entries].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
     this.db.transaction(() => {
-      for (const entry of entries) this.statements.upsert.run({ ...entry, zone });
+      for (const entry of ordered) this.statements.upsert.run(entry.hash, zone, entry.bytes, entry.sha256, entry.atMs, entry.commit);
     })();
   }
 
@@ -159,5 +161,11 @@ export class ReplicaDb {
 
   close(): void {
     this.db.close();
+  }
+
+  // Added by the reader side (tailer): whether a zone was ever indexed.
+  /** Whether the replica holds any entry of `zone` (scans other zones' entries: call it once, at start). */
+  hasEntries(zone: string): boolean {
+    return this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM entries WHERE zone = ? LIMIT 1').get(zone) !== undefined;
   }
 }

@@ -6,7 +6,16 @@
  */
 
 /** How one lookup ended: found locally, read through from S3, or a miss (after asking S3 or not). */
-export type LookupOutcome = 'local-hit' | 's3-hit' | 's3-miss' | 'miss';
+/** index-miss: the bucket index ruled S3 out (no S3 request). */
+export type LookupOutcome = 'local-hit' | 's3-hit' | 's3-miss' | 'miss' | 'index-miss';
+
+/** Local misses that went to S3, by why the bucket index did not answer them. */
+export interface ReadThroughReasons {
+  inIndex: number;
+  stale: number;
+  notIndexed: number;
+  off: number;
+}
 
 export interface LookupCounts {
   localHits: number;
@@ -15,6 +24,8 @@ export interface LookupCounts {
   s3Misses: number;
   /** Local misses with no read-through to ask (local-only, or mode no-cache). */
   localOnlyMisses: number;
+  /** Local misses the bucket index answered without asking S3. */
+  indexMisses: number;
 }
 
 export interface ActivityBucket {
@@ -34,7 +45,10 @@ const INTERVAL_MS = 10_000;
 const BUCKET_COUNT = 180; // 30 minutes
 
 export class CacheActivity {
-  readonly lookups: LookupCounts = { localHits: 0, s3Hits: 0, s3Misses: 0, localOnlyMisses: 0 };
+  readonly lookups: LookupCounts = { localHits: 0, s3Hits: 0, s3Misses: 0, localOnlyMisses: 0, indexMisses: 0 };
+  readonly readThroughReasons: ReadThroughReasons = { inIndex: 0, stale: 0, notIndexed: 0, off: 0 };
+  /** When the last GET/HEAD lookup or stored PUT was (0: none yet): the bucket index polls fast while builds run. */
+  lastRequestMs = 0;
   /** Artifact bytes received in PUTs that were stored. */
   receivedBytes = 0;
   /** Artifact bytes sent in answers to GETs (whole bodies written). */
@@ -50,8 +64,11 @@ export class CacheActivity {
     if (outcome === 'local-hit') this.lookups.localHits++;
     else if (outcome === 's3-hit') this.lookups.s3Hits++;
     else if (outcome === 's3-miss') this.lookups.s3Misses++;
+    else if (outcome === 'index-miss') this.lookups.indexMisses++;
     else this.lookups.localOnlyMisses++;
-    const no = Math.floor(this.now() / INTERVAL_MS);
+    const nowMs = this.now();
+    this.lastRequestMs = nowMs;
+    const no = Math.floor(nowMs / INTERVAL_MS);
     const slot = no % BUCKET_COUNT;
     if (this.bucketNo[slot] !== no) {
       this.bucketNo[slot] = no;
@@ -62,9 +79,17 @@ export class CacheActivity {
     else this.bucketMisses[slot]!++;
   }
 
+  recordReadThroughReason(reason: 'in-index' | 'stale' | 'not-indexed' | 'off'): void {
+    if (reason === 'in-index') this.readThroughReasons.inIndex++;
+    else if (reason === 'stale') this.readThroughReasons.stale++;
+    else if (reason === 'not-indexed') this.readThroughReasons.notIndexed++;
+    else this.readThroughReasons.off++;
+  }
+
   /** A PUT of this many bytes was stored. */
   recordReceived(bytes: number): void {
     this.receivedBytes += bytes;
+    this.lastRequestMs = this.now();
   }
 
   /** A GET's whole artifact body was written to the client. */

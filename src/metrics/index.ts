@@ -1,4 +1,4 @@
-export { CacheActivity, type LookupOutcome, type LookupCounts, type ActivityHistory, type ActivityBucket } from './cache-activity.js';
+export { CacheActivity, type LookupOutcome, type LookupCounts, type ReadThroughReasons, type ActivityHistory, type ActivityBucket } from './cache-activity.js';
 export { RecentErrors, teeToRecentErrors, type RecentError } from './recent-errors.js';
 export { RemoteTierTotals, type CountedTier } from './remote-tier-totals.js';
 export { createDaemonMetrics, type DaemonMetrics, type MetricSources } from './prometheus.js';

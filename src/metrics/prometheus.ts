@@ -11,6 +11,7 @@ import type { CacheActivity } from './cache-activity.js';
 import type { RecentErrors } from './recent-errors.js';
 import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
+import type { IndexZoneStatus } from '../index/bucket-index.js';
 
 export interface MetricSources {
   store: Pick<LocalStore, 'usage' | 'outbox' | 'evicted'>;
@@ -25,6 +26,8 @@ export interface MetricSources {
   s3TierState: () => 'read-write' | 'read-only' | 'off';
   /** Whether the index was found damaged at start and rebuilt (absent: never). */
   indexRebuilt?: () => boolean;
+  /** The bucket index in force, when it is kept. */
+  bucketIndex?: () => { status(): IndexZoneStatus[] } | undefined;
 }
 
 export interface DaemonMetrics {
@@ -76,7 +79,8 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   });
   counter('cache_misses_total', 'Artifact lookups a tier could not answer: local = not in the local tier; s3 = not found or not fetched by read-through either', ['tier'], () => {
     const { s3Hits, s3Misses, localOnlyMisses } = activity.lookups;
-    return [[{ tier: 'local' }, s3Hits + s3Misses + localOnlyMisses], [{ tier: 's3' }, s3Misses]];
+    const { indexMisses } = activity.lookups;
+    return [[{ tier: 'local' }, s3Hits + s3Misses + localOnlyMisses + indexMisses], [{ tier: 's3' }, s3Misses]];
   });
   counter('http_received_bytes_total', 'Artifact bytes received in PUTs that were stored', [], () => one(activity.receivedBytes));
   counter('http_sent_bytes_total', 'Artifact bytes sent in answers to GETs (bodies written in full)', [], () => one(activity.sentBytes));
@@ -126,6 +130,30 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('s3_tier', 'What the S3 tier does now: 1 for the state in force', ['state'], () =>
     (['read-write', 'read-only', 'off'] as const).map((state) => [{ state }, state === sources.s3TierState() ? 1 : 0]),
   );
+
+  // The bucket index, reader side: what it answered, why misses still went to S3, each read zone's replica.
+  counter('index_answered_misses_total', 'Local misses answered 404 from the bucket index, without any S3 request', [], () => one(activity.lookups.indexMisses));
+  counter('index_read_through_total', 'Local misses that still went to S3, by why: in-index (the index holds the hash), stale (a read zone\'s replica is not fresh), not-indexed (a read zone has no index objects at all), off (no bucket index)', ['reason'], () => {
+    const r = activity.readThroughReasons;
+    return [[{ reason: 'in-index' }, r.inIndex], [{ reason: 'stale' }, r.stale], [{ reason: 'not-indexed' }, r.notIndexed], [{ reason: 'off' }, r.off]];
+  });
+  counter('index_journal_objects_total', 'Bucket index journal objects read: applied, or refused (unsigned where signatures are required, damaged, not an index object)', ['outcome'], () => {
+    const sync = remoteTotals.indexSync();
+    return [[{ outcome: 'applied' }, sync.journalApplied], [{ outcome: 'refused' }, sync.journalRefused]];
+  });
+  counter('index_snapshots_total', 'Bucket index snapshots: loaded, or refused', ['outcome'], () => {
+    const sync = remoteTotals.indexSync();
+    return [[{ outcome: 'loaded' }, sync.snapshotsLoaded], [{ outcome: 'refused' }, sync.snapshotsRefused]];
+  });
+  const zones = (): IndexZoneStatus[] => sources.bucketIndex?.()?.status() ?? [];
+  gauge('index_entries', 'Entries in the bucket index replica, per read zone', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.entries]));
+  gauge('index_bytes', 'Bytes of the objects the bucket index replica lists, per read zone', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.bytes]));
+  gauge('index_age_seconds', 'Since the start of the last complete sync of the replica, per read zone (-1 before the first)', ['zone'], () =>
+    zones().map((z) => [{ zone: z.zone }, z.ageMs === null ? -1 : z.ageMs / 1000]),
+  );
+  gauge('index_indexed', '1 once the read zone has index objects (before that, misses of the zone are read through: not-indexed)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.indexed ? 1 : 0]));
+  gauge('index_fresh', '1 while the replica of the read zone is fresh enough to answer misses (--index-staleness)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.fresh ? 1 : 0]));
+  gauge('index_sync_failing', '1 while the last sync of the read zone failed (status shows the error)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.lastError ? 1 : 0]));
 
   return {
     registry,

@@ -6,10 +6,12 @@
  */
 import type { ReadThroughCounters } from '../cache/index.js';
 import type { UploaderCounters, UploaderStatus } from '../upload/index.js';
+import { zeroSyncCounters, type IndexSyncCounters } from '../index/tailer.js';
 
 export interface CountedTier {
   readThrough?: { counters: ReadThroughCounters };
   uploader?: { status(): UploaderStatus };
+  bucketIndex?: { counters: IndexSyncCounters };
 }
 
 const zeroReadThrough = (): ReadThroughCounters => ({ hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 });
@@ -26,6 +28,7 @@ export class RemoteTierTotals {
   private readonly live = new Set<CountedTier>();
   private readonly retiredReadThrough = zeroReadThrough();
   private readonly retiredUploads = zeroUploads();
+  private readonly retiredIndexSync = zeroSyncCounters();
 
   track(tier: CountedTier): void {
     this.live.add(tier);
@@ -36,6 +39,14 @@ export class RemoteTierTotals {
     if (!this.live.delete(tier)) return;
     if (tier.readThrough) addInto(this.retiredReadThrough, tier.readThrough.counters);
     if (tier.uploader) addInto(this.retiredUploads, tier.uploader.status());
+    if (tier.bucketIndex) addInto(this.retiredIndexSync, tier.bucketIndex.counters);
+  }
+
+  /** The bucket index's syncs (journal objects applied and refused, snapshots) since start. */
+  indexSync(): IndexSyncCounters {
+    const total = addInto(zeroSyncCounters(), this.retiredIndexSync);
+    for (const tier of this.live) if (tier.bucketIndex) addInto(total, tier.bucketIndex.counters);
+    return total;
   }
 
   readThrough(): ReadThroughCounters {

@@ -1,0 +1,181 @@
+/**
+ * The bucket index as the daemon uses it: the replica of every read zone, kept by one tailer per
+ * zone, and the answer a local miss gets from it (README: How a daemon uses the index). Nothing
+ * here is awaited on the request path: a lookup is a primary-key read and a freshness check.
+ */
+import { ReplicaDb } from './replica-db.js';
+import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, zoneLabel, type IndexSyncCounters } from './tailer.js';
+import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
+import type { IndexObjectStore } from '../remote/index.js';
+import type { Logger } from '../log.js';
+
+export interface BucketIndexOptions {
+  /** layout.bucketIndexFile */
+  file: string;
+  /** The read zones, in order ('' for the zone-less layout). */
+  zones: readonly string[];
+  objects: IndexObjectStore;
+  logger: Logger;
+  /** A zone's replica is trusted while its last complete sync started at most this long ago. */
+  stalenessMs: number;
+  lookbackMs?: number;
+  /** When Nx last sent a GET or PUT (local clock): the index polls fast while builds run. */
+  lastRequestMs: () => number;
+  now?: () => number;
+}
+
+/** One read zone's replica as status and /metrics show it. */
+export interface IndexZoneStatus {
+  zone: string;
+  entries: number;
+  bytes: number;
+  /** Since the start of the last complete sync; null before the first. */
+  ageMs: number | null;
+  fresh: boolean;
+  /** False while the zone has no index objects at all: its misses are read through. */
+  indexed: boolean;
+  lastError?: string;
+}
+
+// Builds are "running" while Nx sent a request this recently; idle daemons poll slowly.
+const BUSY_FOR_MS = 60_000;
+const IDLE_POLL_MS = 30_000;
+const MIN_POLL_MS = 500;
+// Per-zone counts are a full scan of the replica: not more often than this.
+const COUNTS_EVERY_MS = 5_000;
+
+export class BucketIndex implements RemoteIndex {
+  readonly replica: ReplicaDb;
+  /** Since this index was built (the daemon folds them into its totals across reloads). */
+  readonly counters: IndexSyncCounters = zeroSyncCounters();
+  private readonly tailers: Tailer[];
+  private readonly listeners = new Set<(zone: string, entries: number) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastSyncMs = -Infinity;
+  private counts: { atMs: number; byZone: Map<string, { entries: number; bytes: number }> } | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly options: BucketIndexOptions) {
+    this.now = options.now ?? Date.now;
+    this.replica = ReplicaDb.open(options.file, (reason) => options.logger.warn('bucket index: the replica was unusable and is loaded again from the bucket', { reason }));
+    this.tailers = options.zones.map(
+      (zone) =>
+        new Tailer({
+          zone,
+          objects: options.objects,
+          replica: this.replica,
+          logger: options.logger,
+          counters: this.counters,
+          lookbackMs: options.lookbackMs ?? DEFAULT_LOOKBACK_MS,
+          onEntries: (changed, entries) => this.entriesAdded(changed, entries),
+          now: this.now,
+        }),
+    );
+  }
+
+  get stalenessMs(): number {
+    return this.options.stalenessMs;
+  }
+
+  /** Syncs every zone at once, then on the poll interval. */
+  start(): void {
+    this.options.logger.info('bucket index: syncing the replica', { zones: this.options.zones.map(zoneLabel).join(','), stalenessMs: this.options.stalenessMs });
+    void this.syncAll();
+  }
+
+  /** Stops polling and waits for running syncs to end; closes the replica. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await Promise.all(this.tailers.map((tailer) => tailer.stop()));
+    this.replica.close();
+  }
+
+  /**
+   * absent: every read zone's replica is fresh and none holds the hash (a miss without S3).
+   * present: a read zone's replica holds it (read through as always). stale: not known yet.
+   * not-indexed: a read zone has no index objects at all, so its replica cannot rule anything out.
+   */
+  lookup(hash: string): IndexAnswer {
+    const holding = this.replica.zonesHolding(hash);
+    if (holding.length > 0 && holding.some((zone) => this.options.zones.includes(zone))) return 'present';
+    const nowMs = this.now();
+    const stale = this.tailers.filter((tailer) => !tailer.isFresh(this.options.stalenessMs, nowMs));
+    // A stale replica is brought up to date in the background; this request reads through.
+    for (const tailer of stale) void tailer.sync();
+    if (stale.length > 0) return 'stale';
+    // A bucket filled before the index (or by writers that publish none) is not taken for an empty one.
+    return this.tailers.every((tailer) => tailer.indexed) ? 'absent' : 'not-indexed';
+  }
+
+  isZoneFresh(zone: string): boolean {
+    const tailer = this.tailers.find((candidate) => candidate.zone === zone);
+    return tailer?.isFresh(this.options.stalenessMs) ?? false;
+  }
+
+  /**
+   * `listener(zone, entries)` hears each time a sync added entries to the replica (a journal
+   * object or a snapshot applied; entries counts its lines, new or not). Returns an unsubscribe.
+   */
+  onEntries(listener: (zone: string, entries: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Per read zone, in order. */
+  status(): IndexZoneStatus[] {
+    const nowMs = this.now();
+    const byZone = this.zoneCounts(nowMs);
+    return this.tailers.map((tailer) => ({
+      zone: tailer.zone,
+      ...(byZone.get(tailer.zone) ?? { entries: 0, bytes: 0 }),
+      ageMs: tailer.lastCompleteSyncStartMs === undefined ? null : nowMs - tailer.lastCompleteSyncStartMs,
+      fresh: tailer.isFresh(this.options.stalenessMs, nowMs),
+      indexed: tailer.indexed,
+      lastError: tailer.lastError,
+    }));
+  }
+
+  private entriesAdded(zone: string, entries: number): void {
+    this.counts = undefined;
+    for (const listener of this.listeners) {
+      try {
+        listener(zone, entries);
+      } catch (error) {
+        this.options.logger.error('bucket index: an entries listener failed', { error: (error as Error).message });
+      }
+    }
+  }
+
+  private zoneCounts(nowMs: number): Map<string, { entries: number; bytes: number }> {
+    if (!this.counts || nowMs - this.counts.atMs >= COUNTS_EVERY_MS) {
+      this.counts = { atMs: nowMs, byZone: new Map(this.replica.countsByZone().map((row) => [row.zone, { entries: row.entries, bytes: row.bytes }])) };
+    }
+    return this.counts.byZone;
+  }
+
+  private async syncAll(): Promise<void> {
+    this.lastSyncMs = this.now();
+    await Promise.all(this.tailers.map((tailer) => tailer.sync()));
+    this.schedule();
+  }
+
+  /**
+   * Ticks every max(500 ms, staleness / 2); a tick syncs while builds run (a request in the last
+   * minute) and otherwise once 30 s have passed since the last sync, so a build that starts after
+   * an idle spell gets fast polling at once.
+   */
+  private schedule(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    const tickMs = Math.max(MIN_POLL_MS, this.options.stalenessMs / 2);
+    this.timer = setTimeout(() => {
+      const nowMs = this.now();
+      const busy = nowMs - this.options.lastRequestMs() < BUSY_FOR_MS;
+      if (busy || nowMs - this.lastSyncMs >= IDLE_POLL_MS) void this.syncAll();
+      else this.schedule();
+    }, Math.min(tickMs, IDLE_POLL_MS));
+    this.timer.unref();
+  }
+}
