@@ -16,6 +16,7 @@ import { buildRemoteTier, startRemoteTier, stopRemoteTier, type RemoteTier } fro
 import { buildStatusReport, type StatusReport } from './status-report.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import { isAdjustable, type Logger } from './log.js';
+import { PrefetchLedger } from './index/prefetch.js';
 
 export interface RunningDaemon {
   url: string;
@@ -53,6 +54,8 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   const activity = new CacheActivity();
   const audit = new AuditCounters();
   const remoteTotals = new RemoteTierTotals();
+  const prefetchLedger = new PrefetchLedger();
+  const prefetchSources = { ledger: prefetchLedger, activity };
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
@@ -65,7 +68,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   let tier: RemoteTier = { state: { state: 'off' } };
   let watcher: ConfigWatcher | undefined;
   try {
-    tier = buildRemoteTier(config, store, logger, audit);
+    tier = buildRemoteTier(config, store, logger, audit, prefetchSources);
     remoteTotals.track(tier);
     const zoning = (): LocalZoning => {
       const zones = config.zones;
@@ -97,6 +100,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         remoteTotals,
         recentErrors,
         audit,
+        prefetch: () => (tier.prefetcher ? { ledger: prefetchLedger, prefetcher: tier.prefetcher, gitHead: tier.gitHead, budgetBytes: config.prefetch?.budgetBytes ?? 0 } : undefined),
       });
     const metrics = createDaemonMetrics({
       store,
@@ -106,6 +110,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       audit,
       uploadsInFlight: () => tier.uploader?.status().inFlight ?? 0,
       s3TierState: () => tier.state.state,
+      prefetch: prefetchLedger,
     });
     const cache = new TieredCache({
       store,
@@ -115,6 +120,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       writeThrough: () => config.s3?.writeThrough ?? false,
       zoning,
       activity,
+      prefetched: prefetchLedger,
     });
     const app = createHttpApp({
       cache,
@@ -175,7 +181,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         if (next.maxSizeBytes !== previous.maxSizeBytes) store.setBudget(next.maxSizeBytes);
         if (changes.rebuildsS3Tier) {
           const old = tier;
-          tier = buildRemoteTier(next, store, logger, audit);
+          tier = buildRemoteTier(next, store, logger, audit, prefetchSources);
           remoteTotals.track(tier);
           await stopRemoteTier(old);
           remoteTotals.retire(old);

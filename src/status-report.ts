@@ -3,6 +3,8 @@ import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
+import type { PrefetchLedger, Prefetcher } from './index/prefetch.js';
+import type { GitHeadWatcher } from './index/git-head.js';
 import type { ActivityHistory, AuditCounters, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 
 export interface StatusReport {
@@ -56,6 +58,24 @@ export interface StatusReport {
   uploads?: UploaderStatus;
   /** Since the daemon started (across hot reloads); present while read-through is on. */
   readThrough?: ReadThroughCounters;
+  /** Prefetch (present while --prefetch is on): what it does now, and its figures since start. */
+  prefetch?: {
+    state: string;
+    /** "on: <branch> at <commit>" or "off: why" (git-aware prefetch). */
+    git: string;
+    /** The ancestor of HEAD whose artifacts went first, when one was found in the index. */
+    commit?: string;
+    artifacts: number;
+    bytes: number;
+    /** Prefetched artifacts a GET then found locally (each once), and their bytes. */
+    hits: number;
+    hitBytes: number;
+    /** Announced artifacts read-through did not store (refused, absent, S3 failing). */
+    notStored: number;
+    /** Prefetched bytes no build has used yet, against the budget. */
+    unusedBytes: number;
+    budgetBytes: number;
+  };
   /** The last warnings and errors logged, oldest first (secrets masked). */
   recentErrors: RecentError[];
   /** Security audit counts since start (README: Securing your cache). */
@@ -75,6 +95,27 @@ export interface StatusSources {
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
   audit: AuditCounters;
+  /** Present while prefetch is on. */
+  prefetch?: () => { ledger: PrefetchLedger; prefetcher: Prefetcher; gitHead?: GitHeadWatcher; budgetBytes: number } | undefined;
+}
+
+function prefetchStatus(sources: StatusSources): StatusReport['prefetch'] {
+  const prefetch = sources.prefetch?.();
+  if (!prefetch) return undefined;
+  const { ledger } = prefetch;
+  const { state, commit } = prefetch.prefetcher.status();
+  return {
+    state,
+    git: prefetch.gitHead?.state ?? 'off: no workspace (no nx.json read and no --workspace)',
+    commit,
+    artifacts: ledger.artifacts,
+    bytes: ledger.bytes,
+    hits: ledger.hits,
+    hitBytes: ledger.hitBytes,
+    notStored: ledger.notStored,
+    unusedBytes: ledger.unusedBytes(),
+    budgetBytes: prefetch.budgetBytes,
+  };
 }
 
 export function buildStatusReport(sources: StatusSources): StatusReport {
@@ -111,6 +152,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     },
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
+    prefetch: prefetchStatus(sources),
     recentErrors: sources.recentErrors.list(),
     audit: {
       refusedWrites: Object.fromEntries(sources.audit.refusedWrites),

@@ -27,6 +27,14 @@ export function zoneLines(remote: Pick<StatusReport['remote'], 'writeZone' | 're
   ];
 }
 
+/** Prefetch (README: Prefetch): what it fetched, what builds then used, and the git HEAD it follows. */
+export function prefetchLines(p: NonNullable<StatusReport['prefetch']>): string[] {
+  return [
+    `prefetch    ${p.state}: ${p.artifacts} artifacts (${formatSize(p.bytes)}) prefetched, ${p.hits} then hit (${formatSize(p.hitBytes)}), ${p.notStored} not stored; ${formatSize(p.unusedBytes)} unused of a ${formatSize(p.budgetBytes)} budget`,
+    `  git       ${p.git}${p.commit ? `; first: what was built for ${p.commit.slice(0, 12)}` : ''}`,
+  ];
+}
+
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
   const { remote, local, outbox, cache, evictions } = report;
@@ -56,6 +64,7 @@ export function formatStatus(report: StatusReport): string {
     const r = report.readThrough;
     lines.push(`read-through ${r.hits} hits (${formatSize(r.bytes)}), ${r.misses} misses, ${r.timeouts} timeouts, ${r.failures} failures`);
   }
+  if (report.prefetch) lines.push(...prefetchLines(report.prefetch));
   const { refusedWrites, rejectedSignatures, crossZoneReads } = report.audit;
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   if (sum(refusedWrites) + sum(rejectedSignatures) + sum(crossZoneReads) > 0) {

@@ -171,7 +171,7 @@ export const settings = {
     default: 'changed',
     reload: 'restart',
   },
-  workspace: { arg: 'DIR', group: 's3', help: 'where nx.json is', parse: (value) => path.resolve(value), defaultHelp: 'the current directory', reload: 'restart' },
+  workspace: { arg: 'DIR', group: 's3', help: 'where nx.json is (and the git checkout git-aware prefetch follows)', parse: (value) => path.resolve(value), defaultHelp: 'the current directory', reload: 'restart' },
   config: {
     arg: 'FILE',
     group: 's3',
@@ -288,6 +288,33 @@ export const settings = {
     // @nx/s3-cache's objects carry no provenance: with zones they are not read.
     default: ({ value }: DefaultContext) => (hasZones(value) ? 'ignore' : 'read'),
     defaultHelp: 'read; ignore with zones',
+    reload: 'rebuilds-s3-tier',
+  },
+  // Prefetch (README: Prefetch).
+  prefetch: {
+    arg: 'on|off',
+    group: 's3',
+    help: 'fetch artifacts the bucket index announces into the local tier in the background',
+    parse: oneOf(['on', 'off'] as const),
+    default: 'off',
+    reload: 'rebuilds-s3-tier',
+  },
+  'prefetch-budget': {
+    arg: 'SIZE',
+    group: 's3',
+    help: 'most bytes of prefetched artifacts no build has used yet',
+    parse: size,
+    default: ({ value }: DefaultContext) => Math.floor((value('max-size') as number) / 4),
+    defaultHelp: 'a quarter of --max-size',
+    reload: 'rebuilds-s3-tier',
+  },
+  'prefetch-window': {
+    arg: 'DURATION',
+    group: 's3',
+    help: 'prefetch only artifacts announced this recently',
+    parse: duration('s', 60_000, 365 * 86_400_000),
+    default: 7 * 86_400_000,
+    defaultHelp: '7d',
     reload: 'rebuilds-s3-tier',
   },
   'write-zone': { arg: 'ZONE|none', group: 'zones', help: 'zone uploads go to; none: never upload', parse: text, reload: 'rebuilds-s3-tier' },

@@ -8,6 +8,10 @@ import { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
 import type { AuditCounters } from '../metrics/index.js';
 import type { Logger } from '../log.js';
+import { NO_ZONE } from '../config/zones.js';
+import { ReplicaDb } from '../index/replica-db.js';
+import { Prefetcher, type PrefetchLedger, type RequestActivity } from '../index/prefetch.js';
+import { GitHeadWatcher } from '../index/git-head.js';
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
 export interface RemoteTier {
@@ -16,23 +20,36 @@ export interface RemoteTier {
   remote?: RemoteStore;
   uploader?: Uploader;
   readThrough?: ReadThrough;
+  // Prefetch (--prefetch on).
+  prefetcher?: Prefetcher;
+  gitHead?: GitHeadWatcher;
+  /** TEMPORARY until the index-replica branch merges: prefetch opens the replica itself; the merge uses the bucket index facade's replica. */
+  prefetchReplica?: ReplicaDb;
+}
+
+/** What prefetch needs from the daemon: its figures (kept across hot reloads) and the request activity it yields to. */
+export interface PrefetchSources {
+  ledger: PrefetchLedger;
+  activity: RequestActivity;
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
-export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger, audit: AuditCounters): RemoteTier {
+export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger, audit: AuditCounters, prefetchSources?: PrefetchSources): RemoteTier {
   if (!config.s3) return { state: { state: 'off', reason: 'no bucket configured (nx.json s3.bucket or --bucket)' } };
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
   const { zones, signatures } = config;
   const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
   const readWrite = config.uploads === 'yes';
+  const readThrough = new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined });
   return {
     s3,
     remote,
     uploader: readWrite
       ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
       : undefined,
-    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
+    readThrough,
+    ...buildPrefetch(config, store, readThrough, logger, prefetchSources),
     state: {
       ...zoneState(config),
       conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,
@@ -44,6 +61,30 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
       pluginObjects: config.s3.pluginObjects === 'read' ? `read at ${remote.pluginKey('<hash>')}` : 'ignored',
     },
   };
+}
+
+/** Prefetch, when it is on: over the replica of the read zones, through the miss path's ReadThrough. */
+function buildPrefetch(config: DaemonConfig, store: LocalStore, readThrough: ReadThrough, logger: Logger, sources: PrefetchSources | undefined): Pick<RemoteTier, 'prefetcher' | 'gitHead' | 'prefetchReplica'> {
+  if (!config.prefetch || !sources) return {};
+  // TEMPORARY (index-replica branch): replaced by the bucket index facade's replica on merge.
+  const replica = ReplicaDb.open(store.layout.bucketIndexFile, (reason) => logger.warn('the bucket index replica was unusable and is loaded again', { reason }));
+  const readZones = config.zones?.read ?? [NO_ZONE];
+  const prefetcher = new Prefetcher({
+    replica,
+    readThrough,
+    localStore: store,
+    readZones,
+    // A zone's commit claims are believed when it is the first read zone or its objects must be signed.
+    trustedZones: [...new Set([readZones[0]!, ...config.signatures.requiredZones.filter((zone) => readZones.includes(zone))])],
+    budgetBytes: config.prefetch.budgetBytes,
+    windowMs: config.prefetch.windowMs,
+    activity: sources.activity,
+    ledger: sources.ledger,
+    logger,
+  });
+  const workspaceDir = config.prefetch.gitWorkspaceDir;
+  const gitHead = workspaceDir ? new GitHeadWatcher({ workspaceDir, logger, onAncestors: (commits) => prefetcher.setAncestors(commits) }) : undefined;
+  return { prefetcher, gitHead, prefetchReplica: replica };
 }
 
 /** What auto found out about the store. */
@@ -78,6 +119,11 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
     logger.info('trust zones', { writeZone: tier.state.writeZone, readZones: tier.state.readZones?.join(','), signaturesRequired: tier.state.signaturesRequired?.join(',') || undefined });
   }
   tier.uploader?.start();
+  if (tier.prefetcher) {
+    tier.prefetcher.start();
+    if (tier.gitHead) tier.gitHead.start();
+    else logger.info('git-aware prefetch off: no workspace (no nx.json read and no --workspace); prefetching by recency only');
+  }
   void checkBucketInBackground(tier, logger);
   // Only auto has something to find out; on and off are as configured (status shows them).
   if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
@@ -107,5 +153,8 @@ async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promis
 
 export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
+  await tier.gitHead?.stop();
+  await tier.prefetcher?.stop();
+  tier.prefetchReplica?.close();
   tier.s3?.client.destroy();
 }
