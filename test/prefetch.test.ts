@@ -22,7 +22,8 @@ import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
-import type { ConfigInput } from '../src/config/index.js';
+import { ConfigError, resolveDaemonConfig, type ConfigInput } from '../src/config/index.js';
+import { formatStatus } from '../src/commands/status-report-text.js';
 
 const shared = {} as { server: S3TestServer; s3: S3Client };
 useS3ServerWithClient((started, client) => {
@@ -106,6 +107,22 @@ function git(cwd: string, ...args: string[]): string {
   return execFileSync('git', ['-c', 'user.name=test', '-c', 'user.email=test@example.invalid', '-c', 'init.defaultBranch=main', ...args], { cwd, encoding: 'utf8' }).trim();
 }
 
+describe('prefetch settings', () => {
+  const resolve = (flags: ConfigInput) => resolveDaemonConfig({ XDG_CONFIG_HOME: '/nonexistent' }, { 'cache-dir': '/tmp/x', ...flags }, { readFiles: false });
+
+  it('is off by default; on, its budget defaults to a quarter of --max-size and its window to 7 days', () => {
+    expect(resolve({ bucket: 'bucket' }).prefetch).toBeUndefined();
+    expect(resolve({ bucket: 'bucket', prefetch: 'on', 'max-size': '8GiB' }).prefetch).toEqual({ budgetBytes: 2 * 1024 ** 3, windowMs: 7 * 86_400_000, gitWorkspaceDir: undefined });
+    expect(resolve({ bucket: 'bucket', prefetch: 'on', 'prefetch-budget': '1GiB', 'prefetch-window': '12h', workspace: '/repo' }).prefetch).toEqual({
+      budgetBytes: 1024 ** 3,
+      windowMs: 12 * 3_600_000,
+      gitWorkspaceDir: '/repo',
+    });
+    expect(() => resolve({ bucket: 'bucket', prefetch: 'yes' })).toThrow(ConfigError);
+    expect(() => resolve({ bucket: 'bucket', prefetch: 'on', 'prefetch-window': '10s' })).toThrow(/--prefetch-window/);
+  });
+});
+
 describe('prefetch', () => {
   it('fetches announced artifacts into the local tier newest first, stops at the budget, and then GETs cost no S3 request', async () => {
     const bucket = await shared.server.createBucket('prefetch-basic');
@@ -144,6 +161,12 @@ describe('prefetch', () => {
     expect(await metric(reader, 'nx_s3_sidecar_prefetched_artifacts_total')).toBe(4);
     expect(await metric(reader, 'nx_s3_sidecar_prefetch_hits_total')).toBe(4);
     expect(await metric(reader, 'nx_s3_sidecar_prefetched_bytes_total')).toBe(4 * objectBytes);
+    expect(await metric(reader, 'nx_s3_sidecar_prefetch_unused_bytes')).toBe(0);
+    expect(formatStatus(reader.status())).toMatch(/^prefetch {4}budget-full: 4 artifacts \(.+\) prefetched, 4 then hit \(.+\), 0 not stored; 0 B unused of a .+ budget$/m);
+    expect(formatStatus(reader.status())).toMatch(/^ {2}git {7}off: no workspace/m);
+    const page = await fetch(`${reader.url}/status.json`, { headers: { authorization: `Bearer ${reader.token}` } });
+    expect(((await page.json()) as { prefetch: { hits: number } }).prefetch.hits).toBe(4);
+    expect(await (await fetch(`${reader.url}/`, { headers: { authorization: `Bearer ${reader.token}` } })).text()).toContain('id="prefetch"');
   });
 
   it('fetches what a trusted writer built for the newest ancestor of the git HEAD first, once HEAD moves there', async () => {
