@@ -292,7 +292,7 @@ describe('prefetch', () => {
     expect(prefetchedDuring).toBeLessThanOrEqual(1);
     expect(requestsDuring).toBeLessThanOrEqual(1);
     expect(gets).toBeGreaterThan(20);
-    console.log(`prefetch pause: ${gets} GETs in 2.5 s, max ${Math.max(...latenciesMs).toFixed(1)} ms; prefetched during the build ${prefetchedDuring}, S3 requests ${requestsDuring}`);
+    console.log(`prefetch pause: ${gets} GETs in 2.5 s, max ${Math.max(...latenciesMs).toFixed(1)} ms at ${latenciesMs.indexOf(Math.max(...latenciesMs))}, p50 ${[...latenciesMs].sort((a, b) => a - b)[Math.floor(latenciesMs.length / 2)]!.toFixed(1)} ms; prefetched during the build ${prefetchedDuring}, S3 requests ${requestsDuring}`);
 
     // Once the build is quiet, prefetch goes on to the end.
     await eventually('every announced artifact to be prefetched', () => reader.status().prefetch?.artifacts === 8, 30_000);

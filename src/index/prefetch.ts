@@ -157,10 +157,13 @@ export class Prefetcher {
     return { ...this.state };
   }
 
-  async stop(): Promise<void> {
+  /** Stops looking for work; waits for a running fetch at most `graceMs` (a slow S3 must not hold up a stop). */
+  async stop(graceMs = 2000): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    await this.running;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
     this.state = { state: 'stopped' };
   }
 
