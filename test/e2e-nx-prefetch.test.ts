@@ -4,13 +4,12 @@
  * real nx run through B restores every task from B's local tier with zero S3 requests (counted at
  * the fault proxy B's S3 traffic goes through).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { decodeIndexObject, encodeIndexObject, journalName, MAX_JOURNAL_BYTES, type IndexEntry } from '../src/index/index-format.js';
-import { ReplicaDb } from '../src/index/replica-db.js';
-import { objectKey, S3IndexObjects, zonePrefix } from '../src/remote/s3/index.js';
+import type { IndexEntry } from '../src/index/index-format.js';
+import { objectKey, zonePrefix } from '../src/remote/s3/index.js';
+import { announceEntries, fillReplica } from './helpers/index-journal.js';
 import type { S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
@@ -37,27 +36,8 @@ async function announceBucket(bucket: string, commit: string): Promise<number> {
     const head = await shared.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }));
     entries.push({ hash, bytes: head.ContentLength!, sha256: head.Metadata?.sha256 ?? '', atMs: nowMs - 1000, commit });
   }
-  const store = new S3IndexObjects(shared.s3, { bucket, keyPrefix: '' });
-  await store.put('', 'journal', journalName(nowMs, WRITER, 0), await encodeIndexObject({ kind: 'journal', zone: '', writer: WRITER, createdMs: nowMs }, entries));
+  await announceEntries(shared.s3, bucket, '', entries, WRITER);
   return entries.length;
-}
-
-/** Stands in for the tailer (another helper's part): the zone-less journal applied to the replica in `cacheDir`. */
-async function fillReplica(cacheDir: string, bucket: string): Promise<void> {
-  fs.mkdirSync(cacheDir, { recursive: true });
-  const replica = ReplicaDb.open(path.join(cacheDir, 'bucket-index.sqlite'));
-  const store = new S3IndexObjects(shared.s3, { bucket, keyPrefix: '' });
-  try {
-    for (const name of await store.list('', 'journal', undefined, 1000)) {
-      const object = await store.get('', 'journal', name, MAX_JOURNAL_BYTES);
-      if (!object || !('body' in object)) throw new Error(`journal ${name} not readable`);
-      const decoded = await decodeIndexObject(object.body, { zone: '', kind: 'journal' });
-      for await (const batch of decoded.batches) replica.upsert('', batch);
-      replica.markApplied('', name);
-    }
-  } finally {
-    replica.close();
-  }
 }
 
 describe('nx on a second machine with prefetch', () => {
@@ -76,7 +56,7 @@ describe('nx on a second machine with prefetch', () => {
     const temp = makeTempDir();
     cleanup(temp.remove);
     const bDir = path.join(temp.dir, 'b');
-    await fillReplica(bDir, bucket);
+    await fillReplica(shared.s3, bDir, bucket, '');
     const proxy = await startFaultProxy({ host: '127.0.0.1', port: shared.server.port });
     cleanup(() => proxy.stop());
     const b = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': bDir, mode: 'read-only', prefetch: 'on' }));

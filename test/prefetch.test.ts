@@ -12,9 +12,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { decodeIndexObject, encodeIndexObject, journalName, MAX_JOURNAL_BYTES, type IndexEntry } from '../src/index/index-format.js';
-import { ReplicaDb } from '../src/index/replica-db.js';
-import { objectKey, S3IndexObjects } from '../src/remote/s3/index.js';
+import type { IndexEntry } from '../src/index/index-format.js';
+import { objectKey } from '../src/remote/s3/index.js';
+import { announceEntries, fillReplica as fillReplicaFrom } from './helpers/index-journal.js';
 import type { S3TestServer } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
@@ -60,34 +60,12 @@ async function entryFor(bucket: string, hash: string, zone: string, atMs: number
   return { hash, bytes: head.ContentLength!, sha256: head.Metadata?.sha256 ?? '', atMs, commit };
 }
 
-/** One journal object announcing `entries` in `zone`, named and encoded the way a writer does. */
-async function announce(bucket: string, zone: string, entries: IndexEntry[], seq = 0): Promise<void> {
-  const store = new S3IndexObjects(shared.s3, { bucket, keyPrefix: '' });
-  const createdMs = Math.max(...entries.map((entry) => entry.atMs));
-  await store.put(zone, 'journal', journalName(createdMs, WRITER, seq), await encodeIndexObject({ kind: 'journal', zone, writer: WRITER, createdMs }, entries));
+async function announce(bucket: string, zone: string, entries: IndexEntry[]): Promise<void> {
+  await announceEntries(shared.s3, bucket, zone, entries, WRITER);
 }
 
-/** Stands in for the tailer (another helper's part): applies every journal object of `zone` to the replica in `cacheDir`. */
 async function fillReplica(cacheDir: string, bucket: string, zone: string): Promise<number> {
-  fs.mkdirSync(cacheDir, { recursive: true });
-  const replica = ReplicaDb.open(path.join(cacheDir, 'bucket-index.sqlite'));
-  const store = new S3IndexObjects(shared.s3, { bucket, keyPrefix: '' });
-  let applied = 0;
-  try {
-    for (const name of await store.list(zone, 'journal', undefined, 1000)) {
-      const object = await store.get(zone, 'journal', name, MAX_JOURNAL_BYTES);
-      if (!object || !('body' in object)) throw new Error(`journal ${name} not readable`);
-      const decoded = await decodeIndexObject(object.body, { zone, kind: 'journal' });
-      for await (const batch of decoded.batches) {
-        replica.upsert(zone, batch);
-        applied += batch.length;
-      }
-      replica.markApplied(zone, name);
-    }
-  } finally {
-    replica.close();
-  }
-  return applied;
+  return fillReplicaFrom(shared.s3, cacheDir, bucket, zone);
 }
 
 function artifactsOf(count: number, bytes: number): Map<string, Buffer> {
