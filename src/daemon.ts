@@ -16,6 +16,7 @@ import { buildRemoteTier, startRemoteTier, stopRemoteTier, type RemoteTier } fro
 import { buildStatusReport, type StatusReport } from './status-report.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import { isAdjustable, type Logger } from './log.js';
+import { PrefetchLedger } from './index/prefetch.js';
 
 export interface RunningDaemon {
   url: string;
@@ -59,6 +60,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   const audit = new AuditCounters();
   const remoteTotals = new RemoteTierTotals();
   let cacheDirLost = (_reason: string) => {};
+  const prefetchLedger = new PrefetchLedger();
   const store = await LocalStore.open({
     cacheDir: config.cacheDir,
     maxSizeBytes: config.maxSizeBytes,
@@ -72,7 +74,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   let tier: RemoteTier = { state: { state: 'off' } };
   let watcher: ConfigWatcher | undefined;
   try {
-    const tierContext = { bucketIndexFile: store.layout.bucketIndexFile, lastRequestMs: () => activity.lastRequestMs };
+    const tierContext = { bucketIndexFile: store.layout.bucketIndexFile, lastRequestMs: () => activity.lastRequestMs, prefetch: { ledger: prefetchLedger, activity } };
     tier = buildRemoteTier(config, store, logger, audit, tierContext);
     remoteTotals.track(tier);
     const zoning = (): LocalZoning => {
@@ -106,6 +108,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         remoteTotals,
         recentErrors,
         audit,
+        prefetch: () => (tier.prefetcher ? { ledger: prefetchLedger, prefetcher: tier.prefetcher, gitHead: tier.gitHead, budgetBytes: config.prefetch?.budgetBytes ?? 0 } : undefined),
       });
     const metrics = createDaemonMetrics({
       store,
@@ -117,6 +120,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       s3TierState: () => tier.state.state,
       indexRebuilt: () => store.indexRebuild !== undefined,
       bucketIndex: () => tier.bucketIndex,
+      prefetch: prefetchLedger,
     });
     const cache = new TieredCache({
       store,
@@ -127,6 +131,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       zoning,
       activity,
       index: () => tier.bucketIndex,
+      prefetched: prefetchLedger,
     });
     const app = createHttpApp({
       cache,

@@ -5,6 +5,8 @@ import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
 import type { ActivityHistory, AuditCounters, CacheActivity, ReadThroughReasons, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 import type { BucketIndex, IndexZoneStatus } from './index/bucket-index.js';
+import type { PrefetchLedger, Prefetcher } from './index/prefetch.js';
+import type { GitHeadWatcher } from './index/git-head.js';
 
 export interface StatusReport {
   pid: number;
@@ -73,6 +75,24 @@ export interface StatusReport {
     snapshots: { loaded: number; refused: number };
     skippedLines: number;
   };
+  /** Prefetch (present while --prefetch is on): what it does now, and its figures since start. */
+  prefetch?: {
+    state: string;
+    /** "on: <branch> at <commit>" or "off: why" (git-aware prefetch). */
+    git: string;
+    /** The ancestor of HEAD whose artifacts went first, when one was found in the index. */
+    commit?: string;
+    artifacts: number;
+    bytes: number;
+    /** Prefetched artifacts a GET then found locally (each once), and their bytes. */
+    hits: number;
+    hitBytes: number;
+    /** Announced artifacts read-through did not store (refused, absent, S3 failing). */
+    notStored: number;
+    /** Prefetched bytes no build has used yet, against the budget. */
+    unusedBytes: number;
+    budgetBytes: number;
+  };
   /** The last warnings and errors logged, oldest first (secrets masked). */
   recentErrors: RecentError[];
   /** Security audit counts since start (README: Securing your cache). */
@@ -93,6 +113,27 @@ export interface StatusSources {
   remoteTotals: RemoteTierTotals;
   recentErrors: RecentErrors;
   audit: AuditCounters;
+  /** Present while prefetch is on. */
+  prefetch?: () => { ledger: PrefetchLedger; prefetcher: Prefetcher; gitHead?: GitHeadWatcher; budgetBytes: number } | undefined;
+}
+
+function prefetchStatus(sources: StatusSources): StatusReport['prefetch'] {
+  const prefetch = sources.prefetch?.();
+  if (!prefetch) return undefined;
+  const { ledger } = prefetch;
+  const { state, commit } = prefetch.prefetcher.status();
+  return {
+    state,
+    git: prefetch.gitHead?.state ?? 'off: no workspace (no nx.json read and no --workspace)',
+    commit,
+    artifacts: ledger.artifacts,
+    bytes: ledger.bytes,
+    hits: ledger.hits,
+    hitBytes: ledger.hitBytes,
+    notStored: ledger.notStored,
+    unusedBytes: ledger.unusedBytes(),
+    budgetBytes: prefetch.budgetBytes,
+  };
 }
 
 export function buildStatusReport(sources: StatusSources): StatusReport {
@@ -134,6 +175,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
     bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.remoteTotals),
+    prefetch: prefetchStatus(sources),
     recentErrors: sources.recentErrors.list(),
     audit: {
       refusedWrites: Object.fromEntries(sources.audit.refusedWrites),

@@ -44,6 +44,8 @@ export interface TieredCacheDeps {
   activity?: { recordLookup(outcome: LookupOutcome): void; recordReadThroughReason?(reason: ReadThroughReason): void };
   /** The bucket index, when on: a miss it rules out is answered without S3. */
   index?: () => RemoteIndex | undefined;
+  /** Told of each local hit, so the first hit of a prefetched artifact is counted as a prefetch hit. */
+  prefetched?: { noteLocalHit(hash: string): void };
 }
 
 export type GetOutcome =
@@ -81,8 +83,10 @@ export class TieredCache {
     let outcome: GetOutcome;
     try {
       const local = await store.open(hash, { zones });
-      if (local) outcome = { found: true, lookup: 'local-hit', artifact: local };
-      else outcome = await this.readThrough(hash, zones);
+      if (local) {
+        outcome = { found: true, lookup: 'local-hit', artifact: local };
+        this.deps.prefetched?.noteLocalHit(hash);
+      } else outcome = await this.readThrough(hash, zones);
     } catch (error) {
       this.deps.logger.error('GET failed inside the daemon; answering a miss', { hash, error });
       outcome = FAILED;

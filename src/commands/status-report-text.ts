@@ -45,6 +45,14 @@ function bucketIndexLines(report: StatusReport): string[] {
   return lines;
 }
 
+/** Prefetch (README: Prefetch): what it fetched, what builds then used, and the git HEAD it follows. */
+export function prefetchLines(p: NonNullable<StatusReport['prefetch']>): string[] {
+  return [
+    `prefetch    ${p.state}: ${p.artifacts} artifacts (${formatSize(p.bytes)}) prefetched, ${p.hits} then hit (${formatSize(p.hitBytes)}), ${p.notStored} not stored; ${formatSize(p.unusedBytes)} unused of a ${formatSize(p.budgetBytes)} budget`,
+    `  git       ${p.git}${p.commit ? `; first: what was built for ${p.commit.slice(0, 12)}` : ''}`,
+  ];
+}
+
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
   const { remote, local, outbox, cache, evictions } = report;
@@ -77,6 +85,7 @@ export function formatStatus(report: StatusReport): string {
     lines.push(`read-through ${r.hits} hits (${formatSize(r.bytes)}), ${r.misses} misses, ${r.timeouts} timeouts, ${r.failures} failures`);
   }
   lines.push(...bucketIndexLines(report));
+  if (report.prefetch) lines.push(...prefetchLines(report.prefetch));
   const { refusedWrites, rejectedSignatures, crossZoneReads } = report.audit;
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   if (sum(refusedWrites) + sum(rejectedSignatures) + sum(crossZoneReads) > 0) {

@@ -87,6 +87,8 @@ export interface DaemonConfig {
   signatures: SignatureConfig;
   /** The encryptionKey (NX_S3_ENCRYPTION_KEY, else nx.json s3.encryptionKey); objects in S3 are encrypted with it. */
   encryptionKey?: Secret;
+  /** Prefetch (--prefetch on): its budget, window, and the checkout whose git HEAD it follows (none: recency only). */
+  prefetch?: { budgetBytes: number; windowMs: number; gitWorkspaceDir?: string };
   workspaceDir: string;
   /** The nx.json whose "s3" block was read, if any. */
   nxJsonFile?: string;
@@ -266,6 +268,15 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     zones,
     signatures,
     encryptionKey,
+    prefetch:
+      value('prefetch') === 'on'
+        ? {
+            budgetBytes: value('prefetch-budget'),
+            windowMs: value('prefetch-window'),
+            // The folder of the nx.json read, or a --workspace given: not wherever the daemon happened to start.
+            gitWorkspaceDir: nx?.file !== undefined || flags.workspace !== undefined || envInput.workspace !== undefined ? workspaceDir : undefined,
+          }
+        : undefined,
     workspaceDir,
     nxJsonFile: nx?.file,
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,

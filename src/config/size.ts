@@ -30,9 +30,9 @@ export function formatSize(bytes: number): string {
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
 
-const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Durations as "500ms", "2s", "5m", "1h"; a bare number is in `bareUnit`. Undefined when not a duration. */
+/** Durations as "500ms", "2s", "5m", "1h", "7d"; a bare number is in `bareUnit`. Undefined when not a duration. */
 export function parseDuration(text: string, bareUnit: 'ms' | 's' = 's'): number | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   if (!match) return undefined;

@@ -9,6 +9,9 @@ import { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
 import type { AuditCounters } from '../metrics/index.js';
 import type { Logger } from '../log.js';
+import { NO_ZONE } from '../config/zones.js';
+import { Prefetcher, type PrefetchLedger, type RequestActivity } from '../index/prefetch.js';
+import { GitHeadWatcher } from '../index/git-head.js';
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
 export interface RemoteTier {
@@ -19,6 +22,9 @@ export interface RemoteTier {
   readThrough?: ReadThrough;
   /** The bucket index's replica of the read zones (reader side): rules out misses without S3. */
   bucketIndex?: BucketIndex;
+  // Prefetch (--prefetch on; needs the bucket index).
+  prefetcher?: Prefetcher;
+  gitHead?: GitHeadWatcher;
 }
 
 /** What the tier needs of the daemon beyond the config. */
@@ -27,6 +33,13 @@ export interface RemoteTierContext {
   bucketIndexFile: string;
   /** When Nx last sent a GET or PUT: the bucket index polls fast while builds run. */
   lastRequestMs: () => number;
+  /** Prefetch's figures (kept across hot reloads) and the request activity it yields to. */
+  prefetch: PrefetchSources;
+}
+
+export interface PrefetchSources {
+  ledger: PrefetchLedger;
+  activity: RequestActivity;
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
@@ -37,14 +50,17 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   const { zones, signatures } = config;
   const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
   const readWrite = config.uploads === 'yes';
+  const readThrough = new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs);
+  const bucketIndex = context && bucketIndexOn(config) ? buildBucketIndex(config, s3, logger, context) : undefined;
   return {
     s3,
     remote,
     uploader: readWrite
       ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
       : undefined,
-    readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs),
-    bucketIndex: context && bucketIndexOn(config) ? buildBucketIndex(config, s3, logger, context) : undefined,
+    readThrough,
+    bucketIndex,
+    ...buildPrefetch(config, store, readThrough, bucketIndex, logger, context?.prefetch),
     state: {
       ...zoneState(config),
       conditionalWrites: readWrite ? CONDITIONAL_WRITES_SETTING_TEXT[config.s3.conditionalWrites] : undefined,
@@ -73,6 +89,42 @@ function buildBucketIndex(config: DaemonConfig, s3: ConfiguredS3Client, logger: 
     stalenessMs: config.s3!.indexStalenessMs,
     lastRequestMs: context.lastRequestMs,
   });
+}
+
+/** Prefetch, when it is on: over the replica of the read zones, through the miss path's ReadThrough. */
+function buildPrefetch(
+  config: DaemonConfig,
+  store: LocalStore,
+  readThrough: ReadThrough,
+  bucketIndex: BucketIndex | undefined,
+  logger: Logger,
+  sources: PrefetchSources | undefined,
+): Pick<RemoteTier, 'prefetcher' | 'gitHead'> {
+  if (!config.prefetch || !sources) return {};
+  if (!bucketIndex) {
+    logger.warn('prefetch is on but the bucket index is off: nothing tells this daemon what the bucket holds, so nothing is prefetched');
+    return {};
+  }
+  const replica = bucketIndex.replica;
+  const readZones = config.zones?.read ?? [NO_ZONE];
+  const prefetcher = new Prefetcher({
+    replica,
+    readThrough,
+    localStore: store,
+    readZones,
+    // A zone's commit claims are believed when it is the first read zone or its objects must be signed.
+    trustedZones: [...new Set([readZones[0]!, ...config.signatures.requiredZones.filter((zone) => readZones.includes(zone))])],
+    budgetBytes: config.prefetch.budgetBytes,
+    windowMs: config.prefetch.windowMs,
+    activity: sources.activity,
+    ledger: sources.ledger,
+    logger,
+  });
+  const workspaceDir = config.prefetch.gitWorkspaceDir;
+  const gitHead = workspaceDir ? new GitHeadWatcher({ workspaceDir, logger, onAncestors: (commits) => prefetcher.setAncestors(commits) }) : undefined;
+  // New entries from a sync are worth a look at once.
+  bucketIndex.onEntries(() => prefetcher.wake());
+  return { prefetcher, gitHead };
 }
 
 /** What auto found out about the store. */
@@ -108,6 +160,11 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
   }
   tier.uploader?.start();
   tier.bucketIndex?.start();
+  if (tier.prefetcher) {
+    tier.prefetcher.start();
+    if (tier.gitHead) tier.gitHead.start();
+    else logger.info('git-aware prefetch off: no workspace (no nx.json read and no --workspace); prefetching by recency only');
+  }
   void checkBucketInBackground(tier, logger);
   // Only auto has something to find out; on and off are as configured (status shows them).
   if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
@@ -137,6 +194,8 @@ async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promis
 
 export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
+  await tier.gitHead?.stop();
+  await tier.prefetcher?.stop();
   await tier.bucketIndex?.stop();
   tier.s3?.client.destroy();
 }

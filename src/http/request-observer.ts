@@ -1,6 +1,7 @@
 /**
  * Watches every request to its end (the answer written, or the connection closed): one debug
- * log line, its latency in the metrics, and the artifact bytes a stored PUT brought in.
+ * log line, its latency in the metrics, the artifact bytes a stored PUT brought in, and how many
+ * artifact requests are being served (what background work yields to).
  */
 import type { MiddlewareHandler } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
@@ -28,7 +29,10 @@ export function observeRequests({ logger, metrics, activity }: RequestObserverDe
   return async (c, next) => {
     const startedMs = performance.now();
     const { incoming, outgoing } = c.env;
+    const artifactRequest = c.req.path.startsWith(CACHE_ROUTE_PREFIX);
+    if (artifactRequest) activity.artifactRequestStarted();
     outgoing.once('close', () => {
+      if (artifactRequest) activity.artifactRequestEnded();
       const seconds = (performance.now() - startedMs) / 1000;
       const answered = outgoing.headersSent;
       const route = routeLabel(c.req.path);

@@ -174,6 +174,8 @@ function render(s) {
   set('outbox-oldest', ago(s.outbox.oldestAgeMs));
   set('uploads', s.uploads ? s.uploads.uploaded + ' uploaded, ' + s.uploads.alreadyPresent + ' already in S3, ' + s.uploads.failedAttempts + ' failed attempts' : 'off');
   set('read-through', s.readThrough ? s.readThrough.hits + ' hits, ' + s.readThrough.misses + ' misses, ' + (s.readThrough.failures + s.readThrough.timeouts) + ' failed, ' + s.readThrough.skipped + ' skipped (cool-down)' : 'off');
+  const p = s.prefetch;
+  set('prefetch', p ? p.state + ': ' + p.artifacts + ' artifacts (' + size(p.bytes) + '), ' + p.hits + ' then hit (' + size(p.hitBytes) + '), ' + p.notStored + ' not stored; ' + size(p.unusedBytes) + ' unused of ' + size(p.budgetBytes) + '; git ' + p.git : 'off');
 
   set('bucket-index', bucketIndexText(s));
 
@@ -247,6 +249,7 @@ export const STATUS_PAGE_BODY = `
       <dt>uploads</dt><dd id="uploads">-</dd>
       <dt>read-through</dt><dd id="read-through">-</dd>
       <dt>bucket index</dt><dd id="bucket-index">-</dd>
+      <dt>prefetch</dt><dd id="prefetch">-</dd>
     </dl>
   </section>
   <section class="wide">

@@ -53,6 +53,10 @@ export class CacheActivity {
   receivedBytes = 0;
   /** Artifact bytes sent in answers to GETs (whole bodies written). */
   sentBytes = 0;
+  /** Artifact requests (GET/HEAD/PUT of /v1/cache/…) being served now: background work (prefetch) yields to them. */
+  artifactRequestsInFlight = 0;
+  /** performance.now() when the last artifact request ended. */
+  lastArtifactRequestEndMs = 0;
   // A ring of buckets; `bucketNo[i]` says which interval slot i holds, so a stale slot reads as empty.
   private readonly bucketNo = new Array<number>(BUCKET_COUNT).fill(-1);
   private readonly bucketHits = new Array<number>(BUCKET_COUNT).fill(0);
@@ -95,6 +99,15 @@ export class CacheActivity {
   /** A GET's whole artifact body was written to the client. */
   recordSent(bytes: number): void {
     this.sentBytes += bytes;
+  }
+
+  artifactRequestStarted(): void {
+    this.artifactRequestsInFlight++;
+  }
+
+  artifactRequestEnded(): void {
+    this.artifactRequestsInFlight--;
+    this.lastArtifactRequestEndMs = performance.now();
   }
 
   history(): ActivityHistory {

@@ -12,6 +12,7 @@ import type { RecentErrors } from './recent-errors.js';
 import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
 import type { IndexZoneStatus } from '../index/bucket-index.js';
+import type { PrefetchLedger } from '../index/prefetch.js';
 
 export interface MetricSources {
   store: Pick<LocalStore, 'usage' | 'outbox' | 'evicted'>;
@@ -28,6 +29,8 @@ export interface MetricSources {
   indexRebuilt?: () => boolean;
   /** The bucket index in force, when it is kept. */
   bucketIndex?: () => { status(): IndexZoneStatus[] } | undefined;
+  /** Prefetch figures since start (all zero while prefetch is off). */
+  prefetch?: PrefetchLedger;
 }
 
 export interface DaemonMetrics {
@@ -110,6 +113,15 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   );
   counter('rejected_signatures_total', 'Objects not served because their zone requires a signature and theirs was missing or wrong, by zone', ['zone'], () => labelled(sources.audit?.rejectedSignatures, 'zone'));
   counter('cross_zone_reads_total', 'Read-through hits from a zone other than the write zone, by zone', ['zone'], () => labelled(sources.audit?.crossZoneReads, 'zone'));
+
+  // Prefetch (README: Prefetch). Its fetches also count in read_through_total and s3_downloaded_bytes_total.
+  const { prefetch } = sources;
+  counter('prefetched_artifacts_total', 'Artifacts prefetched into the local tier (announced by the bucket index)', [], () => one(prefetch?.artifacts ?? 0));
+  counter('prefetched_bytes_total', 'Bytes of artifacts prefetched into the local tier', [], () => one(prefetch?.bytes ?? 0));
+  counter('prefetch_hits_total', 'Prefetched artifacts that a GET then found in the local tier (each counted once)', [], () => one(prefetch?.hits ?? 0));
+  counter('prefetch_hit_bytes_total', 'Bytes of prefetched artifacts that a GET then found in the local tier', [], () => one(prefetch?.hitBytes ?? 0));
+  counter('prefetch_not_stored_total', 'Announced artifacts prefetch asked for that read-through did not store (refused, absent, S3 failing)', [], () => one(prefetch?.notStored ?? 0));
+  gauge('prefetch_unused_bytes', 'Prefetched bytes no build has used yet (what --prefetch-budget limits)', [], () => one(prefetch?.unusedBytes() ?? 0));
 
   counter('evictions_total', 'Artifacts evicted from the local tier (least recently used, over the budget or on a full disk)', [], () => one(store.evicted.count));
   counter('evicted_bytes_total', 'Bytes evicted from the local tier', [], () => one(store.evicted.bytes));

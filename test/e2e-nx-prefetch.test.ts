@@ -1,0 +1,79 @@
+/**
+ * A second machine after the first one built, with prefetch on: the real nx client builds through
+ * daemon A, whose uploads are announced in the bucket index; daemon B prefetches them, and then a
+ * real nx run through B restores every task from B's local tier with zero S3 requests (counted at
+ * the fault proxy B's S3 traffic goes through).
+ */
+import path from 'node:path';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { describe, expect, it } from 'vitest';
+import type { IndexEntry } from '../src/index/index-format.js';
+import { objectKey, zonePrefix } from '../src/remote/s3/index.js';
+import { announceEntries, fillReplica } from './helpers/index-journal.js';
+import type { S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { eventually, listKeys, s3Flags } from './helpers/s3-tier.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
+
+const shared = {} as { server: S3TestServer; s3: S3Client };
+useS3ServerWithClient((started, client) => {
+  shared.server = started;
+  shared.s3 = client;
+}, { credentials: true });
+const cleanup = useCleanups(killRunningNx);
+const daemon = useTestDaemons(cleanup);
+const WRITER = 'nxprefetch01';
+
+/** What a publishing writer would have announced: every artifact object of the zone-less layout, with a commit. */
+async function announceBucket(bucket: string, commit: string): Promise<number> {
+  const prefix = zonePrefix('', '');
+  const hashes = (await listKeys(shared.s3, bucket, prefix)).map((key) => key.slice(prefix.length)).filter((rest) => /^\d+$/.test(rest));
+  const nowMs = Date.now();
+  const entries: IndexEntry[] = [];
+  for (const hash of hashes) {
+    const head = await shared.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }));
+    entries.push({ hash, bytes: head.ContentLength!, sha256: head.Metadata?.sha256 ?? '', atMs: nowMs - 1000, commit });
+  }
+  await announceEntries(shared.s3, bucket, '', entries, WRITER);
+  return entries.length;
+}
+
+describe('nx on a second machine with prefetch', () => {
+  it('restores every task from the prefetched local tier with zero S3 requests during the run', async () => {
+    const bucket = await shared.server.createBucket('nx-prefetch');
+    const a = await daemon(s3Flags(shared.server.endpoint, bucket));
+    const ws: NxWorkspace = await createNxWorkspace();
+    cleanup(() => removeWorkspace(ws));
+    const built = await runNx(ws, { server: a.url, token: a.token, timeoutMs: 30_000 });
+    expect(built.exitCode, describeRun(built)).toBe(0);
+    expect([...built.executed].sort()).toEqual([...ws.taskIds].sort());
+    const digests = await outputDigests(ws);
+    await eventually('A to upload everything', () => a.store.outbox.summary().entries === 0);
+    expect(await announceBucket(bucket, 'c'.repeat(40))).toBe(ws.taskIds.length);
+
+    const temp = makeTempDir();
+    cleanup(temp.remove);
+    const bDir = path.join(temp.dir, 'b');
+    await fillReplica(shared.s3, bDir, bucket, '');
+    const proxy = await startFaultProxy({ host: '127.0.0.1', port: shared.server.port });
+    cleanup(() => proxy.stop());
+    const b = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': bDir, mode: 'read-only', prefetch: 'on' }));
+    const startedMs = performance.now();
+    await eventually('B to prefetch every task', () => b.status().prefetch?.artifacts === ws.taskIds.length);
+    const prefetchMs = performance.now() - startedMs;
+
+    await clearLocalNxState(ws);
+    const requestsBefore = proxy.requestCount();
+    const run = await runNx(ws, { server: b.url, token: b.token, timeoutMs: 30_000 });
+    const requestsDuring = proxy.requestCount() - requestsBefore;
+    expect(run.exitCode, describeRun(run)).toBe(0);
+    expect([...run.remoteHits].sort(), describeRun(run)).toEqual([...ws.taskIds].sort());
+    expect(await outputDigests(ws)).toEqual(digests);
+    expect(requestsDuring).toBe(0);
+    expect(b.status().cache.hits).toEqual({ local: ws.taskIds.length, s3: 0 });
+    expect(b.status().prefetch).toMatchObject({ hits: ws.taskIds.length });
+    console.log(`nx after prefetch: ${ws.taskIds.length} tasks prefetched in ${Math.round(prefetchMs)} ms, run ${run.durationMs} ms, S3 requests during the run ${requestsDuring}`);
+  }, 120_000);
+});
