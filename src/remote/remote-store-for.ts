@@ -11,9 +11,10 @@ export interface TrustSettings {
   signatures?: SignatureConfig;
 }
 
-export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}): RemoteStore {
+export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}, readClient?: S3Client): RemoteStore {
   const { zones, signatures } = trust;
   return new RemoteStore(client, {
+    readClient,
     bucket: s3.bucket,
     keyPrefix: s3.keyPrefix,
     codec: encryptionKey ? ObjectCodec.encrypted(deriveMasterKey(encryptionKey)) : ObjectCodec.plain(),
