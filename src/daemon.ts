@@ -11,7 +11,7 @@ import { createHttpApp, startHttpServer } from './http/index.js';
 import { LocalStore } from './store/index.js';
 import { createS3Client, remoteStoreFor, S3OperationError, type ConfiguredS3Client, type RemoteStore } from './remote/index.js';
 import { ReadThrough } from './read-through/index.js';
-import { Uploader } from './upload/index.js';
+import { MultipartProgress, Uploader } from './upload/index.js';
 import { buildStatusReport, type StatusReport } from './status.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import type { LocalZoning } from './http/app.js';
@@ -54,14 +54,22 @@ function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger: Logger
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
   const { zones, signatures } = config;
-  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient);
   // Write zone none uploads nothing, whatever the mode.
   const readWrite = config.mode === 'read-write' && zones?.write !== null;
   return {
     s3,
     remote,
     uploader: readWrite
-      ? new Uploader({ store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
+      ? new Uploader({
+          store,
+          remote,
+          concurrency: config.s3.uploadConcurrency,
+          logger,
+          writeZone: zones?.write ?? undefined,
+          audit,
+          multipartProgress: new MultipartProgress(store.indexDatabase),
+        })
       : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
     state: {
@@ -129,6 +137,7 @@ async function reportWriteMode(tier: RemoteTier, logger: Logger): Promise<void> 
 async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
   tier.s3?.client.destroy();
+  tier.s3?.readClient.destroy();
 }
 
 /** Values that must never show in the status page's recent errors, even if something logged them. */

@@ -8,3 +8,4 @@ export { deriveMasterKey } from './encryption-key.js';
 export { pluginCipherKey, pluginObjectKey } from './plugin-format.js';
 export { BadObjectError } from './bad-object.js';
 export { remoteStoreFor } from './remote-store-for.js';
+export { type MultipartJournal, type SavedMultipartUpload, type UploadedPart } from './multipart-upload.js';

@@ -35,7 +35,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const schemaV1 = `
 CREATE TABLE artifacts (
@@ -60,6 +60,29 @@ CREATE INDEX outbox_by_next_attempt ON outbox (next_attempt_ms, enqueued_ms);
 
 // v2: every artifact remembers its trust zone; rows from v1 had none (''), like the zone-less layout.
 const schemaV2 = `ALTER TABLE artifacts ADD COLUMN zone TEXT NOT NULL DEFAULT '';`;
+
+// v3: multipart uploads under way, so one resumes where it stopped (upload/multipart-progress.ts
+// reads and writes these). A row outlives its outbox row only until the uploader aborts the upload.
+const schemaV3 = `
+CREATE TABLE IF NOT EXISTS multipart_progress (
+  hash            TEXT PRIMARY KEY,
+  upload_id       TEXT NOT NULL,
+  object_key      TEXT NOT NULL,
+  object_sha256   TEXT NOT NULL,
+  object_header   BLOB NOT NULL,
+  part_size_bytes INTEGER NOT NULL,
+  create_digest   TEXT NOT NULL,
+  started_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS multipart_parts (
+  hash           TEXT NOT NULL,
+  part_number    INTEGER NOT NULL,
+  etag           TEXT NOT NULL,
+  size_bytes     INTEGER NOT NULL,
+  checksum_crc32 TEXT,
+  PRIMARY KEY (hash, part_number)
+) WITHOUT ROWID;
+`;
 
 export class IndexDb {
   readonly db: Database.Database;
@@ -126,6 +149,7 @@ export class IndexDb {
     this.db.transaction(() => {
       if (version < 1) this.db.exec(schemaV1);
       if (version < 2) this.db.exec(schemaV2);
+      if (version < 3) this.db.exec(schemaV3);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }

@@ -348,6 +348,11 @@ export class LocalStore {
     return this.index.outboxSummary();
   }
 
+  /** The index's SQLite connection, for tables kept beside the outbox by other modules (upload/multipart-progress.ts). */
+  get indexDatabase(): IndexDb['db'] {
+    return this.index.db;
+  }
+
   /** A new size budget (hot reload): a smaller one is enforced at once, in the background. */
   setBudget(maxSizeBytes: number): void {
     this.options.maxSizeBytes = maxSizeBytes;
