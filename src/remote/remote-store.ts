@@ -270,11 +270,15 @@ export class RemoteStore {
     try {
       if (objectBytes < this.multipartThresholdBytes) {
         const body = await readAll(encoding.encode(source.stream()));
-        objectSha256 = createHash('sha256').update(body).digest('hex');
-        await this.client.send(
-          new PutObjectCommand({ ...params(objectSha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }),
-          { abortSignal: signal },
-        );
+        const sha256 = createHash('sha256').update(body).digest('hex');
+        objectSha256 = sha256;
+        await this.client
+          .send(new PutObjectCommand({ ...params(sha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }), { abortSignal: signal })
+          .catch(async (error: unknown) => {
+            // A PUT retried after its first try landed finds our own object (412): an upload, not a lost race.
+            const ours = 'IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error) && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 === sha256;
+            if (!ours) throw error;
+          });
       } else {
         ({ objectSha256 } = await uploadMultipart({
           client: this.client,
