@@ -85,7 +85,7 @@ describe('uploads through S3 faults', () => {
     const warnings = countLines(d.logs(), /uploads to S3 are failing/);
     console.log(
       `50% 5xx storm: ${sent.size} artifacts (${sent.size - small} of 20 MiB, multipart) all in S3, flush exit 0 after ${drainedSeconds.toFixed(1)} s; ` +
-        `${requests} S3 requests (${failed} answered 500/503) for ${needed} a clean run needs; ${warnings} "failing" warning(s)`,
+        `${requests} S3 requests (${(requests / drainedSeconds).toFixed(1)}/s; ${failed} answered 500/503) for ${needed} a clean run needs; ${warnings} "failing" warning(s)`,
     );
     expect(requests).toBeLessThan(needed * 3);
     expect(warnings).toBeLessThanOrEqual(1);
