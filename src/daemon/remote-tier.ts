@@ -24,7 +24,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
   const { zones, signatures } = config;
-  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient);
   const readWrite = config.uploads === 'yes';
   return {
     s3,
@@ -108,4 +108,5 @@ async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promis
 export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
   tier.s3?.client.destroy();
+  tier.s3?.readClient.destroy();
 }
