@@ -14,7 +14,7 @@ interface StoredObject {
 }
 
 /** Just enough of S3 for uploads: PutObject (optionally conditional), HeadObject, DeleteObject. */
-function memoryS3(honoursIfNoneMatch: boolean, beforePut?: (key: string, objects: Map<string, StoredObject>) => void) {
+function memoryS3(honoursIfNoneMatch: boolean, beforePut?: (key: string, objects: Map<string, StoredObject>, input: Record<string, unknown>) => void) {
   const objects = new Map<string, StoredObject>();
   const conditionalPuts: string[] = [];
   const client = {
@@ -22,7 +22,7 @@ function memoryS3(honoursIfNoneMatch: boolean, beforePut?: (key: string, objects
       const key = command.input.Key as string;
       switch (command.constructor.name) {
         case 'PutObjectCommand': {
-          beforePut?.(key, objects);
+          beforePut?.(key, objects, command.input);
           if (command.input.IfNoneMatch === '*') conditionalPuts.push(key);
           if (honoursIfNoneMatch && command.input.IfNoneMatch === '*' && objects.has(key)) {
             throw Object.assign(new Error('At least one of the pre-conditions you specified did not hold'), { name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 } });
@@ -81,6 +81,18 @@ describe('conditional writes', () => {
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
     expect(await remote.upload('104', source('ours, too late'))).toBe('lost-race');
     expect(s3.objects.get(objectKey('', '104', 'trusted'))?.body.toString()).toBe('the other writer');
+  });
+
+  it('counts its own object as uploaded when a retried PUT finds its first try landed (412 on the retry)', async () => {
+    let firstTry = true;
+    // The first try is stored, its answer lost; the SDK's retry then meets the condition it set itself.
+    const s3 = memoryS3(true, (key, objects, input) => {
+      if (!firstTry || key !== objectKey('', '106', 'trusted')) return;
+      firstTry = false;
+      objects.set(key, { body: Buffer.from(input.Body as Buffer), metadata: input.Metadata as Record<string, string> });
+    });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
+    expect(await remote.upload('106', source('ours, stored once'))).toBe('uploaded');
   });
 
   it('never overwrites a complete object in a zone, whatever its format', async () => {

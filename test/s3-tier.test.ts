@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { testS3Kind, type S3TestServer } from './helpers/s3-server.js';
@@ -422,4 +423,87 @@ describe('misconfiguration', () => {
     expect((await status(d)).outbox.lastError?.message).toMatch(/SignatureDoesNotMatch.*the secret key is wrong|Forbidden .*the secret key may be wrong/);
     expect(d.logs()).not.toContain('not-the-secret');
   });
+});
+
+describe('resumable multipart uploads', () => {
+  const PART_BYTES = 5 * 1024 * 1024; // the smallest part S3 (and Ceph) accept
+
+  /** UploadPart part numbers the client sends, while `failPart` (if set) fails with an injected 500. */
+  function watchParts(client: S3Client): { sent: number[]; failPart?: number } {
+    const watch: { sent: number[]; failPart?: number } = { sent: [] };
+    const send = client.send.bind(client) as (command: unknown, options?: unknown) => Promise<unknown>;
+    (client as { send: unknown }).send = async (command: { constructor: { name: string }; input: { PartNumber?: number } }, options?: unknown) => {
+      if (command.constructor.name === 'UploadPartCommand') {
+        const part = command.input.PartNumber!;
+        if (part === watch.failPart) throw Object.assign(new Error('injected'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } });
+        watch.sent.push(part);
+      }
+      return send(command, options);
+    };
+    return watch;
+  }
+
+  for (const encrypted of [false, true]) {
+    it(`resumes ${encrypted ? 'an encrypted' : 'a plain'} multipart upload from its journal, sending only the parts not yet done`, async () => {
+      const { IndexDb } = await import('../src/store/index-db.js');
+      const { S3RemoteStore, ObjectCodec } = await import('../src/remote/s3/index.js');
+      const { s3ClientFor } = await import('./helpers/s3-server.js');
+      const bucket = await server.createBucket(encrypted ? 'resume-enc' : 'resume');
+      const index = new IndexDb(path.join(tempDir(), 'index.sqlite'));
+      cleanup(() => index.close());
+      const progress = index.outbox.multipart;
+      const client = s3ClientFor(server);
+      cleanup(() => client.destroy());
+      const watch = watchParts(client);
+      const codec = encrypted ? ObjectCodec.encrypted(randomBytes(32)) : ObjectCodec.plain();
+      const remote = new S3RemoteStore(client, { bucket, keyPrefix: '', codec, multipartThresholdBytes: 1024, partSizeBytes: PART_BYTES });
+      const hash = newHash();
+      const artifact = randomBytes(2 * PART_BYTES + 300_000); // 3 parts
+      const source = { sizeBytes: artifact.length, stream: () => Readable.from([artifact]), multipart: progress.journalFor(hash) };
+
+      watch.failPart = 3;
+      await expect(remote.upload(hash, source)).rejects.toThrow(/injected|InternalError/);
+      expect(watch.sent.sort()).toEqual([1, 2]);
+      expect(progress.journalFor(hash).load()?.parts.map((part) => part.partNumber).sort()).toEqual([1, 2]);
+
+      watch.failPart = undefined;
+      watch.sent.length = 0;
+      // Where the store has ListParts (Ceph) it confirms parts 1 and 2; s3rver has none, and the journal is trusted.
+      expect(await remote.upload(hash, source)).toBe('uploaded');
+      expect(watch.sent).toEqual([3]);
+      expect(progress.journalFor(hash).load()).toBeUndefined();
+      const fetched = await remote.fetchArtifact(hash, 10_000, 64 * 1024 * 1024);
+      const chunks: Buffer[] = [];
+      for await (const chunk of fetched!.body) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).equals(artifact)).toBe(true);
+    }, 60_000);
+  }
+
+  it('aborts the multipart upload of an artifact it no longer uploads (the object turned up complete meanwhile)', async () => {
+    const { S3RemoteStore } = await import('../src/remote/s3/index.js');
+    const bucket = await server.createBucket('abandon');
+    const faults = await proxy();
+    // Parts 2 and later keep failing: the upload never completes by itself.
+    faults.setMode({ kind: 'script', decide: (request) => (/[?&]partNumber=([2-9])/.test(request.url) ? 500 : 'pass') });
+    const d = await daemon(s3Flags(faults.endpoint, bucket, { 'max-size': '1GiB' }));
+    const hash = newHash();
+    const artifact = randomBytes(20 * 1024 * 1024); // 3 parts of the daemon's 8 MiB
+    expect((await putArtifact(d, hash, artifact)).status).toBe(200);
+    const { default: Database } = await import('better-sqlite3');
+    const index = new Database(path.join(d.cacheDir, 'index.sqlite'), { readonly: true });
+    cleanup(() => index.close());
+    const inProgress = () => (index.prepare('SELECT count(*) AS n FROM multipart_progress').get() as { n: number }).n;
+    await eventually('a multipart upload under way with part 1 done', () => inProgress() === 1 && faults.requests().some((r) => r.url.includes('partNumber=1') && r.status === 200), 30_000);
+
+    // Another machine's complete object arrives: the next attempt's HEAD finds it.
+    await new S3RemoteStore(s3, { bucket, keyPrefix: '', multipartThresholdBytes: 1024 ** 3 }).upload(hash, { sizeBytes: artifact.length, stream: () => Readable.from([artifact]) });
+    d.uploader()?.retryNow();
+    await eventually('outbox empty and the multipart upload given up', async () => (await status(d)).outbox.entries === 0 && inProgress() === 0, 30_000);
+    const aborts = faults.requests().filter((r) => r.method === 'DELETE' && r.url.includes('uploadId='));
+    expect(aborts.map((r) => r.status)).toEqual([testS3Kind() === 'ceph' ? 204 : 405]); // s3rver has no AbortMultipartUpload
+    if (testS3Kind() === 'ceph') {
+      const { ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
+      expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).toEqual([]);
+    }
+  }, 60_000);
 });

@@ -171,6 +171,47 @@ describe('fault proxy', () => {
     await expect(client.send(new HeadObjectCommand({ Bucket: bucket, Key: 'never' }))).rejects.toMatchObject({ $metadata: { httpStatusCode: 404 } });
   });
 
+  it('flaky fails a seeded share of requests with 500/503 and forwards the rest; requests() records each answer', async () => {
+    const outcomes = async (seed: number) => {
+      const { proxy, via } = await through({ kind: 'flaky', failRatio: 0.5, seed });
+      for (let i = 0; i < 40; i++) await getBytes(via, bucket, 'small').catch(() => undefined);
+      const statuses = proxy.requests().map((request) => request.status);
+      via.destroy();
+      await proxy.stop();
+      return statuses;
+    };
+    const first = await outcomes(7);
+    expect(first).toHaveLength(40);
+    expect(new Set(first)).toEqual(new Set([200, 500, 503]));
+    const failed = first.filter((status) => status !== 200).length;
+    expect(failed).toBeGreaterThan(10);
+    expect(failed).toBeLessThan(30);
+    expect(await outcomes(7)).toEqual(first); // the seed reproduces the run
+  });
+
+  it('hang swallows requests, and they stay unanswered after the switch back while new ones pass', async () => {
+    const { proxy, via } = await through({ kind: 'hang' });
+    const swallowed = failure(getBytes(via, bucket, 'small', AbortSignal.timeout(1_500)));
+    await waitFor(() => proxy.requestCount() === 1);
+    proxy.setMode({ kind: 'pass' });
+    await proxy.settled();
+    const fresh = s3ClientFor(server, { endpoint: proxy.endpoint, maxAttempts: 1 });
+    try {
+      expect(sha256(await getBytes(fresh, bucket, 'small'))).toBe(sha256(small));
+    } finally {
+      fresh.destroy();
+    }
+    expect((await swallowed).name).toMatch(/Abort|Timeout/); // cut by its own deadline, not by the proxy
+    expect(proxy.requests().map((request) => request.status)).toEqual([undefined, 200]);
+  });
+
+  it('script decides per request', async () => {
+    const { proxy, via } = await through({ kind: 'script', decide: (request) => (request.method === 'HEAD' ? 503 : 'pass') });
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+    expect((await failure(via.send(new HeadObjectCommand({ Bucket: bucket, Key: 'small' })))).$metadata?.httpStatusCode).toBe(503);
+    expect(proxy.requests().map((request) => [request.method, request.status])).toEqual([['GET', 200], ['HEAD', 503]]);
+  });
+
   it('refuse closes the port; leaving it listens on the same port again', async () => {
     const { proxy, via } = await through();
     await getBytes(via, bucket, 'small');

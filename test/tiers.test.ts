@@ -57,6 +57,8 @@ class MemoryRemote implements RemoteStore {
     return { key: this.key(hash), writer: 'nx-s3-sidecar', zone: '', maxBytes: Buffer.byteLength(body), body: Readable.from([Buffer.from(body)]) };
   }
 
+  async abortMultipartUpload(): Promise<void> {}
+
   async checkBucket(): Promise<void> {}
   async writeMode(): Promise<'conditional'> {
     return 'conditional';

@@ -186,7 +186,7 @@ describe('the local tier kept apart by zone', () => {
     await store.close();
     const check = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
     cleanups.push(() => check.close());
-    expect(check.pragma('user_version', { simple: true })).toBe(2);
+    expect(check.pragma('user_version', { simple: true })).toBe(3);
   });
 
   it('labels blobs adopted after a crash with the zone its PUTs get, never a higher one', async () => {

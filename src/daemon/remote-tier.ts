@@ -48,7 +48,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
   const { zones, signatures } = config;
-  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient);
   const readWrite = config.uploads === 'yes';
   const readThrough = new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs);
   const bucketIndex = context && bucketIndexOn(config) ? buildBucketIndex(config, s3, logger, context) : undefined;
@@ -198,4 +198,5 @@ export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.prefetcher?.stop();
   await tier.bucketIndex?.stop();
   tier.s3?.client.destroy();
+  tier.s3?.readClient.destroy();
 }

@@ -1,1 +1,2 @@
 export { Outbox, type OutboxRow, type OutboxState, type OutboxSummary, type DueUpload } from './outbox.js';
+export { MultipartProgress, type AbandonedMultipartUpload } from './multipart-progress.js';

@@ -4,6 +4,7 @@
  * transaction as its artifact's, pins that artifact against eviction, and goes with it.
  */
 import type Database from 'better-sqlite3';
+import { MultipartProgress } from './multipart-progress.js';
 
 export type OutboxState = 'pending' | 'parked';
 
@@ -28,11 +29,14 @@ export interface OutboxSummary {
 }
 
 export class Outbox {
+  /** The multipart uploads under way for the rows (resumed from here after a failure or a restart). */
+  readonly multipart: MultipartProgress;
   private readonly statements;
   private onComplete: () => void = () => {};
 
   /** Over the index's own database: the statements here join the index's transactions. */
   constructor(db: Database.Database) {
+    this.multipart = new MultipartProgress(db);
     this.statements = {
       enqueue: db.prepare<[string, number]>('INSERT OR IGNORE INTO outbox (hash, enqueued_ms) VALUES (?, ?)'),
       due: db.prepare<[number, number], DueUpload>(

@@ -11,6 +11,37 @@ export interface UploadSource {
   sizeBytes: number;
   /** A fresh stream of the artifact each call (a large upload reads it twice). */
   stream(): Readable;
+  /** Where a multipart upload keeps its progress, to resume after a failure or a restart. */
+  multipart?: MultipartJournal;
+}
+
+export interface UploadedPart {
+  partNumber: number;
+  etag: string;
+  sizeBytes: number;
+  /** The part's CRC32 as the store acknowledged it, where the multipart upload declared CRC32 checksums. */
+  checksumCrc32?: string;
+}
+
+/** One multipart upload under way, as the journal keeps it. */
+export interface SavedMultipartUpload {
+  uploadId: string;
+  key: string;
+  objectSha256: string;
+  /** The object's first bytes (salt and nonce of an encrypted object): sending again gives the same bytes. */
+  objectHeader: Buffer;
+  partSizeBytes: number;
+  /** A digest of the request that started the upload (key, metadata, signature): a different one means start over. */
+  createDigest: string;
+  parts: UploadedPart[];
+}
+
+/** Where an upload's progress is kept; every method is synchronous and durable when it returns. */
+export interface MultipartJournal {
+  load(): SavedMultipartUpload | undefined;
+  started(upload: Omit<SavedMultipartUpload, 'parts'>): void;
+  partUploaded(part: UploadedPart): void;
+  forget(): void;
 }
 
 /** lost-race: a conditional write found another writer's object there first (HTTP 412). */
@@ -47,6 +78,8 @@ export interface RemoteStore {
   key(hash: string, zone?: string): string;
   /** Uploads into `zone` (default: the write zone); first writer wins. */
   upload(hash: string, source: UploadSource, signal?: AbortSignal, zone?: string): Promise<UploadOutcome>;
+  /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded); one already gone counts as done. */
+  abortMultipartUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void>;
   /** The artifact from the first read zone that has a usable one, or undefined; `signal` stops it and its body at any point; `onRefused` hears of each object refused on the way. */
   fetchArtifact(hash: string, timeoutMs: number, maxArtifactBytes: number, signal?: AbortSignal, onRefused?: (refused: RefusedObject) => void): Promise<FetchedArtifact | undefined>;
   /** Throws unless the bucket exists and the credentials may use it. */

@@ -1,6 +1,7 @@
 /**
  * The SQLite index of the local tier: one row per stored artifact, and the outbox of
- * artifacts waiting to be uploaded (outbox/: its rows pin their artifact against eviction).
+ * artifacts waiting to be uploaded (outbox/: its rows pin their artifact against eviction) with
+ * the progress of their multipart uploads.
  * The schema lives here and only here; `user_version` records which version a file has.
  */
 import Database from 'better-sqlite3';
@@ -18,7 +19,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
@@ -51,6 +52,29 @@ CREATE INDEX outbox_by_next_attempt ON outbox (next_attempt_ms, enqueued_ms);
 
 // v2: every artifact remembers its trust zone; rows from v1 had none (''), like the zone-less layout.
 const schemaV2 = `ALTER TABLE artifacts ADD COLUMN zone TEXT NOT NULL DEFAULT '';`;
+
+// v3: multipart uploads under way, so one resumes where it stopped (outbox/multipart-progress.ts
+// reads and writes these). A row outlives its outbox row only until the uploader aborts the upload.
+const schemaV3 = `
+CREATE TABLE IF NOT EXISTS multipart_progress (
+  hash            TEXT PRIMARY KEY,
+  upload_id       TEXT NOT NULL,
+  object_key      TEXT NOT NULL,
+  object_sha256   TEXT NOT NULL,
+  object_header   BLOB NOT NULL,
+  part_size_bytes INTEGER NOT NULL,
+  create_digest   TEXT NOT NULL,
+  started_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS multipart_parts (
+  hash           TEXT NOT NULL,
+  part_number    INTEGER NOT NULL,
+  etag           TEXT NOT NULL,
+  size_bytes     INTEGER NOT NULL,
+  checksum_crc32 TEXT,
+  PRIMARY KEY (hash, part_number)
+) WITHOUT ROWID;
+`;
 
 export class IndexDb {
   readonly db: Database.Database;
@@ -95,6 +119,7 @@ export class IndexDb {
     this.db.transaction(() => {
       if (version < 1) this.db.exec(schemaV1);
       if (version < 2) this.db.exec(schemaV2);
+      if (version < 3) this.db.exec(schemaV3);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }
@@ -113,11 +138,13 @@ export class IndexDb {
   }
 
   /**
-   * Reads every row of both tables (start-up needs the totals anyway), so a damaged index shows
-   * at start rather than in a request; cheaper than PRAGMA quick_check, let alone integrity_check.
+   * Reads every row of every table (start-up needs the totals anyway), so a damaged index shows
+   * at start rather than in a request or an upload; cheaper than PRAGMA quick_check, let alone integrity_check.
    */
   quickCheck(): { bytes: number; count: number } {
     this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)) FROM outbox').get();
+    this.db.prepare('SELECT count(*), sum(length(object_header)), max(length(upload_id)) FROM multipart_progress').get();
+    this.db.prepare('SELECT count(*), sum(size_bytes), max(length(etag)) FROM multipart_parts').get();
     return this.totals();
   }
 

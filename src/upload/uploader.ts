@@ -14,6 +14,10 @@ import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
 import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
+import { OutageTracker } from './outage.js';
+
+/** An outage ends once uploads succeed for this long without a failed attempt. */
+const OUTAGE_QUIET_MS = 60_000;
 
 /** An artifact as the uploader reads it: its bytes and the trust zone it was stored for. */
 export interface BlobToUpload extends UploadSource {
@@ -66,9 +70,10 @@ export class Uploader {
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 };
   private lastError: UploaderStatus['lastError'];
   // Permanent errors are logged once per distinct message, not once per artifact; transient
-  // ones once per outage (the first failure after a success), then at debug level.
+  // ones once per outage (outage.ts), then at debug level.
   private readonly reportedPermanent = new Set<string>();
-  private failing = false;
+  private readonly outage = new OutageTracker(OUTAGE_QUIET_MS);
+  private abortingAbandoned = false;
 
   constructor(private readonly options: UploaderOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency });
@@ -77,6 +82,7 @@ export class Uploader {
 
   start(): void {
     this.pump();
+    void this.abortAbandonedMultipartUploads();
   }
 
   /** A new outbox row was written: look for work now. */
@@ -169,6 +175,7 @@ export class Uploader {
       // open() already dropped a damaged entry (and with it the outbox row); a missing row
       // means it was removed meanwhile. Either way there is nothing left to upload.
       outbox.complete(hash);
+      void this.abortAbandonedMultipartUploads();
       logger.error('an artifact waiting for upload is gone or damaged locally; it cannot be uploaded', { hash });
       return false;
     }
@@ -177,19 +184,20 @@ export class Uploader {
       // Stored while the daemon wrote another zone (the zones changed since): uploading it into
       // this one would launder it into a zone it was not built for.
       outbox.complete(hash);
+      void this.abortAbandonedMultipartUploads();
       await artifact.release();
       audit?.refusedWrite('other-zone');
       logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone === NO_ZONE ? '(none)' : artifact.zone, writeZone });
       return false;
     }
     try {
-      const outcome = await remote.upload(hash, artifact, this.abort.signal, writeZone);
+      const source = { sizeBytes: artifact.sizeBytes, stream: () => artifact.stream(), multipart: outbox.multipart.journalFor(hash) };
+      const outcome = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
       outbox.complete(hash);
-      if (this.failing) {
-        this.failing = false;
-        logger.info('uploads to S3 work again');
-      }
+      // An object found complete leaves a multipart upload of it (from an earlier attempt) to abort.
+      if (outcome !== 'uploaded') void this.abortAbandonedMultipartUploads();
+      if (this.outage.succeeded(Date.now())) logger.info('uploads to S3 work again');
       if (outcome === 'lost-race') {
         audit?.refusedWrite('lost-race');
         logger.info('write refused: another writer stored this hash first; its object stays (first writer wins)', { hash, key: remote.key(hash, writeZone) });
@@ -207,6 +215,31 @@ export class Uploader {
       return false;
     } finally {
       await artifact.release();
+    }
+  }
+
+  /**
+   * Aborts the multipart uploads whose outbox row is gone (so their parts stop costing storage),
+   * one sweep at a time; one that fails stays recorded for the next sweep.
+   */
+  private async abortAbandonedMultipartUploads(): Promise<void> {
+    if (this.abortingAbandoned) return;
+    const progress = this.options.outbox.multipart;
+    this.abortingAbandoned = true;
+    try {
+      for (const upload of progress.abandoned()) {
+        if (this.stopped) return;
+        try {
+          await this.options.remote.abortMultipartUpload(upload.key, upload.uploadId, this.abort.signal);
+          progress.forget(upload.hash);
+        } catch (error) {
+          this.options.logger.debug('could not abort an abandoned multipart upload; trying again later', { hash: upload.hash, error });
+        }
+      }
+    } catch (error) {
+      this.options.logger.error('cannot read the multipart uploads under way from the index', { error });
+    } finally {
+      this.abortingAbandoned = false;
     }
   }
 
@@ -233,10 +266,10 @@ export class Uploader {
         logger.warn(`uploads to bucket "${this.options.remote.bucket}" are failing and parked; builds go on from the local cache`, { error: message });
       }
     } else {
-      const delayMs = retryDelayMs(attempts, this.backoff);
-      outbox.defer(hash, attempts, Date.now() + delayMs, 'pending', message);
-      if (!this.failing) {
-        this.failing = true;
+      const nowMs = Date.now();
+      const delayMs = retryDelayMs(attempts, this.backoff, Math.random, this.outage.responding(nowMs));
+      outbox.defer(hash, attempts, nowMs + delayMs, 'pending', message);
+      if (this.outage.failed(nowMs)) {
         logger.warn('uploads to S3 are failing; retrying with backoff, builds go on from the local cache', { error: message });
       }
       logger.debug('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });

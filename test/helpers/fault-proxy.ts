@@ -8,6 +8,10 @@
  * - bandwidth: forward, pacing request and response bodies to `bytesPerSecond` per direction, shared by
  *              all connections (a link cap, not a per-connection one).
  * - stall:     accept and read the request, never answer (no `100 Continue` either).
+ * - hang:      like stall, but leaving it keeps the hung connections: their requests stay unanswered,
+ *              as after a network path that dropped packets for a while (the client must give up).
+ * - flaky:     answer a seeded random share (`failRatio`) of requests 500 or 503 (half each), forward the rest.
+ * - script:    `decide` picks, per request, whether to forward it or answer 500/503.
  * - reset:     destroy the connection with a TCP RST when a request head arrives.
  * - status:    answer 500 InternalError / 503 SlowDown as S3-style XML with `Connection: close`.
  * - refuse:    close the listening socket (connection refused); leaving it re-listens on the same port.
@@ -31,7 +35,17 @@ export type FaultMode =
   | { kind: 'stall' }
   | { kind: 'reset' }
   | { kind: 'status'; status: 500 | 503 }
+  | { kind: 'hang' }
+  | { kind: 'flaky'; failRatio: number; seed: number }
+  | { kind: 'script'; decide: (request: { method: string; url: string }) => 'pass' | 500 | 503 }
   | { kind: 'refuse' };
+
+/** One request the proxy saw, and what it was answered (undefined: no answer, or not yet). */
+export interface ProxiedRequest {
+  method: string;
+  url: string;
+  status?: number;
+}
 
 export interface FaultProxy {
   /** http://127.0.0.1:PORT */
@@ -41,6 +55,8 @@ export interface FaultProxy {
   mode(): FaultMode;
   /** HTTP request heads seen since start (in every mode; none while refusing). */
   requestCount(): number;
+  /** Every request seen since start, in order, with the status it was answered. */
+  requests(): readonly ProxiedRequest[];
   /**
    * Resolves once the last setMode() has fully taken effect: the listening socket closed for 'refuse'
    * (listening again after it), and the connections dropped by the switch closed. setMode() itself is
@@ -51,7 +67,7 @@ export interface FaultProxy {
   stop(): Promise<void>;
 }
 
-const FORWARDING = new Set<FaultMode['kind']>(['pass', 'delay', 'bandwidth']);
+const FORWARDING = new Set<FaultMode['kind']>(['pass', 'delay', 'bandwidth', 'flaky', 'script']);
 /** Upper bound for waiting on a request body before answering in 'status' mode. */
 const STATUS_DRAIN_MAX_MS = 5_000;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
@@ -67,8 +83,15 @@ function validate(mode: FaultMode): FaultMode {
     case 'status':
       if (mode.status !== 500 && mode.status !== 503) throw new Error(`status: bad status ${String(mode.status)}`);
       break;
+    case 'flaky':
+      if (!(mode.failRatio >= 0 && mode.failRatio <= 1) || !Number.isInteger(mode.seed)) throw new Error(`flaky: bad failRatio ${mode.failRatio} or seed ${mode.seed}`);
+      break;
+    case 'script':
+      if (typeof mode.decide !== 'function') throw new Error('script: decide must be a function');
+      break;
     case 'pass':
     case 'stall':
+    case 'hang':
     case 'reset':
     case 'refuse':
       break;
@@ -87,6 +110,18 @@ function s3ErrorBody(status: 500 | 503, resource: string): { body: string; reque
     body:
       `<?xml version="1.0" encoding="UTF-8"?>\n` +
       `<Error><Code>${code}</Code><Message>${message}</Message><Resource>${esc(resource)}</Resource><RequestId>${requestId}</RequestId></Error>`,
+  };
+}
+
+/** mulberry32: a small seeded PRNG, so a flaky run is reproducible from its seed. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
@@ -144,6 +179,8 @@ class Throttle extends Transform {
 export function startFaultProxy(target: { host: string; port: number }, initial: FaultMode = { kind: 'pass' }): Promise<FaultProxy> {
   let current = validate(initial);
   let count = 0;
+  const seen: ProxiedRequest[] = [];
+  let random = seededRandom(0);
   let stopped = false;
   let listening = false;
   let port = 0;
@@ -201,10 +238,11 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     return Promise.race([Promise.all(closing).then(() => backoff(20)), backoff(1_000)]);
   };
 
-  function answerStatus(req: http.IncomingMessage, res: http.ServerResponse, status: 500 | 503, expectsContinue: boolean) {
+  function answerStatus(req: http.IncomingMessage, res: http.ServerResponse, status: 500 | 503, expectsContinue: boolean, record: ProxiedRequest) {
     const { body, requestId } = s3ErrorBody(status, (req.url ?? '/').split('?')[0]!);
     const send = () => {
       if (res.headersSent || res.destroyed) return;
+      record.status = status;
       res.shouldKeepAlive = false;
       res.writeHead(status, {
         'Content-Type': 'application/xml',
@@ -226,7 +264,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     req.resume();
   }
 
-  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, record: ProxiedRequest) {
     const headers: http.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers)) {
       if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -247,6 +285,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     if (expectsContinue) upstream.on('continue', () => res.writeContinue());
     upstream.on('response', (upRes) => {
       if (res.destroyed) return upRes.destroy();
+      record.status = upRes.statusCode;
       const out: [string, string][] = [];
       const raw = upRes.rawHeaders;
       for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -269,24 +308,36 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
     count++;
+    const record: ProxiedRequest = { method: req.method ?? '', url: req.url ?? '' };
+    seen.push(record);
     const mode = current;
     switch (mode.kind) {
       case 'pass':
       case 'bandwidth':
-        return forward(req, res, expectsContinue);
+        return forward(req, res, expectsContinue, record);
       case 'delay': {
         req.pause();
-        const t = later(mode.ms, () => forward(req, res, expectsContinue));
+        const t = later(mode.ms, () => forward(req, res, expectsContinue, record));
         res.on('close', () => cancel(t));
         return;
       }
       case 'stall':
+      case 'hang':
         req.resume(); // read and discard; never answer
         return;
       case 'reset':
         return resetSocket(req.socket);
       case 'status':
-        return answerStatus(req, res, mode.status, expectsContinue);
+        return answerStatus(req, res, mode.status, expectsContinue, record);
+      case 'flaky': {
+        if (random() >= mode.failRatio) return forward(req, res, expectsContinue, record);
+        return answerStatus(req, res, random() < 0.5 ? 500 : 503, expectsContinue, record);
+      }
+      case 'script': {
+        const decision = mode.decide({ method: record.method, url: record.url });
+        if (decision === 'pass') return forward(req, res, expectsContinue, record);
+        return answerStatus(req, res, decision, expectsContinue, record);
+      }
       case 'refuse':
         // Only on a connection accepted just before the switch; treat it as gone.
         return resetSocket(req.socket);
@@ -368,13 +419,17 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       port,
       mode: () => ({ ...current }),
       requestCount: () => count,
+      requests: () => seen,
       setMode(mode: FaultMode) {
         if (stopped) throw new Error('fault proxy is stopped');
         const next = validate(mode);
         const prev = current;
         current = next;
+        if (next.kind === 'flaky') random = seededRandom(next.seed);
         if (next.kind === 'refuse' || prev.kind === 'refuse' || !listening) void reconcile().catch(() => {});
-        else if (!(FORWARDING.has(prev.kind) && FORWARDING.has(next.kind))) {
+        else if (prev.kind === 'hang' && FORWARDING.has(next.kind)) {
+          // The network is back: what it swallowed stays swallowed, new requests go through.
+        } else if (!(FORWARDING.has(prev.kind) && FORWARDING.has(next.kind))) {
           const dropped = dropAllConnections();
           transition = transition.catch(() => {}).then(() => dropped);
         }

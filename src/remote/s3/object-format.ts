@@ -47,6 +47,8 @@ export type ObjectFormatName = '1-plain' | '1-aes-256-gcm';
 /** One upload's encoding of an artifact: the same bytes each time `encode` is called. */
 export interface ObjectEncoding {
   sizeBytes: number;
+  /** The object's first bytes, salt and nonce included: `resumeEncoding` rebuilds the same encoding from them. */
+  header: Buffer;
   encode(artifact: Readable): Readable;
 }
 
@@ -71,16 +73,29 @@ export class ObjectCodec {
 
   /** Fixes this upload's salt and nonce, so a second pass (hashing, then sending) gives the same bytes. */
   encoding(hash: string, artifactBytes: number): ObjectEncoding {
+    if (!this.masterKey) return this.encodingWith(hash, artifactBytes, prefix(Cipher.None));
+    return this.encodingWith(hash, artifactBytes, Buffer.concat([prefix(Cipher.Aes256Gcm), randomBytes(SALT_BYTES), randomBytes(NONCE_BYTES)]));
+  }
+
+  /**
+   * The encoding an earlier `encoding()` made, from its header (a multipart upload resumed after
+   * a restart must send the same bytes); undefined when the header is not one this codec writes.
+   */
+  resumeEncoding(hash: string, artifactBytes: number, header: Buffer): ObjectEncoding | undefined {
+    const expected = prefix(this.masterKey ? Cipher.Aes256Gcm : Cipher.None);
+    const length = this.masterKey ? ENCRYPTED_HEADER_BYTES : PREFIX_BYTES;
+    if (header.length !== length || !header.subarray(0, PREFIX_BYTES).equals(expected)) return undefined;
+    return this.encodingWith(hash, artifactBytes, Buffer.from(header));
+  }
+
+  private encodingWith(hash: string, artifactBytes: number, header: Buffer): ObjectEncoding {
     const masterKey = this.masterKey;
-    if (!masterKey) {
-      const header = prefix(Cipher.None);
-      return { sizeBytes: PREFIX_BYTES + artifactBytes, encode: (artifact) => Readable.from(withHeader(header, artifact)) };
-    }
-    const salt = randomBytes(SALT_BYTES);
-    const nonce = randomBytes(NONCE_BYTES);
-    const header = Buffer.concat([prefix(Cipher.Aes256Gcm), salt, nonce]);
+    if (!masterKey) return { sizeBytes: PREFIX_BYTES + artifactBytes, header, encode: (artifact) => Readable.from(withHeader(header, artifact)) };
+    const salt = header.subarray(PREFIX_BYTES, PREFIX_BYTES + SALT_BYTES);
+    const nonce = header.subarray(PREFIX_BYTES + SALT_BYTES, ENCRYPTED_HEADER_BYTES);
     return {
       sizeBytes: ENCRYPTED_HEADER_BYTES + artifactBytes + TAG_BYTES,
+      header,
       encode: (artifact) => Readable.from(encrypt(header, deriveObjectKey(masterKey, salt), nonce, hash, artifact)),
     };
   }

@@ -12,9 +12,10 @@ export interface TrustSettings {
   signatures?: SignatureConfig;
 }
 
-export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}): S3RemoteStore {
+export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}, readClient?: S3Client): S3RemoteStore {
   const { zones, signatures } = trust;
   return new S3RemoteStore(client, {
+    readClient,
     bucket: s3.bucket,
     keyPrefix: s3.keyPrefix,
     codec: encryptionKey ? ObjectCodec.encrypted(deriveMasterKey(encryptionKey)) : ObjectCodec.plain(),

@@ -3,7 +3,8 @@
  * - upload: into the artifact's trust zone (object-key.ts); HEAD first (another machine may have
  *   stored this hash already: first writer wins), then the artifact in our object format
  *   (object-format.ts: encrypted when a key is set) with PutObject and Content-MD5 (the store
- *   rejects damaged bodies) or, for large artifacts, a multipart Upload — sent with
+ *   rejects damaged bodies) or, for large artifacts, a resumable multipart upload
+ *   (multipart-upload.ts) — sent with
  *   If-None-Match: * where the store honours it (conditional writes, probed once: writeMode), so
  *   of two racing writers exactly one wins; then a HEAD that checks size and our sha256
  *   metadata, so a store that silently mangles bodies is caught instead of trusted.
@@ -16,7 +17,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import {
   NO_ZONE,
   objectKey,
@@ -33,6 +33,7 @@ import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
 import type { FetchedArtifact, RefusedObject, RemoteStore, UploadOutcome, UploadSource, WriteMode } from '../index.js';
+import { abortMultipartUpload, uploadMultipart } from './multipart-upload.js';
 
 export interface S3RemoteStoreOptions {
   bucket: string;
@@ -44,6 +45,8 @@ export interface S3RemoteStoreOptions {
   /** Artifacts at least this large go up as multipart uploads. */
   multipartThresholdBytes?: number;
   partSizeBytes?: number;
+  /** For read-through's GETs (createS3Client's readClient: no retries); default: the client. */
+  readClient?: S3Client;
   /** Trust zones: the default upload zone and the zones reads look in, in order. Default: [''], the zone-less layout. */
   zones?: { write?: string; read: readonly string[] };
   /** First writer wins with If-None-Match (on), HEAD-then-PUT (off), or whichever the store supports (auto, the default). */
@@ -223,29 +226,32 @@ export class S3RemoteStore implements RemoteStore {
     try {
       if (objectBytes < this.multipartThresholdBytes) {
         const body = await readAll(encoding.encode(source.stream()));
-        objectSha256 = createHash('sha256').update(body).digest('hex');
-        await this.client.send(
-          new PutObjectCommand({ ...params(objectSha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }),
-          { abortSignal: signal },
-        );
+        const sha256 = createHash('sha256').update(body).digest('hex');
+        objectSha256 = sha256;
+        await this.client
+          .send(new PutObjectCommand({ ...params(sha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }), { abortSignal: signal })
+          .catch(async (error: unknown) => {
+            // A PUT retried after its first try landed finds our own object (412): an upload, not a lost race.
+            const ours = 'IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error) && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 === sha256;
+            if (!ours) throw error;
+          });
       } else {
-        // The metadata goes first, so the object is read twice: once to hash, once to send.
-        objectSha256 = await sha256Of(encoding.encode(source.stream()));
-        const upload = new Upload({
+        ({ objectSha256 } = await uploadMultipart({
           client: this.client,
-          // ContentLength tells lib-storage the part count; it cannot size a stream from an open file handle.
-          params: { ...params(objectSha256), Body: encoding.encode(source.stream()), ContentLength: objectBytes },
-          partSize: this.partSizeBytes,
-          queueSize: 2,
-          leavePartsOnError: false,
-        });
-        const onAbort = () => void upload.abort();
-        signal?.addEventListener('abort', onAbort, { once: true });
-        try {
-          await upload.done();
-        } finally {
-          signal?.removeEventListener('abort', onAbort);
-        }
+          bucket: this.bucket,
+          key,
+          partSizeBytes: this.partSizeBytes,
+          encoded: (used) => used.encode(source.stream()),
+          newEncoding: () => encoding,
+          resumeEncoding: (header) => this.codec.resumeEncoding(hash, source.sizeBytes, header),
+          createParams: (sha256) => {
+            const { ContentType, Metadata } = params(sha256);
+            return { ContentType, Metadata };
+          },
+          ifNoneMatch: 'IfNoneMatch' in ifNoneMatch,
+          journal: source.multipart,
+          signal,
+        }));
       }
     } catch (error) {
       if (error instanceof UploadVerificationError) throw error;
@@ -267,6 +273,15 @@ export class S3RemoteStore implements RemoteStore {
       );
     }
     return 'uploaded';
+  }
+
+  /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded). */
+  async abortMultipartUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await abortMultipartUpload(this.client, this.bucket, key, uploadId, signal);
+    } catch (error) {
+      throw new S3OperationError(classifyS3Error(error), { cause: error });
+    }
   }
 
   /**
@@ -403,7 +418,7 @@ export class S3RemoteStore implements RemoteStore {
       // Raced against the deadline too: the SDK honours the signal only once it is on the
       // network, and resolving credentials (SSO, a credential process) may take any time.
       response = await raceAbort(
-        this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: abort.signal }),
+        (this.options.readClient ?? this.client).send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: abort.signal }),
         abort.signal,
       );
     } catch (error) {
@@ -508,12 +523,6 @@ function withStallDeadline(source: Readable, timeoutMs: number, abort: AbortCont
   });
   source.pipe(out);
   return out;
-}
-
-async function sha256Of(stream: Readable): Promise<string> {
-  const digest = createHash('sha256');
-  for await (const chunk of stream) digest.update(chunk as Buffer);
-  return digest.digest('hex');
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {

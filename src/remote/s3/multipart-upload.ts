@@ -1,0 +1,281 @@
+/**
+ * A resumable multipart upload: CreateMultipartUpload, UploadPart (each with Content-MD5, so a
+ * damaged part is refused by the store and retried, never completed), CompleteMultipartUpload.
+ * The upload id and every finished part go into a journal (kept durably beside the outbox row),
+ * so an attempt that fails, or a daemon that restarts, resumes where it stopped instead of
+ * sending every part again. The object's bytes must then be the same: the journal keeps the
+ * object header (salt and nonce of an encrypted object), and the object's sha256, recorded at
+ * the start in its metadata, is checked against what was sent before the upload is completed.
+ */
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  ListPartsCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { MultipartJournal, SavedMultipartUpload, UploadedPart } from '../index.js';
+import type { ObjectEncoding } from './object-format.js';
+
+export interface MultipartUploadRequest {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  partSizeBytes: number;
+  /** The object's bytes as sent (a fresh stream each call). */
+  encoded(encoding: ObjectEncoding): Readable;
+  /** A new encoding, or the one a saved upload used (undefined: that header is not ours now). */
+  newEncoding(): ObjectEncoding;
+  resumeEncoding(header: Buffer): ObjectEncoding | undefined;
+  /** The CreateMultipartUpload fields that carry the object's metadata (sha256, format, signature). */
+  createParams(objectSha256: string): { ContentType: string; Metadata: Record<string, string> };
+  /** Complete only if no object is there yet (If-None-Match: *). */
+  ifNoneMatch: boolean;
+  journal?: MultipartJournal;
+  signal?: AbortSignal;
+}
+
+/** Parts sent at once per upload (each held in memory while it is sent). */
+const PARTS_IN_FLIGHT = 2;
+
+/**
+ * Uploads (or resumes) the object; resolves with the sha256 recorded in its metadata. SDK errors
+ * pass through (a 412 from Complete is a lost race); the journal is kept on a transient failure
+ * and forgotten once the upload id is spent (completed, aborted, or gone).
+ */
+export async function uploadMultipart(request: MultipartUploadRequest): Promise<{ objectSha256: string }> {
+  const resumable = await resumableUpload(request);
+  if (resumable) return send(request, resumable.upload, resumable.encoding);
+  const encoding = request.newEncoding();
+  // The metadata goes first, so the object is read twice: once to hash, once to send.
+  const objectSha256 = await sha256Of(request.encoded(encoding));
+  const create = createRequest(request, objectSha256);
+  const created = await request.client.send(new CreateMultipartUploadCommand(create), { abortSignal: request.signal });
+  if (!created.UploadId) throw new Error(`CreateMultipartUpload for ${request.key} answered without an upload id`);
+  const upload: SavedMultipartUpload = {
+    uploadId: created.UploadId,
+    key: request.key,
+    objectSha256,
+    objectHeader: encoding.header,
+    partSizeBytes: request.partSizeBytes,
+    createDigest: digestOf(create),
+    parts: [],
+  };
+  request.journal?.started(upload);
+  return send(request, upload, encoding);
+}
+
+/** Aborts a multipart upload; an upload already gone, or a store without AbortMultipartUpload (s3rver), counts as done. */
+export async function abortMultipartUpload(client: S3Client, bucket: string, key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
+  try {
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }), { abortSignal: signal });
+  } catch (error) {
+    if (!isUploadGone(error) && !isNotImplemented(error)) throw error;
+  }
+}
+
+/** The saved upload this request may resume (its parts confirmed by ListParts where the store has it); else forgets it. */
+async function resumableUpload(request: MultipartUploadRequest): Promise<{ upload: SavedMultipartUpload; encoding: ObjectEncoding } | undefined> {
+  const saved = request.journal?.load();
+  if (!saved) return undefined;
+  const encoding = request.resumeEncoding(saved.objectHeader);
+  const same = encoding !== undefined && saved.key === request.key && saved.partSizeBytes === request.partSizeBytes && saved.createDigest === digestOf(createRequest(request, saved.objectSha256));
+  if (!same) {
+    await giveUp(request, saved);
+    return undefined;
+  }
+  const parts = await confirmedParts(request, saved);
+  if (parts === undefined) {
+    request.journal!.forget(); // the store no longer knows the upload id (expired, or aborted elsewhere)
+    return undefined;
+  }
+  return { upload: { ...saved, parts }, encoding };
+}
+
+/**
+ * The saved parts the store still holds as recorded. Where the store has no ListParts (s3rver
+ * 3.7.1 answers 405), the local record is trusted: a part it lost shows when Complete is refused,
+ * and the next attempt starts over. Undefined when the upload id is gone.
+ */
+async function confirmedParts(request: MultipartUploadRequest, saved: SavedMultipartUpload): Promise<UploadedPart[] | undefined> {
+  const listed = new Map<number, { etag: string; sizeBytes: number }>();
+  let marker: string | undefined;
+  try {
+    for (let page = 0; page < 1000; page++) {
+      const answer = await request.client.send(
+        new ListPartsCommand({ Bucket: request.bucket, Key: saved.key, UploadId: saved.uploadId, PartNumberMarker: marker }),
+        { abortSignal: request.signal },
+      );
+      if (answer.UploadId !== undefined && answer.UploadId !== saved.uploadId) return saved.parts; // not a ListParts answer
+      for (const part of answer.Parts ?? []) {
+        if (part.PartNumber !== undefined && part.ETag !== undefined) listed.set(part.PartNumber, { etag: unquoted(part.ETag), sizeBytes: part.Size ?? -1 });
+      }
+      if (!answer.IsTruncated || answer.NextPartNumberMarker === undefined) break;
+      marker = answer.NextPartNumberMarker;
+    }
+  } catch (error) {
+    if (isUploadGone(error)) return undefined;
+    if (isNotImplemented(error)) return saved.parts;
+    throw error;
+  }
+  return saved.parts.filter((part) => {
+    const found = listed.get(part.partNumber);
+    return found !== undefined && found.etag === unquoted(part.etag) && found.sizeBytes === part.sizeBytes;
+  });
+}
+
+async function send(request: MultipartUploadRequest, upload: SavedMultipartUpload, encoding: ObjectEncoding): Promise<{ objectSha256: string }> {
+  const { client, bucket, signal, journal } = request;
+  const done = new Map(upload.parts.map((part) => [part.partNumber, part]));
+  const parts: UploadedPart[] = [];
+  const digest = createHash('sha256');
+  const running = new Set<Promise<void>>();
+  const uploadPart = async (partNumber: number, body: Buffer) => {
+    const answer = await client.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: upload.key,
+        UploadId: upload.uploadId,
+        PartNumber: partNumber,
+        Body: body,
+        ContentLength: body.length,
+        ContentMD5: createHash('md5').update(body).digest('base64'),
+      }),
+      { abortSignal: signal },
+    );
+    if (!answer.ETag) throw new Error(`UploadPart ${partNumber} of ${upload.key} answered without an ETag`);
+    const part: UploadedPart = { partNumber, etag: answer.ETag, sizeBytes: body.length, ...(answer.ChecksumCRC32 && { checksumCrc32: answer.ChecksumCRC32 }) };
+    journal?.partUploaded(part);
+    parts.push(part);
+  };
+  try {
+    let partNumber = 0;
+    for await (const body of partsOf(request.encoded(encoding), upload.partSizeBytes)) {
+      partNumber++;
+      digest.update(body);
+      const finished = done.get(partNumber);
+      if (finished && finished.sizeBytes === body.length) {
+        parts.push(finished);
+        continue;
+      }
+      const sending = uploadPart(partNumber, body);
+      running.add(sending);
+      void sending.then(
+        () => running.delete(sending),
+        () => {}, // stays in `running`: the race below and allSettled report it
+      );
+      if (running.size >= PARTS_IN_FLIGHT) await Promise.race(running);
+    }
+    await Promise.all(running);
+  } catch (error) {
+    await Promise.allSettled(running);
+    throw error;
+  }
+  if (digest.digest('hex') !== upload.objectSha256) {
+    // The artifact is not the one this upload started from (replaced under the same hash).
+    await giveUp(request, upload);
+    throw new Error(`the artifact changed since its multipart upload to ${upload.key} started; starting over`);
+  }
+  parts.sort((a, b) => a.partNumber - b.partNumber);
+  await complete(request, upload, parts);
+  return { objectSha256: upload.objectSha256 };
+}
+
+async function complete(request: MultipartUploadRequest, upload: SavedMultipartUpload, parts: UploadedPart[]): Promise<void> {
+  const completed: CompletedPart[] = parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag, ...(part.checksumCrc32 && { ChecksumCRC32: part.checksumCrc32 }) }));
+  try {
+    await request.client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: request.bucket,
+        Key: upload.key,
+        UploadId: upload.uploadId,
+        MultipartUpload: { Parts: completed },
+        ...(request.ifNoneMatch && { IfNoneMatch: '*' }),
+      }),
+      { abortSignal: request.signal },
+    );
+  } catch (error) {
+    // A Complete retried after its answer was lost finds the upload spent: whether the object
+    // is ours shows in the verification HEAD that follows.
+    if (isUploadGone(error)) {
+      request.journal?.forget();
+      return;
+    }
+    // Lost race (412), or parts the store does not have (InvalidPart): this upload id is of no more use.
+    if (statusOf(error) === 412 || statusOf(error) === 400) await giveUp(request, upload).catch(() => {});
+    throw error;
+  }
+  request.journal?.forget();
+}
+
+/** Aborts the saved upload and forgets it (the abort is best effort: a lifecycle rule or the next sweep cleans up otherwise). */
+async function giveUp(request: MultipartUploadRequest, upload: SavedMultipartUpload): Promise<void> {
+  request.journal?.forget();
+  await abortMultipartUpload(request.client, request.bucket, upload.key, upload.uploadId, request.signal).catch(() => {});
+}
+
+function createRequest(request: MultipartUploadRequest, objectSha256: string) {
+  return { Bucket: request.bucket, Key: request.key, ...request.createParams(objectSha256), ...checksumParams(request.client) };
+}
+
+/**
+ * Where the client computes checksums whenever supported (AWS without a custom endpoint), the
+ * SDK adds a CRC32 to every part: the upload must declare it, as lib-storage does.
+ */
+function checksumParams(client: S3Client): { ChecksumAlgorithm?: 'CRC32' } {
+  const setting = (client.config as { requestChecksumCalculation?: unknown }).requestChecksumCalculation;
+  return setting === 'WHEN_SUPPORTED' ? { ChecksumAlgorithm: 'CRC32' } : {};
+}
+
+function digestOf(create: object): string {
+  return createHash('sha256').update(JSON.stringify(create)).digest('hex');
+}
+
+/** The stream cut into parts of exactly `partSizeBytes` (the last one shorter). */
+async function* partsOf(stream: Readable, partSizeBytes: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of stream) {
+    let data = chunk as Buffer;
+    while (pendingBytes + data.length >= partSizeBytes) {
+      const take = partSizeBytes - pendingBytes;
+      pending.push(data.subarray(0, take));
+      yield Buffer.concat(pending);
+      data = data.subarray(take);
+      pending = [];
+      pendingBytes = 0;
+    }
+    if (data.length > 0) {
+      pending.push(data);
+      pendingBytes += data.length;
+    }
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending);
+}
+
+async function sha256Of(stream: Readable): Promise<string> {
+  const digest = createHash('sha256');
+  for await (const chunk of stream) digest.update(chunk as Buffer);
+  return digest.digest('hex');
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function isUploadGone(error: unknown): boolean {
+  return (error as { name?: string })?.name === 'NoSuchUpload';
+}
+
+function isNotImplemented(error: unknown): boolean {
+  const status = statusOf(error);
+  return status === 405 || status === 501;
+}
+
+function unquoted(etag: string): string {
+  return etag.replace(/"/g, '');
+}
