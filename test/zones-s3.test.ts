@@ -159,7 +159,7 @@ describe('first writer wins within a zone', () => {
     };
     const remote = new S3RemoteStore(client, { bucket, keyPrefix: '', zones: { write: 'trusted', read: ['trusted'] }, conditionalWrites: 'on', multipartThresholdBytes: 1024, partSizeBytes: 5 * 1024 * 1024 });
     const ours = Buffer.alloc(6 * 1024 * 1024, 7);
-    const outcome = await remote.upload(hash, { sizeBytes: ours.length, stream: () => Readable.from([ours]) });
+    const { outcome } = await remote.upload(hash, { sizeBytes: ours.length, stream: () => Readable.from([ours]) });
     expect(raced).toBe(true);
     expect(await listKeys(shared.s3, bucket)).toEqual([key]);
     const stored = await rawObject(bucket, key);

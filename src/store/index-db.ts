@@ -18,7 +18,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
@@ -51,6 +51,19 @@ CREATE INDEX outbox_by_next_attempt ON outbox (next_attempt_ms, enqueued_ms);
 
 // v2: every artifact remembers its trust zone; rows from v1 had none (''), like the zone-less layout.
 const schemaV2 = `ALTER TABLE artifacts ADD COLUMN zone TEXT NOT NULL DEFAULT '';`;
+
+// v3: uploads confirmed but not yet published in the bucket index's journal (outbox/announcements.ts).
+const schemaV3 = `
+CREATE TABLE announcements (
+  id           INTEGER PRIMARY KEY,
+  zone         TEXT NOT NULL,
+  hash         TEXT NOT NULL,
+  bytes        INTEGER NOT NULL,
+  sha256       TEXT NOT NULL,
+  confirmed_ms INTEGER NOT NULL,
+  commit_sha   TEXT
+);
+`;
 
 export class IndexDb {
   readonly db: Database.Database;
@@ -95,6 +108,7 @@ export class IndexDb {
     this.db.transaction(() => {
       if (version < 1) this.db.exec(schemaV1);
       if (version < 2) this.db.exec(schemaV2);
+      if (version < 3) this.db.exec(schemaV3);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }

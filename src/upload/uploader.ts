@@ -38,6 +38,8 @@ export interface UploaderOptions {
   writeZone?: string;
   /** Counts refused writes. */
   audit?: AuditCounters;
+  /** The bucket index is on: each object the bucket is known to hold is announced (README: The bucket index). */
+  announce?: { commit: string | null; announced(): void };
 }
 
 export interface UploaderCounters {
@@ -183,9 +185,12 @@ export class Uploader {
       return false;
     }
     try {
-      const outcome = await remote.upload(hash, artifact, this.abort.signal, writeZone);
+      const { outcome, object } = await remote.upload(hash, artifact, this.abort.signal, writeZone);
       failpoint('after-upload');
-      outbox.complete(hash);
+      const { announce } = this.options;
+      const announcement = announce && object && { zone: writeZone ?? NO_ZONE, hash, ...object, confirmedMs: Date.now(), commit: announce.commit };
+      outbox.complete(hash, announcement);
+      if (announcement) announce.announced();
       if (this.failing) {
         this.failing = false;
         logger.info('uploads to S3 work again');

@@ -32,7 +32,7 @@ import { classifyS3Error } from './s3-errors.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
-import type { FetchedArtifact, RefusedObject, RemoteStore, UploadOutcome, UploadSource, WriteMode } from '../index.js';
+import type { FetchedArtifact, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
 
 export interface S3RemoteStoreOptions {
   bucket: string;
@@ -190,7 +190,7 @@ export class S3RemoteStore implements RemoteStore {
   }
 
   /** Uploads into `zone` (default: the write zone). */
-  async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadOutcome> {
+  async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadResult> {
     const key = this.key(hash, zone);
     const mode = await this.writeMode(zone, signal);
     // Present means complete and in our current format: an object we wrote carries its sha256,
@@ -199,7 +199,7 @@ export class S3RemoteStore implements RemoteStore {
     // while we encrypt (or the reverse) is overwritten, never trusted. In a zone, no complete
     // object is ever overwritten: first writer wins.
     const existing = await this.head(hash, signal, zone);
-    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return 'already-present';
+    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
     // Only a missing object is written conditionally: a damaged one must be replaced.
     const ifNoneMatch = mode === 'conditional' && existing === undefined ? { IfNoneMatch: '*' } : {};
     const encoding = this.codec.encoding(hash, source.sizeBytes);
@@ -249,7 +249,7 @@ export class S3RemoteStore implements RemoteStore {
       }
     } catch (error) {
       if (error instanceof UploadVerificationError) throw error;
-      if ('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error)) return 'lost-race';
+      if ('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error)) return { outcome: 'lost-race' };
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
     const stored = await this.head(hash, signal, zone);
@@ -258,7 +258,7 @@ export class S3RemoteStore implements RemoteStore {
     // that): its artifact (Nx archives differ byte-wise between runs) is as good as ours, and it
     // is complete by its own record. The bucket holds one object either way.
     if (isComplete(stored) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
-      return 'lost-race';
+      return { outcome: 'lost-race', object: { bytes: stored.sizeBytes, sha256: stored.sha256! } };
     }
     if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
       throw new UploadVerificationError(
@@ -266,7 +266,7 @@ export class S3RemoteStore implements RemoteStore {
           'if this store mishandles streamed checksums, keep the checksums setting at when-required',
       );
     }
-    return 'uploaded';
+    return { outcome: 'uploaded', object: { bytes: objectBytes, sha256: objectSha256 } };
   }
 
   /**
