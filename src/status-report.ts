@@ -1,6 +1,7 @@
 /** What `GET /status` answers, `nx-s3-sidecar status` prints and the status page shows: one place for the shape. */
 import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
+import type { Publisher } from './index/publisher.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
 import type { ActivityHistory, AuditCounters, CacheActivity, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
@@ -51,6 +52,8 @@ export interface StatusReport {
     parked: number;
     oldestAgeMs: number | null;
     lastError?: { hash: string; message: string };
+    /** Uploads not yet published in the bucket index (present while it is on and uploads are). */
+    unpublished?: number;
   };
   /** Since the daemon started (across hot reloads); present while uploads are on. */
   uploads?: UploaderStatus;
@@ -70,6 +73,8 @@ export interface StatusSources {
   credentialsResolvedBy?: () => string | undefined;
   store: LocalStore;
   uploader?: Uploader;
+  /** The bucket index's publisher, while it runs. */
+  indexPublisher?: Publisher;
   readThroughOn: boolean;
   activity: CacheActivity;
   remoteTotals: RemoteTierTotals;
@@ -108,6 +113,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
       parked: outbox.parked,
       oldestAgeMs: outbox.oldestEnqueuedMs === null ? null : nowMs - outbox.oldestEnqueuedMs,
       lastError: outbox.lastError,
+      unpublished: sources.indexPublisher?.pending(),
     },
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,

@@ -50,6 +50,10 @@ export interface S3Config {
    * the design other Nx S3 caches use (S3 on the request path). See BENCHMARKS.md.
    */
   writeThrough: boolean;
+  /** The bucket index (README: The bucket index): published and replicated, or off (every miss reads through). */
+  bucketIndex: 'on' | 'off';
+  /** The git commit this daemon's uploads are built from, recorded in the index; null when unknown. */
+  commit: string | null;
 }
 
 export interface DaemonConfig {
@@ -230,6 +234,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       readTimeoutMs: value('read-timeout'),
       conditionalWrites: value('conditional-writes')!,
       writeThrough: value('write-through'),
+      bucketIndex: value('bucket-index'),
+      commit: value('commit') ?? null,
     };
     if (zones && s3.pluginObjects === 'read') {
       throw new ConfigError(

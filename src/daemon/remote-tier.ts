@@ -2,12 +2,15 @@
 import type { DaemonConfig } from '../config/index.js';
 import type { LocalStore } from '../store/index.js';
 import type { RemoteStore } from '../remote/index.js';
-import { createS3Client, remoteStoreFor, type ConfiguredS3Client } from '../remote/s3/index.js';
+import { createS3Client, indexObjectsFor, remoteStoreFor, NO_ZONE, type ConfiguredS3Client } from '../remote/s3/index.js';
 import { ReadThrough } from '../cache/index.js';
 import { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
 import type { AuditCounters } from '../metrics/index.js';
 import type { Logger } from '../log.js';
+import { Publisher, randomWriterId } from '../index/publisher.js';
+import { Compactor } from '../index/compactor.js';
+import { ReplicaDb } from '../index/replica-db.js';
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
 export interface RemoteTier {
@@ -16,6 +19,13 @@ export interface RemoteTier {
   remote?: RemoteStore;
   uploader?: Uploader;
   readThrough?: ReadThrough;
+  // The bucket index, writer side (README: The bucket index): present while --bucket-index is on.
+  /** Publishes what uploads announce (uploads on only). */
+  indexPublisher?: Publisher;
+  /** Snapshots and prunes the zones this daemon writes and reads. */
+  indexCompactor?: Compactor;
+  /** The replica of the read zones' index (the publisher adds its own entries at once). */
+  indexReplica?: ReplicaDb;
 }
 
 /** Decides what the S3 tier does from the config, saying why when it does nothing. */
@@ -26,11 +36,22 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   const { zones, signatures } = config;
   const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures });
   const readWrite = config.uploads === 'yes';
+  const index = config.s3.bucketIndex === 'on' ? buildIndexWriter(config, store, s3, logger, readWrite) : {};
   return {
     s3,
     remote,
+    ...index,
     uploader: readWrite
-      ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
+      ? new Uploader({
+          outbox: store.outbox,
+          blobs: store,
+          remote,
+          concurrency: config.s3.uploadConcurrency,
+          logger,
+          writeZone: zones?.write ?? undefined,
+          audit,
+          announce: index.indexPublisher && { commit: config.s3.commit, announced: () => index.indexPublisher!.announced() },
+        })
       : undefined,
     readThrough: new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }),
     state: {
@@ -44,6 +65,22 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
       pluginObjects: config.s3.pluginObjects === 'read' ? `read at ${remote.pluginKey('<hash>')}` : 'ignored',
     },
   };
+}
+
+/**
+ * The bucket index's writer side: the publisher (when uploading) and the compactor of the zones
+ * this daemon writes and reads. Until the replica's tailer exists, no zone counts as fresh, so
+ * the compactor never writes a snapshot from an incomplete replica.
+ */
+function buildIndexWriter(config: DaemonConfig, store: LocalStore, s3: ConfiguredS3Client, logger: Logger, readWrite: boolean): Pick<RemoteTier, 'indexPublisher' | 'indexCompactor' | 'indexReplica'> {
+  const indexObjects = indexObjectsFor(s3.client, config.s3!, { zones: config.zones, signatures: config.signatures });
+  const readZones = config.zones?.read ?? [NO_ZONE];
+  const writeZone = config.zones ? config.zones.write : NO_ZONE;
+  const indexReplica = ReplicaDb.open(store.layout.bucketIndexFile, (reason) => logger.warn('the bucket index replica was unusable and is loaded again from the bucket', { reason }));
+  const indexPublisher = readWrite ? new Publisher({ announcements: store.outbox.announcements, indexObjects, logger, replica: indexReplica, readZones }) : undefined;
+  const compactedZones = readWrite && writeZone !== null && readZones.includes(writeZone) ? [writeZone] : [];
+  const indexCompactor = new Compactor({ indexObjects, replica: indexReplica, zones: compactedZones, isZoneFresh: () => false, writer: indexPublisher?.writer ?? randomWriterId(), logger });
+  return { indexPublisher, indexCompactor, indexReplica };
 }
 
 /** What auto found out about the store. */
@@ -78,6 +115,8 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
     logger.info('trust zones', { writeZone: tier.state.writeZone, readZones: tier.state.readZones?.join(','), signaturesRequired: tier.state.signaturesRequired?.join(',') || undefined });
   }
   tier.uploader?.start();
+  tier.indexPublisher?.start();
+  tier.indexCompactor?.start();
   void checkBucketInBackground(tier, logger);
   // Only auto has something to find out; on and off are as configured (status shows them).
   if (tier.uploader && tier.state.conditionalWrites === CONDITIONAL_WRITES_SETTING_TEXT.auto) void reportWriteMode(tier, logger);
@@ -107,5 +146,8 @@ async function checkBucketInBackground(tier: RemoteTier, logger: Logger): Promis
 
 export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
+  tier.indexCompactor?.stop();
+  await tier.indexPublisher?.stop();
+  tier.indexReplica?.close();
   tier.s3?.client.destroy();
 }
