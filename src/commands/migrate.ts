@@ -142,7 +142,7 @@ async function migrateOne(remote: S3RemoteStore, hash: string, tempFile: string,
     // The whole archive is checked (decrypted, decompressed, rewritten) before anything is written.
     await pipeline(archive, createWriteStream(tempFile, { flags: 'wx' }));
     const { size } = await fs.stat(tempFile);
-    const outcome = await remote.upload(hash, { sizeBytes: size, stream: () => createReadStream(tempFile) });
+    const { outcome } = await remote.upload(hash, { sizeBytes: size, stream: () => createReadStream(tempFile) });
     let deleted = false;
     if (deleteOriginal) {
       await remote.deletePluginObject(hash);
