@@ -12,7 +12,7 @@ import { type S3TestServer } from './helpers/s3-server.js';
 import { s3ClientFor } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
-import { authHeaders, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
+import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
@@ -132,6 +132,35 @@ describe('publishing the bucket index', () => {
     expect(keys).toHaveLength(3);
     expect(keys.filter((key) => key.includes('@index/'))).toEqual([]);
     expect(writer.store.outbox.announcements.count()).toBe(0);
+  });
+
+  it('with --bucket-index off, keeps no replica and reads every miss through, also in a zone other daemons index', async () => {
+    const bucket = await server.createBucket('index-off-reader');
+    // A writer without the index, then one with it: the zone is indexed, but lacks the first one's hash.
+    const unindexed = newHash();
+    const offWriter = await daemon(s3Flags(server.endpoint, bucket, { 'bucket-index': 'off' }));
+    expect((await putArtifact(offWriter, unindexed, randomBytes(100))).status).toBe(200);
+    await flush(offWriter);
+    const onWriter = await daemon(s3Flags(server.endpoint, bucket));
+    expect((await putArtifact(onWriter, newHash(), randomBytes(100))).status).toBe(200);
+    await flush(onWriter);
+    const statusOf = async (d: TestDaemon) => (await (await fetch(`${d.url}/status`, { headers: authHeaders(d.token) })).json()) as StatusReport;
+
+    // A daemon that trusts the index answers the unindexed hash 404 without S3 (README: Mixed fleets)…
+    const onReader = await daemon(s3Flags(server.endpoint, bucket));
+    await eventually('the replica to be fresh and indexed', async () => (await statusOf(onReader)).bucketIndex?.zones.every((zone) => zone.fresh && zone.indexed) ?? false);
+    expect((await getArtifact(onReader, unindexed)).status).toBe(404);
+    expect((await statusOf(onReader)).cache.indexMisses).toBe(1);
+
+    // …one with --bucket-index off reads it through, and never asks for an index object.
+    const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port });
+    cleanup(() => proxy.stop());
+    const offReader = await daemon(s3Flags(proxy.endpoint, bucket, { 'bucket-index': 'off' }));
+    expect((await getArtifact(offReader, unindexed)).status).toBe(200);
+    const report = await statusOf(offReader);
+    expect(report.bucketIndex).toBeUndefined();
+    expect(report.cache.readThroughReasons.off).toBe(1);
+    expect(proxy.requests().filter((request) => decodeURIComponent(request.url).includes('@index/'))).toEqual([]);
   });
 
   it('keeps every announcement through an S3 outage, warns once, and publishes them when S3 answers again', async () => {
