@@ -73,7 +73,14 @@ describe('nx-s3-sidecar migrate', () => {
     expect(apply.stdout).toMatch(/\[\d\/3\] 1001 migrated/);
     expect(apply.stdout).toMatch(/\[\d\/3\] 1003 not migrated: .*encryptionKey/);
     expect(apply.stdout).toMatch(/migrated 2, 0 skipped, 1 failed; originals kept/);
+    expect(apply.stdout).toMatch(/then run `nx-s3-sidecar index rebuild`/);
     expect(await keys(bucket)).toEqual([...before, 'team/nx-s3-sidecar/v1/1001', 'team/nx-s3-sidecar/v1/1002'].sort());
+
+    // migrate publishes nothing in the bucket index, and the zone is indexed (the daemon published
+    // 1004 and 2001): until `index rebuild` runs, as the README says, a fresh index rules 1001 and 1002 out.
+    const rebuild = await runCli(['index', 'rebuild', '--bucket', bucket, '--endpoint', server.endpoint, '--prefix', 'team'], { ...s3Env(server), NX_S3_ENCRYPTION_KEY: KEY }, 30_000, tempDir());
+    expect(rebuild.code, rebuild.stderr).toBe(0);
+    expect(rebuild.stdout).toMatch(/wrote snapshot \S+ \(.*\) with \d+ artifact\(s\)/);
 
     // The rewritten objects are ours: served without looking at the plugin's, archive intact.
     const reader = await startTestDaemon(s3Flags(server.endpoint, bucket, { prefix: 'team', 'plugin-objects': 'ignore' }), { env: { NX_S3_ENCRYPTION_KEY: KEY } });
