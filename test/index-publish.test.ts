@@ -14,6 +14,7 @@ import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
+import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginKey, putPluginObject } from './helpers/plugin-objects.js';
@@ -120,6 +121,13 @@ describe('publishing the bucket index', () => {
     const replica = ReplicaDb.open(path.join(writer.cacheDir, 'bucket-index.sqlite'));
     cleanup(() => replica.close());
     expect(replica.get(hashes[0]!, 'trusted')).toMatchObject({ bytes: head.ContentLength, commit });
+    // What it published shows beside the replica's figures: status and /metrics.
+    const report = (await (await fetch(`${writer.url}/status`, { headers: authHeaders(writer.token) })).json()) as StatusReport;
+    expect(report.bucketIndex?.published).toMatchObject({ journalObjects: names.length, entries: hashes.length, unpublished: 0 });
+    const metrics = parsePrometheusText(await (await fetch(`${writer.url}/metrics`, { headers: authHeaders(writer.token) })).text());
+    expect(sampleValue(metrics, 'nx_s3_sidecar_index_published_journal_objects_total')).toBe(names.length);
+    expect(sampleValue(metrics, 'nx_s3_sidecar_index_published_entries_total')).toBe(hashes.length);
+    expect(sampleValue(metrics, 'nx_s3_sidecar_index_unpublished')).toBe(0);
   });
 
   it('publishes nothing with --bucket-index off', async () => {
