@@ -1,4 +1,4 @@
-/** The S3 tier (uploader, read-through) as the configuration asks for it: built, started, stopped; its state as status shows it. */
+/** The S3 tier (uploader, read-through, the bucket index and prefetch) as the configuration asks for it: built, started, stopped; its state as status shows it. */
 import type { DaemonConfig } from '../config/index.js';
 import type { LocalStore } from '../store/index.js';
 import type { IndexObjectStore, RemoteStore } from '../remote/index.js';
