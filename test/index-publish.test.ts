@@ -171,6 +171,27 @@ describe('publishing the bucket index', () => {
     expect(proxy.requests().filter((request) => decodeURIComponent(request.url).includes('@index/'))).toEqual([]);
   });
 
+  it('a lone daemon on a new bucket: once its own journal is up, its zone is indexed and a miss costs no S3 request', async () => {
+    const bucket = await server.createBucket('index-lone');
+    const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port });
+    cleanup(() => proxy.stop());
+    const lone = await daemon(s3Flags(proxy.endpoint, bucket));
+    const statusOf = async () => (await (await fetch(`${lone.url}/status`, { headers: authHeaders(lone.token) })).json()) as StatusReport;
+    // Before anything is published the bucket has no index objects: misses read through, even while synced.
+    await eventually('its replica to be fresh', async () => (await statusOf()).bucketIndex?.zones.every((zone) => zone.fresh) ?? false);
+    expect((await statusOf()).bucketIndex?.zones.map((zone) => zone.indexed)).toEqual([false]);
+    expect((await getArtifact(lone, newHash())).status).toBe(404);
+    expect((await statusOf()).cache.readThroughReasons.notIndexed).toBe(1);
+    expect((await putArtifact(lone, newHash(), randomBytes(100))).status).toBe(200);
+    await flush(lone);
+    await eventually('its zone to be fresh and indexed', async () => (await statusOf()).bucketIndex?.zones.every((zone) => zone.fresh && zone.indexed) ?? false);
+    const before = proxy.requests().length;
+    expect((await getArtifact(lone, newHash())).status).toBe(404);
+    expect((await statusOf()).cache.indexMisses).toBe(1);
+    const artifactRequests = proxy.requests().slice(before).filter((request) => !request.url.includes('list-type=') && !decodeURIComponent(request.url).includes('@index/'));
+    expect(artifactRequests).toEqual([]);
+  });
+
   it('keeps every announcement through an S3 outage, warns once, and publishes them when S3 answers again', async () => {
     const bucket = await server.createBucket('publish-outage');
     const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port });

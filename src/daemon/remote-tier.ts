@@ -166,7 +166,14 @@ function buildIndexWriter(
   const readZones = config.zones?.read ?? [NO_ZONE];
   const writeZone = config.zones ? config.zones.write : NO_ZONE;
   const replica = bucketIndex.replica;
-  const indexPublisher = new Publisher({ announcements: store.outbox.announcements, indexObjects, logger, replica, readZones });
+  const indexPublisher = new Publisher({
+    announcements: store.outbox.announcements,
+    indexObjects,
+    logger,
+    replica,
+    readZones,
+    onOwnJournal: (zone) => bucketIndex.ownJournalPublished(zone),
+  });
   if (writeZone === null || !readZones.includes(writeZone)) return { indexPublisher };
   const indexCompactor = new Compactor({ indexObjects, replica, zones: [writeZone], isZoneFresh: (zone) => bucketIndex.isZoneFresh(zone), writer: indexPublisher.writer, logger });
   return { indexPublisher, indexCompactor };

@@ -115,6 +115,14 @@ export class BucketIndex implements RemoteIndex {
   }
 
   /**
+   * This daemon published a journal object into `zone` (its entries are in the replica already):
+   * the zone has index objects now, so its replica may rule hashes out, as another writer's would.
+   */
+  ownJournalPublished(zone: string): void {
+    for (const tailer of this.tailers) if (tailer.zone === zone) tailer.indexed = true;
+  }
+
+  /**
    * `listener(zone, entries)` hears each time a sync added entries to the replica (a journal
    * object or a snapshot applied; entries counts its lines, new or not). Returns an unsubscribe.
    */

@@ -25,6 +25,8 @@ export interface PublisherOptions {
   /** This daemon's replica, and the zones it replicates: its own entries go in at once. */
   replica?: ReplicaDb;
   readZones?: readonly string[];
+  /** Told when a journal object of a read zone went up and into the replica (the zone is indexed from then on). */
+  onOwnJournal?: (zone: string) => void;
   writer?: string;
   batchDelayMs?: number;
   batchMaxEntries?: number;
@@ -202,6 +204,7 @@ export class Publisher {
       try {
         replica.upsert(zone, entries);
         this.markApplied!.run(zone, name);
+        this.options.onOwnJournal?.(zone);
       } catch (error) {
         this.options.logger.debug('could not add published entries to the replica; its sync will', { error: errorMessage(error) });
       }
