@@ -279,7 +279,7 @@ for (const [latencyMs, rs] of traffic) {
       `${r.indexOn.artifactGets} GET, ${r.indexOn.artifactHeads} HEAD, ${r.indexOn.artifactPuts} PUT`,
       `${byMethod(r.indexOn.indexByMethod)} (${perMinute(r.indexOn.index, r.indexOn.seconds)}/min)`,
       `${r.indexOn.cache.indexMisses} / ${reasons.inIndex} in index, ${reasons.stale} stale, ${reasons.notIndexed} not indexed, ${reasons.off} off`,
-      `${num(r.prefetched.waitSeconds, 1)} s; ${r.prefetched.localHits} local, ${r.prefetched.s3Hits} S3 hits; ${r.prefetched.total} S3 requests`,
+      `${num(r.prefetched.waitSeconds, 1)} s; ${r.prefetched.localHits} local, ${r.prefetched.s3Hits} S3 hits; S3 during the run: ${r.prefetched.artifactGets} artifact GET, ${r.prefetched.artifactHeads} HEAD, ${byMethod(r.prefetched.indexByMethod)} index`,
     ]);
   });
 }
@@ -303,7 +303,7 @@ report({
       table(['S3 latency', ...variants.map(([, label]) => label)], rows),
     'S3 requests at the proxy during the timed runs (the index-on build also uploads write-behind while it runs; *index objects* are LISTs, GETs and PUTs under `@index/`: tailing and publishing).\n\n' +
       table(
-        ['S3 latency', 'build, index off: artifact requests', 'build, index on: artifact requests', 'build, index on: index objects', 'build, index on: misses answered from the index / read through by reason', 'second machine: prefetch wait; its hits; S3 requests during the run'],
+        ['S3 latency', 'build, index off: artifact requests', 'build, index on: artifact requests', 'build, index on: index objects', 'build, index on: misses answered from the index / read through by reason', 'second machine: prefetch wait; its hits; S3 requests during its run'],
         trafficRows,
       ),
     `The bucket index's own cost while no build runs: one daemon (index on, a bucket with index objects, S3 without latency), S3 requests in ${idleWindowMs / 1000} s windows after its last artifact request.\n\n` +
