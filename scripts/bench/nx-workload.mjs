@@ -92,11 +92,11 @@ async function waitForStatus(daemon, what, ready, timeoutMs = 120_000) {
 async function flush(daemon) {
   const { status } = await request(`${daemon.url}/flush`, { method: 'POST', headers: { authorization: `Bearer ${daemon.token}` } });
   if (status !== 200) throw new Error(`flush answered ${status}`);
-  return waitForStatus(daemon, 'the outbox and the index journal to be flushed', (s) => s.outbox.entries === 0 && (s.uploads?.inFlight ?? 0) === 0 && (s.outbox.unpublished ?? 0) === 0, 600_000);
+  return waitForStatus(daemon, 'the outbox and the index journal to be flushed', (s) => s.outbox.entries === 0 && (s.uploads?.inFlight ?? 0) === 0 && (s.bucketIndex?.published?.unpublished ?? 0) === 0, 600_000);
 }
 
 /** A daemon whose build publishes in the index (the build has the writer side). */
-const publishes = (s) => s.outbox.unpublished !== undefined;
+const publishes = (s) => s.bucketIndex?.published !== undefined;
 
 /**
  * A long-lived daemon on a bucket in use: its replica of every read zone is fresh, and the bucket
