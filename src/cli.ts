@@ -16,6 +16,7 @@ import { runInstallService, runUninstallService } from './commands/service.js';
 import { runDoctor } from './commands/doctor.js';
 import { runMigrate } from './commands/migrate.js';
 import { runKeygen } from './commands/keygen.js';
+import { runIndexRebuild } from './commands/index-rebuild.js';
 
 const usage = `nx-s3-sidecar — Nx's self-hosted remote cache on localhost, backed by local disk
 
@@ -45,6 +46,10 @@ Usage:
                                   write an Ed25519 key pair for signed objects: PREFIX.key (0600,
                                   --signing-key) and PREFIX.pub (--verify-keys); default PREFIX
                                   nx-s3-sidecar-signing
+  nx-s3-sidecar index rebuild [--zone ZONE] [--dry-run] [options]
+                                  list a zone of the bucket once and write a bucket index snapshot
+                                  of every artifact in it (buckets filled before the index, or by
+                                  @nx/s3-cache); default zone: the write zone
   nx-s3-sidecar --version
 
 ${settingsUsage()}
@@ -67,6 +72,8 @@ interface CommandLine {
   timeoutSeconds: number;
   /** What follows "--" (exec's command). */
   rest: string[];
+  /** `index rebuild`. */
+  index: { action?: string; zone?: string; dryRun: boolean };
 }
 
 function parseCommandLine(argv: string[]): CommandLine {
@@ -90,6 +97,7 @@ function parseCommandLine(argv: string[]): CommandLine {
         system: { type: 'boolean' },
         os: { type: 'string' },
         out: { type: 'string' },
+        zone: { type: 'string' },
       },
       allowPositionals: true,
       strict: true,
@@ -108,6 +116,9 @@ function parseCommandLine(argv: string[]): CommandLine {
   }
   const [command, ...extra] = parsed.positionals;
   if (!command) throw new CliError(`no command given\n\n${usage}`, 2);
+  const indexAction = command === 'index' ? extra.shift() : undefined;
+  if (command === 'index' && indexAction !== 'rebuild') throw new CliError(`index needs an action: rebuild\n\n${usage}`, 2);
+  if (parsed.values.zone !== undefined && command !== 'index') throw new CliError(`--zone is only for index rebuild\n\n${usage}`, 2);
   if (extra.length > 0) throw new CliError(`unexpected argument "${extra[0]}"${command === 'exec' ? ' (put the command after "--")' : ''}\n\n${usage}`, 2);
   if (rest.length > 0 && command !== 'exec') throw new CliError(`"--" is only for exec\n\n${usage}`, 2);
   const flags: ConfigInput = {};
@@ -134,6 +145,7 @@ function parseCommandLine(argv: string[]): CommandLine {
       service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os },
       timeoutSeconds,
       rest,
+      index: { action: indexAction, zone: parsed.values.zone, dryRun: parsed.values['dry-run'] ?? false },
     };
   } catch (error) {
     if (error instanceof ConfigError) throw new CliError(`invalid setting ${error.message}`, 2);
@@ -163,6 +175,8 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'keygen':
       return runKeygen(line.keyPrefix);
+    case 'index':
+      return runIndexRebuild(line.config, line.index);
     case 'install-service':
       return runInstallService(line.config, line.flags, line.service);
     case 'uninstall-service':

@@ -1,9 +1,10 @@
 /** What `GET /status` answers, `nx-s3-sidecar status` prints and the status page shows: one place for the shape. */
 import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
+import type { Publisher } from './index/publisher.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
-import type { ActivityHistory, AuditCounters, CacheActivity, ReadThroughReasons, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
+import type { ActivityHistory, AuditCounters, CacheActivity, IndexPublishTotals, ReadThroughReasons, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
 import type { BucketIndex, IndexZoneStatus } from './index/bucket-index.js';
 import type { PrefetchLedger, Prefetcher } from './index/prefetch.js';
 import type { GitHeadWatcher } from './index/git-head.js';
@@ -67,13 +68,19 @@ export interface StatusReport {
   uploads?: UploaderStatus;
   /** Since the daemon started (across hot reloads); present while read-through is on. */
   readThrough?: ReadThroughCounters;
-  /** The bucket index's replica (present while it is kept): per read zone, and its syncs since start. */
+  /** The bucket index (present while it is kept): the replica per read zone, its syncs, and what this daemon published, since start. */
   bucketIndex?: {
     stalenessMs: number;
     zones: IndexZoneStatus[];
     journalObjects: { applied: number; refused: number };
     snapshots: { loaded: number; refused: number };
     skippedLines: number;
+    /** The writer side (present while uploads are on): journal objects and entries published, uploads waiting to be. */
+    published?: IndexPublishTotals & {
+      /** Uploads confirmed but not yet in a journal object (flush waits for 0). */
+      unpublished: number;
+      lastError?: { message: string; atMs: number };
+    };
   };
   /** Prefetch (present while --prefetch is on): what it does now, and its figures since start. */
   prefetch?: {
@@ -107,6 +114,8 @@ export interface StatusSources {
   credentialsResolvedBy?: () => string | undefined;
   store: LocalStore;
   uploader?: Uploader;
+  /** The bucket index's publisher, while it runs. */
+  indexPublisher?: Publisher;
   readThroughOn: boolean;
   bucketIndex?: BucketIndex;
   activity: CacheActivity;
@@ -174,7 +183,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     },
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
-    bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.remoteTotals),
+    bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.indexPublisher, sources.remoteTotals),
     prefetch: prefetchStatus(sources),
     recentErrors: sources.recentErrors.list(),
     audit: {
@@ -185,7 +194,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
   };
 }
 
-function bucketIndexReport(index: BucketIndex, totals: RemoteTierTotals): NonNullable<StatusReport['bucketIndex']> {
+function bucketIndexReport(index: BucketIndex, publisher: Publisher | undefined, totals: RemoteTierTotals): NonNullable<StatusReport['bucketIndex']> {
   const sync = totals.indexSync();
   return {
     stalenessMs: index.stalenessMs,
@@ -193,5 +202,6 @@ function bucketIndexReport(index: BucketIndex, totals: RemoteTierTotals): NonNul
     journalObjects: { applied: sync.journalApplied, refused: sync.journalRefused },
     snapshots: { loaded: sync.snapshotsLoaded, refused: sync.snapshotsRefused },
     skippedLines: sync.skippedLines,
+    published: publisher && { ...totals.indexPublish(), unpublished: publisher.pending(), lastError: publisher.status().lastError },
   };
 }

@@ -54,8 +54,8 @@ describe('conditional writes', () => {
     const s3 = memoryS3(true);
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     expect(await remote.writeMode()).toBe('conditional');
-    expect(await remote.upload('101', source('first'))).toBe('uploaded');
-    expect(await remote.upload('102', source('second'))).toBe('uploaded');
+    expect((await remote.upload('101', source('first'))).outcome).toBe('uploaded');
+    expect((await remote.upload('102', source('second'))).outcome).toBe('uploaded');
     // Two probe PUTs (the second refused), then one conditional PUT per artifact; the probe is gone.
     expect(s3.conditionalPuts.filter((key) => key.includes('/probe-'))).toHaveLength(2);
     expect(s3.conditionalPuts.filter((key) => !key.includes('/probe-'))).toEqual([objectKey('', '101', 'trusted'), objectKey('', '102', 'trusted')]);
@@ -66,7 +66,7 @@ describe('conditional writes', () => {
     const s3 = memoryS3(false);
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     expect(await remote.writeMode()).toBe('head-then-put');
-    expect(await remote.upload('103', source('only'))).toBe('uploaded');
+    expect((await remote.upload('103', source('only'))).outcome).toBe('uploaded');
     expect(s3.conditionalPuts.filter((key) => !key.includes('/probe-'))).toEqual([]);
     expect([...s3.objects.keys()]).toEqual([objectKey('', '103', 'trusted')]);
   });
@@ -79,7 +79,8 @@ describe('conditional writes', () => {
       objects.set(key, { body: Buffer.from('the other writer'), metadata: { sha256: 'x'.repeat(64), format: '1-plain', bytes: '16' } });
     });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
-    expect(await remote.upload('104', source('ours, too late'))).toBe('lost-race');
+    // The other writer's object: its own writer announces it in the bucket index, this one does not.
+    expect(await remote.upload('104', source('ours, too late'))).toEqual({ outcome: 'lost-race' });
     expect(s3.objects.get(objectKey('', '104', 'trusted'))?.body.toString()).toBe('the other writer');
   });
 
@@ -92,14 +93,17 @@ describe('conditional writes', () => {
       objects.set(key, { body: Buffer.from(input.Body as Buffer), metadata: input.Metadata as Record<string, string> });
     });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'on' });
-    expect(await remote.upload('106', source('ours, stored once'))).toBe('uploaded');
+    const result = await remote.upload('106', source('ours, stored once'));
+    const object = s3.objects.get(objectKey('', '106', 'trusted'))!;
+    // Announced in the bucket index as any upload is: the stored object's size and sha256.
+    expect(result).toEqual({ outcome: 'uploaded', object: { bytes: object.body.length, sha256: object.metadata.sha256 } });
   });
 
   it('never overwrites a complete object in a zone, whatever its format', async () => {
     const s3 = memoryS3(false);
     s3.objects.set(objectKey('', '105', 'trusted'), { body: Buffer.from('encrypted by someone'), metadata: { sha256: 'y'.repeat(64), format: '1-aes-256-gcm', bytes: '20' } });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'off' });
-    expect(await remote.upload('105', source('plain'))).toBe('already-present');
+    expect((await remote.upload('105', source('plain'))).outcome).toBe('already-present');
     expect(s3.objects.get(objectKey('', '105', 'trusted'))?.body.toString()).toBe('encrypted by someone');
   });
 });

@@ -19,7 +19,7 @@ import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
 import { type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
-import { s3Env } from './helpers/s3-tier.js';
+import { isIndexKey, s3Env } from './helpers/s3-tier.js';
 import { pluginKey, pluginObject, pluginRetrieve, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
@@ -149,7 +149,10 @@ describe('migrating from @nx/s3-cache', () => {
       const flush = await runCli(['flush', '--timeout', '30', '--cache-dir', sidecar.cacheDir, '--port', String(sidecar.port), '--token', sidecar.token]);
       expect(flush.code, flush.stderr).toBe(0);
 
-      const keys = await listKeys(bucket);
+      const allKeys = await listKeys(bucket);
+      // Besides the artifacts, only the bucket index's journal (never at a key the plugin reads: <prefix>/<hash>).
+      expect(allKeys.filter(isIndexKey).every((key) => key.startsWith(`${CACHE_KEY_PREFIX}/nx-s3-sidecar/v1/@index/journal/`))).toBe(true);
+      const keys = allKeys.filter((key) => !isIndexKey(key));
       expect(keys).toHaveLength(ws.taskIds.length);
       const hashes = keys.map((key) => path.posix.basename(key));
       for (const key of keys) expect(key).toMatch(new RegExp(`^${CACHE_KEY_PREFIX}/nx-s3-sidecar/v1/\\d+$`));

@@ -18,7 +18,7 @@ import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
-import { listKeys, s3Env } from './helpers/s3-tier.js';
+import { isIndexKey, listKeys, s3Env } from './helpers/s3-tier.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
@@ -75,7 +75,11 @@ describe('trust zones against the poisoning race', () => {
     expect([...poisoned.executed].sort()).toEqual([...ws.taskIds].sort());
     expect(await poisonFiles(ws)).toEqual(ws.projects.map(() => 'pwned'));
     await flush(pr);
-    const prKeys = await listKeys(client, bucket);
+    const prAllKeys = await listKeys(client, bucket);
+    // flush published the uploads in the zone's bucket index, inside the zone's own prefix.
+    expect(prAllKeys.filter(isIndexKey).length).toBeGreaterThan(0);
+    for (const key of prAllKeys.filter(isIndexKey)) expect(key).toMatch(/^nx-s3-sidecar\/v1\/zones\/pr\/1\/@index\/journal\//);
+    const prKeys = prAllKeys.filter((key) => !isIndexKey(key));
     expect(prKeys).toHaveLength(ws.taskIds.length);
     for (const key of prKeys) expect(key).toMatch(/^nx-s3-sidecar\/v1\/zones\/pr\/1\/\d+$/);
 
@@ -89,7 +93,7 @@ describe('trust zones against the poisoning race', () => {
     expect(await poisonFiles(ws)).toEqual(ws.projects.map(() => ''));
     const trustedOutputs = await outputDigests(ws);
     await flush(trusted);
-    const trustedKeys = (await listKeys(client, bucket)).filter((key) => !prKeys.includes(key));
+    const trustedKeys = (await listKeys(client, bucket)).filter((key) => !prKeys.includes(key) && !isIndexKey(key));
     expect(trustedKeys).toHaveLength(ws.taskIds.length);
     for (const key of trustedKeys) expect(key).toMatch(/^nx-s3-sidecar\/v1\/zones\/trusted\/\d+$/);
     // Same task hashes in both zones: the PR's objects sit beside the trusted ones, never in their place.

@@ -10,7 +10,7 @@ import { cliPath, freePort, killDaemonOf, runCli } from './helpers/daemon-proces
 import { createNxWorkspace, describeRun, killRunningNx, removeWorkspace, runNx } from './helpers/nx-workspace.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
-import { eventually, s3Env } from './helpers/s3-tier.js';
+import { eventually, isIndexKey, s3Env } from './helpers/s3-tier.js';
 import { startTestDaemon } from './helpers/in-process-daemon.js';
 import { acquireDirLock } from '../src/store/dir-lock.js';
 import { cacheDirLayout } from '../src/store/index.js';
@@ -49,8 +49,10 @@ describe('nx-s3-sidecar exec', () => {
 
     const s3 = s3ClientFor(server);
     cleanup(() => s3.destroy());
-    const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'nx-s3-sidecar/v1/' }));
-    expect(listed.KeyCount).toBe(ws.taskIds.length);
+    const listed = (await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'nx-s3-sidecar/v1/' }))).Contents?.map((object) => object.Key!) ?? [];
+    expect(listed.filter((key) => !isIndexKey(key))).toHaveLength(ws.taskIds.length);
+    // --flush also waited for the bucket index: every artifact is announced in its journal.
+    expect(listed.filter(isIndexKey).length).toBeGreaterThan(0);
 
     // The daemon keeps running for the next command, and exec passes the command's exit code through.
     const again = await runCli(['exec', ...sidecarArgs, '--', process.execPath, '-e', 'process.exit(3)'], s3Env(server), 30_000);

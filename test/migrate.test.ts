@@ -54,6 +54,8 @@ describe('nx-s3-sidecar migrate', () => {
     cleanup(() => daemon.dispose());
     for (const hash of ['1004', '2001']) expect((await putArtifact(daemon, hash, Buffer.from(`ours ${hash}`))).status).toBe(200);
     for (const hash of ['1004', '2001']) await eventually(`${hash} uploaded`, () => objectExists(s3, bucket, hash, 'team/'));
+    // And published in the bucket index, so the bucket holds still while migrate runs.
+    await eventually('the uploads published in the bucket index', () => daemon.store.outbox.announcements.count() === 0);
 
     const cli = (...args: string[]) =>
       runCli(['migrate', '--bucket', bucket, '--endpoint', server.endpoint, '--prefix', 'team', ...args], { ...s3Env(server), NX_S3_ENCRYPTION_KEY: KEY }, 30_000, tempDir());
@@ -71,7 +73,14 @@ describe('nx-s3-sidecar migrate', () => {
     expect(apply.stdout).toMatch(/\[\d\/3\] 1001 migrated/);
     expect(apply.stdout).toMatch(/\[\d\/3\] 1003 not migrated: .*encryptionKey/);
     expect(apply.stdout).toMatch(/migrated 2, 0 skipped, 1 failed; originals kept/);
+    expect(apply.stdout).toMatch(/then run `nx-s3-sidecar index rebuild`/);
     expect(await keys(bucket)).toEqual([...before, 'team/nx-s3-sidecar/v1/1001', 'team/nx-s3-sidecar/v1/1002'].sort());
+
+    // migrate publishes nothing in the bucket index, and the zone is indexed (the daemon published
+    // 1004 and 2001): until `index rebuild` runs, as the README says, a fresh index rules 1001 and 1002 out.
+    const rebuild = await runCli(['index', 'rebuild', '--bucket', bucket, '--endpoint', server.endpoint, '--prefix', 'team'], { ...s3Env(server), NX_S3_ENCRYPTION_KEY: KEY }, 30_000, tempDir());
+    expect(rebuild.code, rebuild.stderr).toBe(0);
+    expect(rebuild.stdout).toMatch(/wrote snapshot \S+ \(.*\) with \d+ artifact\(s\)/);
 
     // The rewritten objects are ours: served without looking at the plugin's, archive intact.
     const reader = await startTestDaemon(s3Flags(server.endpoint, bucket, { prefix: 'team', 'plugin-objects': 'ignore' }), { env: { NX_S3_ENCRYPTION_KEY: KEY } });
@@ -93,7 +102,7 @@ describe('nx-s3-sidecar migrate', () => {
 
     const clean = await cli('--apply', '--delete-originals');
     expect(clean.stdout).toMatch(/deleted 3 original\(s\) migrated by an earlier run/);
-    expect(await keys(bucket)).toEqual(
+    expect((await keys(bucket)).filter((key) => !key.includes('/@index/'))).toEqual(
       ['team/1003', 'team/README.txt', 'team/nx-s3-sidecar/v1/1001', 'team/nx-s3-sidecar/v1/1002', 'team/nx-s3-sidecar/v1/1004', 'team/nx-s3-sidecar/v1/2001'].sort(),
     );
   }, 90_000);

@@ -14,7 +14,8 @@ import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } 
 import { describe, expect, it } from 'vitest';
 import type { IndexEntry } from '../src/index/index-format.js';
 import { objectKey } from '../src/remote/s3/index.js';
-import { announceEntries, fillReplica as fillReplicaFrom } from './helpers/index-journal.js';
+import { keyIdOf, type SigningKey } from '../src/remote/index.js';
+import { announceEntries, artifactRequests } from './helpers/index-journal.js';
 import type { S3TestServer } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
@@ -60,13 +61,15 @@ async function entryFor(bucket: string, hash: string, zone: string, atMs: number
   return { hash, bytes: head.ContentLength!, sha256: head.Metadata?.sha256 ?? '', atMs, commit };
 }
 
-async function announce(bucket: string, zone: string, entries: IndexEntry[]): Promise<void> {
-  await announceEntries(shared.s3, bucket, zone, entries, WRITER);
+async function announce(bucket: string, zone: string, entries: IndexEntry[], signingKey?: SigningKey): Promise<void> {
+  await announceEntries(shared.s3, bucket, zone, entries, WRITER, { signingKey });
 }
 
-async function fillReplica(cacheDir: string, bucket: string, zone: string): Promise<number> {
-  return fillReplicaFrom(shared.s3, cacheDir, bucket, zone);
+/** Requests for artifacts the proxy has seen (the bucket index's own LISTs and objects left out). */
+function artifactRequestCount(proxy: FaultProxy): number {
+  return artifactRequests(proxy.requests()).length;
 }
+
 
 function artifactsOf(count: number, bytes: number): Map<string, Buffer> {
   return new Map(Array.from({ length: count }, () => [newHash(), randomBytes(bytes)] as const));
@@ -112,7 +115,6 @@ describe('prefetch', () => {
     const entries = await Promise.all(hashes.map((hash, i) => entryFor(bucket, hash, '', baseMs + i * 1000, null)));
     await announce(bucket, '', entries);
     const readerDir = path.join(tempDir(), 'reader');
-    expect(await fillReplica(readerDir, bucket, '')).toBe(6);
 
     const proxy = await proxyFor();
     const objectBytes = entries[0]!.bytes;
@@ -125,7 +127,7 @@ describe('prefetch', () => {
     const status = reader.status().prefetch!;
     expect(status).toMatchObject({ artifacts: 4, bytes: 4 * objectBytes, hits: 0, unusedBytes: 4 * objectBytes, budgetBytes: 4 * objectBytes + 100, notStored: 0 });
 
-    const requestsBefore = proxy.requestCount();
+    const requestsBefore = artifactRequestCount(proxy);
     for (const hash of newestFour) {
       const got = await getArtifact(reader, hash);
       expect(got.status).toBe(200);
@@ -133,7 +135,7 @@ describe('prefetch', () => {
     }
     // Again: a prefetched artifact's hit counts once.
     expect((await getArtifact(reader, newestFour[0]!)).status).toBe(200);
-    expect(proxy.requestCount() - requestsBefore).toBe(0);
+    expect(artifactRequestCount(proxy) - requestsBefore).toBe(0);
     expect(reader.status().prefetch).toMatchObject({ hits: 4, hitBytes: 4 * objectBytes, unusedBytes: 0 });
     expect(reader.status().cache.hits).toEqual({ local: 5, s3: 0 });
     expect(await metric(reader, 'nx_s3_sidecar_prefetched_artifacts_total')).toBe(4);
@@ -165,7 +167,6 @@ describe('prefetch', () => {
     // What CI built for B is older than four other artifacts of unrelated commits.
     const ciEntries = await Promise.all([...ciArtifacts.keys()].map((hash, i) => entryFor(bucket, hash, '', baseMs + i, builtCommit)));
     const newerEntries = await Promise.all([...newerArtifacts.keys()].map((hash, i) => entryFor(bucket, hash, '', baseMs + 60_000 + i, 'f'.repeat(40))));
-    await announce(bucket, '', [...ciEntries, ...newerEntries]);
 
     const readerDir = path.join(tempDir(), 'reader');
     fs.mkdirSync(readerDir);
@@ -176,9 +177,14 @@ describe('prefetch', () => {
       s3Flags(proxy.endpoint, bucket, { 'cache-dir': readerDir, mode: 'read-only', prefetch: 'on', 'prefetch-budget': String(3 * objectBytes), workspace: repo }),
     );
     await eventually('git-aware prefetch to follow HEAD', () => reader.status().prefetch?.git.startsWith('on: old at') === true);
-    expect(await fillReplica(readerDir, bucket, '')).toBe(7);
-    // HEAD moves to main (C, whose parent B is what CI built): those artifacts go first, and fill the budget.
+    // HEAD moves to main (C, whose parent B is what CI built); then the index announces both sets:
+    // what CI built for B goes first, though older, and fills the budget.
     git(repo, 'checkout', '-q', 'main');
+    await eventually('git-aware prefetch to follow HEAD to main', () => reader.status().prefetch?.git.startsWith('on: main at') === true);
+    await announce(bucket, '', [...ciEntries, ...newerEntries]);
+    // An idle daemon syncs every 30 s; the first request after its replica went stale syncs at once.
+    await eventually('the replica to go stale while idle', () => reader.status().bucketIndex?.zones.every((zone) => !zone.fresh) === true);
+    expect((await getArtifact(reader, newHash())).status).toBe(404);
     await eventually('prefetch to fill its budget', () => reader.status().prefetch?.state === 'budget-full');
     const ciHashes = [...ciArtifacts.keys()];
     expect(prefetchedOrder(reader).sort()).toEqual([...ciHashes].sort());
@@ -213,9 +219,10 @@ describe('prefetch', () => {
       new PutObjectCommand({ Bucket: bucket, Key: objectKey('', plantedHash, 'trusted'), Body: Buffer.from(await original.Body!.transformToByteArray()), Metadata: unsignedMetadata }),
     );
     const nowMs = Date.now();
-    await announce(bucket, 'trusted', [await entryFor(bucket, signedHash!, 'trusted', nowMs - 1000, null), await entryFor(bucket, plantedHash, 'trusted', nowMs, null)]);
+    // The index names both (signed by the trusted key, as the zone requires): an entry alone never makes a hit.
+    const indexKey = { id: keyIdOf(publicKey), privateKey };
+    await announce(bucket, 'trusted', [await entryFor(bucket, signedHash!, 'trusted', nowMs - 1000, null), await entryFor(bucket, plantedHash, 'trusted', nowMs, null)], indexKey);
     const readerDir = path.join(tempDir(), 'reader');
-    await fillReplica(readerDir, bucket, 'trusted');
 
     const reader = await daemon(
       s3Flags(shared.server.endpoint, bucket, { 'cache-dir': readerDir, 'write-zone': 'none', 'read-zones': 'trusted', 'require-signatures': 'trusted', 'verify-keys': verifyFile, prefetch: 'on' }),
@@ -240,7 +247,6 @@ describe('prefetch', () => {
     const baseMs = Date.now() - 3_600_000;
     await announce(bucket, '', await Promise.all([...announced.keys()].map((hash, i) => entryFor(bucket, hash, '', baseMs + i, null))));
     const readerDir = path.join(tempDir(), 'reader');
-    await fillReplica(readerDir, bucket, '');
     // A slow link: each announced object takes about 0.2 s to arrive.
     const proxy = await proxyFor();
     proxy.setMode({ kind: 'bandwidth', bytesPerSecond: 500_000 });
@@ -250,7 +256,7 @@ describe('prefetch', () => {
 
     // A build: four clients keep GETs of a local artifact in flight for 2.5 s.
     const prefetchedBefore = reader.status().prefetch!.artifacts;
-    const requestsBefore = proxy.requestCount();
+    const requestsBefore = artifactRequestCount(proxy);
     const untilMs = performance.now() + 2500;
     let gets = 0;
     const latenciesMs: number[] = [];
@@ -265,7 +271,7 @@ describe('prefetch', () => {
       }),
     );
     const prefetchedDuring = reader.status().prefetch!.artifacts - prefetchedBefore;
-    const requestsDuring = proxy.requestCount() - requestsBefore;
+    const requestsDuring = artifactRequestCount(proxy) - requestsBefore;
     // At most the one prefetch that was already running when the build began (a GET of one object).
     expect(prefetchedDuring).toBeLessThanOrEqual(1);
     expect(requestsDuring).toBeLessThanOrEqual(1);

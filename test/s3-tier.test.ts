@@ -469,8 +469,13 @@ describe('resumable multipart uploads', () => {
       watch.failPart = undefined;
       watch.sent.length = 0;
       // Where the store has ListParts (Ceph) it confirms parts 1 and 2; s3rver has none, and the journal is trusted.
-      expect(await remote.upload(hash, source)).toBe('uploaded');
+      const resumed = await remote.upload(hash, source);
       expect(watch.sent).toEqual([3]);
+      // Announced in the bucket index like a single PUT: the stored object's size and sha256.
+      const { HeadObjectCommand } = await import('@aws-sdk/client-s3');
+      const { objectKey } = await import('../src/remote/s3/index.js');
+      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }));
+      expect(resumed).toEqual({ outcome: 'uploaded', object: { bytes: head.ContentLength, sha256: head.Metadata?.sha256 } });
       expect(progress.journalFor(hash).load()).toBeUndefined();
       const fetched = await remote.fetchArtifact(hash, 10_000, 64 * 1024 * 1024);
       const chunks: Buffer[] = [];

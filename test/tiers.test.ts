@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { LocalStore, ChecksumMismatchError } from '../src/store/index.js';
 import { ReadThrough, TieredCache } from '../src/cache/index.js';
 import { Uploader } from '../src/upload/index.js';
-import { RemoteOperationError, type FetchedArtifact, type RemoteStore, type UploadOutcome, type UploadSource } from '../src/remote/index.js';
+import { RemoteOperationError, type FetchedArtifact, type RemoteStore, type UploadResult, type UploadSource } from '../src/remote/index.js';
 import { silentLogger } from '../src/log.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually } from './helpers/s3-tier.js';
@@ -43,11 +43,11 @@ class MemoryRemote implements RemoteStore {
     return `memory/${hash}`;
   }
 
-  async upload(hash: string, source: UploadSource): Promise<UploadOutcome> {
+  async upload(hash: string, source: UploadSource): Promise<UploadResult> {
     if (this.failUploads) throw this.failUploads;
-    if (this.objects.has(hash)) return 'already-present';
+    if (this.objects.has(hash)) return { outcome: 'already-present' };
     this.objects.set(hash, await text(source.stream()));
-    return 'uploaded';
+    return { outcome: 'uploaded' };
   }
 
   async fetchArtifact(hash: string): Promise<FetchedArtifact | undefined> {

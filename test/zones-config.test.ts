@@ -168,7 +168,7 @@ describe('the local tier kept apart by zone', () => {
     await first.close();
     // Turn the index back into what a schema-1 daemon wrote.
     const db = new Database(path.join(cacheDir, 'index.sqlite'));
-    db.exec('CREATE TABLE artifacts_v1 AS SELECT hash, size_bytes, sha256, created_ms, last_access_ms FROM artifacts; DROP TABLE artifacts; DROP TABLE outbox;');
+    db.exec('CREATE TABLE artifacts_v1 AS SELECT hash, size_bytes, sha256, created_ms, last_access_ms FROM artifacts; DROP TABLE artifacts; DROP TABLE outbox; DROP TABLE multipart_progress; DROP TABLE multipart_parts; DROP TABLE announcements;');
     db.exec(schemaV1);
     db.exec('INSERT INTO artifacts SELECT * FROM artifacts_v1; DROP TABLE artifacts_v1;');
     db.pragma('user_version = 1');
@@ -186,7 +186,7 @@ describe('the local tier kept apart by zone', () => {
     await store.close();
     const check = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
     cleanups.push(() => check.close());
-    expect(check.pragma('user_version', { simple: true })).toBe(3);
+    expect(check.pragma('user_version', { simple: true })).toBe(4);
   });
 
   it('labels blobs adopted after a crash with the zone its PUTs get, never a higher one', async () => {

@@ -1,6 +1,6 @@
 /**
- * `nx-s3-sidecar flush`: waits until every stored artifact is in S3 — what a CI job runs before
- * its runner goes away. Parked and backed-off uploads are retried at once.
+ * `nx-s3-sidecar flush`: waits until every stored artifact is in S3 and published in the bucket
+ * index — what a CI job runs before its runner goes away. Parked and backed-off uploads are retried at once.
  */
 import { formatSize, type DaemonConfig } from '../config/index.js';
 import { CliError } from './cli-error.js';
@@ -19,16 +19,22 @@ export async function waitForUploads(client: DaemonClient, timeoutSeconds: numbe
   }
   let lastLine = '';
   for (;;) {
-    if (report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0) {
-      out('outbox empty: every artifact is in S3');
+    const published = report.bucketIndex?.published;
+    const unpublished = published?.unpublished ?? 0;
+    if (report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0 && unpublished === 0) {
+      out(published === undefined ? 'outbox empty: every artifact is in S3' : 'outbox empty: every artifact is in S3 and in the bucket index');
       return;
     }
-    const line = `waiting for ${report.outbox.entries} upload(s), ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
+    const line =
+      report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0
+        ? `waiting for ${unpublished} upload(s) to be published in the bucket index`
+        : `waiting for ${report.outbox.entries} upload(s), ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
     if (line !== lastLine) out(line);
     lastLine = line;
     if (Date.now() > deadlineMs) {
       const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
-      throw new CliError(`timed out after ${timeoutSeconds} s with ${report.outbox.entries} upload(s) (${formatSize(report.outbox.bytes)}) still pending${why}`);
+      const index = unpublished > 0 ? ` and ${unpublished} not yet published in the bucket index${published?.lastError ? ` (last publish error: ${published.lastError.message})` : ''}` : '';
+      throw new CliError(`timed out after ${timeoutSeconds} s with ${report.outbox.entries} upload(s) (${formatSize(report.outbox.bytes)}) still pending${index}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
     report = await client.status();

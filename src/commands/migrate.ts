@@ -56,7 +56,9 @@ export async function runMigrate(config: DaemonConfig, options: MigrateOptions, 
       out(`dry run: nothing changed${pending.length ? `; run with --apply to write ${pending.length} nx-s3-sidecar object(s)` : ''}`);
       return 0;
     }
-    const code = await migrate(remote, pending, options, out);
+    const { code, written } = await migrate(remote, pending, options, out);
+    // Rewritten objects are not announced: a daemon that trusts an indexed zone would not look for them.
+    if (written > 0 && config.s3.bucketIndex === 'on') out('then run `nx-s3-sidecar index rebuild` so the bucket index lists the migrated objects (README: The bucket index)');
     if (!options.deleteOriginals) return code;
     const replaced = [...inventory.plugin.keys()].filter((hash) => inventory.ours.has(hash));
     return Math.max(code, await deleteReplaced(remote, replaced, out));
@@ -79,7 +81,7 @@ async function takeInventory(remote: S3RemoteStore, pluginKeyPrefix: string, plu
   return inventory;
 }
 
-async function migrate(remote: S3RemoteStore, pending: [string, number][], options: MigrateOptions, out: (line: string) => void): Promise<number> {
+async function migrate(remote: S3RemoteStore, pending: [string, number][], options: MigrateOptions, out: (line: string) => void): Promise<{ code: number; written: number }> {
   const tempDir = await fs.mkdtemp(path.join(os.tmpdir(), 'nx-s3-sidecar-migrate-'));
   const failed: { hash: string; reason: string }[] = [];
   let done = 0;
@@ -110,7 +112,7 @@ async function migrate(remote: S3RemoteStore, pending: [string, number][], optio
   out(`migrated ${written}, ${pending.length - written - failed.length} skipped, ${failed.length} failed${options.deleteOriginals ? `; deleted ${deleted} original(s)` : '; originals kept'}`);
   for (const { hash, reason } of failed) out(`  ${hash}: ${reason}`);
   if (failed.length > 0) out('run migrate --apply again to retry; objects that do not decrypt need the encryptionKey they were written with');
-  return failed.length === 0 ? 0 : 1;
+  return { code: failed.length === 0 ? 0 : 1, written };
 }
 
 /** Deletes originals migrated in an earlier run, each once its replacement is confirmed whole. */
@@ -142,7 +144,7 @@ async function migrateOne(remote: S3RemoteStore, hash: string, tempFile: string,
     // The whole archive is checked (decrypted, decompressed, rewritten) before anything is written.
     await pipeline(archive, createWriteStream(tempFile, { flags: 'wx' }));
     const { size } = await fs.stat(tempFile);
-    const outcome = await remote.upload(hash, { sizeBytes: size, stream: () => createReadStream(tempFile) });
+    const { outcome } = await remote.upload(hash, { sizeBytes: size, stream: () => createReadStream(tempFile) });
     let deleted = false;
     if (deleteOriginal) {
       await remote.deletePluginObject(hash);

@@ -27,7 +27,7 @@ export function zoneLines(remote: Pick<StatusReport['remote'], 'writeZone' | 're
   ];
 }
 
-/** The bucket index's replica per read zone, what it answered, why misses still went to S3. */
+/** The bucket index's replica per read zone, what it answered, why misses still went to S3, what this daemon published. */
 function bucketIndexLines(report: StatusReport): string[] {
   const index = report.bucketIndex;
   const { indexMisses, readThroughReasons: why } = report.cache;
@@ -42,6 +42,11 @@ function bucketIndexLines(report: StatusReport): string[] {
     );
   }
   lines.push(`  journal objects ${index.journalObjects.applied} applied, ${index.journalObjects.refused} refused; snapshots ${index.snapshots.loaded} loaded, ${index.snapshots.refused} refused`);
+  const published = index.published;
+  if (published) {
+    const failed = published.lastError ? `; last publish error ${age(report.nowMs - published.lastError.atMs)} ago: ${published.lastError.message}` : '';
+    lines.push(`  published ${published.journalObjects} journal objects (${published.entries} entries), ${published.unpublished} uploads not yet published${failed}`);
+  }
   return lines;
 }
 

@@ -52,6 +52,10 @@ export interface S3Config {
    * the design other Nx S3 caches use (S3 on the request path). See BENCHMARKS.md.
    */
   writeThrough: boolean;
+  /** The bucket index (README: The bucket index): published and replicated, or off (every miss reads through). */
+  bucketIndex: 'on' | 'off';
+  /** The git commit this daemon's uploads are built from, recorded in the index; null when unknown. */
+  commit: string | null;
   /** The bucket index: a miss is answered from the replica only while each read zone synced at most this long ago. */
   indexStalenessMs: number;
 }
@@ -237,6 +241,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       readDeadlineMs: value('read-deadline'),
       conditionalWrites: value('conditional-writes')!,
       writeThrough: value('write-through'),
+      bucketIndex: value('bucket-index'),
+      commit: value('commit') ?? null,
       indexStalenessMs: value('index-staleness'),
     };
     if (zones && s3.pluginObjects === 'read') {

@@ -299,7 +299,27 @@ export const settings = {
     defaultHelp: 'read; ignore with zones',
     reload: 'rebuilds-s3-tier',
   },
-  // The bucket index, reader side (README: How a daemon uses the index).
+  // The bucket index (README: The bucket index).
+  'bucket-index': {
+    arg: 'on|off',
+    group: 's3',
+    help: 'publish uploads in the bucket index and keep a replica of it; off: every miss reads through',
+    parse: oneOf(['on', 'off'] as const),
+    default: 'on',
+    reload: 'rebuilds-s3-tier',
+  },
+  commit: {
+    arg: 'SHA',
+    group: 's3',
+    help: 'git commit the artifacts are built from, recorded in the bucket index',
+    parse(value) {
+      if (!COMMIT_SHA_PATTERN.test(value)) throw new BadSettingValue(`"${value}" is not a git commit sha (7 to 64 hex digits)`);
+      return value.toLowerCase();
+    },
+    default: ({ env }: DefaultContext) => ciCommit(env),
+    defaultHelp: 'GITHUB_SHA, CI_COMMIT_SHA, BUILDKITE_COMMIT, CIRCLE_SHA1 or GIT_COMMIT; none',
+    reload: 'rebuilds-s3-tier',
+  },
   'index-staleness': {
     arg: 'DURATION',
     group: 's3',
@@ -381,6 +401,15 @@ export const settings = {
     reload: 'rebuilds-s3-tier',
   },
 } satisfies Record<string, Setting<unknown>>;
+
+const COMMIT_SHA_PATTERN = /^[0-9a-fA-F]{7,64}$/;
+const CI_COMMIT_VARIABLES = ['GITHUB_SHA', 'CI_COMMIT_SHA', 'BUILDKITE_COMMIT', 'CIRCLE_SHA1', 'GIT_COMMIT'];
+
+/** The commit a CI system says the job builds: the first of its variables that holds a sha. */
+function ciCommit(env: NodeJS.ProcessEnv): string | undefined {
+  const found = CI_COMMIT_VARIABLES.map((name) => env[name]).find((value) => value !== undefined && COMMIT_SHA_PATTERN.test(value));
+  return found?.toLowerCase();
+}
 
 function hasZones(value: DefaultContext['value']): boolean {
   return value('write-zone') !== undefined || value('read-zones') !== undefined;

@@ -1,7 +1,7 @@
-/** The S3 tier (uploader, read-through) as the configuration asks for it: built, started, stopped; its state as status shows it. */
+/** The S3 tier (uploader, read-through, the bucket index and prefetch) as the configuration asks for it: built, started, stopped; its state as status shows it. */
 import type { DaemonConfig } from '../config/index.js';
 import type { LocalStore } from '../store/index.js';
-import type { RemoteStore } from '../remote/index.js';
+import type { IndexObjectStore, RemoteStore } from '../remote/index.js';
 import { createS3Client, indexObjectsFor, remoteStoreFor, type ConfiguredS3Client } from '../remote/s3/index.js';
 import { BucketIndex } from '../index/bucket-index.js';
 import { ReadThrough } from '../cache/index.js';
@@ -12,6 +12,8 @@ import type { Logger } from '../log.js';
 import { NO_ZONE } from '../config/zones.js';
 import { Prefetcher, type PrefetchLedger, type RequestActivity } from '../index/prefetch.js';
 import { GitHeadWatcher } from '../index/git-head.js';
+import { Publisher } from '../index/publisher.js';
+import { Compactor } from '../index/compactor.js';
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
 export interface RemoteTier {
@@ -20,8 +22,13 @@ export interface RemoteTier {
   remote?: RemoteStore;
   uploader?: Uploader;
   readThrough?: ReadThrough;
-  /** The bucket index's replica of the read zones (reader side): rules out misses without S3. */
+  // The bucket index (README: The bucket index): present while --bucket-index is on.
+  /** The replica of the read zones (reader side): rules out misses without S3. */
   bucketIndex?: BucketIndex;
+  /** Publishes what uploads announce (uploads on only); its own entries go into bucketIndex's replica. */
+  indexPublisher?: Publisher;
+  /** Snapshots and prunes the zones this daemon writes and reads. */
+  indexCompactor?: Compactor;
   // Prefetch (--prefetch on; needs the bucket index).
   prefetcher?: Prefetcher;
   gitHead?: GitHeadWatcher;
@@ -51,12 +58,25 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient);
   const readWrite = config.uploads === 'yes';
   const readThrough = new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs);
-  const bucketIndex = context && bucketIndexOn(config) ? buildBucketIndex(config, s3, logger, context) : undefined;
+  // One IndexObjectStore for both sides: the store's clock it learns from the tailer's answers names the publisher's objects.
+  const indexObjects = context && bucketIndexOn(config) ? indexObjectsFor(s3.client, config.s3, { zones, signatures }) : undefined;
+  const bucketIndex = indexObjects && buildBucketIndex(config, indexObjects, logger, context!);
+  const index = bucketIndex ? buildIndexWriter(config, store, indexObjects!, bucketIndex, logger, readWrite) : {};
   return {
     s3,
     remote,
+    ...index,
     uploader: readWrite
-      ? new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: config.s3.uploadConcurrency, logger, writeZone: zones?.write ?? undefined, audit })
+      ? new Uploader({
+          outbox: store.outbox,
+          blobs: store,
+          remote,
+          concurrency: config.s3.uploadConcurrency,
+          logger,
+          writeZone: zones?.write ?? undefined,
+          audit,
+          announce: index.indexPublisher && { commit: config.s3.commit, announced: () => index.indexPublisher!.announced() },
+        })
       : undefined,
     readThrough,
     bucketIndex,
@@ -74,17 +94,19 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   };
 }
 
-/** Whether the bucket index is kept (the one switch: --bucket-index comes with the publishing side). */
+/**
+ * Whether the bucket index is kept, published and used (--bucket-index, on by default). A daemon
+ * that reads no zone writes none either (--write-zone none), so it has nothing to do with the index.
+ */
 function bucketIndexOn(config: DaemonConfig): boolean {
-  return config.s3 !== undefined && (config.zones?.read.length ?? 1) > 0;
+  return config.s3 !== undefined && config.s3.bucketIndex === 'on' && (config.zones?.read.length ?? 1) > 0;
 }
 
-function buildBucketIndex(config: DaemonConfig, s3: ConfiguredS3Client, logger: Logger, context: RemoteTierContext): BucketIndex {
-  const { zones, signatures } = config;
+function buildBucketIndex(config: DaemonConfig, objects: IndexObjectStore, logger: Logger, context: RemoteTierContext): BucketIndex {
   return new BucketIndex({
     file: context.bucketIndexFile,
-    zones: zones ? zones.read : [''],
-    objects: indexObjectsFor(s3.client, config.s3!, { zones, signatures }),
+    zones: config.zones ? config.zones.read : [NO_ZONE],
+    objects,
     logger,
     stalenessMs: config.s3!.indexStalenessMs,
     lastRequestMs: context.lastRequestMs,
@@ -127,6 +149,29 @@ function buildPrefetch(
   return { prefetcher, gitHead };
 }
 
+/**
+ * The bucket index's writer side, over the reader side's replica: the publisher (when uploading)
+ * and the compactor of the zone this daemon writes and reads. The compactor snapshots a zone only
+ * while its replica is fresh (in step with the bucket), never from an incomplete one.
+ */
+function buildIndexWriter(
+  config: DaemonConfig,
+  store: LocalStore,
+  indexObjects: IndexObjectStore,
+  bucketIndex: BucketIndex,
+  logger: Logger,
+  readWrite: boolean,
+): Pick<RemoteTier, 'indexPublisher' | 'indexCompactor'> {
+  if (!readWrite) return {};
+  const readZones = config.zones?.read ?? [NO_ZONE];
+  const writeZone = config.zones ? config.zones.write : NO_ZONE;
+  const replica = bucketIndex.replica;
+  const indexPublisher = new Publisher({ announcements: store.outbox.announcements, indexObjects, logger, replica, readZones });
+  if (writeZone === null || !readZones.includes(writeZone)) return { indexPublisher };
+  const indexCompactor = new Compactor({ indexObjects, replica, zones: [writeZone], isZoneFresh: (zone) => bucketIndex.isZoneFresh(zone), writer: indexPublisher.writer, logger });
+  return { indexPublisher, indexCompactor };
+}
+
 /** What auto found out about the store. */
 const WRITE_MODE_TEXT = {
   conditional: 'conditional writes (If-None-Match)',
@@ -160,6 +205,8 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
   }
   tier.uploader?.start();
   tier.bucketIndex?.start();
+  tier.indexPublisher?.start();
+  tier.indexCompactor?.start();
   if (tier.prefetcher) {
     tier.prefetcher.start();
     if (tier.gitHead) tier.gitHead.start();
@@ -196,6 +243,9 @@ export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.uploader?.stop();
   await tier.gitHead?.stop();
   await tier.prefetcher?.stop();
+  tier.indexCompactor?.stop();
+  await tier.indexPublisher?.stop();
+  // Last: it closes the replica the others use.
   await tier.bucketIndex?.stop();
   tier.s3?.client.destroy();
   tier.s3?.readClient.destroy();

@@ -19,6 +19,7 @@ import { observeRequests } from './request-observer.js';
 import { requireLocalOrToken } from './local-access.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { TieredCache } from '../cache/index.js';
+import type { Publisher } from '../index/publisher.js';
 import type { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
 import { textResponse } from './text-response.js';
@@ -37,6 +38,8 @@ export interface HttpAppDeps {
   maxArtifactBytes: () => number;
   /** For `flush`: its uploads are made due now. */
   uploader: () => Pick<Uploader, 'retryNow'> | undefined;
+  /** For `flush`: the bucket index's journal is published now. */
+  indexPublisher?: () => Pick<Publisher, 'publishNow'> | undefined;
   statusReport: () => StatusReport;
   metrics: DaemonMetrics;
   /** Lookup outcomes and artifact bytes, for the metrics and the status page. */
@@ -79,7 +82,16 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   app.use('/status', requireToken(deps.tokens));
   app.use('/flush', requireToken(deps.tokens));
   app.get('/status', getStatus(deps));
-  app.post('/flush', postFlush({ ...deps, retryUploadsNow: () => deps.uploader()?.retryNow() }));
+  app.post(
+    '/flush',
+    postFlush({
+      ...deps,
+      retryUploadsNow: () => {
+        deps.uploader()?.retryNow();
+        deps.indexPublisher?.()?.publishNow();
+      },
+    }),
+  );
 
   // For people and Prometheus on this machine without the token; see local-access.ts.
   for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens));

@@ -189,7 +189,9 @@ function bucketIndexText(s) {
   const zones = s.bucketIndex.zones.map((z) =>
     (z.zone || '(no zone)') + ': ' + z.entries + ' entries, synced ' + ago(z.ageMs) + (!z.indexed ? ' (not indexed)' : z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : ''));
   const j = s.bucketIndex.journalObjects;
-  return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused';
+  const p = s.bucketIndex.published;
+  const published = p ? '; published ' + p.journalObjects + ' journal objects, ' + p.unpublished + ' uploads not yet' + (p.lastError ? ' (last error ' + ago(s.nowMs - p.lastError.atMs) + ' ago: ' + p.lastError.message + ')' : '') : '';
+  return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused' + published;
 }
 
 async function refresh() {

@@ -166,6 +166,11 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   gauge('index_indexed', '1 once the read zone has index objects (before that, misses of the zone are read through: not-indexed)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.indexed ? 1 : 0]));
   gauge('index_fresh', '1 while the replica of the read zone is fresh enough to answer misses (--index-staleness)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.fresh ? 1 : 0]));
   gauge('index_sync_failing', '1 while the last sync of the read zone failed (status shows the error)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.lastError ? 1 : 0]));
+  // The bucket index, writer side: what this daemon published, and what waits to be.
+  counter('index_published_journal_objects_total', 'Bucket index journal objects this daemon published (each lists the uploads of one batch)', [], () => one(remoteTotals.indexPublish().journalObjects));
+  counter('index_published_entries_total', 'Uploads this daemon published in the bucket index', [], () => one(remoteTotals.indexPublish().entries));
+  counter('index_publish_failed_attempts_total', 'Attempts to publish a bucket index journal object that failed (retried with backoff; status shows the last error)', [], () => one(remoteTotals.indexPublish().failedAttempts));
+  gauge('index_unpublished', 'Uploads confirmed but not yet published in the bucket index (flush waits for 0)', [], () => one(store.outbox.announcements.count()));
 
   return {
     registry,

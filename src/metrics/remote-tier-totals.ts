@@ -1,6 +1,6 @@
 /**
- * Read-through and upload counters since the daemon started. They live in the ReadThrough and
- * Uploader of the S3 tier in force, and a hot reload replaces that tier with fresh ones: a
+ * Read-through, upload and bucket index counters since the daemon started. They live in the parts
+ * of the S3 tier in force, and a hot reload replaces that tier with fresh ones: a
  * retired tier's final figures are folded in here, so totals (and Prometheus counters) never
  * go back. A tier is counted from `track` until `retire`, also while it is stopping.
  */
@@ -12,10 +12,19 @@ export interface CountedTier {
   readThrough?: { counters: ReadThroughCounters };
   uploader?: { status(): UploaderStatus };
   bucketIndex?: { counters: IndexSyncCounters };
+  indexPublisher?: { status(): IndexPublishTotals };
+}
+
+/** What the bucket index's publisher did: journal objects put, the entries in them, failed attempts. */
+export interface IndexPublishTotals {
+  journalObjects: number;
+  entries: number;
+  failedAttempts: number;
 }
 
 const zeroReadThrough = (): ReadThroughCounters => ({ hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 });
 const zeroUploads = (): UploaderCounters => ({ uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 });
+const zeroPublish = (): IndexPublishTotals => ({ journalObjects: 0, entries: 0, failedAttempts: 0 });
 
 /** Adds `source`'s figures into `total`, key by key (only the keys `total` has). */
 function addInto<T extends object>(total: T, source: T): T {
@@ -29,6 +38,7 @@ export class RemoteTierTotals {
   private readonly retiredReadThrough = zeroReadThrough();
   private readonly retiredUploads = zeroUploads();
   private readonly retiredIndexSync = zeroSyncCounters();
+  private readonly retiredIndexPublish = zeroPublish();
 
   track(tier: CountedTier): void {
     this.live.add(tier);
@@ -40,12 +50,20 @@ export class RemoteTierTotals {
     if (tier.readThrough) addInto(this.retiredReadThrough, tier.readThrough.counters);
     if (tier.uploader) addInto(this.retiredUploads, tier.uploader.status());
     if (tier.bucketIndex) addInto(this.retiredIndexSync, tier.bucketIndex.counters);
+    if (tier.indexPublisher) addInto(this.retiredIndexPublish, tier.indexPublisher.status());
   }
 
   /** The bucket index's syncs (journal objects applied and refused, snapshots) since start. */
   indexSync(): IndexSyncCounters {
     const total = addInto(zeroSyncCounters(), this.retiredIndexSync);
     for (const tier of this.live) if (tier.bucketIndex) addInto(total, tier.bucketIndex.counters);
+    return total;
+  }
+
+  /** The bucket index's publishing since start. */
+  indexPublish(): IndexPublishTotals {
+    const total = addInto(zeroPublish(), this.retiredIndexPublish);
+    for (const tier of this.live) if (tier.indexPublisher) addInto(total, tier.indexPublisher.status());
     return total;
   }
 

@@ -5,6 +5,7 @@
  */
 import type Database from 'better-sqlite3';
 import { MultipartProgress } from './multipart-progress.js';
+import { Announcements, type Announcement } from './announcements.js';
 
 export type OutboxState = 'pending' | 'parked';
 
@@ -33,10 +34,14 @@ export class Outbox {
   readonly multipart: MultipartProgress;
   private readonly statements;
   private onComplete: () => void = () => {};
+  private readonly completeWith: (hash: string, announcement: Announcement | undefined) => void;
+  /** What uploads confirmed and the bucket index has yet to publish (same database). */
+  readonly announcements: Announcements;
 
   /** Over the index's own database: the statements here join the index's transactions. */
   constructor(db: Database.Database) {
     this.multipart = new MultipartProgress(db);
+    this.announcements = new Announcements(db);
     this.statements = {
       enqueue: db.prepare<[string, number]>('INSERT OR IGNORE INTO outbox (hash, enqueued_ms) VALUES (?, ?)'),
       due: db.prepare<[number, number], DueUpload>(
@@ -59,6 +64,10 @@ export class Outbox {
         'SELECT hash, last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY next_attempt_ms DESC LIMIT 1',
       ),
     };
+    this.completeWith = db.transaction((hash: string, announcement: Announcement | undefined) => {
+      this.statements.remove.run(hash);
+      if (announcement) this.announcements.add(announcement);
+    });
   }
 
   /** Queues an artifact for upload; call inside the transaction that inserts its row. */
@@ -84,9 +93,12 @@ export class Outbox {
     return this.statements.nextDueAfter.get(nowMs)?.next ?? undefined;
   }
 
-  /** The upload is confirmed (or no longer possible): the row goes and its artifact is unpinned. */
-  complete(hash: string): void {
-    this.statements.remove.run(hash);
+  /**
+   * The upload is confirmed (or no longer possible): the row goes and its artifact is unpinned;
+   * `announcement`, for the bucket index, is written in the same transaction.
+   */
+  complete(hash: string, announcement?: Announcement): void {
+    this.completeWith(hash, announcement);
     this.onComplete();
   }
 

@@ -47,6 +47,13 @@ export interface MultipartJournal {
 /** lost-race: a conditional write found another writer's object there first (HTTP 412). */
 export type UploadOutcome = 'uploaded' | 'already-present' | 'lost-race';
 
+/** How an upload ended, and the object the bucket holds for the hash where that is known (the bucket index announces it). */
+export interface UploadResult {
+  outcome: UploadOutcome;
+  /** The stored object's size and sha256: always for uploaded and already-present; for lost-race only when a HEAD told them. */
+  object?: { bytes: number; sha256: string };
+}
+
 /** An object a read zone holds but that is not served: its signature is missing or wrong. */
 export interface RefusedObject {
   zone: string;
@@ -77,7 +84,7 @@ export interface RemoteStore {
   /** Where the artifact's object is in `zone` (default: the write zone), for log lines. */
   key(hash: string, zone?: string): string;
   /** Uploads into `zone` (default: the write zone); first writer wins. */
-  upload(hash: string, source: UploadSource, signal?: AbortSignal, zone?: string): Promise<UploadOutcome>;
+  upload(hash: string, source: UploadSource, signal?: AbortSignal, zone?: string): Promise<UploadResult>;
   /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded); one already gone counts as done. */
   abortMultipartUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void>;
   /** The artifact from the first read zone that has a usable one, or undefined; `signal` stops it and its body at any point; `onRefused` hears of each object refused on the way. */

@@ -1,7 +1,7 @@
 /**
  * The SQLite index of the local tier: one row per stored artifact, and the outbox of
  * artifacts waiting to be uploaded (outbox/: its rows pin their artifact against eviction) with
- * the progress of their multipart uploads.
+ * the progress of their multipart uploads, and the uploads the bucket index has yet to publish.
  * The schema lives here and only here; `user_version` records which version a file has.
  */
 import Database from 'better-sqlite3';
@@ -19,7 +19,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
@@ -76,6 +76,19 @@ CREATE TABLE IF NOT EXISTS multipart_parts (
 ) WITHOUT ROWID;
 `;
 
+// v4: uploads confirmed but not yet published in the bucket index's journal (outbox/announcements.ts).
+const schemaV4 = `
+CREATE TABLE IF NOT EXISTS announcements (
+  id           INTEGER PRIMARY KEY,
+  zone         TEXT NOT NULL,
+  hash         TEXT NOT NULL,
+  bytes        INTEGER NOT NULL,
+  sha256       TEXT NOT NULL,
+  confirmed_ms INTEGER NOT NULL,
+  commit_sha   TEXT
+);
+`;
+
 export class IndexDb {
   readonly db: Database.Database;
   /** The outbox table's statements, in this database's transactions. */
@@ -120,6 +133,7 @@ export class IndexDb {
       if (version < 1) this.db.exec(schemaV1);
       if (version < 2) this.db.exec(schemaV2);
       if (version < 3) this.db.exec(schemaV3);
+      if (version < 4) this.db.exec(schemaV4);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }
@@ -145,6 +159,7 @@ export class IndexDb {
     this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)) FROM outbox').get();
     this.db.prepare('SELECT count(*), sum(length(object_header)), max(length(upload_id)) FROM multipart_progress').get();
     this.db.prepare('SELECT count(*), sum(size_bytes), max(length(etag)) FROM multipart_parts').get();
+    this.db.prepare('SELECT count(*), sum(bytes), max(length(sha256)), max(length(commit_sha)) FROM announcements').get();
     return this.totals();
   }
 

@@ -42,6 +42,8 @@ export interface UploaderOptions {
   writeZone?: string;
   /** Counts refused writes. */
   audit?: AuditCounters;
+  /** The bucket index is on: each object the bucket is known to hold is announced (README: The bucket index). */
+  announce?: { commit: string | null; announced(): void };
 }
 
 export interface UploaderCounters {
@@ -192,9 +194,12 @@ export class Uploader {
     }
     try {
       const source = { sizeBytes: artifact.sizeBytes, stream: () => artifact.stream(), multipart: outbox.multipart.journalFor(hash) };
-      const outcome = await remote.upload(hash, source, this.abort.signal, writeZone);
+      const { outcome, object } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
-      outbox.complete(hash);
+      const { announce } = this.options;
+      const announcement = announce && object && { zone: writeZone ?? NO_ZONE, hash, ...object, confirmedMs: Date.now(), commit: announce.commit };
+      outbox.complete(hash, announcement);
+      if (announcement) announce.announced();
       // An object found complete leaves a multipart upload of it (from an earlier attempt) to abort.
       if (outcome !== 'uploaded') void this.abortAbandonedMultipartUploads();
       if (this.outage.succeeded(Date.now())) logger.info('uploads to S3 work again');

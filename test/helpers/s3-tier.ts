@@ -67,6 +67,11 @@ export async function eventually(what: string, check: () => Promise<boolean> | b
   }
 }
 
+/** Whether a key is one of the bucket index's objects (README: The bucket index) rather than an artifact's. */
+export function isIndexKey(key: string): boolean {
+  return key.includes('/@index/');
+}
+
 /** Every key in the bucket under `prefix`, sorted. */
 export async function listKeys(client: S3Client, bucket: string, prefix = ''): Promise<string[]> {
   const keys: string[] = [];

@@ -20,6 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { MultipartJournal, SavedMultipartUpload, UploadedPart } from '../index.js';
 import type { ObjectEncoding } from './object-format.js';
+import { isPreconditionFailed, statusOf } from './s3-errors.js';
 
 export interface MultipartUploadRequest {
   client: S3Client;
@@ -42,12 +43,21 @@ export interface MultipartUploadRequest {
 /** Parts sent at once per upload (each held in memory while it is sent). */
 const PARTS_IN_FLIGHT = 2;
 
+/** How a multipart upload ended: the sha256 recorded in the object's metadata, and whether Complete answered 412. */
+export interface MultipartUploadResult {
+  objectSha256: string;
+  /**
+   * Complete found an object there (If-None-Match): another writer's (a lost race), or ours when a
+   * Complete retried after its first try landed. Only a HEAD tells which.
+   */
+  preconditionFailed: boolean;
+}
+
 /**
- * Uploads (or resumes) the object; resolves with the sha256 recorded in its metadata. SDK errors
- * pass through (a 412 from Complete is a lost race); the journal is kept on a transient failure
- * and forgotten once the upload id is spent (completed, aborted, or gone).
+ * Uploads (or resumes) the object. Other SDK errors pass through; the journal is kept on a
+ * transient failure and forgotten once the upload id is spent (completed, aborted, or gone).
  */
-export async function uploadMultipart(request: MultipartUploadRequest): Promise<{ objectSha256: string }> {
+export async function uploadMultipart(request: MultipartUploadRequest): Promise<MultipartUploadResult> {
   const resumable = await resumableUpload(request);
   if (resumable) return send(request, resumable.upload, resumable.encoding);
   const encoding = request.newEncoding();
@@ -128,7 +138,7 @@ async function confirmedParts(request: MultipartUploadRequest, saved: SavedMulti
   });
 }
 
-async function send(request: MultipartUploadRequest, upload: SavedMultipartUpload, encoding: ObjectEncoding): Promise<{ objectSha256: string }> {
+async function send(request: MultipartUploadRequest, upload: SavedMultipartUpload, encoding: ObjectEncoding): Promise<MultipartUploadResult> {
   const { client, bucket, signal, journal } = request;
   const done = new Map(upload.parts.map((part) => [part.partNumber, part]));
   const parts: UploadedPart[] = [];
@@ -181,11 +191,12 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
     throw new Error(`the artifact changed since its multipart upload to ${upload.key} started; starting over`);
   }
   parts.sort((a, b) => a.partNumber - b.partNumber);
-  await complete(request, upload, parts);
-  return { objectSha256: upload.objectSha256 };
+  const preconditionFailed = await complete(request, upload, parts);
+  return { objectSha256: upload.objectSha256, preconditionFailed };
 }
 
-async function complete(request: MultipartUploadRequest, upload: SavedMultipartUpload, parts: UploadedPart[]): Promise<void> {
+/** Completes the upload; true when Complete answered 412 (an object is there: see MultipartUploadResult). */
+async function complete(request: MultipartUploadRequest, upload: SavedMultipartUpload, parts: UploadedPart[]): Promise<boolean> {
   const completed: CompletedPart[] = parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag, ...(part.checksumCrc32 && { ChecksumCRC32: part.checksumCrc32 }) }));
   try {
     await request.client.send(
@@ -203,13 +214,16 @@ async function complete(request: MultipartUploadRequest, upload: SavedMultipartU
     // is ours shows in the verification HEAD that follows.
     if (isUploadGone(error)) {
       request.journal?.forget();
-      return;
+      return false;
     }
-    // Lost race (412), or parts the store does not have (InvalidPart): this upload id is of no more use.
-    if (statusOf(error) === 412 || statusOf(error) === 400) await giveUp(request, upload).catch(() => {});
+    // An object is there (412), or the store lacks parts (InvalidPart): this upload id is of no more use.
+    const preconditionFailed = request.ifNoneMatch && isPreconditionFailed(error);
+    if (preconditionFailed || statusOf(error) === 400) await giveUp(request, upload).catch(() => {});
+    if (preconditionFailed) return true;
     throw error;
   }
   request.journal?.forget();
+  return false;
 }
 
 /** Aborts the saved upload and forgets it (the abort is best effort: a lifecycle rule or the next sweep cleans up otherwise). */
@@ -261,10 +275,6 @@ async function sha256Of(stream: Readable): Promise<string> {
   const digest = createHash('sha256');
   for await (const chunk of stream) digest.update(chunk as Buffer);
   return digest.digest('hex');
-}
-
-function statusOf(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
 function isUploadGone(error: unknown): boolean {

@@ -28,11 +28,11 @@ import {
   SIGNATURE_METADATA_KEY,
 } from './object-key.js';
 import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
-import { classifyS3Error } from './s3-errors.js';
+import { classifyS3Error, isPreconditionFailed, statusOf } from './s3-errors.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
-import type { FetchedArtifact, RefusedObject, RemoteStore, UploadOutcome, UploadSource, WriteMode } from '../index.js';
+import type { FetchedArtifact, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
 import { abortMultipartUpload, uploadMultipart } from './multipart-upload.js';
 
 export interface S3RemoteStoreOptions {
@@ -193,7 +193,7 @@ export class S3RemoteStore implements RemoteStore {
   }
 
   /** Uploads into `zone` (default: the write zone). */
-  async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadOutcome> {
+  async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadResult> {
     const key = this.key(hash, zone);
     const mode = await this.writeMode(zone, signal);
     // Present means complete and in our current format: an object we wrote carries its sha256,
@@ -202,7 +202,7 @@ export class S3RemoteStore implements RemoteStore {
     // while we encrypt (or the reverse) is overwritten, never trusted. In a zone, no complete
     // object is ever overwritten: first writer wins.
     const existing = await this.head(hash, signal, zone);
-    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return 'already-present';
+    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
     // Only a missing object is written conditionally: a damaged one must be replaced.
     const ifNoneMatch = mode === 'conditional' && existing === undefined ? { IfNoneMatch: '*' } : {};
     const encoding = this.codec.encoding(hash, source.sizeBytes);
@@ -223,20 +223,19 @@ export class S3RemoteStore implements RemoteStore {
       },
     });
     let objectSha256: string;
+    let preconditionFailed = false;
     try {
       if (objectBytes < this.multipartThresholdBytes) {
         const body = await readAll(encoding.encode(source.stream()));
-        const sha256 = createHash('sha256').update(body).digest('hex');
-        objectSha256 = sha256;
+        objectSha256 = createHash('sha256').update(body).digest('hex');
         await this.client
-          .send(new PutObjectCommand({ ...params(sha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }), { abortSignal: signal })
-          .catch(async (error: unknown) => {
-            // A PUT retried after its first try landed finds our own object (412): an upload, not a lost race.
-            const ours = 'IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error) && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 === sha256;
-            if (!ours) throw error;
+          .send(new PutObjectCommand({ ...params(objectSha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }), { abortSignal: signal })
+          .catch((error: unknown) => {
+            if (!('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error))) throw error;
+            preconditionFailed = true;
           });
       } else {
-        ({ objectSha256 } = await uploadMultipart({
+        ({ objectSha256, preconditionFailed } = await uploadMultipart({
           client: this.client,
           bucket: this.bucket,
           key,
@@ -255,16 +254,19 @@ export class S3RemoteStore implements RemoteStore {
       }
     } catch (error) {
       if (error instanceof UploadVerificationError) throw error;
-      if ('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error)) return 'lost-race';
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
+    // 412: the store kept an object that was there. Ours when a PUT or Complete retried after its
+    // first try landed (an upload, verified below); else another writer's (a lost race: its writer
+    // announces it in the bucket index, so nothing is announced here).
+    if (preconditionFailed && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 !== objectSha256) return { outcome: 'lost-race' };
     const stored = await this.head(hash, signal, zone);
     if (!stored) throw new UploadVerificationError(`object ${key} is missing right after its upload`);
     // Another machine's PUT of the same hash landed just after ours (HEAD-then-PUT cannot stop
     // that): its artifact (Nx archives differ byte-wise between runs) is as good as ours, and it
     // is complete by its own record. The bucket holds one object either way.
     if (isComplete(stored) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
-      return 'lost-race';
+      return { outcome: 'lost-race', object: { bytes: stored.sizeBytes, sha256: stored.sha256! } };
     }
     if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
       throw new UploadVerificationError(
@@ -272,7 +274,7 @@ export class S3RemoteStore implements RemoteStore {
           'if this store mishandles streamed checksums, keep the checksums setting at when-required',
       );
     }
-    return 'uploaded';
+    return { outcome: 'uploaded', object: { bytes: objectBytes, sha256: objectSha256 } };
   }
 
   /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded). */
@@ -446,15 +448,6 @@ export class S3RemoteStore implements RemoteStore {
       body,
     };
   }
-}
-
-function statusOf(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-}
-
-/** The store kept an existing object instead of ours (If-None-Match: *). */
-function isPreconditionFailed(error: unknown): boolean {
-  return statusOf(error) === 412 || (error as { name?: string })?.name === 'PreconditionFailed';
 }
 
 /** Written by us, and as long as its writer said: not a cut-off upload a non-atomic store kept. */

@@ -57,3 +57,13 @@ export function classifyS3Error(error: unknown): S3Failure {
   }
   return { kind: 'transient', code, message };
 }
+
+/** The HTTP status of an SDK error, if it came with one. */
+export function statusOf(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+/** The store kept an existing object instead of ours (If-None-Match: *). */
+export function isPreconditionFailed(error: unknown): boolean {
+  return statusOf(error) === 412 || (error as { name?: string })?.name === 'PreconditionFailed';
+}
