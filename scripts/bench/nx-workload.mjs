@@ -99,17 +99,34 @@ async function flush(daemon) {
 const publishes = (s) => s.bucketIndex?.published !== undefined;
 
 /**
- * A long-lived daemon on a bucket in use: its replica of every read zone is fresh, and the bucket
- * holds index objects (a new bucket has none until a writer publishes, and then every miss reads
- * through). One artifact PUT and a flush publish a journal object; then wait for the sync.
+ * A bucket in use: it holds index objects, which a new bucket lacks until a writer publishes (and
+ * until then every miss is read through, reason not-indexed). Another daemon publishes one
+ * artifact (PUT, flush) and stops, as a teammate's daemon would have. Returns whether it published.
  */
-async function syncedBeforeBuild(daemon) {
-  await putArtifact(daemon, newHash(), Buffer.alloc(1024, 7));
-  const flushed = await flush(daemon);
-  const indexed = publishes(flushed);
-  await waitForStatus(daemon, 'a fresh replica of every read zone', (s) => s.bucketIndex?.zones.length > 0 && s.bucketIndex.zones.every((z) => z.fresh && (z.indexed || !indexed)));
-  return indexed;
+async function seedIndex(bucket) {
+  const teammate = await daemonFor(bucket);
+  await putArtifact(teammate, newHash(), Buffer.alloc(1024, 7));
+  const published = publishes(await flush(teammate));
+  await stopDaemon(teammate);
+  return published;
 }
+
+/**
+ * A long-lived daemon in a working session is synced when a build starts: one lookup (a hash no
+ * one built) puts its index into build-time polling, as any request from Nx in the last minute
+ * does; then wait until its replica of every read zone is fresh (and indexed, when seeded).
+ */
+async function syncedBeforeBuild(daemon, indexed) {
+  await request(`${daemon.url}/v1/cache/${newHash()}`, { headers: { authorization: `Bearer ${daemon.token}` } });
+  await waitForStatus(daemon, 'a fresh replica of every read zone', (s) => s.bucketIndex?.zones.length > 0 && s.bucketIndex.zones.every((z) => z.fresh && (z.indexed || !indexed)));
+  return (await daemonStatus(daemon)).cache;
+}
+
+/** Lookup counters of `after` minus `before` (status `cache`): what the daemon did in between. */
+const cacheDelta = (before, after) => ({
+  indexMisses: after.indexMisses - before.indexMisses,
+  readThroughReasons: Object.fromEntries(Object.entries(after.readThroughReasons).map(([k, n]) => [k, n - before.readThroughReasons[k]])),
+});
 
 /** S3 requests the proxy saw since `from` (an index into proxy.requests()), by kind. */
 function s3RequestsSince(from) {
@@ -189,11 +206,12 @@ try {
       await stopDaemon(unindexed);
 
       await newSalt();
+      indexPublished = (await seedIndex(bucket)) && indexPublished;
       const writer = await daemonFor(bucket);
-      indexPublished = (await syncedBeforeBuild(writer)) && indexPublished;
+      const cacheBefore = await syncedBeforeBuild(writer, indexPublished);
       from = proxy.requestCount();
       t.daemonBuild.push(await timedRun('daemon build', writer, 'executed'));
-      seen.indexOn = { ...s3RequestsSince(from), seconds: t.daemonBuild.at(-1), cache: (await daemonStatus(writer)).cache };
+      seen.indexOn = { ...s3RequestsSince(from), seconds: t.daemonBuild.at(-1), cache: cacheDelta(cacheBefore, (await daemonStatus(writer)).cache) };
       await flush(writer); // the bucket is warm and the journal published (untimed), as `exec --flush` leaves it
       t.daemonWarm.push(await timedRun('daemon warm local tier', writer, 'hits'));
       const reader = await daemonFor(bucket);
@@ -234,8 +252,9 @@ try {
   proxy.setMode({ kind: 'pass' });
   await proxy.settled();
   const idleBucket = await s3.createBucket('nx-idle');
+  await seedIndex(idleBucket);
   const idle = await daemonFor(idleBucket);
-  await syncedBeforeBuild(idle); // its PUT is the last request Nx would have sent
+  await syncedBeforeBuild(idle, indexPublished); // its lookup is the last request Nx sent
   for (const phase of ['the minute after the last artifact request', 'idle (no artifact request for over a minute)']) {
     const from = proxy.requestCount();
     const started = performance.now();
@@ -286,7 +305,7 @@ for (const [latencyMs, rs] of traffic) {
 
 const notes = [
   'Notes:',
-  '- *bucket index on* (the default with a bucket): the daemon is long-lived, as on a laptop or a CI runner with a warm daemon: before the timed build its replica of every read zone is fresh (status `bucketIndex.zones[].fresh`) and the bucket holds index objects (one artifact PUT and a flush published a journal object first, untimed). A task the index does not list is then a 404 with no S3 request.',
+  '- *bucket index on* (the default with a bucket): the daemon is long-lived, as on a laptop or a CI runner with a warm daemon: before the timed build its replica of every read zone is fresh (status `bucketIndex.zones[].fresh`) and the bucket holds index objects (another daemon had published a journal object first, as a teammate\'s would have; untimed). Nx asked it one lookup just before (as in a working session: a request in the last minute keeps its index polling every 2.5 s), so it is synced when the build starts. A task the index does not list is then a 404 with no S3 request. Not measured here: the first build after the daemon sat idle for a while (it then polls every 30 s; its first misses find the replica stale and read through until the sync they start completes).',
   '- *bucket index off* (`--bucket-index off`): today\'s behaviour, every miss is looked up in the bucket. The write-through baseline runs with the index off too (S3 on the request path for PUTs and lookups, as in other Nx S3 caches).',
   `- *hits on a second machine with prefetch*: after the first daemon built and flushed (the flush publishes the journal), a new daemon with an empty cache directory and \`--prefetch on\` on the same bucket; the timed run starts once its status shows ≥ ${projectCount} prefetched artifacts (untimed wait in the second table). All its hits are local disk reads; Nx reports them as remote hits.`,
   `- Load average (1/5/15 min) before, between latencies and at the end: ${loadAverages.join(' → ')}.`,
