@@ -33,12 +33,35 @@ function addInto<T extends object>(total: T, source: T): T {
   return total;
 }
 
+/** One kind of counters: a fresh zero, where a tier keeps them, and what retired tiers added up to. */
+class PartTotals<T extends object> {
+  readonly retired: T;
+
+  constructor(
+    private readonly zero: () => T,
+    readonly of: (tier: CountedTier) => T | undefined,
+  ) {
+    this.retired = zero();
+  }
+
+  total(live: Iterable<CountedTier>): T {
+    const total = addInto(this.zero(), this.retired);
+    for (const tier of live) {
+      const counters = this.of(tier);
+      if (counters) addInto(total, counters);
+    }
+    return total;
+  }
+}
+
 export class RemoteTierTotals {
   private readonly live = new Set<CountedTier>();
-  private readonly retiredReadThrough = zeroReadThrough();
-  private readonly retiredUploads = zeroUploads();
-  private readonly retiredIndexSync = zeroSyncCounters();
-  private readonly retiredIndexPublish = zeroPublish();
+  private readonly parts = {
+    readThrough: new PartTotals(zeroReadThrough, (tier) => tier.readThrough?.counters),
+    uploads: new PartTotals<UploaderCounters>(zeroUploads, (tier) => tier.uploader?.status()),
+    indexSync: new PartTotals(zeroSyncCounters, (tier) => tier.bucketIndex?.counters),
+    indexPublish: new PartTotals(zeroPublish, (tier) => tier.indexPublisher?.status()),
+  };
 
   track(tier: CountedTier): void {
     this.live.add(tier);
@@ -47,35 +70,27 @@ export class RemoteTierTotals {
   /** The tier has stopped: its figures are final. */
   retire(tier: CountedTier): void {
     if (!this.live.delete(tier)) return;
-    if (tier.readThrough) addInto(this.retiredReadThrough, tier.readThrough.counters);
-    if (tier.uploader) addInto(this.retiredUploads, tier.uploader.status());
-    if (tier.bucketIndex) addInto(this.retiredIndexSync, tier.bucketIndex.counters);
-    if (tier.indexPublisher) addInto(this.retiredIndexPublish, tier.indexPublisher.status());
+    for (const part of Object.values(this.parts) as PartTotals<object>[]) {
+      const counters = part.of(tier);
+      if (counters) addInto(part.retired, counters);
+    }
   }
 
   /** The bucket index's syncs (journal objects applied and refused, snapshots) since start. */
   indexSync(): IndexSyncCounters {
-    const total = addInto(zeroSyncCounters(), this.retiredIndexSync);
-    for (const tier of this.live) if (tier.bucketIndex) addInto(total, tier.bucketIndex.counters);
-    return total;
+    return this.parts.indexSync.total(this.live);
   }
 
   /** The bucket index's publishing since start. */
   indexPublish(): IndexPublishTotals {
-    const total = addInto(zeroPublish(), this.retiredIndexPublish);
-    for (const tier of this.live) if (tier.indexPublisher) addInto(total, tier.indexPublisher.status());
-    return total;
+    return this.parts.indexPublish.total(this.live);
   }
 
   readThrough(): ReadThroughCounters {
-    const total = addInto(zeroReadThrough(), this.retiredReadThrough);
-    for (const tier of this.live) if (tier.readThrough) addInto(total, tier.readThrough.counters);
-    return total;
+    return this.parts.readThrough.total(this.live);
   }
 
   uploads(): UploaderCounters {
-    const total = addInto(zeroUploads(), this.retiredUploads);
-    for (const tier of this.live) if (tier.uploader) addInto(total, tier.uploader.status());
-    return total;
+    return this.parts.uploads.total(this.live);
   }
 }
