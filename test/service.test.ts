@@ -1,13 +1,16 @@
 /**
  * install-service: the units it writes are valid for the service managers that run them —
  * `systemd-analyze verify` for the systemd units, a property-list parser for the LaunchAgent —
- * and --dry-run shows exactly what would be written and run.
+ * --dry-run shows exactly what would be written and run, it refuses paths that vanish, and
+ * doctor notices an installed unit whose node or script is gone.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cliPath, runCli } from './helpers/daemon-process.js';
+import { pathTrouble } from '../src/service/index.js';
+import { cliPath, repoRoot, runCli } from './helpers/daemon-process.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
 const cleanups: (() => void)[] = [];
@@ -97,5 +100,75 @@ describe('install-service --dry-run', () => {
     const result = await runCli(['uninstall-service', '--dry-run', '--os', 'linux']);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/# would run:\nsystemctl --user disable --now nx-s3-sidecar\.service\n# then remove .*nx-s3-sidecar\.service\nsystemctl --user daemon-reload/);
+  });
+});
+
+describe('install paths that last', () => {
+  it('names the temporary and version-manager paths a service must not run from', () => {
+    const temporary = [
+      '/home/ana/.npm/_npx/8a3c1e/node_modules/nx-s3-sidecar/dist/cli.js',
+      '/tmp/nx-s3-sidecar/dist/cli.js',
+      path.join(os.tmpdir(), 'x', 'node'),
+      '/var/tmp/bin/node',
+      '/private/var/folders/xy/T/node',
+    ];
+    const managed = [
+      '/home/ana/.nvm/versions/node/v20.19.0/bin/node',
+      '/home/ana/.local/share/fnm/node-versions/v22.12.0/installation/bin/node',
+      '/run/user/1000/fnm_multishells/123_456/bin/node',
+      '/home/ana/.volta/tools/image/node/20.19.0/bin/node',
+      '/home/ana/.asdf/installs/nodejs/20.19.0/bin/node',
+      '/usr/local/n/versions/node/20.19.0/bin/node',
+      '/home/ana/.local/share/mise/installs/node/22/bin/node',
+      '/home/ana/.nodenv/versions/20.19.0/bin/node',
+    ];
+    for (const file of temporary) expect(pathTrouble(file, {})?.kind, file).toBe('temporary');
+    for (const file of managed) expect(pathTrouble(file, {})?.kind, file).toBe('version-manager');
+    expect(pathTrouble('/home/ana/.npm/_npx/8a3c1e/node_modules/nx-s3-sidecar/dist/cli.js', {})?.what).toBe("npm's npx cache (npx or npm exec)");
+    for (const file of ['/usr/bin/node', '/usr/local/bin/node', '/opt/homebrew/bin/node', '/usr/local/lib/node_modules/nx-s3-sidecar/dist/cli.js', '/home/ana/src/nx-s3-sidecar/dist/cli.js']) {
+      expect(pathTrouble(file, {}), file).toBeUndefined();
+    }
+  });
+
+  it('refuses to install a service that runs from npx\'s cache, and says what to do instead', async () => {
+    // The package as npx unpacks it: <npm cache>/_npx/<id>/node_modules/nx-s3-sidecar, its dependencies beside it.
+    const packageDir = path.join(tempDir(), '.npm', '_npx', '8a3c1e', 'node_modules', 'nx-s3-sidecar');
+    fs.mkdirSync(packageDir, { recursive: true });
+    for (const entry of ['dist', 'systemd', 'launchd', 'package.json']) fs.cpSync(path.join(repoRoot, entry), path.join(packageDir, entry), { recursive: true });
+    fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(packageDir, 'node_modules'));
+    const unitDir = tempDir();
+    const result = spawnSync(process.execPath, [path.join(packageDir, 'dist', 'cli.js'), 'install-service', '--os', 'linux', '--workspace', tempDir()], {
+      encoding: 'utf8',
+      env: { ...process.env, XDG_CONFIG_HOME: unitDir },
+      timeout: 15_000,
+    });
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toMatch(/will not install a service whose script is \S+\/_npx\/8a3c1e\/node_modules\/nx-s3-sidecar\/dist\/cli\.js: that is under npm's npx cache/);
+    expect(result.stderr).toContain('npm install -g ./nx-s3-sidecar-<version>.tgz');
+    expect(result.stderr).not.toContain('--allow-version-manager'); // a temporary path cannot be accepted
+    expect(fs.readdirSync(unitDir)).toEqual([]); // nothing written
+  });
+
+  it('doctor fails when an installed unit runs a node or script that no longer exists', async () => {
+    const configHome = tempDir();
+    const home = tempDir();
+    const workspace = tempDir();
+    const env = { XDG_CONFIG_HOME: configHome, HOME: home };
+    const installed = await runCli(['install-service', '--dry-run', '--os', 'linux', '--workspace', workspace], env);
+    expect(installed.code, installed.stderr).toBe(0);
+    const unitFile = path.join(configHome, 'systemd', 'user', 'nx-s3-sidecar.service');
+    fs.mkdirSync(path.dirname(unitFile), { recursive: true });
+    fs.writeFileSync(unitFile, unitOf(installed.stdout));
+    const doctorArgs = ['doctor', '--workspace', workspace, '--cache-dir', path.join(workspace, 'cache'), '--port', '1', '--token', 'a-token-of-sixteen-chars'];
+
+    const good = await runCli(doctorArgs, env);
+    expect(good.stdout).toContain(`[ok  ] service (systemd-user): ${unitFile} runs ${process.execPath} ${cliPath}\n`);
+
+    // The node that unit runs is gone (an nvm version removed, an npx cache cleaned).
+    const goneNode = '/home/ana/.nvm/versions/node/v20.0.0/bin/node';
+    fs.writeFileSync(unitFile, unitOf(installed.stdout).replace(`ExecStart="${process.execPath}"`, `ExecStart="${goneNode}"`));
+    const broken = await runCli(doctorArgs, env);
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toMatch(new RegExp(`^\\[FAIL\\] service \\(systemd-user\\): ${unitFile} runs ${goneNode}, which no longer exists: the service cannot start\\. Install it globally .*npm install -g`, 'm'));
   });
 });

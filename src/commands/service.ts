@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configKeys, type ConfigInput, type DaemonConfig } from '../config/index.js';
-import { planService, currentOs, defaultServiceInputs, type ServicePlan } from '../service/index.js';
+import { planService, currentOs, defaultServiceInputs, pathTrouble, LASTING_INSTALL, type ServicePlan, type ServiceInputs } from '../service/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { exportLines } from './env.js';
@@ -18,6 +18,8 @@ export interface ServiceOptions {
   system: boolean;
   /** Render for another OS (with --dry-run): linux or macos. */
   os?: string;
+  /** Bake in a version manager's node (nvm, fnm …) knowingly: it breaks when that version goes. */
+  allowVersionManager?: boolean;
 }
 
 const cliPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
@@ -40,14 +42,22 @@ function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions)
   startArgs.push(`--workspace=${config.workspaceDir}`);
   // A system unit keeps its cache in the conventional system place unless told otherwise.
   if (options.system && flags['cache-dir'] === undefined) startArgs.push('--cache-dir=/var/cache/nx-s3-sidecar');
-  return planService({
-    os,
-    system: options.system,
-    cliPath,
-    startArgs,
-    workingDirectory: config.workspaceDir,
-    ...defaultServiceInputs(),
-  });
+  const inputs: ServiceInputs = { os, system: options.system, cliPath, startArgs, workingDirectory: config.workspaceDir, ...defaultServiceInputs() };
+  refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
+  return planService(inputs);
+}
+
+/**
+ * A service outlives the shell that installed it: a node or script path that vanishes (npx's
+ * cache, a temp dir) or that a version manager removes would leave Restart=always looping.
+ */
+function refuseVolatilePaths(nodePath: string, scriptPath: string, allowVersionManager: boolean): void {
+  for (const [role, file] of [['node', nodePath], ['script', scriptPath]] as const) {
+    const trouble = pathTrouble(file);
+    if (!trouble || (trouble.kind === 'version-manager' && allowVersionManager)) continue;
+    const accept = trouble.kind === 'version-manager' ? '; or keep this path knowingly with --allow-version-manager (reinstall the service after removing or upgrading that Node version)' : '';
+    throw new CliError(`will not install a service whose ${role} is ${file}: that is under ${trouble.what}, and the service stops working when it goes away. Instead, ${LASTING_INSTALL}${accept}`, 2);
+  }
 }
 
 function run(command: string[], tolerateFailure = false): void {

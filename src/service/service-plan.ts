@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { serviceFilePath } from './installed-service.js';
 
 export type ServiceKind = 'systemd-user' | 'systemd-system' | 'launchd-agent';
 
@@ -44,7 +45,7 @@ export function planService(inputs: ServiceInputs): ServicePlan {
   const command = [inputs.nodePath, inputs.cliPath, 'start', ...inputs.startArgs];
   if (inputs.os === 'macos') {
     if (inputs.system) throw new Error('--system is for Linux system units; on macOS the service is a LaunchAgent of the user');
-    const unitFile = path.join(inputs.home, 'Library', 'LaunchAgents', `${LAUNCHD_LABEL}.plist`);
+    const unitFile = serviceFilePath('launchd-agent', inputs.home);
     const logFile = path.join(inputs.home, 'Library', 'Logs', `${SERVICE_NAME}.log`);
     const content = render(fs.readFileSync(path.join(packageRoot, 'launchd', `${LAUNCHD_LABEL}.plist`), 'utf8'), {
       LABEL: xml(LAUNCHD_LABEL),
@@ -65,9 +66,7 @@ export function planService(inputs: ServiceInputs): ServicePlan {
   }
   const system = inputs.system;
   const systemctl = system ? ['systemctl'] : ['systemctl', '--user'];
-  const unitFile = system
-    ? path.join('/etc/systemd/system', `${SERVICE_NAME}.service`)
-    : path.join(process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME) ? process.env.XDG_CONFIG_HOME : path.join(inputs.home, '.config'), 'systemd', 'user', `${SERVICE_NAME}.service`);
+  const unitFile = serviceFilePath(system ? 'systemd-system' : 'systemd-user', inputs.home);
   const content = render(fs.readFileSync(path.join(packageRoot, 'systemd', `${SERVICE_NAME}.service`), 'utf8'), {
     EXEC_START: command.map(systemdQuote).join(' '),
     WORKING_DIRECTORY: inputs.workingDirectory,
