@@ -26,6 +26,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
 
   const sources = [config.nxJsonFile ? `${config.nxJsonFile} (s3 block)` : undefined, config.configFile].filter(Boolean);
   report('ok', 'configuration', `valid; read from ${sources.length ? sources.join(' and ') : 'defaults, environment and flags only'}; mode ${config.mode} (${config.modeSource})`);
+  for (const warning of config.configWarnings) report('fail', 'configuration', `${warning}: fix the key, or remove it`);
   const zones = zoneLines({
     writeZone: config.zones ? (config.zones.write ?? 'none') : undefined,
     readZones: config.zones?.read,

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { didYouMean } from './did-you-mean.js';
 import { ConfigError } from './errors.js';
 import { parseJsonWithComments } from './nx-json.js';
 
@@ -32,7 +33,8 @@ export function readConfigFile(file: string, named: boolean, knownKeys: readonly
   const input: Record<string, string> = {};
   for (const [key, value] of Object.entries(json)) {
     if (!knownKeys.includes(key) || key === 'config') {
-      throw new ConfigError(`${file}: ${key}`, `unknown setting; known ones are ${knownKeys.filter((k) => k !== 'config').join(', ')}`);
+      const settable = knownKeys.filter((k) => k !== 'config');
+      throw new ConfigError(`${file}: ${key}`, `unknown setting${didYouMean(key, settable)}; known ones are ${settable.join(', ')}`);
     }
     if (!['string', 'number', 'boolean'].includes(typeof value)) {
       throw new ConfigError(`${file}: ${key}`, 'must be a string, number or boolean');
