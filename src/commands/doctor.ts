@@ -12,6 +12,7 @@ import { createS3Client, remoteStoreFor, classifyS3Error, doctorProbeKey, zonePr
 import { DaemonClient } from './daemon-client.js';
 import { zoneLines } from './status-report-text.js';
 import { checkInstalledServices } from './doctor-service.js';
+import { checkNxCacheChoice } from './nx-cache-check.js';
 import type { DoctorOutcome, DoctorReport } from './doctor-report.js';
 
 type Outcome = DoctorOutcome;
@@ -38,6 +39,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
 
   await checkS3(config, report);
   await checkDaemon(config, report);
+  checkNxCacheChoice(config, report);
   checkInstalledServices(report);
   checkDisk(config, report);
 
