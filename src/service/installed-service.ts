@@ -42,7 +42,7 @@ export function installedServices(os: 'linux' | 'macos', home: string, env: Node
   return found;
 }
 
-/** The words of a unit's ExecStart= (systemd's quoting: "…" or '…' with \-escapes; %% is %). */
+/** The words of a unit's ExecStart= (systemd's quoting: "…" or '…' with \-escapes; %% is %, $$ is $). */
 export function execStartWords(unitText: string): string[] {
   const line = unitText.split('\n').find((l) => /^\s*ExecStart\s*=/.test(l));
   if (!line) return [];
@@ -52,7 +52,7 @@ export function execStartWords(unitText: string): string[] {
   const pattern = /"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|(\S+)/g;
   for (const match of value.matchAll(pattern)) {
     const word = match[1] ?? match[2] ?? match[3] ?? '';
-    words.push(word.replace(/\\(.)/g, '$1').replace(/%%/g, '%'));
+    words.push(word.replace(/\\(.)/g, '$1').replace(/%%/g, '%').replace(/\$\$/g, '$'));
   }
   return words;
 }
