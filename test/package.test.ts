@@ -71,7 +71,7 @@ describe('npm pack', () => {
     cleanups.push(temp.remove);
     const { filename, files } = pack(temp.dir);
     expect(filename).toBe(`${pkg.name}-${pkg.version}.tgz`);
-    expect(files.filter((f) => !f.startsWith('dist/'))).toEqual(['LICENSE', 'README.md', 'launchd/dev.nx-s3-sidecar.plist', 'package.json', 'systemd/nx-s3-sidecar.service']);
+    expect(files.filter((f) => !f.startsWith('dist/'))).toEqual(['LICENSE', 'README.md', 'launchd/dev.nx-s3-sidecar.plist', 'package.json', 'systemd/nx-s3-sidecar.service', 'systemd/system-sandbox.conf']);
     expect(files.filter((f) => f.startsWith('dist/'))).toEqual(expectedDist());
 
     const consumer = path.join(temp.dir, 'consumer');

@@ -10,8 +10,13 @@ import { ConfigError } from './errors.js';
 import { parseJsonWithComments } from './nx-json.js';
 
 export function defaultConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(userConfigHome(os.homedir(), env), 'nx-s3-sidecar', 'config.json');
+}
+
+/** $XDG_CONFIG_HOME when it is absolute (the spec ignores relative values), else ~/.config. */
+export function userConfigHome(home: string, env: NodeJS.ProcessEnv = process.env): string {
   const xdg = env.XDG_CONFIG_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.config'), 'nx-s3-sidecar', 'config.json');
+  return xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.config');
 }
 
 /**

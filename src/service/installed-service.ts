@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { userConfigHome } from '../config/config-file.js';
 import { LAUNCHD_LABEL, SERVICE_NAME, type ServiceKind } from './service-plan.js';
 
 export interface InstalledService {
@@ -18,12 +19,6 @@ export function serviceFilePath(kind: ServiceKind, home: string, env: NodeJS.Pro
   if (kind === 'launchd-agent') return path.join(home, 'Library', 'LaunchAgents', `${LAUNCHD_LABEL}.plist`);
   if (kind === 'systemd-system') return path.join('/etc/systemd/system', `${SERVICE_NAME}.service`);
   return path.join(userConfigHome(home, env), 'systemd', 'user', `${SERVICE_NAME}.service`);
-}
-
-/** $XDG_CONFIG_HOME when it is absolute (the spec ignores relative values), else ~/.config. */
-export function userConfigHome(home: string, env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env.XDG_CONFIG_HOME;
-  return xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.config');
 }
 
 export function installedServices(os: 'linux' | 'macos', home: string, env: NodeJS.ProcessEnv = process.env): InstalledService[] {
