@@ -45,11 +45,19 @@ function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions)
     inputs.cacheDirectoryName = systemCacheDirectoryName(flags['cache-dir']);
     if (flags['cache-dir'] === undefined) startArgs.push(`--cache-dir=/var/cache/${inputs.cacheDirectoryName}`);
     // Runs as the workspace's owner, who can read its nx.json; a root-owned workspace gets a dynamic user.
-    const owner = fs.statSync(config.workspaceDir).uid;
+    const owner = workspaceOwner(config.workspaceDir);
     inputs.systemUser = owner === 0 ? undefined : owner;
   }
   refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
   return planService(inputs);
+}
+
+function workspaceOwner(workspaceDir: string): number {
+  try {
+    return fs.statSync(workspaceDir).uid;
+  } catch (error) {
+    throw new CliError(`cannot read the workspace ${workspaceDir} (${(error as Error).message}): pass --workspace with the folder that holds nx.json`, 2);
+  }
 }
 
 /** The system unit writes only below /var/cache (CacheDirectory=, ProtectSystem=strict): the folder's name there. */
