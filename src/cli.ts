@@ -32,10 +32,12 @@ Usage:
   nx-s3-sidecar flush [--timeout SECONDS]
                                   wait until every stored artifact is uploaded (CI, end of job);
                                   exits 0 when the outbox is empty, 1 on timeout (default ${DEFAULT_FLUSH_TIMEOUT_SECONDS})
-  nx-s3-sidecar install-service [--system] [--dry-run] [options]
+  nx-s3-sidecar install-service [--system] [--dry-run] [--allow-version-manager] [options]
                                   run the daemon as a background service (systemd user unit, or a
                                   system unit with --system as root; launchd LaunchAgent on macOS),
-                                  with these options; prints the export lines for your shell profile
+                                  with these options; prints the export lines for your shell profile.
+                                  Refuses a node or script under npx's cache, a temp dir or (unless
+                                  --allow-version-manager) nvm, fnm, volta, asdf, n …
   nx-s3-sidecar uninstall-service [--system] [--dry-run]
   nx-s3-sidecar doctor [options]  check configuration, credentials, bucket, daemon, shell and disk
   nx-s3-sidecar migrate [--dry-run | --apply [--delete-originals]] [options]
@@ -68,7 +70,7 @@ interface CommandLine {
   migrate: { apply: boolean; deleteOriginals: boolean };
   /** keygen's --out. */
   keyPrefix: string;
-  service: { dryRun: boolean; system: boolean; os?: string };
+  service: { dryRun: boolean; system: boolean; os?: string; allowVersionManager: boolean };
   timeoutSeconds: number;
   /** What follows "--" (exec's command). */
   rest: string[];
@@ -95,6 +97,7 @@ function parseCommandLine(argv: string[]): CommandLine {
         apply: { type: 'boolean' },
         'delete-originals': { type: 'boolean' },
         system: { type: 'boolean' },
+        'allow-version-manager': { type: 'boolean' },
         os: { type: 'string' },
         out: { type: 'string' },
         zone: { type: 'string' },
@@ -142,7 +145,7 @@ function parseCommandLine(argv: string[]): CommandLine {
       flush: parsed.values.flush ?? false,
       migrate: { apply, deleteOriginals },
       keyPrefix: parsed.values.out ?? 'nx-s3-sidecar-signing',
-      service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os },
+      service: { dryRun: parsed.values['dry-run'] ?? false, system: parsed.values.system ?? false, os: parsed.values.os, allowVersionManager: parsed.values['allow-version-manager'] ?? false },
       timeoutSeconds,
       rest,
       index: { action: indexAction, zone: parsed.values.zone, dryRun: parsed.values['dry-run'] ?? false },

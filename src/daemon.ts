@@ -164,6 +164,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       token: tokenSource,
       recoveryMs: store.recovery.durationMs,
     });
+    for (const warning of config.configWarnings) logger.warn(warning);
     if (!isLoopbackHost(config.host)) {
       logger.warn(`listening on ${config.host}, not loopback: anyone who can reach this port and knows the token can read and write the cache`);
     }
@@ -191,6 +192,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           else restartOnly.push('log-level');
         }
         if (restartOnly.length > 0) logger.warn(`changed settings that take effect only after a restart: ${restartOnly.join(', ')}`);
+        for (const warning of next.configWarnings) logger.warn(warning);
         if (next.maxSizeBytes !== previous.maxSizeBytes) store.setBudget(next.maxSizeBytes);
         if (changes.rebuildsS3Tier) {
           const old = tier;

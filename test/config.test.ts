@@ -7,6 +7,8 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveDaemonConfig, parseSize, parseDuration, isCi, ConfigError, type ConfigInput } from '../src/config/index.js';
+import { closestMatch } from '../src/config/did-you-mean.js';
+import { parseJsonWithComments } from '../src/config/nx-json.js';
 import { classifyS3Error } from '../src/remote/s3/index.js';
 import { retryDelayMs, defaultBackoff } from '../src/upload/index.js';
 import { makeTempDir } from './helpers/temp-dir.js';
@@ -69,6 +71,41 @@ describe("nx.json's s3 block", () => {
   it('tolerates comments and trailing commas, as Nx does', () => {
     const ws = workspace('{\n  // the team cache\n  "s3": { "bucket": "team-cache", /* eu */ "region": "eu-west-1", },\n}');
     expect(resolve({}, { workspace: ws.dir }).s3?.bucket).toBe('team-cache');
+  });
+
+  it('reads strings as Nx does (jsonc-parser), even with a comma and a brace inside one', () => {
+    // A comment makes plain JSON.parse fail; the old hand-made fallback then read "team, }" as "team }".
+    const text = '{\n  // cache\n  "s3": { "bucket": "team-cache", "ssoProfile": "team, }", "cacheKeyPrefix": "a,]b", },\n}';
+    expect(parseJsonWithComments(text, 'nx.json')).toEqual({ s3: { bucket: 'team-cache', ssoProfile: 'team, }', cacheKeyPrefix: 'a,]b' } });
+    const usable = '{\n  // cache\n  "s3": { "bucket": "team-cache", "ssoProfile": "team, }", },\n}';
+    expect(resolve({}, { workspace: workspace(usable).dir }).s3?.credentials.ssoProfile).toBe('team, }');
+    expect(() => parseJsonWithComments('{\n  "s3": { "bucket" "b" }\n}', 'nx.json')).toThrow(/nx\.json: is not valid JSON: ColonExpected at line 2, column 20/);
+  });
+
+  it('warns about each unknown key in the s3 block, with the key it most likely meant', () => {
+    const ws = workspace({ s3: { bukcet: 'team-cache', Region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000', colour: 'blue' } });
+    const config = resolve({}, { workspace: ws.dir });
+    expect(config.s3).toBeUndefined(); // the typo leaves no bucket: a local-only daemon, hence the warning
+    const file = path.join(ws.dir, 'nx.json');
+    expect(config.configWarnings).toEqual([
+      expect.stringMatching(new RegExp(`^${file.replace(/[.]/g, '\\.')}: s3\\.bukcet: unknown key, ignored \\(did you mean "bucket"\\?\\); the keys are region, bucket,`)),
+      expect.stringContaining('s3.Region: unknown key, ignored (did you mean "region"?)'),
+      expect.stringMatching(/s3\.colour: unknown key, ignored; the keys are /),
+    ]);
+    expect(resolve({}, { workspace: workspace({ s3: { bucket: 'b-1' } }).dir }).configWarnings).toEqual([]);
+  });
+
+  it('names the setting a mistyped config-file key most likely meant', () => {
+    const ws = workspace({}, { 'max-szie': '20GiB' });
+    expect(() => resolve({}, { workspace: ws.dir, config: ws.configFile })).toThrow(/sidecar\.json: max-szie: unknown setting \(did you mean "max-size"\?\); known ones are/);
+  });
+
+  it('suggests only keys within a few edits', () => {
+    expect(closestMatch('bukcet', ['region', 'bucket'])).toBe('bucket');
+    expect(closestMatch('endpont', ['endpoint', 'region'])).toBe('endpoint');
+    expect(closestMatch('ssoprofile', ['ssoProfile'])).toBe('ssoProfile');
+    expect(closestMatch('colour', ['region', 'bucket', 'endpoint'])).toBeUndefined();
+    expect(closestMatch('ab', ['ciMode'])).toBeUndefined();
   });
 
   it('runs local-only when there is no nx.json or no bucket', () => {

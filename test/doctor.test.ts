@@ -1,4 +1,6 @@
 /** `doctor`: one line per check, a fix for each failure, exit 1 when something is broken. */
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess } from './helpers/daemon-process.js';
 import type { S3TestServer } from './helpers/s3-server.js';
@@ -64,5 +66,22 @@ describe('nx-s3-sidecar doctor', () => {
     expect(result.stdout).toMatch(/^\[FAIL\] bucket reachable: bucket "no-such-bucket-here" .*NoSuchBucket.*create the bucket/m);
     expect(result.stdout).toMatch(/^\[FAIL\] daemon: nothing answers at http:\/\/127\.0\.0\.1:1: start it/m);
     expect(result.stdout).toMatch(/2 check\(s\) failed/);
+  }, 60_000);
+
+  it('a typo in nx.json\'s s3 block: start warns once, doctor fails, both name the key it meant', async () => {
+    const workspace = makeTempDir();
+    cleanup(workspace.remove);
+    const nxJson = path.join(workspace.dir, 'nx.json');
+    fs.writeFileSync(nxJson, '{\n  // the team cache\n  "s3": { "bukcet": "team-cache", "region": "eu-west-1" }\n}\n');
+    const d = await startDaemonProcess({ args: ['--workspace', workspace.dir] });
+    cleanup(() => d.kill());
+    const warning = `${nxJson}: s3.bukcet: unknown key, ignored (did you mean "bucket"?)`;
+    expect(d.logs().split(warning).length - 1).toBe(1);
+    expect(d.logs()).toMatch(/mode[=:" ]+local-only/); // what the typo costs: no S3 tier
+
+    const result = await runCli(['doctor', '--workspace', workspace.dir, '--cache-dir', d.cacheDir, '--port', String(d.port), '--token', d.token], {}, 30_000);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain(`[FAIL] configuration: ${warning}; the keys are region, bucket,`);
+    expect(result.stdout).toMatch(/: fix the key, or remove it$/m);
   }, 60_000);
 });

@@ -11,8 +11,11 @@ import { errorMessage } from '../remote/index.js';
 import { createS3Client, remoteStoreFor, classifyS3Error, doctorProbeKey, zonePrefix, NO_ZONE } from '../remote/s3/index.js';
 import { DaemonClient } from './daemon-client.js';
 import { zoneLines } from './status-report-text.js';
+import { checkInstalledServices } from './doctor-service.js';
+import { checkNxCacheChoice } from './nx-cache-check.js';
+import type { DoctorOutcome, DoctorReport } from './doctor-report.js';
 
-type Outcome = 'ok' | 'warn' | 'fail';
+type Outcome = DoctorOutcome;
 const marks: Record<Outcome, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
 
 export async function runDoctor(config: DaemonConfig): Promise<number> {
@@ -24,6 +27,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
 
   const sources = [config.nxJsonFile ? `${config.nxJsonFile} (s3 block)` : undefined, config.configFile].filter(Boolean);
   report('ok', 'configuration', `valid; read from ${sources.length ? sources.join(' and ') : 'defaults, environment and flags only'}; mode ${config.mode} (${config.modeSource})`);
+  for (const warning of config.configWarnings) report('fail', 'configuration', `${warning}: fix the key, or remove it`);
   const zones = zoneLines({
     writeZone: config.zones ? (config.zones.write ?? 'none') : undefined,
     readZones: config.zones?.read,
@@ -35,13 +39,15 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
 
   await checkS3(config, report);
   await checkDaemon(config, report);
+  checkNxCacheChoice(config, report);
+  checkInstalledServices(report);
   checkDisk(config, report);
 
   process.stdout.write(failures === 0 ? 'all checks passed\n' : `${failures} check(s) failed\n`);
   return failures === 0 ? 0 : 1;
 }
 
-type Report = (outcome: Outcome, what: string, detail: string) => void;
+type Report = DoctorReport;
 
 async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
   const s3 = config.s3;

@@ -6,6 +6,7 @@
 import { nxClientEnv, type DaemonConfig } from '../config/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
+import { warnNxCacheBypasses } from './nx-cache-check.js';
 
 export function exportLines(url: string, token: string): string {
   return Object.entries(nxClientEnv(url, token)).map(([name, value]) => `export ${name}=${value}\n`).join('');
@@ -20,4 +21,5 @@ export async function runEnv(config: DaemonConfig): Promise<void> {
     );
   }
   process.stdout.write(exportLines(client.url, token));
+  warnNxCacheBypasses(config);
 }

@@ -14,6 +14,7 @@ import { cacheDirLayout } from '../store/index.js';
 import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { waitForUploads } from './flush.js';
+import { warnNxCacheBypasses } from './nx-cache-check.js';
 
 const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
 const START_TIMEOUT_MS = 30_000;
@@ -32,6 +33,7 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
     client = DaemonClient.for(config); // the token may have been generated just now
   }
   await client.status(); // proves the daemon there is ours: it accepts this cache dir's token
+  warnNxCacheBypasses(config);
 
   const exitCode = await runCommand(command, {
     ...process.env,

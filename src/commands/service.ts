@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configKeys, type ConfigInput, type DaemonConfig } from '../config/index.js';
-import { planService, currentOs, defaultServiceInputs, type ServicePlan } from '../service/index.js';
+import { planService, currentOs, defaultServiceInputs, pathTrouble, LASTING_INSTALL, type ServicePlan, type ServiceInputs } from '../service/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { exportLines } from './env.js';
@@ -18,6 +18,8 @@ export interface ServiceOptions {
   system: boolean;
   /** Render for another OS (with --dry-run): linux or macos. */
   os?: string;
+  /** Bake in a version manager's node (nvm, fnm …) knowingly: it breaks when that version goes. */
+  allowVersionManager?: boolean;
 }
 
 const cliPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
@@ -38,16 +40,47 @@ function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions)
   }
   // The workspace whose nx.json configures S3: the one given, or the current directory.
   startArgs.push(`--workspace=${config.workspaceDir}`);
-  // A system unit keeps its cache in the conventional system place unless told otherwise.
-  if (options.system && flags['cache-dir'] === undefined) startArgs.push('--cache-dir=/var/cache/nx-s3-sidecar');
-  return planService({
-    os,
-    system: options.system,
-    cliPath,
-    startArgs,
-    workingDirectory: config.workspaceDir,
-    ...defaultServiceInputs(),
-  });
+  const inputs: ServiceInputs = { os, system: options.system, cliPath, startArgs, workingDirectory: config.workspaceDir, ...defaultServiceInputs() };
+  if (options.system && os === 'linux') {
+    inputs.cacheDirectoryName = systemCacheDirectoryName(flags['cache-dir']);
+    if (flags['cache-dir'] === undefined) startArgs.push(`--cache-dir=/var/cache/${inputs.cacheDirectoryName}`);
+    // Runs as the workspace's owner, who can read its nx.json; a root-owned workspace gets a dynamic user.
+    const owner = workspaceOwner(config.workspaceDir);
+    inputs.systemUser = owner === 0 ? undefined : owner;
+  }
+  refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
+  return planService(inputs);
+}
+
+function workspaceOwner(workspaceDir: string): number {
+  try {
+    return fs.statSync(workspaceDir).uid;
+  } catch (error) {
+    throw new CliError(`cannot read the workspace ${workspaceDir} (${(error as Error).message}): pass --workspace with the folder that holds nx.json`, 2);
+  }
+}
+
+/** The system unit writes only below /var/cache (CacheDirectory=, ProtectSystem=strict): the folder's name there. */
+function systemCacheDirectoryName(cacheDir: string | undefined): string {
+  if (cacheDir === undefined) return 'nx-s3-sidecar';
+  const match = /^\/var\/cache\/([A-Za-z0-9][A-Za-z0-9._-]*)\/?$/.exec(path.resolve(cacheDir));
+  if (!match) {
+    throw new CliError(`a system unit keeps its cache in /var/cache/<name> (systemd creates it for the service's user; the rest of the file system is read-only to it), not ${cacheDir}: pass --cache-dir=/var/cache/<name> or leave it out`, 2);
+  }
+  return match[1]!;
+}
+
+/**
+ * A service outlives the shell that installed it: a node or script path that vanishes (npx's
+ * cache, a temp dir) or that a version manager removes would leave Restart=always looping.
+ */
+function refuseVolatilePaths(nodePath: string, scriptPath: string, allowVersionManager: boolean): void {
+  for (const [role, file] of [['node', nodePath], ['script', scriptPath]] as const) {
+    const trouble = pathTrouble(file);
+    if (!trouble || (trouble.kind === 'version-manager' && allowVersionManager)) continue;
+    const accept = trouble.kind === 'version-manager' ? '; or keep this path knowingly with --allow-version-manager (reinstall the service after removing or upgrading that Node version)' : '';
+    throw new CliError(`will not install a service whose ${role} is ${file}: that is under ${trouble.what}, and the service stops working when it goes away. Instead, ${LASTING_INSTALL}${accept}`, 2);
+  }
 }
 
 function run(command: string[], tolerateFailure = false): void {
@@ -71,10 +104,20 @@ export async function runInstallService(config: DaemonConfig, flags: ConfigInput
     return;
   }
   if (options.system && process.getuid?.() !== 0) throw new CliError('--system installs a system unit: run it as root (sudo)', 2);
+  if (fs.existsSync(service.unitFile)) throw new CliError(`a service is already installed at ${service.unitFile}: nx-s3-sidecar uninstall-service${options.system ? ' --system' : ''} first, then install it again`);
+  requireServiceManager(service);
   fs.mkdirSync(path.dirname(service.unitFile), { recursive: true });
   fs.writeFileSync(service.unitFile, service.content, { mode: 0o644 });
   out(`wrote ${service.unitFile}`);
-  for (const command of service.activate) run(command);
+  try {
+    for (const command of service.activate) run(command);
+  } catch (error) {
+    // Nothing half-installed: a unit that never started would only confuse the next install.
+    for (const command of service.deactivate) run(command, true);
+    fs.rmSync(service.unitFile, { force: true });
+    for (const command of service.afterRemove) run(command, true);
+    throw new CliError(`${(error as Error).message}\nremoved ${service.unitFile} again; nothing is installed`);
+  }
   out(`started the ${service.kind} service; logs: ${service.logHint}`);
 
   // The cache dir the service uses is the one its own flags resolve to.
@@ -100,8 +143,43 @@ export async function runUninstallService(config: DaemonConfig, flags: ConfigInp
     return;
   }
   if (!fs.existsSync(service.unitFile)) throw new CliError(`no service is installed at ${service.unitFile}`);
-  for (const command of service.deactivate) run(command, true);
+  const failures = service.deactivate.map((command) => attempt(command)).filter((failure): failure is string => failure !== undefined);
   fs.rmSync(service.unitFile, { force: true });
-  for (const command of service.afterRemove) run(command, true);
-  out(`stopped and removed the ${service.kind} service (${service.unitFile}); the cache directory is kept`);
+  // `enable` linked it into the target's .wants/: a link left there would point at nothing.
+  for (const link of service.enableLinks) fs.rmSync(link, { force: true });
+  for (const command of service.afterRemove) attempt(command);
+  if (failures.length === 0) {
+    out(`stopped and removed the ${service.kind} service (${service.unitFile}); the cache directory is kept`);
+    return;
+  }
+  // Say what happened, not what was meant to: the service manager may not have stopped it.
+  out(`removed ${service.unitFile}; the cache directory is kept`);
+  throw new CliError(`could not stop or disable the service (${failures.join('; ')}): if it is still running, stop it (${service.stopHint}) or reboot`);
+}
+
+/** Runs a command; its failure as text instead of an exception. */
+function attempt(command: string[]): string | undefined {
+  try {
+    run(command);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+/**
+ * systemd must be there to take the unit: a user unit needs the user's service manager (it runs
+ * while you are logged in, or always with lingering), which containers, WSL and ssh sessions often lack.
+ */
+function requireServiceManager(service: ServicePlan): void {
+  if (!service.probe) return;
+  const failure = attempt(service.probe);
+  if (failure === undefined) return;
+  const alternatives = 'or, without a service manager, run the daemon around each build: nx-s3-sidecar exec -- npx nx run-many -t build (it starts one in the background when none answers)';
+  if (service.kind === 'systemd-user') {
+    throw new CliError(
+      `no systemd user session to install into (${failure}). Start one for your user: sudo loginctl enable-linger $USER, then log in again (or export XDG_RUNTIME_DIR=/run/user/$(id -u)); ${alternatives}. Nothing was written`,
+    );
+  }
+  throw new CliError(`systemd is not running here (${failure}); ${alternatives}. Nothing was written`);
 }

@@ -2,12 +2,16 @@
 import type { DaemonConfig } from '../config/index.js';
 import { startDaemon } from '../daemon.js';
 import { createLogger } from '../log.js';
+import { LOG_FILE_VAR, startLogRotation } from '../service/log-rotation.js';
 import { CacheDirBusyError } from '../store/index.js';
 import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 
 /** `resolveConfig` re-reads the same sources (nx.json, config file, environment, flags) on a change. */
 export async function runStart(config: DaemonConfig, resolveConfig: () => DaemonConfig): Promise<void> {
   const logger = createLogger(config.logLevel);
+  // Set by the LaunchAgent, whose log file nothing else rotates.
+  const logFile = process.env[LOG_FILE_VAR];
+  if (logFile) startLogRotation(logFile);
   let daemon;
   try {
     // Exits non-zero so the service manager restarts it (the unit has Restart=always).

@@ -5,12 +5,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { didYouMean } from './did-you-mean.js';
 import { ConfigError } from './errors.js';
 import { parseJsonWithComments } from './nx-json.js';
 
 export function defaultConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(userConfigHome(os.homedir(), env), 'nx-s3-sidecar', 'config.json');
+}
+
+/** $XDG_CONFIG_HOME when it is absolute (the spec ignores relative values), else ~/.config. */
+export function userConfigHome(home: string, env: NodeJS.ProcessEnv = process.env): string {
   const xdg = env.XDG_CONFIG_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.config'), 'nx-s3-sidecar', 'config.json');
+  return xdg && path.isAbsolute(xdg) ? xdg : path.join(home, '.config');
 }
 
 /**
@@ -32,7 +38,8 @@ export function readConfigFile(file: string, named: boolean, knownKeys: readonly
   const input: Record<string, string> = {};
   for (const [key, value] of Object.entries(json)) {
     if (!knownKeys.includes(key) || key === 'config') {
-      throw new ConfigError(`${file}: ${key}`, `unknown setting; known ones are ${knownKeys.filter((k) => k !== 'config').join(', ')}`);
+      const settable = knownKeys.filter((k) => k !== 'config');
+      throw new ConfigError(`${file}: ${key}`, `unknown setting${didYouMean(key, settable)}; known ones are ${settable.join(', ')}`);
     }
     if (!['string', 'number', 'boolean'].includes(typeof value)) {
       throw new ConfigError(`${file}: ${key}`, 'must be a string, number or boolean');

@@ -96,6 +96,8 @@ export interface DaemonConfig {
   workspaceDir: string;
   /** The nx.json whose "s3" block was read, if any. */
   nxJsonFile?: string;
+  /** What was read but not used (unknown keys in nx.json's "s3" block): logged at start, failed by doctor. */
+  configWarnings: string[];
   /** The sidecar config file that was read, if any. */
   configFile?: string;
   /** The files this configuration was (or would be) read from: watched for hot reload. */
@@ -285,6 +287,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
         : undefined,
     workspaceDir,
     nxJsonFile: nx?.file,
+    configWarnings: nx?.unknownKeys ?? [],
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
     sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
     settingValues: values,

@@ -19,3 +19,4 @@ export { Secret } from './secret.js';
 export { parseSize, formatSize, parseDuration } from './size.js';
 export { loadOrCreateToken, readTokenFile, type TokenSource } from './token.js';
 export { resolveZones, servedZones, localPutZone, isValidZoneName, NO_ZONE, LOCAL_ONLY_ZONE, NO_WRITE_ZONE, type ZoneConfig } from './zones.js';
+export { nxCacheBypasses, NX_CACHE_PLUGINS, type NxCacheBypass } from './nx-cache-choice.js';

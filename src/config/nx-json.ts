@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { parse, printParseErrorCode, type ParseError } from 'jsonc-parser';
+import { didYouMean } from './did-you-mean.js';
 import { ConfigError } from './errors.js';
 
 export const cacheModes = ['read-write', 'read-only', 'no-cache'] as const;
@@ -27,9 +29,13 @@ export interface NxS3Block {
 }
 
 const stringKeys = ['region', 'bucket', 'endpoint', 'accessKeyId', 'secretAccessKey', 'ssoProfile', 'encryptionKey', 'cacheKeyPrefix'] as const;
+const booleanKeys = ['forcePathStyle', 'disableChecksum'] as const;
+const modeKeys = ['localMode', 'ciMode'] as const;
+/** Every key the "s3" block may hold; any other is a typo or a setting this version does not know. */
+export const nxS3Keys: readonly string[] = [...stringKeys, ...booleanKeys, ...modeKeys];
 
-/** Reads DIR/nx.json; undefined when there is no nx.json or it has no "s3" block. */
-export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3Block } | undefined {
+/** DIR/nx.json parsed as Nx parses it (comments, trailing commas); undefined when there is none. */
+export function readNxJson(workspaceDir: string): { file: string; json: Record<string, unknown> } | undefined {
   const file = path.join(workspaceDir, 'nx.json');
   let text: string;
   try {
@@ -39,7 +45,19 @@ export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3
     throw new ConfigError(file, `cannot read it: ${(error as Error).message}`);
   }
   const json = parseJsonWithComments(text, file);
-  const raw = (json as { s3?: unknown }).s3;
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(file, 'must hold a JSON object');
+  return { file, json: json as Record<string, unknown> };
+}
+
+/**
+ * Reads DIR/nx.json's "s3" block; undefined when there is no nx.json or it has no "s3" block.
+ * `unknownKeys` are warnings, one per key this version does not know, with a "did you mean".
+ */
+export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3Block; unknownKeys: string[] } | undefined {
+  const nxJson = readNxJson(workspaceDir);
+  if (!nxJson) return undefined;
+  const { file } = nxJson;
+  const raw = nxJson.json.s3;
   if (raw === undefined) return undefined;
   const where = (key: string) => `${file}: s3.${key}`;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
@@ -53,13 +71,13 @@ export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3
     if (typeof value !== 'string' || value === '') throw new ConfigError(where(key), 'must be a non-empty string');
     block[key] = value;
   }
-  for (const key of ['forcePathStyle', 'disableChecksum'] as const) {
+  for (const key of booleanKeys) {
     const value = input[key];
     if (value === undefined) continue;
     if (typeof value !== 'boolean') throw new ConfigError(where(key), 'must be true or false');
     block[key] = value;
   }
-  for (const key of ['localMode', 'ciMode'] as const) {
+  for (const key of modeKeys) {
     const value = input[key];
     if (value === undefined) continue;
     if (!cacheModes.includes(value as CacheMode)) {
@@ -67,40 +85,23 @@ export function readNxS3Block(workspaceDir: string): { file: string; block: NxS3
     }
     block[key] = value as CacheMode;
   }
-  return { file, block };
+  const unknownKeys = Object.keys(input)
+    .filter((key) => !nxS3Keys.includes(key))
+    .map((key) => `${where(key)}: unknown key, ignored${didYouMean(key, nxS3Keys)}; the keys are ${nxS3Keys.join(', ')}`);
+  return { file, block, unknownKeys };
 }
 
-/** JSON, tolerating the // and /* *\/ comments and trailing commas Nx itself accepts in nx.json. */
+/**
+ * JSON with the // and /* *\/ comments and trailing commas Nx itself accepts in nx.json, parsed
+ * by jsonc-parser as Nx parses it (a hand-made parser is easily fooled by a string like "a, }").
+ */
 export function parseJsonWithComments(text: string, file: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    // fall through to the lenient parse
+  const errors: ParseError[] = [];
+  const value: unknown = parse(text, errors, { allowTrailingComma: true, disallowComments: false, allowEmptyContent: false });
+  const first = errors[0];
+  if (first) {
+    const before = text.slice(0, first.offset).split('\n');
+    throw new ConfigError(file, `is not valid JSON: ${printParseErrorCode(first.error)} at line ${before.length}, column ${before.at(-1)!.length + 1}`);
   }
-  let out = '';
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (inString) {
-      out += ch;
-      if (ch === '\\') out += text[++i] ?? '';
-      else if (ch === '"') inString = false;
-    } else if (ch === '"') {
-      inString = true;
-      out += ch;
-    } else if (ch === '/' && text[i + 1] === '/') {
-      while (i < text.length && text[i] !== '\n') i++;
-      out += '\n';
-    } else if (ch === '/' && text[i + 1] === '*') {
-      const end = text.indexOf('*/', i + 2);
-      i = end < 0 ? text.length : end + 1;
-    } else {
-      out += ch;
-    }
-  }
-  try {
-    return JSON.parse(out.replace(/,(\s*[}\]])/g, '$1'));
-  } catch (error) {
-    throw new ConfigError(file, `is not valid JSON: ${(error as Error).message}`);
-  }
+  return value;
 }

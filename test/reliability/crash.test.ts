@@ -26,6 +26,7 @@ import { type S3TestServer } from '../helpers/s3-server.js';
 import { useCleanups, useS3ServerWithClient } from '../helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from '../helpers/fault-proxy.js';
 import { killDaemonOf, runCli, startDaemonProcess, testToken, type DaemonProcess } from '../helpers/daemon-process.js';
+import { failpointEnv } from '../helpers/failpoints.js';
 import { readObject, s3Env } from '../helpers/s3-tier.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -215,7 +216,7 @@ describe('crash consistency', () => {
       proxy.setMode(round.proxy);
       await proxy.settled();
       const failpointSpec = round.crash.kind === 'failpoint' ? round.crash.spec : '';
-      const d = await start({ NX_S3_SIDECAR_FAILPOINT: failpointSpec }, roundNo);
+      const d = await start(failpointEnv(failpointSpec), roundNo);
       const pendingAtStart = /pendingUploads=(\d+)/.exec(d.logs())?.[1] ?? '?';
 
       let dead = hasExited(d);
