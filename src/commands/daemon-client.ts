@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import { daemonUrl, readTokenFile, type DaemonConfig } from '../config/index.js';
-import { cacheDirLayout } from '../store/index.js';
+import { cacheDirLayout } from '../store/cache-dir.js';
 import type { StatusReport } from '../status-report.js';
 import { CliError } from './cli-error.js';
 

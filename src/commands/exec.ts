@@ -23,7 +23,7 @@ export interface ExecOptions {
   timeoutSeconds: number;
 }
 
-export async function runExec(config: DaemonConfig, flags: ConfigInput, command: string[], options: ExecOptions): Promise<number> {
+export async function runExec(config: DaemonConfig, flags: ConfigInput, command: readonly string[], options: ExecOptions): Promise<number> {
   if (command.length === 0) throw new CliError('exec needs a command after "--", e.g. nx-s3-sidecar exec --flush -- npx nx run-many -t build', 2);
   if (config.port === 0) throw new CliError('exec needs a fixed --port (0 picks a different one each start)', 2);
   let client = DaemonClient.for(config);
@@ -94,7 +94,7 @@ function readTail(file: string): string {
   }
 }
 
-function runCommand(command: string[], env: NodeJS.ProcessEnv): Promise<number> {
+function runCommand(command: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);

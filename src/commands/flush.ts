@@ -6,9 +6,6 @@ import { formatSize, type DaemonConfig } from '../config/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 
-/** How long `flush` and `exec --flush` wait for the outbox to empty, unless --timeout says otherwise. */
-export const DEFAULT_FLUSH_TIMEOUT_SECONDS = 600;
-
 /** Resolves when the outbox is empty; throws CliError on timeout with what is left and why. */
 export async function waitForUploads(client: DaemonClient, timeoutSeconds: number, out: (line: string) => void): Promise<void> {
   const deadlineMs = Date.now() + timeoutSeconds * 1000;
