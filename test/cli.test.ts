@@ -38,7 +38,7 @@ describe('nx-s3-sidecar start', () => {
     expect(line).toContain(`url=${daemon.url}`);
     expect(line).toContain(`cacheDir=${cacheDir}`);
     expect(line).toContain('budget="2.00 GiB"');
-    expect(line).toContain('mode=local-only');
+    expect(line).toContain('mode="read-write (the default)" s3="off: no bucket configured');
   });
 
   it.each([

@@ -63,6 +63,6 @@ describe('nx-s3-sidecar doctor', () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/^\[FAIL\] bucket reachable: bucket "no-such-bucket-here" .*NoSuchBucket.*create the bucket/m);
     expect(result.stdout).toMatch(/^\[FAIL\] daemon: nothing answers at http:\/\/127\.0\.0\.1:1: start it/m);
-    expect(result.stdout).toMatch(/2 check\(s\) failed/);
+    expect(result.stdout).toMatch(/^2 checks failed$/m);
   }, 60_000);
 });

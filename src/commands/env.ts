@@ -36,6 +36,7 @@ export function parseEnvFormat(text: string | undefined): EnvFormat {
 export async function runEnv(config: DaemonConfig, formatText?: string): Promise<void> {
   const format = parseEnvFormat(formatText);
   const client = DaemonClient.for(config);
+  if (client.token === undefined) await client.requireSameCacheDir();
   const token = client.requireToken();
   if (!(await client.isHealthy())) {
     throw new CliError(

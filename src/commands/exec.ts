@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configKeys, daemonUrl, envVarFor, nxClientEnv, type ConfigInput, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
+import { describeMkdirFailure } from '../store/dir-problem.js';
 import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { waitForUploads } from './flush.js';
@@ -31,6 +32,7 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
     await startInBackground(config, flags);
     client = DaemonClient.for(config); // the token may have been generated just now
   }
+  await client.requireSameCacheDir();
   await client.status(); // proves the daemon there is ours: it accepts this cache dir's token
 
   const exitCode = await runCommand(command, {
@@ -50,7 +52,11 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
 
 async function startInBackground(config: DaemonConfig, flags: ConfigInput): Promise<void> {
   const layout = cacheDirLayout(config.cacheDir);
-  fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new CliError(`cannot create the cache directory ${config.cacheDir}: ${describeMkdirFailure(config.cacheDir, error)}; choose another with --cache-dir`);
+  }
   const logFile = layout.logFile;
   const log = fs.openSync(logFile, 'a', 0o600);
   const args = [cliPath, 'start'];

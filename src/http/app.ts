@@ -31,7 +31,7 @@ export interface HttpAppDeps {
   /** The tiers GET and PUT of artifacts go to. */
   cache: TieredCache;
   /** The local tier, for the health check's figures. */
-  store: Pick<LocalStore, 'usage' | 'cacheDirProblem'>;
+  store: Pick<LocalStore, 'usage' | 'cacheDirProblem' | 'layout'>;
   logger: Logger;
   tokens: AccessTokens;
   /** Getters: hot reload replaces these while the server runs. */
@@ -70,7 +70,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     // Never "ok" for a daemon that cannot store.
     const lost = deps.store.cacheDirProblem();
     if (lost) return c.json({ status: 'cache-dir-lost', error: lost }, 503);
-    return deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() });
+    // Which daemon this is (cache dir, pid): a client configured for another cache dir on the same port can say so.
+    const identity = { cacheDir: deps.store.layout.root, pid: process.pid };
+    return deps.isStopping() ? c.json({ status: 'stopping', ...identity }, 503) : c.json({ status: 'ok', ...identity, ...deps.store.usage() });
   });
 
   app.use('/v1/*', requireToken(deps.tokens));
