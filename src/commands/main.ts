@@ -3,10 +3,12 @@
  * version, or the command. Commands report failures as CliError; this prints them.
  */
 import { ConfigError } from '../config/errors.js';
+import { routeProcessWarnings } from '../process-warnings.js';
 import { CliError } from './cli-error.js';
 import { parseCommandLine, UsageError } from './command-line.js';
 
 export async function runCommandLine(argv: string[], printVersion: () => void): Promise<void> {
+  routeProcessWarnings((line) => process.stderr.write(`nx-s3-sidecar: warning: ${line}\n`));
   try {
     const request = parseCommandLine(argv);
     if (request.kind === 'version') return printVersion();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { parseSize, parseDuration } from './size.js';
 import { cacheModes } from './nx-json.js';
-import { logLevels } from '../log.js';
+import { logFormats, logLevels } from '../log.js';
 import { parseSigningKey, parseVerifyKey } from '../remote/object-signature.js';
 
 /** What a change to the setting does on hot reload. */
@@ -153,6 +153,14 @@ export const settings = {
   },
   'read-only-token': { arg: 'TOKEN', group: 'daemon', help: 'optional token that may only read', parse: token, reload: 'restart' },
   'log-level': { arg: 'LEVEL', group: 'daemon', help: logLevels.join(' | '), parse: oneOf(logLevels), default: 'info', reload: 'live' },
+  'log-format': {
+    arg: 'FORMAT',
+    group: 'daemon',
+    help: 'text | json: one line per event, as text or a JSON object (under journald: priority prefixes, no timestamp of ours in text)',
+    parse: oneOf(logFormats),
+    default: 'text',
+    reload: 'restart',
+  },
   'idle-timeout': {
     arg: 'SECONDS',
     group: 'daemon',

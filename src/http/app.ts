@@ -16,6 +16,7 @@ import { getStatus, postFlush } from './routes/status-and-flush.js';
 import { getMetrics } from './routes/metrics.js';
 import { getStatusPage } from './routes/status-page.js';
 import { observeRequests } from './request-observer.js';
+import { logRefusalsOncePerClient } from './refusal-log.js';
 import { requireLocalOrToken } from './local-access.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { TieredCache } from '../cache/index.js';
@@ -75,14 +76,16 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     return deps.isStopping() ? c.json({ status: 'stopping', ...identity }, 503) : c.json({ status: 'ok', ...identity, ...deps.store.usage() });
   });
 
-  app.use('/v1/*', requireToken(deps.tokens));
+  const logRefusal = logRefusalsOncePerClient(deps.logger);
+  const tokenCheck = requireToken(deps.tokens, logRefusal);
+  app.use('/v1/*', tokenCheck);
   const artifactRoute = `${CACHE_ROUTE_PREFIX}*`;
   app.get(artifactRoute, getArtifact(deps));
   app.put(artifactRoute, putArtifact(deps));
   app.all(artifactRoute, methodNotAllowed);
 
-  app.use('/status', requireToken(deps.tokens));
-  app.use('/flush', requireToken(deps.tokens));
+  app.use('/status', tokenCheck);
+  app.use('/flush', tokenCheck);
   app.get('/status', getStatus(deps));
   app.post(
     '/flush',
@@ -96,7 +99,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   );
 
   // For people and Prometheus on this machine without the token; see local-access.ts.
-  for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens));
+  for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens, logRefusal));
   app.get('/', getStatusPage());
   app.get('/status.json', getStatus(deps));
   app.get('/metrics', getMetrics(deps));
