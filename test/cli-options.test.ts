@@ -36,6 +36,7 @@ describe('options a command does not take', () => {
     [['start', '--bogus'], 'start does not take --bogus: no such option'],
     [['stauts'], 'unknown command "stauts" (did you mean status?)'],
     [['index', 'rebuild', '--zone'], '--zone needs a value'],
+    [['env', '--port', '--cache-dir', '/tmp'], '--port needs a value (one that starts with "-" is written --port=-VALUE)'],
     [['status', '--json=yes'], '--json is a switch and takes no value'],
     [['keygen', 'extra'], 'keygen takes no argument "extra"'],
     [['status', '--', 'ls'], 'status takes no "--" and command after it (only exec does)'],

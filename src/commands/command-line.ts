@@ -107,6 +107,7 @@ function describeParseError(error: Error & { code?: string }, command: CommandDe
   const option = /option '(-[^' ]+)/i.exec(error.message)?.[1];
   if (option !== undefined && / argument missing/.test(error.message)) return `${option} needs a value`;
   if (option !== undefined && /does not take an argument/.test(error.message)) return `${option} is a switch and takes no value`;
+  if (option !== undefined && /argument is ambiguous/.test(error.message)) return `${option} needs a value (one that starts with "-" is written ${option}=-VALUE)`;
   const unknown = error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? option : undefined;
   if (unknown === undefined) return error.message;
   const name = unknown.replace(/^-+/, '').replace(/=.*/, '');
