@@ -4,19 +4,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess } from './helpers/daemon-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { useCleanups, useTempDirs } from './helpers/lifecycle.js';
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanups.push(temp.remove);
-  return temp.dir;
-}
+const cleanup = useCleanups();
+const tempDir = useTempDirs(cleanup);
 const version = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 describe('options a command does not take', () => {
@@ -54,7 +47,7 @@ describe('options a command does not take', () => {
 
   it('passes the settings a command takes on to it (status reads the address settings)', async () => {
     const daemon = await startDaemonProcess();
-    cleanups.push(() => daemon.kill());
+    cleanup(() => daemon.kill());
     const result = await runCli(['status', '--json', '--cache-dir', daemon.cacheDir, '--port', String(daemon.port), '--token', daemon.token]);
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout)).toHaveProperty('pid', daemon.pid);

@@ -9,20 +9,14 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort, killDaemonOf, runCli, startDaemonProcess } from './helpers/daemon-process.js';
 import type { S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { useCleanups, useS3Server, useTempDirs } from './helpers/lifecycle.js';
 import { putArtifact } from './helpers/in-process-daemon.js';
 import { eventually, s3Env } from './helpers/s3-tier.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 useS3Server((started) => (server = started));
 const cleanup = useCleanups();
-
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 const ENDPOINT_HINT = /connect ECONNREFUSED 127\.0\.0\.1:\d+ — nothing accepts connections there: check the endpoint \(--endpoint, or s3\.endpoint in nx\.json\) and that the store is running/;
 

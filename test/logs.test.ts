@@ -9,21 +9,15 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cliPath, runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import type { S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { useCleanups, useS3Server, useTempDirs } from './helpers/lifecycle.js';
 import { eventually, s3Env } from './helpers/s3-tier.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { routeProcessWarnings, warningLine } from '../src/process-warnings.js';
 import { formatLogLine } from '../src/log.js';
 
 let server: S3TestServer;
 useS3Server((started) => (server = started));
 const cleanup = useCleanups();
-
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 async function daemonProcess(options: Parameters<typeof startDaemonProcess>[0] = {}): Promise<DaemonProcess> {
   const daemon = await startDaemonProcess(options);
   cleanup(() => daemon.kill());
