@@ -12,6 +12,7 @@ import type { S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server, useTempDirs } from './helpers/lifecycle.js';
 import { putArtifact } from './helpers/in-process-daemon.js';
 import { eventually, s3Env } from './helpers/s3-tier.js';
+import type { StatusReport } from '../src/status-report.js';
 
 let server: S3TestServer;
 useS3Server((started) => (server = started));
@@ -36,6 +37,9 @@ describe('a wrong S3 endpoint (nothing listens there)', () => {
     expect(daemon.logs()).toMatch(new RegExp(`WARN  S3 bucket "some-bucket" is not usable.*error="${ENDPOINT_HINT.source}"`));
 
     expect((await putArtifact(daemon, '4711', Buffer.from('an artifact'))).status).toBe(200);
+    // The first upload attempt has failed (on a loaded machine it may come later than flush's 2 s).
+    const status = async () => (await (await fetch(`${daemon.url}/status`, { headers: { authorization: `Bearer ${daemon.token}` } })).json()) as StatusReport;
+    await eventually('an upload attempt failed', async () => (await status()).outbox.lastError !== undefined, 20_000);
     const flush = await runCli(['flush', '--timeout', '2', '--cache-dir', daemon.cacheDir, '--port', String(daemon.port), '--token', daemon.token], {}, 30_000);
     expect(flush.code).toBe(1);
     expect(flush.stderr).toMatch(new RegExp(`timed out after 2 s with 1 upload \\(11 B\\) still pending; last error: ${ENDPOINT_HINT.source}`));
