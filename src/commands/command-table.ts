@@ -63,7 +63,7 @@ export const commands: CommandDefinition[] = [
     details:
       'sh (default): eval "$(nx-s3-sidecar env)"\n' +
       'fish:         nx-s3-sidecar env --format fish | source\n' +
-      'powershell:   nx-s3-sidecar env --format powershell | Invoke-Expression\n' +
+      'powershell:   nx-s3-sidecar env --format powershell | Out-String | Invoke-Expression\n' +
       'github:       nx-s3-sidecar env --format github >> "$GITHUB_ENV" (NAME=value lines for later steps)',
     options: { format: { type: 'string', arg: 'FORMAT', help: 'sh | fish | powershell | github (default sh)' } },
     settings: 'address',
