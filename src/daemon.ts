@@ -13,7 +13,7 @@ import { LocalStore } from './store/index.js';
 import type { Uploader } from './upload/index.js';
 import { TieredCache, type LocalZoning } from './cache/index.js';
 import { buildRemoteTier, startRemoteTier, stopRemoteTier, type RemoteTier } from './daemon/remote-tier.js';
-import { buildStatusReport, type StatusReport } from './status-report.js';
+import { buildStatusReport, describeMode, describeS3Tier, type StatusReport } from './status-report.js';
 import { AuditCounters, CacheActivity, RecentErrors, RemoteTierTotals, createDaemonMetrics, teeToRecentErrors } from './metrics/index.js';
 import { isAdjustable, type Logger } from './log.js';
 import { PrefetchLedger } from './index/prefetch.js';
@@ -157,7 +157,8 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       entries: usage.entries,
       used: formatSize(usage.usedBytes),
       budget: formatSize(config.maxSizeBytes),
-      mode: tier.state.state === 'off' ? 'local-only' : tier.state.state,
+      mode: describeMode(config.mode, config.modeSource),
+      s3: describeS3Tier(tier.state),
       bucket: tier.state.bucket,
       endpoint: tier.state.endpoint,
       pendingUploads: tier.uploader ? store.outbox.summary().entries : undefined,
@@ -205,7 +206,8 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           tier.uploader?.setConcurrency(next.s3.uploadConcurrency);
         }
         logger.info('configuration reloaded', {
-          mode: tier.state.state === 'off' ? 'local-only' : tier.state.state,
+          mode: describeMode(next.mode, next.modeSource),
+          s3: describeS3Tier(tier.state),
           bucket: tier.state.bucket,
           budget: formatSize(next.maxSizeBytes),
           uploadConcurrency: next.s3?.uploadConcurrency,

@@ -9,6 +9,16 @@ import type { BucketIndex, IndexZoneStatus } from './index/bucket-index.js';
 import type { PrefetchLedger, Prefetcher } from './index/prefetch.js';
 import type { GitHeadWatcher } from './index/git-head.js';
 
+/** The mode and where it came from, worded the same in the start-up log, `status`, the status page and `doctor`. */
+export function describeMode(mode: CacheMode, modeSource: string): string {
+  return `${mode} (${modeSource === 'default' ? 'the default' : `from ${modeSource}`})`;
+}
+
+/** What the S3 tier does, and why when it is off: "read-write", "off: no bucket configured (…)". */
+export function describeS3Tier(remote: Pick<StatusReport['remote'], 'state' | 'reason'>): string {
+  return remote.state === 'off' && remote.reason ? `off: ${remote.reason}` : remote.state;
+}
+
 export interface StatusReport {
   pid: number;
   /** The daemon's clock when it answered (ages and `atMs` times are relative to it). */

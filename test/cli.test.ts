@@ -38,7 +38,7 @@ describe('nx-s3-sidecar start', () => {
     expect(line).toContain(`url=${daemon.url}`);
     expect(line).toContain(`cacheDir=${cacheDir}`);
     expect(line).toContain('budget="2.00 GiB"');
-    expect(line).toContain('mode=local-only');
+    expect(line).toContain('mode="read-write (the default)" s3="off: no bucket configured');
   });
 
   it.each([
@@ -47,7 +47,7 @@ describe('nx-s3-sidecar start', () => {
     [['--log-level', 'loud'], /invalid setting --log-level: "loud" is not one of debug, info, warn, error/],
     [['--token', 'short'], /invalid setting --token: a token must be 16 to 512 characters/],
     [['--max-size', '1MiB', '--max-artifact-size', '2MiB'], /--max-artifact-size: 2.00 MiB is larger than the whole cache/],
-    [['--bogus'], /Unknown option '--bogus'/],
+    [['--bogus'], /start does not take --bogus: no such option\nsee nx-s3-sidecar start --help/],
   ])('refuses %j with a message that names the setting and the fix', async (args, message) => {
     const result = await runCli(['start', '--cache-dir', path.join(tempDir(), 'c'), ...args]);
     expect(result.code).toBe(2);
@@ -102,7 +102,7 @@ describe('the generated token and nx-s3-sidecar env', () => {
     const env = await runCli(['env', '--cache-dir', cacheDir, '--port', String(daemon.port)]);
     expect(env.code).toBe(0);
     expect(env.stdout).toBe(
-      `export NX_SELF_HOSTED_REMOTE_CACHE_SERVER=${daemon.url}\nexport NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=${daemon.token}\n`,
+      `export NX_SELF_HOSTED_REMOTE_CACHE_SERVER='${daemon.url}'\nexport NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN='${daemon.token}'\n`,
     );
     const body = randomBytes(100);
     expect((await putArtifact(daemon, '123', body)).status).toBe(200);

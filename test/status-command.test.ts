@@ -28,7 +28,7 @@ describe('nx-s3-sidecar status', () => {
     const text = await runCli(['status', ...cliArgs(d)]);
     expect(text.code, text.stderr).toBe(0);
     const lines = text.stdout.split('\n');
-    expect(lines).toContain('hit rate    75.0 % of 4 lookups: 3 local hits, 0 from S3, 1 misses');
+    expect(lines).toContain('hit rate    75.0 % of 4 lookups: 3 local hits, 0 from S3, 1 miss');
     expect(lines).toContain('local tier  2 artifacts, 30.0 KiB of 1.00 MiB (2.9 %)');
     expect(lines).toContain('outbox      0 pending (0 B), oldest -');
     expect(lines).toContain('recent errors  newest first:');

@@ -3,9 +3,11 @@
  * the address from the same configuration the daemon resolves, the token from the flag,
  * the environment or the cache dir's token file.
  */
+import { realpathSync } from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { daemonUrl, readTokenFile, type DaemonConfig } from '../config/index.js';
-import { cacheDirLayout } from '../store/index.js';
+import { cacheDirLayout } from '../store/cache-dir.js';
 import type { StatusReport } from '../status-report.js';
 import { CliError } from './cli-error.js';
 
@@ -35,11 +37,37 @@ export class DaemonClient {
    * True when a daemon answers /healthz with 200 within `timeoutMs`.
    */
   async isHealthy(timeoutMs = 2000): Promise<boolean> {
+    return (await this.health(timeoutMs))?.healthy ?? false;
+  }
+
+  /** What /healthz says (undefined: nothing answers): whether it is ready, and which daemon it is. */
+  async health(timeoutMs = 2000): Promise<{ healthy: boolean; cacheDir?: string; pid?: number } | undefined> {
+    let answer: { status: number; body: string };
     try {
-      return (await request('GET', `${this.url}/healthz`, {}, timeoutMs)).status === 200;
+      answer = await request('GET', `${this.url}/healthz`, {}, timeoutMs);
     } catch {
-      return false;
+      return undefined;
     }
+    let body: { cacheDir?: unknown; pid?: unknown } = {};
+    try {
+      body = JSON.parse(answer.body) as typeof body;
+    } catch {
+      // Not ours, or an older version: no identity to compare.
+    }
+    return { healthy: answer.status === 200, cacheDir: typeof body.cacheDir === 'string' ? body.cacheDir : undefined, pid: typeof body.pid === 'number' ? body.pid : undefined };
+  }
+
+  /**
+   * Fails when the daemon answering at this address serves another cache directory (a daemon
+   * started with other settings holds the port): names it and the two ways out.
+   */
+  async requireSameCacheDir(): Promise<void> {
+    const health = await this.health();
+    if (health?.cacheDir === undefined || samePath(health.cacheDir, this.cacheDir)) return;
+    throw new CliError(
+      `the nx-s3-sidecar at ${this.url}${health.pid ? ` (pid ${health.pid})` : ''} serves the cache directory ${health.cacheDir}, not ${this.cacheDir}: ` +
+        `give this cache directory a port of its own (--port), or use that daemon (--cache-dir ${health.cacheDir})`,
+    );
   }
 
   status(): Promise<StatusReport> {
@@ -52,6 +80,7 @@ export class DaemonClient {
   }
 
   private async call(method: 'GET' | 'POST', path: string): Promise<StatusReport> {
+    if (this.token === undefined) await this.requireSameCacheDir();
     const token = this.requireToken();
     let response: { status: number; body: string };
     try {
@@ -59,9 +88,19 @@ export class DaemonClient {
     } catch (error) {
       throw new CliError(`no daemon answers at ${this.url} (${(error as Error).message}): start it with "nx-s3-sidecar start", or pass the --port/--cache-dir it uses`);
     }
+    if (response.status === 401) await this.requireSameCacheDir();
     if (response.status === 401) throw new CliError(`the daemon at ${this.url} refused the token from ${this.cacheDir}: pass --token or the --cache-dir it uses`);
     if (response.status !== 200) throw new CliError(`the daemon at ${this.url} answered ${response.status}: ${response.body.trim()}`);
     return JSON.parse(response.body) as StatusReport;
+  }
+}
+
+function samePath(a: string, b: string): boolean {
+  if (path.resolve(a) === path.resolve(b)) return true;
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
   }
 }
 

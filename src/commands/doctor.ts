@@ -14,6 +14,8 @@ import { zoneLines } from './status-report-text.js';
 import { checkInstalledServices } from './doctor-service.js';
 import { checkNxCacheChoice } from './nx-cache-check.js';
 import type { DoctorOutcome, DoctorReport } from './doctor-report.js';
+import { describeMode } from '../status-report.js';
+import { plural } from '../plural.js';
 
 type Outcome = DoctorOutcome;
 const marks: Record<Outcome, string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
@@ -26,7 +28,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
   };
 
   const sources = [config.nxJsonFile ? `${config.nxJsonFile} (s3 block)` : undefined, config.configFile].filter(Boolean);
-  report('ok', 'configuration', `valid; read from ${sources.length ? sources.join(' and ') : 'defaults, environment and flags only'}; mode ${config.mode} (${config.modeSource})`);
+  report('ok', 'configuration', `valid; read from ${sources.length ? sources.join(' and ') : 'defaults, environment and flags only'}; mode ${describeMode(config.mode, config.modeSource)}`);
   for (const warning of config.configWarnings) report('fail', 'configuration', `${warning}: fix the key, or remove it`);
   const zones = zoneLines({
     writeZone: config.zones ? (config.zones.write ?? 'none') : undefined,
@@ -43,7 +45,7 @@ export async function runDoctor(config: DaemonConfig): Promise<number> {
   checkInstalledServices(report);
   checkDisk(config, report);
 
-  process.stdout.write(failures === 0 ? 'all checks passed\n' : `${failures} check(s) failed\n`);
+  process.stdout.write(failures === 0 ? 'all checks passed\n' : `${plural(failures, 'check')} failed\n`);
   return failures === 0 ? 0 : 1;
 }
 
@@ -52,7 +54,7 @@ type Report = DoctorReport;
 async function checkS3(config: DaemonConfig, report: Report): Promise<void> {
   const s3 = config.s3;
   if (!s3) return report('warn', 'S3 tier', 'no bucket configured (nx.json s3.bucket or --bucket): the cache is local to this machine');
-  if (config.mode === 'no-cache') return report('ok', 'S3 tier', `off (mode no-cache from ${config.modeSource})`);
+  if (config.mode === 'no-cache') return report('ok', 'S3 tier', `off: mode ${describeMode(config.mode, config.modeSource)}`);
   report('ok', 'encryption', config.encryptionKey ? `on: objects are written AES-256-GCM encrypted with the key from ${config.encryptionKey.source}` : 'off: objects are written in plaintext (set NX_S3_ENCRYPTION_KEY or nx.json s3.encryptionKey to encrypt them)');
   const { client, credentials, proxy } = createS3Client(s3);
   try {
@@ -104,7 +106,7 @@ async function checkDaemon(config: DaemonConfig, report: Report): Promise<void> 
   } else {
     try {
       const status = await client.status();
-      report('ok', 'daemon', `answering at ${client.url} (pid ${status.pid}); ${status.outbox.entries} upload(s) pending${status.outbox.parked ? `, ${status.outbox.parked} parked` : ''}`);
+      report('ok', 'daemon', `answering at ${client.url} (pid ${status.pid}); ${plural(status.outbox.entries, 'upload')} pending${status.outbox.parked ? `, ${status.outbox.parked} parked` : ''}`);
       if (status.outbox.lastError) report('warn', 'last upload error', status.outbox.lastError.message);
     } catch (error) {
       report('fail', 'daemon', (error as Error).message);
@@ -132,9 +134,10 @@ function checkDisk(config: DaemonConfig, report: Report): void {
     const stats = fs.statfsSync(dir);
     const freeBytes = stats.bavail * stats.bsize;
     const usedBytes = cacheBytes(config.cacheDir);
-    const needed = config.maxSizeBytes - usedBytes;
-    if (freeBytes >= needed) report('ok', 'disk space', `${formatSize(freeBytes)} free on ${dir}; the budget (${formatSize(config.maxSizeBytes)}) needs ${formatSize(Math.max(needed, 0))} more`);
-    else report('warn', 'disk space', `${formatSize(freeBytes)} free on ${dir}, less than the ${formatSize(needed)} the budget (${formatSize(config.maxSizeBytes)}) may still use: lower --max-size or free space (a full disk answers PUTs with 403; builds go on)`);
+    const growthBytes = Math.max(config.maxSizeBytes - usedBytes, 0);
+    const usage = `the cache uses ${formatSize(usedBytes)} of its ${formatSize(config.maxSizeBytes)} budget`;
+    if (freeBytes >= growthBytes) report('ok', 'disk space', `${formatSize(freeBytes)} free on ${dir}; ${usage}, so it may grow by ${formatSize(growthBytes)}`);
+    else report('warn', 'disk space', `${formatSize(freeBytes)} free on ${dir}, less than the ${formatSize(growthBytes)} the cache may still grow by (${usage}): lower --max-size or free space (a full disk answers PUTs with 403; builds go on)`);
   } catch (error) {
     report('warn', 'disk space', `cannot check ${dir}: ${(error as Error).message}`);
   }

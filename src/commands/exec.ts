@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configKeys, daemonUrl, envVarFor, nxClientEnv, type ConfigInput, type DaemonConfig } from '../config/index.js';
 import { cacheDirLayout } from '../store/index.js';
+import { describeMkdirFailure } from '../store/dir-problem.js';
 import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 import { waitForUploads } from './flush.js';
@@ -24,7 +25,7 @@ export interface ExecOptions {
   timeoutSeconds: number;
 }
 
-export async function runExec(config: DaemonConfig, flags: ConfigInput, command: string[], options: ExecOptions): Promise<number> {
+export async function runExec(config: DaemonConfig, flags: ConfigInput, command: readonly string[], options: ExecOptions): Promise<number> {
   if (command.length === 0) throw new CliError('exec needs a command after "--", e.g. nx-s3-sidecar exec --flush -- npx nx run-many -t build', 2);
   if (config.port === 0) throw new CliError('exec needs a fixed --port (0 picks a different one each start)', 2);
   let client = DaemonClient.for(config);
@@ -32,6 +33,7 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
     await startInBackground(config, flags);
     client = DaemonClient.for(config); // the token may have been generated just now
   }
+  await client.requireSameCacheDir();
   await client.status(); // proves the daemon there is ours: it accepts this cache dir's token
   warnNxCacheBypasses(config);
 
@@ -52,7 +54,11 @@ export async function runExec(config: DaemonConfig, flags: ConfigInput, command:
 
 async function startInBackground(config: DaemonConfig, flags: ConfigInput): Promise<void> {
   const layout = cacheDirLayout(config.cacheDir);
-  fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(config.cacheDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new CliError(`cannot create the cache directory ${config.cacheDir}: ${describeMkdirFailure(config.cacheDir, error)}; choose another with --cache-dir`);
+  }
   const logFile = layout.logFile;
   const log = fs.openSync(logFile, 'a', 0o600);
   const args = [cliPath, 'start'];
@@ -96,7 +102,7 @@ function readTail(file: string): string {
   }
 }
 
-function runCommand(command: string[], env: NodeJS.ProcessEnv): Promise<number> {
+function runCommand(command: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);

@@ -3,11 +3,9 @@
  * index — what a CI job runs before its runner goes away. Parked and backed-off uploads are retried at once.
  */
 import { formatSize, type DaemonConfig } from '../config/index.js';
+import { plural } from '../plural.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
-
-/** How long `flush` and `exec --flush` wait for the outbox to empty, unless --timeout says otherwise. */
-export const DEFAULT_FLUSH_TIMEOUT_SECONDS = 600;
 
 /** Resolves when the outbox is empty; throws CliError on timeout with what is left and why. */
 export async function waitForUploads(client: DaemonClient, timeoutSeconds: number, out: (line: string) => void): Promise<void> {
@@ -27,14 +25,14 @@ export async function waitForUploads(client: DaemonClient, timeoutSeconds: numbe
     }
     const line =
       report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0
-        ? `waiting for ${unpublished} upload(s) to be published in the bucket index`
-        : `waiting for ${report.outbox.entries} upload(s), ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
+        ? `waiting for ${plural(unpublished, 'upload')} to be published in the bucket index`
+        : `waiting for ${plural(report.outbox.entries, 'upload')}, ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
     if (line !== lastLine) out(line);
     lastLine = line;
     if (Date.now() > deadlineMs) {
       const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
       const index = unpublished > 0 ? ` and ${unpublished} not yet published in the bucket index${published?.lastError ? ` (last publish error: ${published.lastError.message})` : ''}` : '';
-      throw new CliError(`timed out after ${timeoutSeconds} s with ${report.outbox.entries} upload(s) (${formatSize(report.outbox.bytes)}) still pending${index}${why}`);
+      throw new CliError(`timed out after ${timeoutSeconds} s with ${plural(report.outbox.entries, 'upload')} (${formatSize(report.outbox.bytes)}) still pending${index}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
     report = await client.status();

@@ -10,6 +10,7 @@ import { isValidArtifactHash } from '../store/artifact-hash.js';
 import { encodeIndexObject, MAX_SNAPSHOT_BYTES, snapshotName, type IndexEntry } from '../index/index-format.js';
 import { COMPACTION_DEFAULTS } from '../index/compactor.js';
 import { randomWriterId } from '../index/publisher.js';
+import { plural } from '../plural.js';
 import { CliError } from './cli-error.js';
 
 export interface IndexRebuildOptions {
@@ -34,19 +35,19 @@ export async function runIndexRebuild(config: DaemonConfig, options: IndexRebuil
     const listingStartMs = indexObjects.storeNowMs();
     const entries = new Map<string, IndexEntry>();
     const ours = zonePrefix(s3Config.keyPrefix, zone);
-    let listed = await listHashes(s3.client, s3Config.bucket, ours, entries, (count) => progress(`listed ${count} object(s) under ${ours}`));
+    let listed = await listHashes(s3.client, s3Config.bucket, ours, entries, (count) => progress(`listed ${plural(count, 'object')} under ${ours}`));
     let plugin = 0;
     // @nx/s3-cache's objects are read through under the same hash (zone-less layout only).
     if (zone === NO_ZONE && s3Config.pluginObjects === 'read') {
       const prefix = pluginObjectPrefix(s3Config.pluginKeyPrefix);
       const before = entries.size;
-      listed += await listHashes(s3.client, s3Config.bucket, prefix, entries, (count) => progress(`listed ${count} object(s) under ${prefix || '(bucket root)'}`));
+      listed += await listHashes(s3.client, s3Config.bucket, prefix, entries, (count) => progress(`listed ${plural(count, 'object')} under ${prefix || '(bucket root)'}`));
       plugin = entries.size - before;
     }
     const bytes = [...entries.values()].reduce((sum, entry) => sum + entry.bytes, 0);
     const writer = randomWriterId();
     const name = snapshotName(listingStartMs - COMPACTION_DEFAULTS.lookbackMs, writer);
-    const summary = `${entries.size} artifact(s) (${formatSize(bytes)}; ${plugin} of them @nx/s3-cache's) from ${listed} object(s) listed in zone "${zone || '(none)'}"`;
+    const summary = `${plural(entries.size, 'artifact')} (${formatSize(bytes)}; ${plugin} of them @nx/s3-cache's) from ${plural(listed, 'object')} listed in zone "${zone || '(none)'}"`;
     if (options.dryRun) {
       out(`dry run: would write snapshot ${name} with ${summary}`);
       return;

@@ -4,9 +4,10 @@
  * (SPKI public key: --verify-keys, every reader). Never overwrites a file; prints the key id.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { keyIdOf } from '../remote/index.js';
+import { describeMkdirFailure } from '../store/dir-problem.js';
 import { CliError } from './cli-error.js';
 
 export function runKeygen(outPrefix: string): void {
@@ -18,7 +19,10 @@ export function runKeygen(outPrefix: string): void {
       writeFileSync(file, pem, { mode, flag: 'wx' });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      throw new CliError(code === 'EEXIST' ? `${file} exists: keygen never overwrites a key; choose another --out` : `cannot write ${file}: ${code ?? (error as Error).message}`, 1);
+      if (code === 'EEXIST') throw new CliError(`${file} exists: keygen never overwrites a key; choose another --out`);
+      const dir = path.dirname(file);
+      if (code === 'ENOENT' && !existsSync(dir)) throw new CliError(`cannot write ${file}: the directory ${dir} does not exist: create it (mkdir -p ${dir}) or choose another --out`);
+      throw new CliError(`cannot write ${file}: ${describeMkdirFailure(dir, error)}; choose another --out`);
     }
   };
   write(privateFile, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);

@@ -19,6 +19,7 @@ import { formatSize, type DaemonConfig } from '../config/index.js';
 import { isValidArtifactHash } from '../store/index.js';
 import { errorMessage } from '../remote/index.js';
 import { createS3Client, NO_ZONE, pluginObjectKey, pluginObjectPrefix, remoteStoreFor, zonePrefix, type S3RemoteStore } from '../remote/s3/index.js';
+import { plural } from '../plural.js';
 import { CliError } from './cli-error.js';
 
 export interface MigrateOptions {
@@ -53,7 +54,7 @@ export async function runMigrate(config: DaemonConfig, options: MigrateOptions, 
     out(`nx-s3-sidecar objects  ${inventory.ours.size}${config.encryptionKey ? ' (new ones are written encrypted)' : ''}`);
     if (inventory.other > 0) out(`other objects          ${inventory.other} under "${pluginPrefix}" (not touched)`);
     if (!options.apply) {
-      out(`dry run: nothing changed${pending.length ? `; run with --apply to write ${pending.length} nx-s3-sidecar object(s)` : ''}`);
+      out(`dry run: nothing changed${pending.length ? `; run with --apply to write ${plural(pending.length, 'nx-s3-sidecar object')}` : ''}`);
       return 0;
     }
     const { code, written } = await migrate(remote, pending, options, out);
@@ -109,7 +110,7 @@ async function migrate(remote: S3RemoteStore, pending: [string, number][], optio
   } finally {
     await fs.rm(tempDir, { recursive: true, force: true });
   }
-  out(`migrated ${written}, ${pending.length - written - failed.length} skipped, ${failed.length} failed${options.deleteOriginals ? `; deleted ${deleted} original(s)` : '; originals kept'}`);
+  out(`migrated ${written}, ${pending.length - written - failed.length} skipped, ${failed.length} failed${options.deleteOriginals ? `; deleted ${plural(deleted, 'original')}` : '; originals kept'}`);
   for (const { hash, reason } of failed) out(`  ${hash}: ${reason}`);
   if (failed.length > 0) out('run migrate --apply again to retry; objects that do not decrypt need the encryptionKey they were written with');
   return { code: failed.length === 0 ? 0 : 1, written };
@@ -133,7 +134,7 @@ async function deleteReplaced(remote: S3RemoteStore, hashes: string[], out: (lin
       failed++;
     }
   }
-  if (hashes.length > 0) out(`deleted ${deleted} original(s) migrated by an earlier run`);
+  if (hashes.length > 0) out(`deleted ${plural(deleted, 'original')} migrated by an earlier run`);
   return failed === 0 ? 0 : 1;
 }
 

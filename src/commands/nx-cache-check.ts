@@ -2,7 +2,8 @@
  * Whether Nx will really ask the daemon: doctor fails, and env and exec warn, when Nx Cloud or a
  * cache plugin would take its place (see config/nx-cache-choice.ts), naming the change to make.
  */
-import { nxCacheBypasses, type DaemonConfig } from '../config/index.js';
+import { nxCacheBypasses } from '../config/nx-cache-choice.js';
+import type { DaemonConfig } from '../config/daemon-config.js';
 import type { DoctorReport } from './doctor-report.js';
 
 export function checkNxCacheChoice(config: DaemonConfig, report: DoctorReport): void {

@@ -11,7 +11,7 @@ import { configKeys, type ConfigInput, type DaemonConfig } from '../config/index
 import { planService, currentOs, defaultServiceInputs, pathTrouble, LASTING_INSTALL, type ServicePlan, type ServiceInputs } from '../service/index.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
-import { exportLines } from './env.js';
+import { envLines } from './env.js';
 
 export interface ServiceOptions {
   dryRun: boolean;
@@ -129,7 +129,7 @@ export async function runInstallService(config: DaemonConfig, flags: ConfigInput
     return;
   }
   out('add these two lines to your shell profile (or eval "$(nx-s3-sidecar env)" there):');
-  process.stdout.write(exportLines(started.url, started.token));
+  process.stdout.write(envLines(started.url, started.token));
 }
 
 export async function runUninstallService(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions): Promise<void> {

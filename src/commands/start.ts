@@ -1,14 +1,19 @@
-/** `nx-s3-sidecar start`: the daemon in the foreground, stopped gracefully by SIGINT/SIGTERM. */
+/**
+ * `nx-s3-sidecar start`: the daemon in the foreground. SIGINT/SIGTERM stop it gracefully; SIGHUP
+ * re-reads the configuration (the service managers' "reload") and keeps serving.
+ */
 import type { DaemonConfig } from '../config/index.js';
 import { startDaemon } from '../daemon.js';
-import { createLogger } from '../log.js';
+import { createLogger, stderrIsJournal } from '../log.js';
+import { routeProcessWarnings } from '../process-warnings.js';
 import { LOG_FILE_VAR, startLogRotation } from '../service/log-rotation.js';
 import { CacheDirBusyError } from '../store/index.js';
 import { CliError, EXIT_CACHE_DIR_BUSY } from './cli-error.js';
 
 /** `resolveConfig` re-reads the same sources (nx.json, config file, environment, flags) on a change. */
 export async function runStart(config: DaemonConfig, resolveConfig: () => DaemonConfig): Promise<void> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, { format: config.logFormat, journal: stderrIsJournal() });
+  routeProcessWarnings((line) => logger.warn(line));
   // Set by the LaunchAgent, whose log file nothing else rotates.
   const logFile = process.env[LOG_FILE_VAR];
   if (logFile) startLogRotation(logFile);
@@ -36,4 +41,8 @@ export async function runStart(config: DaemonConfig, resolveConfig: () => Daemon
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', () => {
+    logger.info('received SIGHUP: re-reading the configuration');
+    void daemon.reload();
+  });
 }

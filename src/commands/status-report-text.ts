@@ -1,6 +1,7 @@
 /** The status report as a person reads it in a terminal. */
 import { formatSize } from '../config/index.js';
-import type { StatusReport } from '../status-report.js';
+import { plural } from '../plural.js';
+import { describeMode, describeS3Tier, type StatusReport } from '../status-report.js';
 
 function age(ms: number | null): string {
   if (ms === null) return '-';
@@ -14,7 +15,7 @@ const RECENT_ERRORS_SHOWN = 5;
 
 function hitRateLine(cache: StatusReport['cache']): string {
   if (cache.lookups === 0) return 'hit rate    - (no lookups yet)';
-  return `hit rate    ${(100 * cache.hitRate!).toFixed(1)} % of ${cache.lookups} lookups: ${cache.hits.local} local hits, ${cache.hits.s3} from S3, ${cache.misses} misses`;
+  return `hit rate    ${(100 * cache.hitRate!).toFixed(1)} % of ${plural(cache.lookups, 'lookup')}: ${plural(cache.hits.local, 'local hit')}, ${cache.hits.s3} from S3, ${plural(cache.misses, 'miss', 'misses')}`;
 }
 
 /** The trust zones (README: Securing your cache); none without them. */
@@ -38,7 +39,7 @@ function bucketIndexLines(report: StatusReport): string[] {
   for (const zone of index.zones) {
     const state = !zone.indexed ? 'not indexed (no index objects in the bucket yet)' : zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
     lines.push(
-      `  ${(zone.zone || '(no zone)').padEnd(10)} ${zone.entries} entries (${formatSize(zone.bytes)}), synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
+      `  ${(zone.zone || '(no zone)').padEnd(10)} ${plural(zone.entries, 'entry', 'entries')} (${formatSize(zone.bytes)}), synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
     );
   }
   lines.push(`  journal objects ${index.journalObjects.applied} applied, ${index.journalObjects.refused} refused; snapshots ${index.snapshots.loaded} loaded, ${index.snapshots.refused} refused`);
@@ -53,7 +54,7 @@ function bucketIndexLines(report: StatusReport): string[] {
 /** Prefetch (README: Prefetch): what it fetched, what builds then used, and the git HEAD it follows. */
 export function prefetchLines(p: NonNullable<StatusReport['prefetch']>): string[] {
   return [
-    `prefetch    ${p.state}: ${p.artifacts} artifacts (${formatSize(p.bytes)}) prefetched, ${p.hits} then hit (${formatSize(p.hitBytes)}), ${p.notStored} not stored; ${formatSize(p.unusedBytes)} unused of a ${formatSize(p.budgetBytes)} budget`,
+    `prefetch    ${p.state}: ${plural(p.artifacts, 'artifact')} (${formatSize(p.bytes)}) prefetched, ${p.hits} then hit (${formatSize(p.hitBytes)}), ${p.notStored} not stored; ${formatSize(p.unusedBytes)} unused of a ${formatSize(p.budgetBytes)} budget`,
     `  git       ${p.git}${p.commit ? `; first: what was built for ${p.commit.slice(0, 12)}` : ''}`,
   ];
 }
@@ -62,8 +63,8 @@ export function formatStatus(report: StatusReport): string {
   const lines: string[] = [];
   const { remote, local, outbox, cache, evictions } = report;
   lines.push(`daemon      pid ${report.pid}, up ${age(report.uptimeMs)}`);
-  lines.push(`mode        ${report.mode} (from ${report.modeSource})`);
-  if (remote.state === 'off') lines.push(`S3 tier     off: ${remote.reason}`);
+  lines.push(`mode        ${describeMode(report.mode, report.modeSource)}`);
+  if (remote.state === 'off') lines.push(`S3 tier     ${describeS3Tier(remote)}`);
   else {
     lines.push(`S3 tier     ${remote.state}: bucket ${remote.bucket}${remote.endpoint ? ` at ${remote.endpoint}` : ''}${remote.keyPrefix ? `, prefix ${remote.keyPrefix}` : ''}`);
     if (remote.credentials) lines.push(`credentials ${remote.credentials}`);
@@ -74,20 +75,20 @@ export function formatStatus(report: StatusReport): string {
   lines.push(...zoneLines(remote));
   lines.push(hitRateLine(cache));
   const percent = local.budgetBytes > 0 ? ((100 * local.usedBytes) / local.budgetBytes).toFixed(1) : '0';
-  lines.push(`local tier  ${local.entries} artifacts, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);
+  lines.push(`local tier  ${plural(local.entries, 'artifact')}, ${formatSize(local.usedBytes)} of ${formatSize(local.budgetBytes)} (${percent} %)`);
   if (report.indexRebuild) lines.push(`index       REBUILT at start: it was damaged (${report.indexRebuild.reason}); kept as ${report.indexRebuild.keptAs}`);
   if (report.cacheDirLost) lines.push(`cache dir   GONE: ${report.cacheDirLost}; the daemon is exiting`);
-  if (evictions.count > 0) lines.push(`evicted     ${evictions.count} artifacts (${formatSize(evictions.bytes)}) since start`);
+  if (evictions.count > 0) lines.push(`evicted     ${plural(evictions.count, 'artifact')} (${formatSize(evictions.bytes)}) since start`);
   lines.push(
     `outbox      ${outbox.entries} pending (${formatSize(outbox.bytes)})${outbox.parked ? `, ${outbox.parked} parked` : ''}, oldest ${age(outbox.oldestAgeMs)}`,
   );
   if (report.uploads) {
     const u = report.uploads;
-    lines.push(`uploads     ${u.uploaded} uploaded (${formatSize(u.uploadedBytes)}), ${u.alreadyPresent} already in S3, ${u.failedAttempts} failed attempts, ${u.inFlight} in flight`);
+    lines.push(`uploads     ${u.uploaded} uploaded (${formatSize(u.uploadedBytes)}), ${u.alreadyPresent} already in S3, ${plural(u.failedAttempts, 'failed attempt')}, ${u.inFlight} in flight`);
   }
   if (report.readThrough) {
     const r = report.readThrough;
-    lines.push(`read-through ${r.hits} hits (${formatSize(r.bytes)}), ${r.misses} misses, ${r.timeouts} timeouts, ${r.failures} failures`);
+    lines.push(`read-through ${plural(r.hits, 'hit')} (${formatSize(r.bytes)}), ${plural(r.misses, 'miss', 'misses')}, ${plural(r.timeouts, 'timeout')}, ${plural(r.failures, 'failure')}`);
   }
   lines.push(...bucketIndexLines(report));
   if (report.prefetch) lines.push(...prefetchLines(report.prefetch));

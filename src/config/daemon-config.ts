@@ -12,7 +12,7 @@ import { ConfigError } from './errors.js';
 import { formatSize } from './size.js';
 import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-json.js';
 import { readConfigFile, defaultConfigFile } from './config-file.js';
-import type { LogLevel } from '../log.js';
+import type { LogFormat, LogLevel } from '../log.js';
 import { Secret } from './secret.js';
 import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
 import type { VerifyReadsPolicy } from '../store/index.js';
@@ -73,6 +73,7 @@ export interface DaemonConfig {
   /** Optional second token that may only GET (answers 403 to PUT). */
   readOnlyToken?: string;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   /** A connection that sends or receives nothing for this long is closed (stalled clients). */
   idleTimeoutMs: number;
   /** When a blob is hashed before it is served, so a corrupted file is a miss, never a broken build. */
@@ -267,6 +268,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     token: readWriteToken,
     readOnlyToken,
     logLevel: value('log-level'),
+    logFormat: value('log-format'),
     idleTimeoutMs: value('idle-timeout'),
     verifyReads: value('verify-reads'),
     mode,

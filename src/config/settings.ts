@@ -7,7 +7,7 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { parseSize, parseDuration } from './size.js';
 import { cacheModes } from './nx-json.js';
-import { logLevels } from '../log.js';
+import { logFormats, logLevels } from '../log.js';
 import { parseSigningKey, parseVerifyKey } from '../remote/object-signature.js';
 
 /** What a change to the setting does on hot reload. */
@@ -153,6 +153,14 @@ export const settings = {
   },
   'read-only-token': { arg: 'TOKEN', group: 'daemon', help: 'optional token that may only read', parse: token, reload: 'restart' },
   'log-level': { arg: 'LEVEL', group: 'daemon', help: logLevels.join(' | '), parse: oneOf(logLevels), default: 'info', reload: 'live' },
+  'log-format': {
+    arg: 'FORMAT',
+    group: 'daemon',
+    help: 'text | json: one line per event, as text or a JSON object (under journald: priority prefixes, no timestamp of ours in text)',
+    parse: oneOf(logFormats),
+    default: 'text',
+    reload: 'restart',
+  },
   'idle-timeout': {
     arg: 'SECONDS',
     group: 'daemon',
@@ -438,19 +446,19 @@ export function defaultText(key: ConfigKey): string | undefined {
 }
 
 const GROUP_TITLES: Record<Setting<unknown>['group'], string> = {
-  daemon: 'Options (each also read from the environment variable shown; a flag wins):',
+  daemon: 'Settings (each also read from the environment variable shown; a flag wins):',
   s3: `S3 tier (nx.json's "s3" block is read from --workspace; these override it):`,
   zones: 'Trust zones and signatures (README: Securing your cache):',
 };
 const FLAG_COLUMN = 28;
 const ENV_COLUMN = 78;
 
-/** The settings part of `--help`: flag, help and default wrapped beside it, environment variable at the right. */
-export function settingsUsage(): string {
+/** The settings part of `--help` (`keys`: the ones a command takes): flag, help and default wrapped beside it, environment variable at the right. */
+export function settingsUsage(keys: readonly ConfigKey[] = configKeys): string {
   const sections: string[] = [];
   for (const group of Object.keys(GROUP_TITLES) as Setting<unknown>['group'][]) {
     const lines = [GROUP_TITLES[group]];
-    for (const key of configKeys) {
+    for (const key of keys) {
       const definition: Setting<unknown> = settings[key];
       if (definition.group !== group) continue;
       const fallback = defaultText(key);
@@ -470,7 +478,7 @@ export function settingsUsage(): string {
       if (last.length < ENV_COLUMN - 1) lines[lines.length - 1] = `${last.padEnd(ENV_COLUMN)}${envVarFor(key)}`;
       else lines.push(`${' '.repeat(ENV_COLUMN)}${envVarFor(key)}`);
     }
-    sections.push(lines.join('\n'));
+    if (lines.length > 1) sections.push(lines.join('\n'));
   }
   return sections.join('\n\n') + '\n';
 }

@@ -20,7 +20,9 @@ export function readTokenFile(tokenFile: string): string | undefined {
   try {
     text = fs.readFileSync(tokenFile, 'utf8').trim();
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // ENOTDIR: the cache dir is not a directory (yet); creating it says what is wrong.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new ConfigError('token file', `cannot read ${tokenFile}: ${(error as Error).message}`);
   }
   if (!isUsableToken(text)) {

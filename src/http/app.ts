@@ -16,6 +16,7 @@ import { getStatus, postFlush } from './routes/status-and-flush.js';
 import { getMetrics } from './routes/metrics.js';
 import { getStatusPage } from './routes/status-page.js';
 import { observeRequests } from './request-observer.js';
+import { logRefusalsOncePerClient } from './refusal-log.js';
 import { requireLocalOrToken } from './local-access.js';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { TieredCache } from '../cache/index.js';
@@ -31,7 +32,7 @@ export interface HttpAppDeps {
   /** The tiers GET and PUT of artifacts go to. */
   cache: TieredCache;
   /** The local tier, for the health check's figures. */
-  store: Pick<LocalStore, 'usage' | 'cacheDirProblem'>;
+  store: Pick<LocalStore, 'usage' | 'cacheDirProblem' | 'layout'>;
   logger: Logger;
   tokens: AccessTokens;
   /** Getters: hot reload replaces these while the server runs. */
@@ -70,17 +71,21 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     // Never "ok" for a daemon that cannot store.
     const lost = deps.store.cacheDirProblem();
     if (lost) return c.json({ status: 'cache-dir-lost', error: lost }, 503);
-    return deps.isStopping() ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ok', ...deps.store.usage() });
+    // Which daemon this is (cache dir, pid): a client configured for another cache dir on the same port can say so.
+    const identity = { cacheDir: deps.store.layout.root, pid: process.pid };
+    return deps.isStopping() ? c.json({ status: 'stopping', ...identity }, 503) : c.json({ status: 'ok', ...identity, ...deps.store.usage() });
   });
 
-  app.use('/v1/*', requireToken(deps.tokens));
+  const logRefusal = logRefusalsOncePerClient(deps.logger);
+  const tokenCheck = requireToken(deps.tokens, logRefusal);
+  app.use('/v1/*', tokenCheck);
   const artifactRoute = `${CACHE_ROUTE_PREFIX}*`;
   app.get(artifactRoute, getArtifact(deps));
   app.put(artifactRoute, putArtifact(deps));
   app.all(artifactRoute, methodNotAllowed);
 
-  app.use('/status', requireToken(deps.tokens));
-  app.use('/flush', requireToken(deps.tokens));
+  app.use('/status', tokenCheck);
+  app.use('/flush', tokenCheck);
   app.get('/status', getStatus(deps));
   app.post(
     '/flush',
@@ -94,7 +99,7 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
   );
 
   // For people and Prometheus on this machine without the token; see local-access.ts.
-  for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens));
+  for (const path of ['/', '/status.json', '/metrics']) app.use(path, requireLocalOrToken(deps.tokens, logRefusal));
   app.get('/', getStatusPage());
   app.get('/status.json', getStatus(deps));
   app.get('/metrics', getMetrics(deps));

@@ -19,14 +19,19 @@ export interface AccessTokens {
   readOnly?: string;
 }
 
-function unauthorized(reason: string) {
-  return () =>
-    new Response(`Unauthorized: ${reason}\n`, { status: 401, headers: { 'content-type': 'text/plain' } });
+/** Told of every refusal (to log it); never given the token itself. */
+export type RefusalListener = (c: Context, reason: string) => void;
+
+function unauthorized(reason: string, logReason: string, onRefused: RefusalListener | undefined) {
+  return (c: Context) => {
+    onRefused?.(c, logReason);
+    return new Response(`Unauthorized: ${reason}\n`, { status: 401, headers: { 'content-type': 'text/plain' } });
+  };
 }
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
 
-export function requireToken(tokens: AccessTokens): MiddlewareHandler<{ Variables: { access: Access } }> {
+export function requireToken(tokens: AccessTokens, onRefused?: RefusalListener): MiddlewareHandler<{ Variables: { access: Access } }> {
   const readWrite = digest(tokens.readWrite);
   const readOnly = tokens.readOnly === undefined ? undefined : digest(tokens.readOnly);
   return bearerAuth({
@@ -39,8 +44,8 @@ export function requireToken(tokens: AccessTokens): MiddlewareHandler<{ Variable
       else if (isReadOnly) c.set('access', 'read');
       return isReadWrite || isReadOnly;
     },
-    noAuthenticationHeader: { message: unauthorized(`send "Authorization: Bearer <token>" (${NX_CACHE_TOKEN_VAR})`) },
-    invalidAuthenticationHeader: { message: unauthorized('the Authorization header is not "Bearer <token>"') },
-    invalidToken: { message: unauthorized('the token does not match (nx-s3-sidecar env prints the right one)') },
+    noAuthenticationHeader: { message: unauthorized(`send "Authorization: Bearer <token>" (${NX_CACHE_TOKEN_VAR})`, 'no token sent', onRefused) },
+    invalidAuthenticationHeader: { message: unauthorized('the Authorization header is not "Bearer <token>"', 'the Authorization header is not "Bearer <token>"', onRefused) },
+    invalidToken: { message: unauthorized('the token does not match (nx-s3-sidecar env prints the right one)', 'wrong token', onRefused) },
   });
 }

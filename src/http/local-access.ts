@@ -7,7 +7,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { isLoopbackAddress, isLoopbackHost } from '../config/index.js';
-import { requireToken, type Access, type AccessTokens } from './auth.js';
+import { requireToken, type Access, type AccessTokens, type RefusalListener } from './auth.js';
 
 /** The host a Host header names, without its port: `[::1]:4573` → `::1`; undefined when malformed. */
 export function hostOfHeader(header: string | undefined): string | undefined {
@@ -21,8 +21,8 @@ export function isLocalRequest(remoteAddress: string | undefined, hostHeader: st
   return isLoopbackAddress(remoteAddress) && host !== undefined && isLoopbackHost(host);
 }
 
-export function requireLocalOrToken(tokens: AccessTokens): MiddlewareHandler<{ Variables: { access: Access } }> {
-  const tokenCheck = requireToken(tokens);
+export function requireLocalOrToken(tokens: AccessTokens, onRefused?: RefusalListener): MiddlewareHandler<{ Variables: { access: Access } }> {
+  const tokenCheck = requireToken(tokens, onRefused);
   return async (c, next) => {
     if (isLocalRequest(getConnInfo(c).remote.address, c.req.header('host'))) return next();
     return tokenCheck(c, next);

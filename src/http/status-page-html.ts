@@ -142,7 +142,7 @@ function drawErrors(errors, nowMs) {
 }
 
 function render(s) {
-  set('mode', s.mode + ' (from ' + s.modeSource + ')');
+  set('mode', s.mode + (s.modeSource === 'default' ? ' (the default)' : ' (from ' + s.modeSource + ')'));
   set('s3', (s.remote.state === 'off' ? 'S3 tier off: ' + (s.remote.reason || '') : 'S3 ' + s.remote.state + ': ' + s.remote.bucket) +
     (s.remote.writeZone ? '; zones: write ' + s.remote.writeZone + ', read ' + (s.remote.readZones || []).join(' then ') : ''));
   set('uptime', 'up ' + ago(s.uptimeMs) + ', pid ' + s.pid);

@@ -13,6 +13,7 @@ import { Readable, type Writable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
 import { blobPath, cacheDirEntryNames, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
+import { describeMkdirFailure } from './dir-problem.js';
 import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactRow } from './index-db.js';
@@ -589,7 +590,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   try {
     mkdirSync(layout.root, { recursive: true, mode: 0o700 });
   } catch (error) {
-    throw new LocalStoreOpenError(`cannot create the cache directory ${layout.root}: ${describeFsError(error)}; choose another with --cache-dir`);
+    throw new LocalStoreOpenError(`cannot create the cache directory ${layout.root}: ${describeMkdirFailure(layout.root, error)}; choose another with --cache-dir`);
   }
   try {
     accessSync(layout.root, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);

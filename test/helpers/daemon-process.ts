@@ -118,11 +118,11 @@ export async function startDaemonProcess(options: DaemonProcessOptions = {}): Pr
     }),
   );
 
-  // The start-up line carries the URL (the OS picked the port).
+  // The start-up line carries the URL (the OS picked the port), as text or (--log-format json) JSON.
   const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
   let url: string | undefined;
   while (!url) {
-    const match = /url=(http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+    const match = /(?:url=|"url":")(http:\/\/127\.0\.0\.1:\d+)/.exec(output);
     if (match) url = match[1];
     else if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode} before listening:\n${output}`);
     else if (Date.now() > deadline) {

@@ -5,6 +5,7 @@ import { s3ClientFor, startS3Server, type S3TestServer } from './s3-server.js';
 import { useS3Credentials } from './s3-tier.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './in-process-daemon.js';
 import type { ConfigInput } from '../../src/config/index.js';
+import { makeTempDir } from './temp-dir.js';
 
 /**
  * Returns `cleanup(fn)`: fn runs after the current test, also when it failed, in reverse order
@@ -31,6 +32,15 @@ export function useS3Server(use: (server: S3TestServer) => void, options: { cred
     use(server);
   });
   afterAll(() => server?.stop());
+}
+
+/** Returns `tempDir()`: a fresh temporary directory that `cleanup` removes after the test. */
+export function useTempDirs(cleanup: (fn: () => unknown) => void): () => string {
+  return () => {
+    const temp = makeTempDir();
+    cleanup(temp.remove);
+    return temp.dir;
+  };
 }
 
 /** Returns `daemon(flags, options)`: starts an in-process daemon that `cleanup` disposes of after the test. */

@@ -28,7 +28,7 @@ import {
   SIGNATURE_METADATA_KEY,
 } from './object-key.js';
 import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
-import { classifyS3Error, isPreconditionFailed, statusOf } from './s3-errors.js';
+import { classifyS3Error, isPreconditionFailed, statusOf, type S3Failure } from './s3-errors.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
@@ -170,7 +170,21 @@ export class S3RemoteStore implements RemoteStore {
       if (failure.kind === 'not-found') {
         throw new S3OperationError(classifyS3Error({ name: 'NoSuchBucket', message: `bucket "${this.bucket}" does not exist`, $metadata: { httpStatusCode: 404 } }), { cause: error });
       }
+      // A refused HEAD has no body to say why: one listing's error body tells a wrong access key
+      // (InvalidAccessKeyId) from a wrong secret (SignatureDoesNotMatch) from a policy (AccessDenied).
+      if (failure.code === 'Forbidden') throw new S3OperationError((await this.listingFailure(signal)) ?? failure, { cause: error });
       throw new S3OperationError(failure, { cause: error });
+    }
+  }
+
+  /** Why a one-key listing of the bucket fails, when it fails with a reason; undefined otherwise. */
+  private async listingFailure(signal?: AbortSignal): Promise<S3Failure | undefined> {
+    try {
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }), { abortSignal: signal });
+      return undefined;
+    } catch (error) {
+      const failure = classifyS3Error(error);
+      return failure.kind === 'permanent' && failure.code !== 'Forbidden' ? failure : undefined;
     }
   }
 

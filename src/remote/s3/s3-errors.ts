@@ -32,14 +32,44 @@ const hints: Record<string, string> = {
   PermanentRedirect: 'the bucket lives in another region: set s3.region in nx.json or --region',
   CredentialsProviderError: 'no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, s3.ssoProfile, or s3.accessKeyId/secretAccessKey in nx.json',
   Forbidden:
-    'the store refused the request without saying why (a HEAD has no error body): the secret key may be wrong ' +
-    '(AWS_SECRET_ACCESS_KEY, the profile, or s3.secretAccessKey in nx.json), or the credentials may not use this bucket (IAM policy)',
+    'the store refused the request without saying why (a HEAD has no error body): the access key or the secret key may be wrong ' +
+    '(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile, or s3.accessKeyId/secretAccessKey in nx.json), or the credentials may not use this bucket (IAM policy)',
   ExpiredToken: 'the session credentials expired: refresh them (aws sso login) — the daemon picks new ones up without a restart',
 };
+
+// The store was never reached: still transient (it may come back), but the fix is usually the endpoint.
+const networkHints: Record<string, string> = {
+  ECONNREFUSED: 'nothing accepts connections there: check the endpoint (--endpoint, or s3.endpoint in nx.json) and that the store is running',
+  ENOTFOUND: 'the host name does not resolve: check the endpoint or region (--endpoint/--region, or s3.endpoint/s3.region in nx.json) and DNS',
+  EAI_AGAIN: 'the host name does not resolve right now: check DNS, and the endpoint (--endpoint, or s3.endpoint in nx.json)',
+  ETIMEDOUT: 'the store does not answer: check the endpoint, the network and any proxy (HTTPS_PROXY)',
+  EHOSTUNREACH: 'the store cannot be reached: check the endpoint, the network and any proxy (HTTPS_PROXY)',
+  ENETUNREACH: 'the store cannot be reached: check the endpoint, the network and any proxy (HTTPS_PROXY)',
+  ECONNRESET: 'the connection was cut: check that the endpoint says http:// or https:// as the store serves, and any proxy',
+  DEPTH_ZERO_SELF_SIGNED_CERT: "the store's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS",
+  SELF_SIGNED_CERT_IN_CHAIN: "the store's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "the store's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS",
+  CERT_HAS_EXPIRED: "the store's TLS certificate has expired: renew it, or check the endpoint",
+  ERR_TLS_CERT_ALTNAME_INVALID: "the store's TLS certificate is for another name: check the endpoint's host name",
+};
+
+/** A failure to reach the store at all (connection refused, DNS, TLS): its code and message, else undefined. */
+function networkFailure(error: unknown): S3Failure | undefined {
+  const e = error as { code?: string; message?: string; errors?: { message?: string }[]; cause?: unknown };
+  const code = e?.code;
+  if (code === undefined || !(code in networkHints)) return e?.cause !== undefined && e.cause !== error ? networkFailure(e.cause) : undefined;
+  // Node reports a host that resolves to several addresses (localhost: ::1 and 127.0.0.1) as an AggregateError without a message.
+  const text = e.message || e.errors?.map((inner) => inner.message).join('; ') || code;
+  return { kind: 'transient', code, message: `${text} — ${networkHints[code]}` };
+}
 
 export function classifyS3Error(error: unknown): S3Failure {
   const e = error as { name?: string; Code?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const status = e?.$metadata?.httpStatusCode;
+  if (status === undefined) {
+    const network = networkFailure(error);
+    if (network) return network;
+  }
   let code = e?.Code ?? e?.name ?? e?.code ?? 'Error';
   if (code === 'NotFound' || code === 'NoSuchKey' || (status === 404 && code !== 'NoSuchBucket')) {
     return { kind: 'not-found', code: 'NoSuchKey', message: 'no such object' };
