@@ -70,10 +70,20 @@ function timePart(ms: number): string {
   return String(Math.floor(ms)).padStart(13, '0');
 }
 
+/** Encodes an index object; a snapshot's entries are written in key order (its readers insert them in that order, fastest). */
 export async function encodeIndexObject(header: Omit<IndexObjectHeader, 'format'>, entries: Iterable<IndexEntry>): Promise<Buffer> {
   const lines = [JSON.stringify({ format: INDEX_FORMAT, ...header })];
-  for (const entry of entries) lines.push(JSON.stringify([entry.hash, entry.bytes, entry.sha256, entry.atMs, entry.commit]));
+  const ordered = header.kind === 'snapshot' ? inKeyOrder([...entries]) : entries;
+  for (const entry of ordered) lines.push(JSON.stringify([entry.hash, entry.bytes, entry.sha256, entry.atMs, entry.commit]));
   return promisify(gzip)(Buffer.from(lines.join('\n') + '\n', 'utf8'));
+}
+
+/** Entries by hash (a replica inserts rows in key order about twice as fast as at random); sorted only when not already. */
+export function inKeyOrder<T extends { hash: string }>(entries: readonly T[]): readonly T[] {
+  for (let i = 1; i < entries.length; i++) {
+    if (entries[i - 1]!.hash > entries[i]!.hash) return [...entries].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
+  }
+  return entries;
 }
 
 export class IndexFormatError extends Error {

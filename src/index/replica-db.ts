@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
-import type { IndexEntry } from './index-format.js';
+import { inKeyOrder, type IndexEntry } from './index-format.js';
 
 const SCHEMA_VERSION = 1;
 
@@ -208,10 +208,3 @@ export class ReplicaDb {
   }
 }
 
-/** Entries in key order (positional parameters in key order: about twice the rate of random order); sorted only when not already. */
-export function inKeyOrder<T extends { hash: string }>(entries: readonly T[]): readonly T[] {
-  for (let i = 1; i < entries.length; i++) {
-    if (entries[i - 1]!.hash > entries[i]!.hash) return [...entries].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
-  }
-  return entries;
-}
