@@ -108,8 +108,8 @@ export class Tailer {
         this.lastSnapshotCheckMs = startedMs;
       }
       await this.tailJournal();
-      await this.options.replica.loadsSettled();
-      this.pruneApplied();
+      // Housekeeping, not waited for: a load's worker still checkpointing would delay the freshness.
+      if (!this.options.replica.loading) this.pruneApplied();
       this.lastCompleteSyncStartMs = startedMs;
       this.lastError = undefined;
       if (this.failing) logger.info('bucket index: syncing again', { zone: zoneLabel(zone) });
