@@ -4,6 +4,7 @@
  * publishes; outages lose nothing; names follow the store's clock; compaction; index rebuild.
  */
 import fs from 'node:fs';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -225,6 +226,48 @@ describe('publishing the bucket index', () => {
     const { entries } = await journalEntries(indexObjectsOf(bucket), 'trusted');
     expect(new Set(entries.map((entry) => entry.hash))).toEqual(new Set(hashes));
     expect(logLines.some((line) => line.includes('publishing the bucket index works again'))).toBe(true);
+  });
+
+  it("while a snapshot load holds the replica's write lock, its own journal goes up at once and is left to the sync", async () => {
+    const bucket = await server.createBucket('publish-while-loading');
+    const local = announcementsIn(path.join(tempDir(), 'index.sqlite'));
+    const replica = ReplicaDb.open(path.join(tempDir(), 'bucket-index.sqlite'));
+    cleanup(() => replica.close());
+    // A load as the worker makes it: another connection holding the write lock until released.
+    const loader = new Database(replica.file);
+    cleanup(() => loader.close());
+    loader.exec('BEGIN IMMEDIATE');
+    let release!: () => void;
+    const ended = new Promise<void>((resolve) => (release = resolve));
+    cleanup(() => release());
+    const loaded = replica.exclusiveLoad(() => ({ result: Promise.resolve('loaded'), ended }));
+    const ownJournal: string[] = [];
+    const publisher = new Publisher({
+      announcements: local.db.outbox.announcements,
+      indexObjects: indexObjectsOf(bucket),
+      logger: createLogger('error', () => {}),
+      batchDelayMs: 20,
+      replica,
+      readZones: ['trusted'],
+      onOwnJournal: (zone) => ownJournal.push(zone),
+    });
+    cleanup(() => publisher.stop());
+    const hash = newHash();
+    local.add(hash);
+    const startedMs = Date.now();
+    publisher.announced();
+    // Writing into the replica now would wait for the lock (5 s, the event loop stopped) and fail.
+    await eventually('the announcement to be published', () => publisher.pending() === 0, 15_000, 20);
+    expect(Date.now() - startedMs).toBeLessThan(4_000);
+    expect(ownJournal).toEqual(['trusted']);
+    const [name] = await indexObjectsOf(bucket).list('trusted', 'journal', undefined, 10);
+    loader.exec('ROLLBACK');
+    release();
+    expect(await loaded).toBe('loaded');
+    await replica.loadsSettled();
+    // Not in the replica and not marked applied: the tailer's next sync fetches and applies it.
+    expect(replica.get(hash, 'trusted')).toBeUndefined();
+    expect(replica.isApplied('trusted', name!)).toBe(false);
   });
 
   it("names journal objects by the store's clock when the writer's own clock is 10 minutes behind", async () => {

@@ -8,10 +8,14 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { decodeIndexObject, encodeIndexObject, INDEX_FORMAT, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { ReplicaDb } from '../src/index/replica-db.js';
 import { applySnapshot, loadSnapshot } from '../src/index/snapshot-load.js';
+import { Tailer, zeroSyncCounters } from '../src/index/tailer.js';
+import type { IndexObjectStore } from '../src/remote/index.js';
+import { createLogger } from '../src/log.js';
 import { useCleanups } from './helpers/lifecycle.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
@@ -176,6 +180,52 @@ describe('snapshot loads', () => {
     const result = await loadSnapshot(replica, { zone: ZONE, name: SNAPSHOT, body: fs.readFileSync(bodyFile) }, new AbortController().signal);
     expect(result).toMatchObject({ entries: 50_000, intoEmptyReplica: true });
     expect(replica.zoneState(ZONE).snapshot).toBe(SNAPSHOT);
+  });
+});
+
+describe('a sync while a load holds the write lock', () => {
+  const cleanup = useCleanups();
+
+  it("waits for the load without stopping the event loop, then applies the other zone's journal", async () => {
+    const dir = makeTempDir();
+    const replica = ReplicaDb.open(path.join(dir.dir, 'bucket-index.sqlite'));
+    cleanup(() => {
+      replica.close();
+      dir.remove();
+    });
+    // A load as the worker makes it: another connection holding the write lock until released.
+    const loader = new Database(replica.file);
+    cleanup(() => loader.close());
+    loader.exec('BEGIN IMMEDIATE');
+    let release!: () => void;
+    const ended = new Promise<void>((resolve) => (release = resolve));
+    cleanup(() => release());
+    void replica.exclusiveLoad(() => ({ result: Promise.resolve(), ended }));
+
+    const name = journalName(Date.now() - 1000, 'writer2', 0);
+    const body = await encodeIndexObject({ kind: 'journal', zone: 'other', writer: 'writer2', createdMs: 1 }, entriesFor(3));
+    // The store, faked: this is the tailer's own logic (the S3 side is test/bucket-index-s3.test.ts).
+    const objects: IndexObjectStore = {
+      list: async (_zone, kind) => (kind === 'journal' ? [name] : []),
+      get: async () => ({ body }),
+      put: async () => {},
+      delete: async () => {},
+      storeNowMs: () => Date.now(),
+    };
+    const tailer = new Tailer({ zone: 'other', objects, replica, logger: createLogger('error', () => {}), counters: zeroSyncCounters(), lookbackMs: 60_000, onEntries: () => {} });
+    const syncing = tailer.sync();
+    // Writing now would hold the event loop for the lock's 5 s timeout and fail the sync.
+    const tickStartedMs = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(Date.now() - tickStartedMs).toBeLessThan(2_000);
+    expect(tailer.syncing).toBe(true);
+    loader.exec('ROLLBACK');
+    release();
+    await syncing;
+    expect(tailer.lastError).toBeUndefined();
+    expect(tailer.isFresh(60_000)).toBe(true);
+    expect(replica.countsByZone()).toEqual([{ zone: 'other', entries: 3, bytes: 100 + 101 + 102 }]);
+    expect(replica.isApplied('other', name)).toBe(true);
   });
 });
 
