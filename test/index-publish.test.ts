@@ -4,7 +4,6 @@
  * publishes; outages lose nothing; names follow the store's clock; compaction; index rebuild.
  */
 import fs from 'node:fs';
-import Database from 'better-sqlite3';
 import path from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -17,6 +16,7 @@ import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helper
 import { runCli } from './helpers/daemon-process.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { holdLoad } from './helpers/replica-load.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginKey, putPluginObject } from './helpers/plugin-objects.js';
 import { decodeIndexObject, encodeIndexObject, journalName, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
@@ -233,14 +233,7 @@ describe('publishing the bucket index', () => {
     const local = announcementsIn(path.join(tempDir(), 'index.sqlite'));
     const replica = ReplicaDb.open(path.join(tempDir(), 'bucket-index.sqlite'));
     cleanup(() => replica.close());
-    // A load as the worker makes it: another connection holding the write lock until released.
-    const loader = new Database(replica.file);
-    cleanup(() => loader.close());
-    loader.exec('BEGIN IMMEDIATE');
-    let release!: () => void;
-    const ended = new Promise<void>((resolve) => (release = resolve));
-    cleanup(() => release());
-    const loaded = replica.exclusiveLoad(() => ({ result: Promise.resolve('loaded'), ended }));
+    const load = holdLoad(replica, cleanup);
     const ownJournal: string[] = [];
     const publisher = new Publisher({
       announcements: local.db.outbox.announcements,
@@ -261,9 +254,8 @@ describe('publishing the bucket index', () => {
     expect(Date.now() - startedMs).toBeLessThan(4_000);
     expect(ownJournal).toEqual(['trusted']);
     const [name] = await indexObjectsOf(bucket).list('trusted', 'journal', undefined, 10);
-    loader.exec('ROLLBACK');
-    release();
-    expect(await loaded).toBe('loaded');
+    load.end();
+    expect(await load.loaded).toBe('loaded');
     await replica.loadsSettled();
     // Not in the replica and not marked applied: the tailer's next sync fetches and applies it.
     expect(replica.get(hash, 'trusted')).toBeUndefined();

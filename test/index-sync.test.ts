@@ -8,7 +8,6 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { decodeIndexObject, encodeIndexObject, INDEX_FORMAT, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { ReplicaDb } from '../src/index/replica-db.js';
@@ -18,6 +17,7 @@ import type { IndexObjectStore } from '../src/remote/index.js';
 import { createLogger } from '../src/log.js';
 import { useCleanups } from './helpers/lifecycle.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { holdLoad } from './helpers/replica-load.js';
 
 const ZONE = 'trusted';
 const COVERS = journalName(1_764_000_000_000, 'writer1', 7);
@@ -193,14 +193,7 @@ describe('a sync while a load holds the write lock', () => {
       replica.close();
       dir.remove();
     });
-    // A load as the worker makes it: another connection holding the write lock until released.
-    const loader = new Database(replica.file);
-    cleanup(() => loader.close());
-    loader.exec('BEGIN IMMEDIATE');
-    let release!: () => void;
-    const ended = new Promise<void>((resolve) => (release = resolve));
-    cleanup(() => release());
-    void replica.exclusiveLoad(() => ({ result: Promise.resolve(), ended }));
+    const load = holdLoad(replica, cleanup);
 
     const name = journalName(Date.now() - 1000, 'writer2', 0);
     const body = await encodeIndexObject({ kind: 'journal', zone: 'other', writer: 'writer2', createdMs: 1 }, entriesFor(3));
@@ -219,8 +212,7 @@ describe('a sync while a load holds the write lock', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(Date.now() - tickStartedMs).toBeLessThan(2_000);
     expect(tailer.syncing).toBe(true);
-    loader.exec('ROLLBACK');
-    release();
+    load.end();
     await syncing;
     expect(tailer.lastError).toBeUndefined();
     expect(tailer.isFresh(60_000)).toBe(true);
