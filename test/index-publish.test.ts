@@ -16,6 +16,7 @@ import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helper
 import { runCli } from './helpers/daemon-process.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { holdLoad } from './helpers/replica-load.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginKey, putPluginObject } from './helpers/plugin-objects.js';
 import { decodeIndexObject, encodeIndexObject, journalName, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
@@ -225,6 +226,40 @@ describe('publishing the bucket index', () => {
     const { entries } = await journalEntries(indexObjectsOf(bucket), 'trusted');
     expect(new Set(entries.map((entry) => entry.hash))).toEqual(new Set(hashes));
     expect(logLines.some((line) => line.includes('publishing the bucket index works again'))).toBe(true);
+  });
+
+  it("while a snapshot load holds the replica's write lock, its own journal goes up at once and is left to the sync", async () => {
+    const bucket = await server.createBucket('publish-while-loading');
+    const local = announcementsIn(path.join(tempDir(), 'index.sqlite'));
+    const replica = ReplicaDb.open(path.join(tempDir(), 'bucket-index.sqlite'));
+    cleanup(() => replica.close());
+    const load = holdLoad(replica, cleanup);
+    const ownJournal: string[] = [];
+    const publisher = new Publisher({
+      announcements: local.db.outbox.announcements,
+      indexObjects: indexObjectsOf(bucket),
+      logger: createLogger('error', () => {}),
+      batchDelayMs: 20,
+      replica,
+      readZones: ['trusted'],
+      onOwnJournal: (zone) => ownJournal.push(zone),
+    });
+    cleanup(() => publisher.stop());
+    const hash = newHash();
+    local.add(hash);
+    const startedMs = Date.now();
+    publisher.announced();
+    // Writing into the replica now would wait for the lock (5 s, the event loop stopped) and fail.
+    await eventually('the announcement to be published', () => publisher.pending() === 0, 15_000, 20);
+    expect(Date.now() - startedMs).toBeLessThan(4_000);
+    expect(ownJournal).toEqual(['trusted']);
+    const [name] = await indexObjectsOf(bucket).list('trusted', 'journal', undefined, 10);
+    load.end();
+    expect(await load.loaded).toBe('loaded');
+    await replica.loadsSettled();
+    // Not in the replica and not marked applied: the tailer's next sync fetches and applies it.
+    expect(replica.get(hash, 'trusted')).toBeUndefined();
+    expect(replica.isApplied('trusted', name!)).toBe(false);
   });
 
   it("names journal objects by the store's clock when the writer's own clock is 10 minutes behind", async () => {

@@ -84,11 +84,13 @@ export class BucketIndex implements RemoteIndex {
     void this.syncAll();
   }
 
-  /** Stops polling and waits for running syncs to end; closes the replica. */
+  /** Stops polling and waits for running syncs (and a snapshot load's worker) to end; closes the replica. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     await Promise.all(this.tailers.map((tailer) => tailer.stop()));
+    // A load's worker may still be checkpointing what it committed: no worker outlives the index.
+    await this.replica.loadsSettled();
     this.replica.close();
   }
 

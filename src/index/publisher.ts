@@ -202,8 +202,11 @@ export class Publisher {
     this.options.logger.debug('published bucket index journal', { zone, name, entries: entries.length });
     if (replica && readZones?.includes(zone)) {
       try {
-        replica.upsert(zone, entries);
-        this.markApplied!.run(zone, name);
+        // While a snapshot load holds the replica's write lock, its sync applies this object instead.
+        if (!replica.loading) {
+          replica.upsert(zone, entries);
+          this.markApplied!.run(zone, name);
+        }
         this.options.onOwnJournal?.(zone);
       } catch (error) {
         this.options.logger.debug('could not add published entries to the replica; its sync will', { error: errorMessage(error) });

@@ -5,9 +5,29 @@
  */
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
-import type { IndexEntry } from './index-format.js';
+import { inKeyOrder, type IndexEntry } from './index-format.js';
 
 const SCHEMA_VERSION = 1;
+
+// The two secondary indexes (prefetch's newest-first walk and git-aware lookups). A snapshot into an
+// empty replica builds them after its rows (snapshot-load.ts): sorting once is far cheaper than a
+// million random inserts into them.
+export const SECONDARY_INDEXES_SQL = `
+CREATE INDEX entries_by_time ON entries (at_ms);
+CREATE INDEX entries_by_commit ON entries (commit_sha) WHERE commit_sha IS NOT NULL;
+`;
+export const DROP_SECONDARY_INDEXES_SQL = 'DROP INDEX entries_by_time; DROP INDEX entries_by_commit;';
+
+/** Adds an entry of a zone (parameters: hash, zone, bytes, sha256, at_ms, commit_sha): seen again, it keeps its first commit and newest time. */
+export const UPSERT_ENTRY_SQL = `INSERT INTO entries (hash, zone, bytes, sha256, at_ms, commit_sha) VALUES (?, ?, ?, ?, ?, ?)
+  ON CONFLICT (hash, zone) DO UPDATE SET
+    bytes = excluded.bytes,
+    sha256 = CASE WHEN excluded.sha256 = '' THEN entries.sha256 ELSE excluded.sha256 END,
+    at_ms = max(entries.at_ms, excluded.at_ms),
+    commit_sha = coalesce(entries.commit_sha, excluded.commit_sha)`;
+export const SET_SNAPSHOT_SQL = 'INSERT INTO zones (zone, snapshot) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET snapshot = excluded.snapshot';
+export const MARK_APPLIED_SQL = 'INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)';
+export const SET_CURSOR_SQL = "INSERT INTO zones (zone, cursor) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET cursor = max(coalesce(zones.cursor, ''), excluded.cursor)";
 
 const schemaV1 = `
 CREATE TABLE entries (
@@ -19,9 +39,7 @@ CREATE TABLE entries (
   commit_sha TEXT,
   PRIMARY KEY (hash, zone)
 ) WITHOUT ROWID;
-CREATE INDEX entries_by_time ON entries (at_ms);
-CREATE INDEX entries_by_commit ON entries (commit_sha) WHERE commit_sha IS NOT NULL;
-
+${SECONDARY_INDEXES_SQL}
 -- Per zone: the snapshot the replica was loaded from and the newest journal object applied.
 CREATE TABLE zones (
   zone     TEXT PRIMARY KEY,
@@ -50,6 +68,8 @@ export interface ReplicaEntry extends IndexEntry {
 export class ReplicaDb {
   readonly db: Database.Database;
   private readonly statements;
+  /** The snapshot load running in a worker (it holds the file's write lock until it ends), if any. */
+  private load: Promise<unknown> | undefined;
 
   /** Opens (or creates) the replica; `onDiscarded` hears why an unusable one was thrown away. */
   static open(file: string, onDiscarded?: (reason: string) => void): ReplicaDb {
@@ -63,7 +83,7 @@ export class ReplicaDb {
     }
   }
 
-  private constructor(file: string) {
+  private constructor(readonly file: string) {
     this.db = new Database(file);
     try {
       // A replica lost in a power cut is loaded again from the bucket: no fsync per sync.
@@ -79,21 +99,12 @@ export class ReplicaDb {
       get: this.db.prepare<[string, string], ReplicaEntry>(
         'SELECT hash, zone, bytes, sha256, at_ms AS atMs, commit_sha AS "commit" FROM entries WHERE hash = ? AND zone = ?',
       ),
-      upsert: this.db.prepare<[string, string, number, string, number, string | null]>(
-        `INSERT INTO entries (hash, zone, bytes, sha256, at_ms, commit_sha) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (hash, zone) DO UPDATE SET
-           bytes = excluded.bytes,
-           sha256 = CASE WHEN excluded.sha256 = '' THEN entries.sha256 ELSE excluded.sha256 END,
-           at_ms = max(entries.at_ms, excluded.at_ms),
-           commit_sha = coalesce(entries.commit_sha, excluded.commit_sha)`,
-      ),
+      upsert: this.db.prepare<[string, string, number, string, number, string | null]>(UPSERT_ENTRY_SQL),
       zone: this.db.prepare<[string], ReplicaZoneState>('SELECT zone, snapshot, cursor FROM zones WHERE zone = ?'),
-      setSnapshot: this.db.prepare<[string, string]>('INSERT INTO zones (zone, snapshot) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET snapshot = excluded.snapshot'),
-      setCursor: this.db.prepare<[string, string]>(
-        'INSERT INTO zones (zone, cursor) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET cursor = max(coalesce(zones.cursor, \'\'), excluded.cursor)',
-      ),
+      setSnapshot: this.db.prepare<[string, string]>(SET_SNAPSHOT_SQL),
+      setCursor: this.db.prepare<[string, string]>(SET_CURSOR_SQL),
       isApplied: this.db.prepare<[string, string], { found: number }>('SELECT 1 AS found FROM applied WHERE zone = ? AND name = ?'),
-      markApplied: this.db.prepare<[string, string]>('INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)'),
+      markApplied: this.db.prepare<[string, string]>(MARK_APPLIED_SQL),
       pruneApplied: this.db.prepare<[string, string]>('DELETE FROM applied WHERE zone = ? AND name < ?'),
       countsByZone: this.db.prepare<[], { zone: string; entries: number; bytes: number }>(
         'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone',
@@ -121,13 +132,40 @@ export class ReplicaDb {
     return this.statements.get.get(hash, zone);
   }
 
-  /** Adds entries of `zone` (an entry seen again keeps its first commit and newest time). */
+  /**
+   * Adds entries of `zone` (an entry seen again keeps its first commit and newest time). Not while
+   * `loading`: the loading worker holds the write lock (callers wait for `loadsSettled()`).
+   */
   upsert(zone: string, entries: readonly IndexEntry[]): void {
-    // Positional parameters, in key order: about twice the rate of named ones in random order (snapshot loads).
-    const ordered = [...entries].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
+    const ordered = inKeyOrder(entries);
     this.db.transaction(() => {
       for (const entry of ordered) this.statements.upsert.run(entry.hash, zone, entry.bytes, entry.sha256, entry.atMs, entry.commit);
     })();
+  }
+
+  /** Whether a snapshot load holds the write lock now: writes from this thread would wait for it. */
+  get loading(): boolean {
+    return this.load !== undefined;
+  }
+
+  /** Resolves once no snapshot load runs; a write made right after it (same tick) cannot collide with one. */
+  async loadsSettled(): Promise<void> {
+    while (this.load) await this.load.catch(() => {});
+  }
+
+  /**
+   * Starts a load (which writes this file from another connection) once every earlier one ended,
+   * one at a time; this thread's writes wait (`loadsSettled`) until its `ended` settles. Resolves with its result.
+   */
+  async exclusiveLoad<T>(start: () => { result: Promise<T>; ended: Promise<unknown> }): Promise<T> {
+    // Checked and claimed in one tick: two waiting loads never both start.
+    while (this.load) await this.load.catch(() => {});
+    const { result, ended } = start();
+    const running = ended.finally(() => {
+      if (this.load === running) this.load = undefined;
+    });
+    this.load = running;
+    return result;
   }
 
   zoneState(zone: string): ReplicaZoneState {
@@ -169,3 +207,4 @@ export class ReplicaDb {
     return this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM entries WHERE zone = ? LIMIT 1').get(zone) !== undefined;
   }
 }
+

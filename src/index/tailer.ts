@@ -6,6 +6,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { decodeIndexObject, IndexFormatError, MAX_JOURNAL_BYTES, MAX_SNAPSHOT_BYTES, nameBefore, parseIndexName, type IndexEntry } from './index-format.js';
 import type { ReplicaDb } from './replica-db.js';
+import { loadSnapshot } from './snapshot-load.js';
 import type { IndexObjectKind, IndexObjectStore } from '../remote/index.js';
 import { errorMessage } from '../remote/index.js';
 import type { Logger } from '../log.js';
@@ -45,7 +46,7 @@ const JOURNAL_GETS_AT_ONCE = 4;
 const LIST_PAGE = 1000;
 // Bounds one sync: a backlog larger than this is worked through over the next syncs.
 const MAX_JOURNAL_OBJECTS_PER_SYNC = 20_000;
-const SNAPSHOT_BATCH = 5000;
+const JOURNAL_BATCH = 5000;
 const REQUEST_TIMEOUT_MS = 20_000;
 const SNAPSHOT_TIMEOUT_MS = 120_000;
 // A snapshot older than the newest few is deleted by compaction: trying more is pointless.
@@ -107,7 +108,8 @@ export class Tailer {
         this.lastSnapshotCheckMs = startedMs;
       }
       await this.tailJournal();
-      this.pruneApplied();
+      // Housekeeping, not waited for: a load's worker still checkpointing would delay the freshness.
+      if (!this.options.replica.loading) this.pruneApplied();
       this.lastCompleteSyncStartMs = startedMs;
       this.lastError = undefined;
       if (this.failing) logger.info('bucket index: syncing again', { zone: zoneLabel(zone) });
@@ -142,12 +144,10 @@ export class Tailer {
         continue;
       }
       try {
-        const coversThrough = await this.applyObject('snapshot', got.body);
-        replica.setSnapshot(zone, name);
-        if (coversThrough) {
-          replica.markApplied(zone, coversThrough);
-          this.coveredThrough = coversThrough;
-        }
+        // On a worker, in one transaction with the zone's snapshot name and cursor (snapshot-load.ts).
+        const loaded = await loadSnapshot(replica, { zone, name, body: got.body }, this.abort.signal);
+        this.entriesApplied('snapshot', loaded.entries, loaded.skippedLines);
+        if (loaded.coversThrough) this.coveredThrough = loaded.coversThrough;
         this.options.counters.snapshotsLoaded++;
         return;
       } catch (error) {
@@ -185,7 +185,7 @@ export class Tailer {
     if (got && 'refused' in got) this.refuse('journal', name, got.refused);
     else if (got) {
       try {
-        await this.applyObject('journal', got.body);
+        await this.applyJournalEntries(got.body);
         counters.journalApplied++;
       } catch (error) {
         if (!(error instanceof IndexFormatError)) throw error;
@@ -193,21 +193,28 @@ export class Tailer {
       }
     }
     // Refused and vanished ones too: marked so the look-back does not fetch them again.
+    await replica.loadsSettled();
     replica.markApplied(zone, name);
   }
 
-  /** Upserts the object's entries in batches, yielding between them; returns a snapshot's coversThrough. */
-  private async applyObject(kind: IndexObjectKind, body: Buffer): Promise<string | undefined> {
-    const { replica, zone, counters, onEntries } = this.options;
-    const decoded = await decodeIndexObject(body, { zone, kind, batchSize: SNAPSHOT_BATCH });
+  /** Upserts a journal object's entries (a few thousand at most: on this thread, batch by batch). */
+  private async applyJournalEntries(body: Buffer): Promise<void> {
+    const { replica, zone } = this.options;
+    const decoded = await decodeIndexObject(body, { zone, kind: 'journal', batchSize: JOURNAL_BATCH });
     let applied = 0;
     for await (const batch of decoded.batches as AsyncIterable<IndexEntry[]>) {
       if (this.abort.signal.aborted) throw new Error('stopped');
+      // A snapshot load (another zone's) holds the write lock: wait for it rather than block the event loop.
+      await replica.loadsSettled();
       replica.upsert(zone, batch);
       applied += batch.length;
-      if (kind === 'snapshot') await yieldToEventLoop();
+      await yieldToEventLoop();
     }
-    const skipped = decoded.skippedLines();
+    this.entriesApplied('journal', applied, decoded.skippedLines());
+  }
+
+  private entriesApplied(kind: IndexObjectKind, applied: number, skipped: number): void {
+    const { zone, counters, onEntries } = this.options;
     if (skipped > 0) {
       counters.skippedLines += skipped;
       this.options.logger.debug('bucket index: skipped entry lines that do not check out', { zone: zoneLabel(zone), kind, skipped });
@@ -216,7 +223,6 @@ export class Tailer {
       this.indexed = true;
       onEntries(zone, applied);
     }
-    return decoded.header.coversThrough;
   }
 
   /** (3) Applied names behind every future look-back are forgotten. */

@@ -82,12 +82,12 @@ export class S3IndexObjects implements IndexObjectStore {
       return { refused: `it is ${response.ContentLength} bytes, over the ${maxBytes} an index ${kind} may have` };
     }
     let bytes: Buffer;
+    let sha256: string;
     try {
-      bytes = await readAtMost(body, maxBytes);
+      ({ bytes, sha256 } = await readAtMost(body, maxBytes, response.ContentLength));
     } catch (error) {
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
     const metadata = response.Metadata ?? {};
     const declared = metadata[SHA256_METADATA_KEY];
     if (declared !== undefined && declared !== sha256) return { refused: `its bytes do not match the sha256 its writer recorded (${bytes.length} bytes read)` };
@@ -157,17 +157,31 @@ interface ClockedCommand {
   middlewareStack: { add(middleware: ClockMiddleware, options: { step: 'deserialize'; name: string }): void };
 }
 
-async function readAtMost(body: Readable | undefined, maxBytes: number): Promise<Buffer> {
-  if (!body) return Buffer.alloc(0);
+/**
+ * The body and its sha256, hashed and copied chunk by chunk as it arrives (into one buffer of the
+ * declared length when there is one): a 50 MB snapshot never stalls the event loop on one big copy or hash.
+ */
+async function readAtMost(body: Readable | undefined, maxBytes: number, declaredBytes: number | undefined): Promise<{ bytes: Buffer; sha256: string }> {
+  const hash = createHash('sha256');
+  if (!body) return { bytes: Buffer.alloc(0), sha256: hash.digest('hex') };
+  const into = declaredBytes !== undefined && declaredBytes > 0 && declaredBytes <= maxBytes ? Buffer.allocUnsafe(declaredBytes) : undefined;
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {
-    total += (chunk as Buffer).length;
-    if (total > maxBytes) {
+    const piece = chunk as Buffer;
+    if (total + piece.length > maxBytes) {
       body.destroy();
       throw new Error(`the object grew past ${maxBytes} bytes while it was read`);
     }
-    chunks.push(chunk as Buffer);
+    hash.update(piece);
+    // More than declared: kept as chunks from here on (the sha256 check decides about it).
+    if (into && total + piece.length <= into.length && chunks.length === 0) piece.copy(into, total);
+    else {
+      if (into && chunks.length === 0) chunks.push(into.subarray(0, total));
+      chunks.push(piece);
+    }
+    total += piece.length;
   }
-  return Buffer.concat(chunks);
+  const bytes = chunks.length > 0 ? Buffer.concat(chunks) : into ? into.subarray(0, total) : Buffer.alloc(0);
+  return { bytes, sha256: hash.digest('hex') };
 }
