@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { MultipartJournal, SavedMultipartUpload, UploadedPart } from '../index.js';
 import type { ObjectEncoding } from './object-format.js';
-import { isPreconditionFailed, statusOf } from './s3-errors.js';
+import { isDamagedInFlight, isPreconditionFailed, statusOf } from './s3-errors.js';
 import { unquotedEtag } from './store-proofs.js';
 
 export interface MultipartUploadRequest {
@@ -42,6 +42,8 @@ export interface MultipartUploadRequest {
   /** The store's ETag is the MD5 of what it received (probed): a part whose ETag is not our MD5 arrived damaged. */
   partEtagIsMd5: boolean;
   journal?: MultipartJournal;
+  /** Awaited before each part is sent (uploads give way to the build's requests). */
+  pace?: () => Promise<void>;
   signal?: AbortSignal;
 }
 
@@ -192,6 +194,7 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
         parts.push(finished);
         continue;
       }
+      await request.pace?.();
       const sending = uploadPart(partNumber, body);
       running.add(sending);
       void sending.then(
@@ -254,11 +257,6 @@ function multipartEtag(parts: readonly UploadedPart[]): string | undefined {
   return `${createHash('md5').update(Buffer.concat(md5s.map((md5) => Buffer.from(md5, 'hex')))).digest('hex')}-${md5s.length}`;
 }
 
-/** The store refused a part as not matching its Content-MD5 or its signed sha256: damaged on the way. */
-function isDamagedInFlight(error: unknown): boolean {
-  const code = (error as { name?: string; Code?: string })?.Code ?? (error as { name?: string })?.name;
-  return code === 'BadDigest' || code === 'InvalidDigest' || code === 'XAmzContentSHA256Mismatch';
-}
 
 /** Aborts the saved upload and forgets it (the abort is best effort: a lifecycle rule or the next sweep cleans up otherwise). */
 async function giveUp(request: MultipartUploadRequest, upload: SavedMultipartUpload): Promise<void> {

@@ -29,7 +29,7 @@ import {
   SIGNATURE_METADATA_KEY,
 } from './object-key.js';
 import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
-import { classifyS3Error, isPreconditionFailed } from './s3-errors.js';
+import { classifyS3Error, isDamagedInFlight, isPreconditionFailed } from './s3-errors.js';
 import { probeStore, unquotedEtag, type StoreProofs } from './store-proofs.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
@@ -230,7 +230,14 @@ export class S3RemoteStore implements RemoteStore {
       if (this.keeps(existing, target)) return alreadyPresent(existing);
     }
     for (let tries = 1; ; tries++) {
-      const answer = await this.putObject(target, body, sent, conditional, signal);
+      let answer;
+      try {
+        answer = await this.putObject(target, body, sent, conditional, signal);
+      } catch (error) {
+        // The store checked the body against its Content-MD5 (or signed sha256) and refused it.
+        if (tries < DAMAGED_BODY_TRIES && isDamagedInFlight(error)) continue;
+        throw error;
+      }
       if (answer === 'precondition-failed') {
         // Present means complete and in our current format. A store that is not atomic can keep a
         // PUT cut off midway as a shorter object: that one, one whose bytes are not what its writer
@@ -296,6 +303,7 @@ export class S3RemoteStore implements RemoteStore {
       ifNoneMatch,
       partEtagIsMd5: target.etagIsMd5,
       journal: source.multipart,
+      pace: source.pace,
       signal,
     });
     // 412: the store kept an object that was there. Ours when a Complete retried after its first
