@@ -264,16 +264,14 @@ export class S3RemoteStore implements RemoteStore {
 
   private async putObject(target: UploadTarget, body: Buffer, sent: { sha256: string; md5: Buffer }, conditional: boolean, signal?: AbortSignal): Promise<{ etag: string } | 'precondition-failed'> {
     try {
-      const answer = await this.client.send(
-        new PutObjectCommand({
-          ...this.objectParams(target, sent.sha256, sent.md5.toString('hex')),
-          ...(conditional && { IfNoneMatch: '*' }),
-          Body: body,
-          ContentLength: body.length,
-          ContentMD5: sent.md5.toString('base64'),
-        }),
-        { abortSignal: signal },
-      );
+      const command = new PutObjectCommand({
+        ...this.objectParams(target, sent.sha256, sent.md5.toString('hex')),
+        ...(conditional && { IfNoneMatch: '*' }),
+        Body: body,
+        ContentLength: body.length,
+        ContentMD5: sent.md5.toString('base64'),
+      });
+      const answer = await this.client.send(withPayloadSha256(command, sent.sha256), { abortSignal: signal });
       return { etag: unquotedEtag(answer.ETag) };
     } catch (error) {
       if (conditional && isPreconditionFailed(error)) return 'precondition-failed';
@@ -554,6 +552,23 @@ function alreadyPresent(existing: ObjectHead): UploadResult {
  */
 function failsOnlyItsReader(body: Readable): Readable {
   return body.on('error', () => {});
+}
+
+/**
+ * The request's signature covers the body's sha256 (x-amz-content-sha256): ours, computed once for
+ * the object's metadata, instead of the SDK hashing the same bytes again (the signer takes a
+ * header that is already there).
+ */
+function withPayloadSha256(command: PutObjectCommand, sha256Hex: string): PutObjectCommand {
+  command.middlewareStack.add(
+    (next) => (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = sha256Hex;
+      return next(args);
+    },
+    { step: 'build', name: 'nxS3SidecarPayloadSha256' },
+  );
+  return command;
 }
 
 /** Rejects with the signal's reason as soon as it aborts, whatever `promise` is waiting for. */
