@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 // Part 6 — event-loop stalls under large writes: GET p99 of a 1 KiB hit, PUT p99 of 64 KiB bodies
 // (written with blocking calls) and the daemon's own event-loop delay (monitorEventLoopDelay,
-// preloaded), with and without 4 clients PUTting 16–64 MiB bodies at the same time (the page
-// cache filling with dirty pages, each blob fsynced). Phases alternate quiet / loaded per round.
+// preloaded), with and without 4 clients PUTting 16–64 MiB bodies at the same time, while a
+// `dd` writes 2 GiB without fsync beside them (the daemon fsyncs each blob, so its own writes
+// never leave many dirty pages: dd fills the page cache with them). Phases alternate quiet / loaded.
+// Beside them, the bench itself times blocking 64 KiB writes (what the daemon does for bodies up
+// to 1 MiB) into the same file system: whether dirty-page throttling stalls them.
 // Usage: npm run bench:stall [-- --quick]
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,9 +22,13 @@ const rounds = quick ? 2 : 4;
 const phaseMs = quick ? 3_000 : 6_000;
 const largeClients = 4;
 const largeSizes = [16 * MiB, 32 * MiB, 48 * MiB, 64 * MiB];
+const dirtyMiB = 2048;
 
 const temp = makeTempDir('nx-s3-sidecar-bench-stall-');
-const delayFile = path.join(temp.dir, 'loop-delay.json');
+// The bench's own files go below the workspace, out of the daemon's config watch (which sees the workspace directory's entries).
+const scratch = path.join(temp.dir, 'scratch');
+mkdirSync(scratch);
+const delayFile = path.join(scratch, 'loop-delay.json');
 const probe = fileURLToPath(new URL('./lib/loop-delay-probe.mjs', import.meta.url));
 const daemon = await startDaemonProcess({
   cacheDir: path.join(temp.dir, 'cache'),
@@ -51,6 +59,11 @@ const auth = { authorization: `Bearer ${daemon.token}` };
 const largeBodies = largeSizes.map((size) => randomBytes(size));
 const smallBody = randomBytes(64 * KiB);
 
+/** Dirty page-cache memory now (Linux /proc/meminfo), in KiB. */
+function dirtyKiB() {
+  return Number(/Dirty:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? NaN);
+}
+
 /** Runs until `until`: sequential GETs of the hit, sequential 64 KiB PUTs, and (loaded) 4 large-PUT loops. */
 async function phase(loaded, untilMs) {
   const gets = [];
@@ -79,9 +92,29 @@ async function phase(loaded, untilMs) {
       largeBytes += body.length;
     }
   };
+  const blockingWrites = [];
+  const blockingWriteLoop = async () => {
+    for (let i = 0; performance.now() < untilMs; i++) {
+      const file = path.join(scratch, `blocking-${i}`);
+      const fd = openSync(file, 'w');
+      const started = performance.now();
+      writeSync(fd, smallBody);
+      blockingWrites.push(performance.now() - started);
+      closeSync(fd);
+      rmSync(file);
+      await sleep(20);
+    }
+  };
+  const dirtier = loaded ? spawn('dd', ['if=/dev/zero', `of=${path.join(scratch, 'dirty')}`, 'bs=1M', `count=${dirtyMiB}`], { stdio: 'ignore' }) : undefined;
+  const dirtierDone = dirtier && new Promise((resolve) => dirtier.once('exit', resolve));
   await loopDelay(); // starts the daemon's histogram afresh
-  await Promise.all([getLoop(), smallPutLoop(), ...(loaded ? Array.from({ length: largeClients }, (_, client) => largeLoop(client)) : [])]);
-  return { gets, smallPuts, largeBytes, delay: await loopDelay() };
+  await Promise.all([getLoop(), smallPutLoop(), blockingWriteLoop(), ...(loaded ? Array.from({ length: largeClients }, (_, client) => largeLoop(client)) : [])]);
+  const dirty = dirtyKiB();
+  const delay = await loopDelay();
+  dirtier?.kill();
+  await dirtierDone;
+  rmSync(path.join(scratch, 'dirty'), { force: true });
+  return { gets, smallPuts, largeBytes, blockingWrites, dirtyKiB: dirty, delay };
 }
 
 const results = { quiet: [], loaded: [] };
@@ -110,7 +143,9 @@ const rowFor = (name) => {
   const puts = all(name, (r) => r.smallPuts);
   const delays = results[name].map((r) => r.delay);
   const largeMiBps = results[name].reduce((a, r) => a + r.largeBytes, 0) / MiB / ((results[name].length * phaseMs) / 1000);
-  return { gets, puts, delays, largeMiBps };
+  const blocking = all(name, (r) => r.blockingWrites);
+  const dirtyMiB = Math.max(...results[name].map((r) => r.dirtyKiB)) / 1024;
+  return { gets, puts, delays, largeMiBps, blocking, dirtyMiB };
 };
 const quiet = rowFor('quiet');
 const loaded = rowFor('loaded');
@@ -126,15 +161,18 @@ const row = (name, r) => [
   `${num(delayP99(r), 1)} (${r.delays.map((d) => num(d.p99Ms, 1)).join(', ')})`,
   num(Math.max(...r.delays.map((d) => d.maxMs)), 1),
   name === 'quiet' ? '–' : num(r.largeMiBps, 0),
+  `${num(median(r.blocking), 2)} / ${num(percentile(r.blocking, 99), 2)} / ${num(Math.max(...r.blocking), 1)}`,
+  num(r.dirtyMiB, 0),
 ];
 report({
   title: 'Event-loop stalls: 1 KiB GETs and 64 KiB PUTs beside 4 clients PUTting 16–64 MiB bodies',
   tables: [
     `${rounds} rounds of ${phaseMs / 1000} s per phase, quiet and loaded alternating; a local-tier daemon (no S3), ` +
-      `one client GETting a 1 KiB hit back to back, one PUTting 64 KiB bodies every 20 ms, and in the loaded phase ${largeClients} clients PUTting 16–64 MiB bodies back to back. ` +
+      `one client GETting a 1 KiB hit back to back, one PUTting 64 KiB bodies every 20 ms, and in the loaded phase ${largeClients} clients PUTting 16–64 MiB bodies back to back, beside a \`dd\` writing ${dirtyMiB} MiB without fsync (dirty pages); ` +
+      'the bench also times a blocking 64 KiB write (open, write, close, outside the daemon) every 20 ms into the same file system. ' +
       `Event-loop delay from the daemon's own monitorEventLoopDelay (5 ms resolution, preloaded by the bench), p99 per phase (median of the phases, then each). ` +
       `Load average (1 min) during the run: ${num(Math.min(...loads), 2)}–${num(Math.max(...loads), 2)}.\n\n` +
-      table(['phase', 'GET 1 KiB p50 / p99 ms', 'PUT 64 KiB p50 / p99 ms', 'loop delay p99 ms', 'loop delay max ms', 'large PUT MiB/s'], [row('quiet', quiet), row('loaded', loaded)]) +
+      table(['phase', 'GET 1 KiB p50 / p99 ms', 'PUT 64 KiB p50 / p99 ms', 'loop delay p99 ms', 'loop delay max ms', 'large PUT MiB/s', 'blocking 64 KiB write p50 / p99 / max ms', 'dirty MiB (end of phase, max)'], [row('quiet', quiet), row('loaded', loaded)]) +
       `\n\nRatios loaded ÷ quiet: GET p99 **${num(getRatio, 2)}×**, event-loop delay p99 **${num(delayRatio, 2)}×**.`,
   ],
   command: 'npm run bench:stall',
