@@ -190,4 +190,24 @@ describe('what the store proves about an upload', () => {
     expect((await remote.upload('205', source('damaged every time'))).outcome).toBe('uploaded');
     expect(s3.objects.get(key('205'))!.body.subarray(8).toString()).toBe('damaged every time');
   });
+
+  it('HEADs before the conditional PUT again while recent uploads often found their object there (every blob queued again after an index loss)', async () => {
+    const s3 = memoryS3(true, undefined, { etags: true });
+    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
+    const hashes = ['301', '302', '303', '304', '305', '306'];
+    for (const hash of hashes) expect((await remote.upload(hash, source(`first ${hash}`))).outcome).toBe('uploaded');
+    s3.requests.length = 0;
+    // The same hashes again, already in the bucket: the first conditional PUTs send their bodies and meet 412 ...
+    for (const hash of hashes) expect((await remote.upload(hash, source(`again ${hash}`))).outcome).toBe('already-present');
+    const puts = s3.requests.filter((request) => request.startsWith('PUT ')).length;
+    expect(puts).toBeGreaterThanOrEqual(1);
+    expect(puts).toBeLessThan(hashes.length);
+    // ... then a HEAD alone answers each.
+    expect(s3.requests.slice(-2)).toEqual([`HEAD ${key('305')}`, `HEAD ${key('306')}`]);
+    // New artifacts: once the HEADs find nothing again, the conditional PUT alone resumes.
+    for (let i = 0; i < 30; i++) await remote.upload(String(400 + i), source(`new ${i}`));
+    s3.requests.length = 0;
+    await remote.upload('500', source('one request again'));
+    expect(s3.requests).toEqual([`PUT ${key('500')}`]);
+  });
 });

@@ -31,6 +31,7 @@ import {
 import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
 import { classifyS3Error, isDamagedInFlight, isPreconditionFailed } from './s3-errors.js';
 import { probeStore, unquotedEtag, type StoreProofs } from './store-proofs.js';
+import { RecentPresence } from './recent-presence.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
@@ -113,6 +114,7 @@ export class S3RemoteStore implements RemoteStore {
   private readonly writeZone: string;
   private readonly readZones: readonly string[];
   private readonly storeProofs = new Map<string, Promise<StoreProofs>>();
+  private readonly recentPresence = new RecentPresence();
 
   constructor(
     private readonly client: S3Client,
@@ -225,9 +227,14 @@ export class S3RemoteStore implements RemoteStore {
   private async uploadSingle(target: UploadTarget, body: Buffer, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
     const sent = { sha256: createHash('sha256').update(body).digest('hex'), md5: createHash('md5').update(body).digest() };
     let conditional = mode === 'conditional';
-    if (!conditional) {
+    // The conditional PUT replaces the HEAD before it, unless recent uploads often found their
+    // object there (recent-presence.ts): then a HEAD spares sending a body the store holds.
+    const headFirst = !conditional || this.recentPresence.often();
+    if (headFirst) {
       const existing = await this.head(target.hash, signal, target.zone);
-      if (this.keeps(existing, target)) return alreadyPresent(existing);
+      const kept = this.keeps(existing, target);
+      this.recentPresence.record(kept);
+      if (kept) return alreadyPresent(existing);
     }
     for (let tries = 1; ; tries++) {
       let answer;
@@ -247,11 +254,15 @@ export class S3RemoteStore implements RemoteStore {
         const existing = await this.head(target.hash, signal, target.zone);
         // Ours: a retried PUT whose first try landed (and the HEAD verified it).
         if (existing?.sha256 === sent.sha256 && existing.sizeBytes === body.length && isComplete(existing, target.etagIsMd5)) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
-        if (this.keeps(existing, target)) return alreadyPresent(existing);
+        if (this.keeps(existing, target)) {
+          this.recentPresence.record(true);
+          return alreadyPresent(existing);
+        }
         if (existing === undefined) throw new S3OperationError({ kind: 'transient', code: 'PreconditionFailed', message: `the store refused ${target.key} as already there (412), but a HEAD finds no object; trying again` });
         conditional = false;
         continue;
       }
+      if (conditional && !headFirst) this.recentPresence.record(false);
       // The store's answer proves what it stored: its ETag is the MD5 of the bytes it received.
       if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
       if (!target.etagIsMd5 || !/^[0-9a-f]{32}$/.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
