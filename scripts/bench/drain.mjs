@@ -84,7 +84,7 @@ async function requestsPerArtifact() {
     const byMethod = {};
     for (const request of proxy.requests()) {
       const key = request.url.split('?')[0];
-      if (!key.includes('/nx-s3-sidecar/v1/')) continue;
+      if (!key.includes('/nx-s3-sidecar/v1/') || key.includes('/@index/') || key.includes('/probe-')) continue;
       byMethod[request.method] = (byMethod[request.method] ?? 0) + 1;
     }
     return Object.entries(byMethod).map(([method, count]) => `${num(count / bodies.length, 2)} ${method}`).join(' + ');
