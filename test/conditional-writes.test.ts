@@ -126,31 +126,24 @@ describe('conditional writes', () => {
 
 describe('what the store proves about an upload', () => {
   const key = (hash: string) => objectKey('', hash, 'trusted');
+  const flipLastByte = (body: Buffer) => {
+    const copy = Buffer.from(body);
+    copy[copy.length - 1]! ^= 0xff;
+    return copy;
+  };
 
-  it('makes one request per object where writes are conditional and the ETag is the MD5 (the PUT; no HEAD before or after)', async () => {
-    const s3 = memoryS3(true, undefined, { etags: true });
+  it.each([
+    ['makes one request per object where writes are conditional and the ETag is the MD5 (the PUT; no HEAD before or after)', true, true, ['PUT']],
+    ['HEADs before the PUT where writes are not conditional, and not after it when the ETag proves the bytes', false, true, ['HEAD', 'PUT']],
+    ['verifies with a HEAD after the PUT on a store whose answers prove nothing (no ETag)', true, false, ['PUT', 'HEAD']],
+  ] as const)('%s', async (_title, honoursIfNoneMatch, etags, requests) => {
+    const s3 = memoryS3(honoursIfNoneMatch, undefined, { etags });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
-    expect(await remote.proofs()).toEqual({ writeMode: 'conditional', etagIsMd5: true });
-    const result = await remote.upload('201', source('proven by its etag'));
+    expect(await remote.proofs()).toEqual({ writeMode: honoursIfNoneMatch ? 'conditional' : 'head-then-put', etagIsMd5: etags });
+    const result = await remote.upload('201', source('an artifact'));
     const stored = s3.objects.get(key('201'))!;
     expect(result).toEqual({ outcome: 'uploaded', object: { bytes: stored.body.length, sha256: createHash('sha256').update(stored.body).digest('hex') } });
-    expect(s3.requests).toEqual([`PUT ${key('201')}`]);
-  });
-
-  it('HEADs before the PUT where writes are not conditional, and not after it when the ETag proves the bytes', async () => {
-    const s3 = memoryS3(false, undefined, { etags: true });
-    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
-    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: true });
-    expect((await remote.upload('202', source('two requests'))).outcome).toBe('uploaded');
-    expect(s3.requests).toEqual([`HEAD ${key('202')}`, `PUT ${key('202')}`]);
-  });
-
-  it('verifies with a HEAD after the PUT on a store whose answers prove nothing (no ETag)', async () => {
-    const s3 = memoryS3(true, undefined, { etags: false });
-    const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
-    expect(await remote.proofs()).toEqual({ writeMode: 'conditional', etagIsMd5: false });
-    expect((await remote.upload('203', source('verified by a head'))).outcome).toBe('uploaded');
-    expect(s3.requests).toEqual([`PUT ${key('203')}`, `HEAD ${key('203')}`]);
+    expect(s3.requests).toEqual(requests.map((method) => `${method} ${key('201')}`));
   });
 
   it('sends a body the store received damaged again at once, and the object ends right', async () => {
@@ -160,9 +153,7 @@ describe('what the store proves about an upload', () => {
       damage: (k, body) => {
         if (k !== key('204') || damaged >= 2) return body;
         damaged++;
-        const copy = Buffer.from(body);
-        copy[copy.length - 1]! ^= 0xff;
-        return copy;
+        return flipLastByte(body);
       },
     });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
@@ -176,12 +167,7 @@ describe('what the store proves about an upload', () => {
     let damaging = true;
     const s3 = memoryS3(false, undefined, {
       etags: true,
-      damage: (k, body) => {
-        if (k !== key('205') || !damaging) return body;
-        const copy = Buffer.from(body);
-        copy[copy.length - 1]! ^= 0xff;
-        return copy;
-      },
+      damage: (k, body) => (k === key('205') && damaging ? flipLastByte(body) : body),
     });
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     await expect(remote.upload('205', source('damaged every time'))).rejects.toThrow(/reached the store damaged 3 times/);
