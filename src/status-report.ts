@@ -191,7 +191,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
       oldestAgeMs: outbox.oldestEnqueuedMs === null ? null : nowMs - outbox.oldestEnqueuedMs,
       lastError: outbox.lastError,
     },
-    uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, lastError: current.lastError },
+    uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, yielding: current.yielding, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
     bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.indexPublisher, sources.remoteTotals),
     prefetch: prefetchStatus(sources),

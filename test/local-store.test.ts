@@ -70,6 +70,16 @@ describe('--verify-reads', () => {
     });
   }
 
+  it('changed: a blob counts as verified once its PUT hashed it, yet written to after the PUT it is hashed on its first read and dropped', async () => {
+    const cacheDir = tempCacheDir();
+    const { store, logLines } = await openStore(cacheDir, undefined, 'changed');
+    const bytes = randomBytes(4096);
+    await put(store, '1004', bytes);
+    flipByte(cacheDir, '1004', 7);
+    expect(await read(store, '1004')).toBeUndefined();
+    expect(logLines.join('')).toMatch(/checksum does not match/);
+  });
+
   it('off: a blob is served without hashing (its size is still checked)', async () => {
     const cacheDir = tempCacheDir();
     const { store } = await openStore(cacheDir, undefined, 'off');

@@ -43,7 +43,7 @@ describe('CacheActivity', () => {
 describe('RemoteTierTotals', () => {
   const readThrough = (hits: number): { counters: ReadThroughCounters } => ({ counters: { hits, pluginHits: 0, refused: 0, misses: 0, failures: 1, timeouts: 0, skipped: 0, bytes: hits * 10 } });
   const uploader = (uploaded: number) => ({
-    status: (): UploaderStatus => ({ uploaded, uploadedBytes: uploaded * 100, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1, inFlight: 3 }),
+    status: (): UploaderStatus => ({ uploaded, uploadedBytes: uploaded * 100, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1, inFlight: 3, yielding: 0 }),
   });
 
   it('keeps counting across a hot reload: a retired tier\'s figures stay in the totals', () => {

@@ -71,8 +71,8 @@ class MemoryRemote implements RemoteStore {
   }
 }
 
-function uploaderFor(store: LocalStore, remote: RemoteStore): Uploader {
-  const uploader = new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: 1, logger: silentLogger });
+function uploaderFor(store: LocalStore, remote: RemoteStore, options: Partial<ConstructorParameters<typeof Uploader>[0]> = {}): Uploader {
+  const uploader = new Uploader({ outbox: store.outbox, blobs: store, remote, concurrency: 1, logger: silentLogger, ...options });
   cleanups.push(() => uploader.stop());
   return uploader;
 }
@@ -144,6 +144,62 @@ describe('uploader over the outbox', () => {
     expect(await uploader.uploadNow('2008')).toBe(false);
     expect(store.outbox.summary()).toMatchObject({ entries: 2, parked: 1 });
     expect(uploader.status().lastError).toMatchObject({ hash: '2008', message: 'socket hang up' });
+  });
+});
+
+describe('uploads give way to the build', () => {
+  /** The request activity the daemon's request observer keeps: one artifact request being served. */
+  const serving = () => ({ artifactRequestsInFlight: 1, lastArtifactRequestEndMs: 0 });
+
+  it('waits while an artifact request is served, and uploads once the build has paused for the quiet time', async () => {
+    const store = await openStore();
+    const remote = new MemoryRemote();
+    const activity = serving();
+    const uploader = uploaderFor(store, remote, { activity, requestYield: { quietMs: 150 } });
+    await store.put('2101', Readable.from([Buffer.from('built')]), 5, { enqueueUpload: true });
+    uploader.start();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(remote.objects.has('2101')).toBe(false);
+    expect(uploader.status().yielding).toBe(1);
+    activity.artifactRequestsInFlight = 0;
+    activity.lastArtifactRequestEndMs = performance.now();
+    const endedMs = performance.now();
+    await eventually('the upload after the pause', () => remote.objects.has('2101'), 5000, 5);
+    expect(performance.now() - endedMs).toBeGreaterThanOrEqual(140);
+    expect(uploader.status().yielding).toBe(0);
+  });
+
+  it('uploads at full speed after a flush (retryNow), requests or not', async () => {
+    const store = await openStore();
+    const remote = new MemoryRemote();
+    const uploader = uploaderFor(store, remote, { activity: serving() });
+    await store.put('2102', Readable.from([Buffer.from('flushed')]), 7, { enqueueUpload: true });
+    uploader.start();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(remote.objects.has('2102')).toBe(false);
+    uploader.retryNow();
+    await eventually('the flushed upload', () => remote.objects.has('2102'), 2000, 5);
+  });
+
+  it('never holds an upload back longer than maxWaitMs, however busy the build', async () => {
+    const store = await openStore();
+    const remote = new MemoryRemote();
+    const uploader = uploaderFor(store, remote, { activity: serving(), requestYield: { maxWaitMs: 300 } });
+    await store.put('2103', Readable.from([Buffer.from('eventually')]), 10, { enqueueUpload: true });
+    const startedMs = performance.now();
+    uploader.start();
+    await eventually('the upload after maxWaitMs', () => remote.objects.has('2103'), 5000, 5);
+    expect(performance.now() - startedMs).toBeGreaterThanOrEqual(290);
+  });
+
+  it('write-through does not wait: its PUT waits on the upload', async () => {
+    const store = await openStore();
+    const remote = new MemoryRemote();
+    const uploader = uploaderFor(store, remote, { activity: serving() });
+    await store.put('2104', Readable.from([Buffer.from('now')]), 3, { enqueueUpload: true });
+    const startedMs = performance.now();
+    expect(await uploader.uploadNow('2104')).toBe(true);
+    expect(performance.now() - startedMs).toBeLessThan(1000);
   });
 });
 

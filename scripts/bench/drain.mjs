@@ -3,15 +3,19 @@
 // and 16, against plain PutObject calls of the same bytes at the same concurrency (the AWS SDK
 // straight to the same S3 server: no HEAD, no verification — what the S3 server itself allows).
 // The outbox is filled once while S3 is unreachable; each run starts a daemon on a copy of it.
-// Usage: npm run bench:drain [-- --quick]
+// An untimed last run goes through a counting proxy: the S3 requests per artifact, by method.
+// `--ceph`: against Ceph radosgw (test/helpers/ceph-s3.ts) instead of s3rver.
+// Usage: npm run bench:drain [-- --quick] [-- --ceph]
 import { randomBytes } from 'node:crypto';
 import { cpSync } from 'node:fs';
 import path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
+import { loadavg } from 'node:os';
 import { s3ClientFor } from '../../test/helpers/s3rver.ts';
+import { startCephS3, stopSharedCeph } from '../../test/helpers/ceph-s3.ts';
 import {
-  quick, KiB, MiB, span, median, num, table, report, done,
+  quick, KiB, MiB, span, median, num, table, report, goal, done,
   startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
 } from './lib/common.mjs';
 
@@ -22,7 +26,8 @@ const artifactSizes = Array.from({ length: quick ? 60 : 150 }, (_, i) => [16 * K
 const totalMiB = artifactSizes.reduce((a, b) => a + b, 0) / MiB;
 
 const temp = makeTempDir('nx-s3-sidecar-bench-drain-');
-const s3 = await startBenchS3();
+const ceph = process.argv.includes('--ceph');
+const s3 = ceph ? await startCephS3() : await startBenchS3();
 const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
 const client = s3ClientFor(s3);
 const bodies = artifactSizes.map((size) => randomBytes(size));
@@ -40,7 +45,7 @@ const template = path.join(temp.dir, 'template');
   await refuse.stop();
 }
 
-async function drainOnce(concurrency, bucket) {
+async function drainOnce(concurrency, bucket, endpoint = s3.endpoint) {
   const cacheDir = path.join(temp.dir, `drain-${bucket}`);
   cpSync(template, cacheDir, { recursive: true });
   // Due now: the filler's failed attempts deferred every row by its backoff.
@@ -48,7 +53,7 @@ async function drainOnce(concurrency, bucket) {
   db.prepare('UPDATE outbox SET next_attempt_ms = 0, attempts = 0, last_error = NULL').run();
   db.close();
   // Timed from the daemon answering its health check (its uploads start a moment before) to an empty outbox.
-  const daemon = await startDaemonProcess({ cacheDir, env, args: ['--workspace', temp.dir, ...s3DaemonArgs(s3.endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
+  const daemon = await startDaemonProcess({ cacheDir, env, args: ['--workspace', temp.dir, ...s3DaemonArgs(endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
   const started = performance.now();
   try {
     await waitForEmptyOutbox(daemon);
@@ -71,7 +76,26 @@ async function rawOnce(concurrency, bucket) {
   return (performance.now() - started) / 1000;
 }
 
+/** S3 requests per artifact by method (artifact keys only: not the store probe, not the bucket index), from a drain through a counting proxy. */
+async function requestsPerArtifact() {
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: s3.port }, { kind: 'pass' });
+  try {
+    await drainOnce(4, await s3.createBucket('drain-counted'), proxy.endpoint);
+    const byMethod = {};
+    for (const request of proxy.requests()) {
+      const key = request.url.split('?')[0];
+      if (!key.includes('/nx-s3-sidecar/v1/') || key.includes('/@index/') || key.includes('/probe-')) continue;
+      byMethod[request.method] = (byMethod[request.method] ?? 0) + 1;
+    }
+    return Object.entries(byMethod).map(([method, count]) => `${num(count / bodies.length, 2)} ${method}`).join(' + ');
+  } finally {
+    await proxy.stop();
+  }
+}
+
 const results = new Map(concurrencies.map((c) => [c, { daemon: [], raw: [] }]));
+const loads = [];
+let perArtifact;
 try {
   for (let round = 0; round < rounds; round++) {
     for (const concurrency of concurrencies) {
@@ -81,12 +105,16 @@ try {
         async () => r.daemon.push(await drainOnce(concurrency, await s3.createBucket(`drain-${concurrency}`))),
       ];
       for (const step of round % 2 ? steps.reverse() : steps) await step();
-      process.stderr.write(`  round ${round + 1}, concurrency ${concurrency}: daemon ${num(r.daemon.at(-1), 2)} s, raw PutObject ${num(r.raw.at(-1), 2)} s\n`);
+      loads.push(loadavg()[0]);
+      process.stderr.write(`  round ${round + 1}, concurrency ${concurrency}: daemon ${num(r.daemon.at(-1), 2)} s, raw PutObject ${num(r.raw.at(-1), 2)} s, load ${num(loadavg()[0], 2)}\n`);
     }
   }
+  perArtifact = await requestsPerArtifact();
+  process.stderr.write(`  S3 requests per artifact: ${perArtifact}\n`);
 } finally {
   client.destroy();
   await s3.stop();
+  if (ceph) await stopSharedCeph();
   temp.remove();
 }
 
@@ -98,13 +126,18 @@ const rows = [...results].map(([concurrency, r]) => [
   span(r.raw.map((s) => totalMiB / s), 1),
   `**${num(median(r.raw) / median(r.daemon), 2)}×**`,
 ]);
+for (const [concurrency, r] of results) {
+  const ratio = median(r.raw) / median(r.daemon);
+  goal(`drain ≥ 0.8× plain PutObject at concurrency ${concurrency} (${s3.kind}): ${num(ratio, 2)}×`, ratio >= 0.8);
+}
 report({
-  title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3`,
+  title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3 (${s3.kind})`,
   tables: [
     `${rounds} round(s), daemon and plain PutObject alternating; the daemon's time runs from its health check answering (it resumes the outbox on start) to an empty outbox. ` +
-      'Ratio = daemon rate ÷ plain PutObject rate at the same concurrency (the daemon also HEADs before and after each upload, and verifies size and sha256).\n\n' +
+      `Ratio = daemon rate ÷ plain PutObject rate at the same concurrency. S3 requests per artifact (a last, untimed drain through a counting proxy): ${perArtifact}. ` +
+      `Load average (1 min) during the run: ${num(Math.min(...loads), 2)}–${num(Math.max(...loads), 2)}.\n\n` +
       table(['concurrency', 'daemon artifacts/s', 'daemon MiB/s', 'PutObject artifacts/s', 'PutObject MiB/s', 'ratio'], rows),
   ],
-  command: 'npm run bench:drain',
+  command: `npm run bench:drain${ceph ? ' -- --ceph' : ''}`,
 });
 done();

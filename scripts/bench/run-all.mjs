@@ -2,14 +2,14 @@
 // The whole benchmark harness, one part after another (each its own process, so one part's
 // memory and handles never colour the next). Prints every part's table; exits 1 when any part
 // missed a stated goal. `--quick` (or BENCH_QUICK=1): fewer rounds, shorter runs.
-// Usage: npm run bench [-- --quick] [-- --only get,put,nx,scale,drain]
+// Usage: npm run bench [-- --quick] [-- --only get,put,nx,scale,drain,stall]
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const parts = { get: 'get-hit.mjs', put: 'put-ack.mjs', nx: 'nx-workload.mjs', scale: 'scale.mjs', drain: 'drain.mjs' };
+const parts = { get: 'get-hit.mjs', put: 'put-ack.mjs', nx: 'nx-workload.mjs', scale: 'scale.mjs', drain: 'drain.mjs', stall: 'event-loop-stall.mjs' };
 const onlyArg = process.argv.indexOf('--only');
 const selected = onlyArg > 0 ? process.argv[onlyArg + 1].split(',') : Object.keys(parts);
 const passOn = process.argv.includes('--quick') ? ['--quick'] : [];

@@ -378,9 +378,8 @@ export const settings = {
     group: 'zones',
     help: 'auto | on | off: first writer wins by If-None-Match',
     parse: oneOf(['auto', 'on', 'off'] as const),
-    // Without zones, uploads behave as they always did (HEAD-then-PUT) unless asked.
-    default: ({ value }: DefaultContext) => (hasZones(value) ? 'auto' : 'off'),
-    defaultHelp: 'auto with zones, off without',
+    // Probed everywhere: where the store honours it, the conditional PUT replaces the HEAD before each upload.
+    default: 'auto',
     reload: 'rebuilds-s3-tier',
   },
   'signing-key': {

@@ -76,6 +76,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
           writeZone: zones?.write ?? undefined,
           audit,
           announce: index.indexPublisher && { commit: config.s3.commit, announced: () => index.indexPublisher!.announced() },
+          activity: context?.prefetch.activity,
         })
       : undefined,
     readThrough,

@@ -13,6 +13,8 @@ export interface UploadSource {
   stream(): Readable;
   /** Where a multipart upload keeps its progress, to resume after a failure or a restart. */
   multipart?: MultipartJournal;
+  /** Awaited before each part of a multipart upload is sent: uploads give way to the build's requests. */
+  pace?: () => Promise<void>;
 }
 
 export interface UploadedPart {

@@ -7,7 +7,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import {
-  mkdirSync, readdirSync, existsSync, accessSync, readFileSync, rmSync, writeFileSync, openSync, fstatSync, readSync, closeSync, constants as fsConstants, type Stats,
+  mkdirSync, readdirSync, existsSync, accessSync, readFileSync, rmSync, writeFileSync, openSync, fstatSync, statSync, readSync, closeSync, constants as fsConstants, type Stats,
 } from 'node:fs';
 import { Readable, type Writable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
@@ -334,7 +334,20 @@ export class LocalStore {
     }
     this.usedBytes += received.sizeBytes;
     this.entryCount++;
+    this.rememberReceived(hash, finalFile);
     failpoint('after-commit');
+  }
+
+  /**
+   * The body was hashed as it arrived: its blob, as it is now, counts as verified (VerifyReadsPolicy
+   * `changed`), so the upload's read (and the first hit) does not hash it again.
+   */
+  private rememberReceived(hash: string, file: string): void {
+    try {
+      this.rememberVerified(hash, fileIdentity(statSync(file)));
+    } catch {
+      // not remembered: its first read hashes it, as before
+    }
   }
 
   /**

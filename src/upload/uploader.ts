@@ -4,7 +4,8 @@
  * resumed. A p-queue bounds concurrency. Transient failures retry with backoff for as long as
  * it takes; permanent ones (access denied, no such bucket) are parked with a clear status and
  * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
- * confirmed the object (and its verification passed).
+ * confirmed the object (and its verification passed). Uploads wait while the build is being
+ * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty.
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
@@ -15,6 +16,7 @@ import type { AuditCounters } from '../metrics/audit.js';
 import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 import { OutageTracker } from './outage.js';
+import { RequestYield, type RequestActivity, type RequestYieldOptions } from './request-yield.js';
 
 /** An outage ends once uploads succeed for this long without a failed attempt. */
 const OUTAGE_QUIET_MS = 60_000;
@@ -44,6 +46,9 @@ export interface UploaderOptions {
   audit?: AuditCounters;
   /** The bucket index is on: each object the bucket is known to hold is announced (README: The bucket index). */
   announce?: { commit: string | null; announced(): void };
+  /** The artifact requests uploads give way to; absent: uploads never wait. */
+  activity?: RequestActivity;
+  requestYield?: RequestYieldOptions;
 }
 
 export interface UploaderCounters {
@@ -58,6 +63,8 @@ export interface UploaderCounters {
 
 export interface UploaderStatus extends UploaderCounters {
   inFlight: number;
+  /** Uploads waiting for the build to pause (artifact requests being served). */
+  yielding: number;
   lastError?: { hash: string; message: string; atMs: number };
 }
 
@@ -76,10 +83,12 @@ export class Uploader {
   private readonly reportedPermanent = new Set<string>();
   private readonly outage = new OutageTracker(OUTAGE_QUIET_MS);
   private abortingAbandoned = false;
+  private readonly requestYield: RequestYield | undefined;
 
   constructor(private readonly options: UploaderOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency });
     this.backoff = options.backoff ?? defaultBackoff;
+    this.requestYield = options.activity && new RequestYield(options.activity, options.requestYield);
   }
 
   start(): void {
@@ -98,7 +107,7 @@ export class Uploader {
    * (the row then retries with backoff like any other). Joins an upload already under way.
    */
   uploadNow(hash: string): Promise<boolean> {
-    return this.queued.get(hash) ?? this.track(hash, this.uploadOne(hash, 0));
+    return this.queued.get(hash) ?? this.track(hash, this.uploadOne(hash, 0, false));
   }
 
   private track(hash: string, upload: Promise<boolean>): Promise<boolean> {
@@ -115,8 +124,9 @@ export class Uploader {
     return job;
   }
 
-  /** Makes every row due now, parked ones included (`flush` and config fixes use it). */
+  /** Makes every row due now, parked ones included, and uploads go at full speed until the outbox is empty (`flush` and config fixes use it). */
   retryNow(): void {
+    if (this.requestYield) this.requestYield.fullSpeed = true;
     this.options.outbox.retryAll();
     this.reportedPermanent.clear();
     this.notify();
@@ -128,7 +138,7 @@ export class Uploader {
   }
 
   status(): UploaderStatus {
-    return { ...this.counters, inFlight: this.queue.pending, lastError: this.lastError };
+    return { ...this.counters, inFlight: this.queue.pending, yielding: this.requestYield?.waiting ?? 0, lastError: this.lastError };
   }
 
   /** Stops taking work and abandons in-flight uploads; their rows stay for the next start. */
@@ -149,9 +159,11 @@ export class Uploader {
       const due = this.options.outbox.due(Date.now(), room + this.queued.size);
       for (const row of due) {
         if (this.queued.has(row.hash)) continue;
-        this.track(row.hash, this.queue.add(() => this.uploadOne(row.hash, row.attempts)));
+        this.track(row.hash, this.queue.add(() => this.uploadOne(row.hash, row.attempts, true)));
       }
     }
+    // What flush asked for is done once nothing is queued (rows backed off or parked wait as usual).
+    if (this.requestYield?.fullSpeed && this.queued.size === 0) this.requestYield.fullSpeed = false;
     // Sleep until the earliest deferred row not already queued is due (new PUTs wake us
     // through notify(), finished jobs through their own pump()).
     const next = this.options.outbox.nextDueAfter(Date.now());
@@ -161,8 +173,11 @@ export class Uploader {
     }
   }
 
-  private async uploadOne(hash: string, attempts: number): Promise<boolean> {
+  /** `yieldFirst`: wait while the build is being served (not for write-through, whose PUT waits on this upload). */
+  private async uploadOne(hash: string, attempts: number, yieldFirst: boolean): Promise<boolean> {
     const { outbox, blobs, remote, logger } = this.options;
+    const requestYield = yieldFirst ? this.requestYield : undefined;
+    await requestYield?.wait(this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
@@ -193,7 +208,12 @@ export class Uploader {
       return false;
     }
     try {
-      const source = { sizeBytes: artifact.sizeBytes, stream: () => artifact.stream(), multipart: outbox.multipart.journalFor(hash) };
+      const source = {
+        sizeBytes: artifact.sizeBytes,
+        stream: () => artifact.stream(),
+        multipart: outbox.multipart.journalFor(hash),
+        pace: requestYield && (() => requestYield.wait(this.abort.signal)),
+      };
       const { outcome, object } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
       const { announce } = this.options;

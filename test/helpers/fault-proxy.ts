@@ -11,7 +11,8 @@
  * - hang:      like stall, but leaving it keeps the hung connections: their requests stay unanswered,
  *              as after a network path that dropped packets for a while (the client must give up).
  * - flaky:     answer a seeded random share (`failRatio`) of requests 500 or 503 (half each), forward the rest.
- * - script:    `decide` picks, per request, whether to forward it or answer 500/503.
+ * - script:    `decide` picks, per request, whether to forward it, answer 500/503, or forward it with one
+ *              byte of its body flipped ('corrupt': damage in flight that the client's checksums must catch).
  * - reset:     destroy the connection with a TCP RST when a request head arrives.
  * - status:    answer 500 InternalError / 503 SlowDown as S3-style XML with `Connection: close`.
  * - refuse:    close the listening socket (connection refused); leaving it re-listens on the same port.
@@ -37,7 +38,7 @@ export type FaultMode =
   | { kind: 'status'; status: 500 | 503 }
   | { kind: 'hang' }
   | { kind: 'flaky'; failRatio: number; seed: number }
-  | { kind: 'script'; decide: (request: { method: string; url: string }) => 'pass' | 500 | 503 }
+  | { kind: 'script'; decide: (request: { method: string; url: string }) => 'pass' | 'corrupt' | 500 | 503 }
   | { kind: 'refuse' };
 
 /** One request the proxy saw, and what it was answered (undefined: no answer, or not yet). */
@@ -111,6 +112,20 @@ function s3ErrorBody(status: 500 | 503, resource: string): { body: string; reque
       `<?xml version="1.0" encoding="UTF-8"?>\n` +
       `<Error><Code>${code}</Code><Message>${message}</Message><Resource>${esc(resource)}</Resource><RequestId>${requestId}</RequestId></Error>`,
   };
+}
+
+/** Passes a body through with its first byte inverted (same length: only a checksum can tell). */
+function flipFirstByte(): Transform {
+  let flipped = false;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
+      if (flipped || chunk.length === 0) return callback(null, chunk);
+      flipped = true;
+      const copy = Buffer.from(chunk);
+      copy[0] = copy[0]! ^ 0xff;
+      callback(null, copy);
+    },
+  });
 }
 
 /** mulberry32: a small seeded PRNG, so a flaky run is reproducible from its seed. */
@@ -264,7 +279,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     req.resume();
   }
 
-  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, record: ProxiedRequest) {
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, record: ProxiedRequest, corrupt = false) {
     const headers: http.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers)) {
       if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -301,9 +316,11 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       });
     });
     upstream.on('error', fail);
-    pipeline(req, new Throttle(upPacer, () => current), upstream, (err) => {
+    const pipe = (err: NodeJS.ErrnoException | null) => {
       if (err) fail();
-    });
+    };
+    if (corrupt) pipeline(req, flipFirstByte(), new Throttle(upPacer, () => current), upstream, pipe);
+    else pipeline(req, new Throttle(upPacer, () => current), upstream, pipe);
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
@@ -335,7 +352,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       }
       case 'script': {
         const decision = mode.decide({ method: record.method, url: record.url });
-        if (decision === 'pass') return forward(req, res, expectsContinue, record);
+        if (decision === 'pass' || decision === 'corrupt') return forward(req, res, expectsContinue, record, decision === 'corrupt');
         return answerStatus(req, res, decision, expectsContinue, record);
       }
       case 'refuse':

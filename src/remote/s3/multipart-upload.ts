@@ -1,6 +1,8 @@
 /**
  * A resumable multipart upload: CreateMultipartUpload, UploadPart (each with Content-MD5, so a
- * damaged part is refused by the store and retried, never completed), CompleteMultipartUpload.
+ * store that checks it refuses a damaged part; where the store's ETag is the MD5 of what it got,
+ * a part whose ETag is not ours arrived damaged too: either way the part is sent again, never
+ * completed), CompleteMultipartUpload (whose ETag, the MD5 of the parts' MD5s, proves the object).
  * The upload id and every finished part go into a journal (kept durably beside the outbox row),
  * so an attempt that fails, or a daemon that restarts, resumes where it stopped instead of
  * sending every part again. The object's bytes must then be the same: the journal keeps the
@@ -20,7 +22,8 @@ import {
 } from '@aws-sdk/client-s3';
 import type { MultipartJournal, SavedMultipartUpload, UploadedPart } from '../index.js';
 import type { ObjectEncoding } from './object-format.js';
-import { isPreconditionFailed, statusOf } from './s3-errors.js';
+import { isDamagedInFlight, isPreconditionFailed, statusOf } from './s3-errors.js';
+import { unquotedEtag } from './store-proofs.js';
 
 export interface MultipartUploadRequest {
   client: S3Client;
@@ -36,7 +39,11 @@ export interface MultipartUploadRequest {
   createParams(objectSha256: string): { ContentType: string; Metadata: Record<string, string> };
   /** Complete only if no object is there yet (If-None-Match: *). */
   ifNoneMatch: boolean;
+  /** The store's ETag is the MD5 of what it received (probed): a part whose ETag is not our MD5 arrived damaged. */
+  partEtagIsMd5: boolean;
   journal?: MultipartJournal;
+  /** Awaited before each part is sent (uploads give way to the build's requests). */
+  pace?: () => Promise<void>;
   signal?: AbortSignal;
 }
 
@@ -51,7 +58,14 @@ export interface MultipartUploadResult {
    * Complete retried after its first try landed. Only a HEAD tells which.
    */
   preconditionFailed: boolean;
+  /** Complete's ETag, bare ('' when the store sent none, as Ceph radosgw does). */
+  etag: string;
+  /** The ETag S3 gives such an object (the MD5 of the parts' MD5s, "-" and their count), where every part's ETag was its MD5. */
+  expectedEtag?: string;
 }
+
+/** A part the store received damaged is sent again at once, this many times in all, before the attempt fails. */
+const DAMAGED_PART_TRIES = 3;
 
 /**
  * Uploads (or resumes) the object. Other SDK errors pass through; the journal is kept on a
@@ -122,7 +136,7 @@ async function confirmedParts(request: MultipartUploadRequest, saved: SavedMulti
       );
       if (answer.UploadId !== undefined && answer.UploadId !== saved.uploadId) return saved.parts; // not a ListParts answer
       for (const part of answer.Parts ?? []) {
-        if (part.PartNumber !== undefined && part.ETag !== undefined) listed.set(part.PartNumber, { etag: unquoted(part.ETag), sizeBytes: part.Size ?? -1 });
+        if (part.PartNumber !== undefined && part.ETag !== undefined) listed.set(part.PartNumber, { etag: unquotedEtag(part.ETag), sizeBytes: part.Size ?? -1 });
       }
       if (!answer.IsTruncated || answer.NextPartNumberMarker === undefined) break;
       marker = answer.NextPartNumberMarker;
@@ -134,7 +148,7 @@ async function confirmedParts(request: MultipartUploadRequest, saved: SavedMulti
   }
   return saved.parts.filter((part) => {
     const found = listed.get(part.partNumber);
-    return found !== undefined && found.etag === unquoted(part.etag) && found.sizeBytes === part.sizeBytes;
+    return found !== undefined && found.etag === unquotedEtag(part.etag) && found.sizeBytes === part.sizeBytes;
   });
 }
 
@@ -145,22 +159,30 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
   const digest = createHash('sha256');
   const running = new Set<Promise<void>>();
   const uploadPart = async (partNumber: number, body: Buffer) => {
-    const answer = await client.send(
-      new UploadPartCommand({
-        Bucket: bucket,
-        Key: upload.key,
-        UploadId: upload.uploadId,
-        PartNumber: partNumber,
-        Body: body,
-        ContentLength: body.length,
-        ContentMD5: createHash('md5').update(body).digest('base64'),
-      }),
-      { abortSignal: signal },
-    );
-    if (!answer.ETag) throw new Error(`UploadPart ${partNumber} of ${upload.key} answered without an ETag`);
-    const part: UploadedPart = { partNumber, etag: answer.ETag, sizeBytes: body.length, ...(answer.ChecksumCRC32 && { checksumCrc32: answer.ChecksumCRC32 }) };
-    journal?.partUploaded(part);
-    parts.push(part);
+    const md5 = createHash('md5').update(body).digest();
+    for (let tries = 1; ; tries++) {
+      let answer;
+      try {
+        answer = await client.send(
+          new UploadPartCommand({ Bucket: bucket, Key: upload.key, UploadId: upload.uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64') }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        // The store checked the part against its Content-MD5 (or signed sha256) and refused it.
+        if (tries < DAMAGED_PART_TRIES && isDamagedInFlight(error)) continue;
+        throw error;
+      }
+      if (!answer.ETag) throw new Error(`UploadPart ${partNumber} of ${upload.key} answered without an ETag`);
+      if (request.partEtagIsMd5 && unquotedEtag(answer.ETag) !== md5.toString('hex')) {
+        // A store that does not check Content-MD5 kept what arrived: never completed with it.
+        if (tries < DAMAGED_PART_TRIES) continue;
+        throw new Error(`part ${partNumber} of ${upload.key} reached the store damaged ${tries} times (its ETag is not the MD5 of what was sent); the upload is retried later`);
+      }
+      const part: UploadedPart = { partNumber, etag: answer.ETag, sizeBytes: body.length, ...(answer.ChecksumCRC32 && { checksumCrc32: answer.ChecksumCRC32 }) };
+      journal?.partUploaded(part);
+      parts.push(part);
+      return;
+    }
   };
   try {
     let partNumber = 0;
@@ -172,6 +194,7 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
         parts.push(finished);
         continue;
       }
+      await request.pace?.();
       const sending = uploadPart(partNumber, body);
       running.add(sending);
       void sending.then(
@@ -191,15 +214,16 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
     throw new Error(`the artifact changed since its multipart upload to ${upload.key} started; starting over`);
   }
   parts.sort((a, b) => a.partNumber - b.partNumber);
-  const preconditionFailed = await complete(request, upload, parts);
-  return { objectSha256: upload.objectSha256, preconditionFailed };
+  const { preconditionFailed, etag } = await complete(request, upload, parts);
+  return { objectSha256: upload.objectSha256, preconditionFailed, etag, expectedEtag: request.partEtagIsMd5 ? multipartEtag(parts) : undefined };
 }
 
-/** Completes the upload; true when Complete answered 412 (an object is there: see MultipartUploadResult). */
-async function complete(request: MultipartUploadRequest, upload: SavedMultipartUpload, parts: UploadedPart[]): Promise<boolean> {
+/** Completes the upload: whether Complete answered 412 (an object is there: see MultipartUploadResult), and its ETag. */
+async function complete(request: MultipartUploadRequest, upload: SavedMultipartUpload, parts: UploadedPart[]): Promise<{ preconditionFailed: boolean; etag: string }> {
   const completed: CompletedPart[] = parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag, ...(part.checksumCrc32 && { ChecksumCRC32: part.checksumCrc32 }) }));
+  let answer;
   try {
-    await request.client.send(
+    answer = await request.client.send(
       new CompleteMultipartUploadCommand({
         Bucket: request.bucket,
         Key: upload.key,
@@ -214,17 +238,25 @@ async function complete(request: MultipartUploadRequest, upload: SavedMultipartU
     // is ours shows in the verification HEAD that follows.
     if (isUploadGone(error)) {
       request.journal?.forget();
-      return false;
+      return { preconditionFailed: false, etag: '' };
     }
     // An object is there (412), or the store lacks parts (InvalidPart): this upload id is of no more use.
     const preconditionFailed = request.ifNoneMatch && isPreconditionFailed(error);
     if (preconditionFailed || statusOf(error) === 400) await giveUp(request, upload).catch(() => {});
-    if (preconditionFailed) return true;
+    if (preconditionFailed) return { preconditionFailed: true, etag: '' };
     throw error;
   }
   request.journal?.forget();
-  return false;
+  return { preconditionFailed: false, etag: unquotedEtag(answer.ETag) };
 }
+
+/** S3's ETag of a multipart object: the MD5 of its parts' MD5s, "-" and the part count; undefined unless every part's ETag is an MD5. */
+function multipartEtag(parts: readonly UploadedPart[]): string | undefined {
+  const md5s = parts.map((part) => unquotedEtag(part.etag));
+  if (md5s.length === 0 || !md5s.every((md5) => /^[0-9a-f]{32}$/.test(md5))) return undefined;
+  return `${createHash('md5').update(Buffer.concat(md5s.map((md5) => Buffer.from(md5, 'hex')))).digest('hex')}-${md5s.length}`;
+}
+
 
 /** Aborts the saved upload and forgets it (the abort is best effort: a lifecycle rule or the next sweep cleans up otherwise). */
 async function giveUp(request: MultipartUploadRequest, upload: SavedMultipartUpload): Promise<void> {
@@ -286,6 +318,3 @@ function isNotImplemented(error: unknown): boolean {
   return status === 405 || status === 501;
 }
 
-function unquoted(etag: string): string {
-  return etag.replace(/"/g, '');
-}

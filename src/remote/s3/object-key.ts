@@ -64,5 +64,7 @@ export function doctorProbeKey(keyPrefix: string, zone: string, random: string):
 export const SHA256_METADATA_KEY = 'sha256';
 export const OBJECT_BYTES_METADATA_KEY = 'bytes';
 export const OBJECT_FORMAT_METADATA_KEY = 'format';
+/** Single-part objects: the MD5 (hex) of the bytes sent, which is their ETag on stores that compute one (store-proofs.ts). */
+export const MD5_METADATA_KEY = 'md5';
 export const SIGNATURE_METADATA_KEY = 'signature';
 export const SIGNATURE_KEY_ID_METADATA_KEY = 'signature-key-id';

@@ -1,13 +1,13 @@
 /**
  * The S3 implementation of RemoteStore (../index.ts): the few object operations the daemon needs, each verified.
- * - upload: into the artifact's trust zone (object-key.ts); HEAD first (another machine may have
- *   stored this hash already: first writer wins), then the artifact in our object format
- *   (object-format.ts: encrypted when a key is set) with PutObject and Content-MD5 (the store
- *   rejects damaged bodies) or, for large artifacts, a resumable multipart upload
- *   (multipart-upload.ts) — sent with
- *   If-None-Match: * where the store honours it (conditional writes, probed once: writeMode), so
- *   of two racing writers exactly one wins; then a HEAD that checks size and our sha256
- *   metadata, so a store that silently mangles bodies is caught instead of trusted.
+ * - upload: into the artifact's trust zone (object-key.ts), in our object format
+ *   (object-format.ts: encrypted when a key is set), first writer wins. What the store proves is
+ *   probed once per zone (store-proofs.ts): where it honours If-None-Match: *, the PUT itself is
+ *   conditional (412 = an object is there; only then a HEAD tells whose) instead of a HEAD before
+ *   it; where its ETag is the MD5 of what it received, the answer proves the stored bytes and no
+ *   HEAD follows. Elsewhere a HEAD goes first and a HEAD after checks size and our sha256
+ *   metadata, so a store that silently mangles bodies is caught instead of trusted. Large
+ *   artifacts go up as resumable multipart uploads (multipart-upload.ts), each part checked.
  * - fetchArtifact: our object from the first read zone that has one whose signature checks out
  *   (where signatures are required), or else @nx/s3-cache's object for the hash (plugin-format.ts),
  *   under a deadline for the answer to start and the same deadline for any pause in the body,
@@ -23,13 +23,16 @@ import {
   probeKey,
   OBJECT_BYTES_METADATA_KEY,
   OBJECT_FORMAT_METADATA_KEY,
+  MD5_METADATA_KEY,
   SHA256_METADATA_KEY,
   SIGNATURE_KEY_ID_METADATA_KEY,
   SIGNATURE_METADATA_KEY,
 } from './object-key.js';
 import { signatureProblem, signObject, type SigningKey, type VerifyKey } from '../object-signature.js';
-import { classifyS3Error, isPreconditionFailed, statusOf, type S3Failure } from './s3-errors.js';
-import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec } from './object-format.js';
+import { classifyS3Error, isDamagedInFlight, isPreconditionFailed, statusOf, type S3Failure } from './s3-errors.js';
+import { probeStore, unquotedEtag, type StoreProofs } from './store-proofs.js';
+import { RecentPresence } from './recent-presence.js';
+import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
 import type { FetchedArtifact, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
@@ -73,7 +76,23 @@ interface ObjectHead {
   format?: string;
   /** The size its writer declared: a store that keeps a cut-off upload shows less. */
   declaredBytes?: number;
+  /** Bare and lower-case ('' when the store sent none). */
+  etag: string;
+  /** The MD5 its writer sent (single-part objects): on a store whose ETag is the MD5, a different ETag means damaged bytes. */
+  md5?: string;
 }
+
+/** Where one upload goes, and what the store's answers prove (store-proofs.ts). */
+interface UploadTarget {
+  hash: string;
+  key: string;
+  zone: string;
+  objectBytes: number;
+  etagIsMd5: boolean;
+}
+
+/** A single-part body the store received damaged is sent again at once, this many times in all. */
+const DAMAGED_BODY_TRIES = 3;
 
 export class S3OperationError extends RemoteOperationError {
   override name = 'S3OperationError';
@@ -94,7 +113,8 @@ export class S3RemoteStore implements RemoteStore {
   private readonly partSizeBytes: number;
   private readonly writeZone: string;
   private readonly readZones: readonly string[];
-  private readonly writeModes = new Map<string, Promise<WriteMode>>();
+  private readonly storeProofs = new Map<string, Promise<StoreProofs>>();
+  private readonly recentPresence = new RecentPresence();
 
   constructor(
     private readonly client: S3Client,
@@ -114,45 +134,31 @@ export class S3RemoteStore implements RemoteStore {
   }
 
   /**
-   * Whether uploads into `zone` are conditional: the setting, or for auto a probe (once per
-   * zone): an object written twice with If-None-Match: * must be refused the second time (412).
-   * A probe that fails on S3 errors is tried again by the next upload.
+   * Whether uploads into `zone` are conditional: the setting, or for auto the probe's verdict
+   * (store-proofs.ts, once per zone: an object written twice with If-None-Match: * must be
+   * refused the second time).
    */
-  writeMode(zone = this.writeZone, signal?: AbortSignal): Promise<WriteMode> {
+  async writeMode(zone = this.writeZone, signal?: AbortSignal): Promise<WriteMode> {
     const policy = this.options.conditionalWrites ?? 'auto';
-    if (policy !== 'auto') return Promise.resolve(policy === 'on' ? 'conditional' : 'head-then-put');
-    let mode = this.writeModes.get(zone);
-    if (!mode) {
-      mode = this.probeConditionalWrites(zone, signal);
-      this.writeModes.set(zone, mode);
-      mode.catch(() => this.writeModes.delete(zone));
-    }
-    return mode;
+    if (policy !== 'auto') return policy === 'on' ? 'conditional' : 'head-then-put';
+    return (await this.proofs(zone, signal)).writeMode;
   }
 
-  private async probeConditionalWrites(zone: string, signal?: AbortSignal): Promise<WriteMode> {
-    const key = probeKey(this.options.keyPrefix, zone, randomBytes(8).toString('hex'));
-    const body = Buffer.from('nx-s3-sidecar conditional-write probe\n');
-    const put = () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*' }), { abortSignal: signal });
-    try {
-      try {
-        await put();
-      } catch (error) {
-        // A store that does not know the header may reject it outright: no conditional writes there.
-        if (statusOf(error) === 501 || statusOf(error) === 400) return 'head-then-put';
+  /**
+   * What the store proves about writes into `zone`, probed once per zone (store-proofs.ts). A
+   * probe that fails on S3 errors is tried again by the next upload.
+   */
+  proofs(zone = this.writeZone, signal?: AbortSignal): Promise<StoreProofs> {
+    let proofs = this.storeProofs.get(zone);
+    if (!proofs) {
+      const key = probeKey(this.options.keyPrefix, zone, randomBytes(8).toString('hex'));
+      proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites: this.options.conditionalWrites ?? 'auto', signal }).catch((error: unknown) => {
         throw new S3OperationError(classifyS3Error(error), { cause: error });
-      }
-      try {
-        await put();
-        return 'head-then-put'; // overwritten: the store ignores If-None-Match
-      } catch (error) {
-        if (isPreconditionFailed(error)) return 'conditional';
-        if (statusOf(error) === 501 || statusOf(error) === 400) return 'head-then-put';
-        throw new S3OperationError(classifyS3Error(error), { cause: error });
-      }
-    } finally {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }).catch(() => {});
+      });
+      this.storeProofs.set(zone, proofs);
+      proofs.catch(() => this.storeProofs.delete(zone));
     }
+    return proofs;
   }
 
   /** Where @nx/s3-cache keeps this hash, when we look there. */
@@ -198,6 +204,8 @@ export class S3RemoteStore implements RemoteStore {
         sha256: head.Metadata?.[SHA256_METADATA_KEY],
         format: head.Metadata?.[OBJECT_FORMAT_METADATA_KEY],
         declaredBytes: declared !== undefined && /^\d+$/.test(declared) ? Number(declared) : undefined,
+        etag: unquotedEtag(head.ETag),
+        md5: head.Metadata?.[MD5_METADATA_KEY],
       };
     } catch (error) {
       const failure = classifyS3Error(error);
@@ -206,80 +214,141 @@ export class S3RemoteStore implements RemoteStore {
     }
   }
 
-  /** Uploads into `zone` (default: the write zone). */
+  /**
+   * Uploads into `zone` (default: the write zone). The object is known to be right when the
+   * store's answer proves it (its ETag is the MD5 of what was sent, on a store probed to compute
+   * it); else a HEAD checks its size and sha256 metadata, as on a store that proves nothing.
+   */
   async upload(hash: string, source: UploadSource, signal?: AbortSignal, zone = this.writeZone): Promise<UploadResult> {
-    const key = this.key(hash, zone);
+    const { etagIsMd5 } = await this.proofs(zone, signal);
     const mode = await this.writeMode(zone, signal);
-    // Present means complete and in our current format: an object we wrote carries its sha256,
-    // its format and its length. A store that is not atomic (s3rver) can keep a PUT cut off
-    // midway as a shorter object: that one, an object of an older format, or one in plaintext
-    // while we encrypt (or the reverse) is overwritten, never trusted. In a zone, no complete
-    // object is ever overwritten: first writer wins.
-    const existing = await this.head(hash, signal, zone);
-    if (isComplete(existing) && (existing.format === this.codec.formatName || zone !== NO_ZONE)) return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
-    // Only a missing object is written conditionally: a damaged one must be replaced.
-    const ifNoneMatch = mode === 'conditional' && existing === undefined ? { IfNoneMatch: '*' } : {};
     const encoding = this.codec.encoding(hash, source.sizeBytes);
-    const objectBytes = encoding.sizeBytes;
-    const params = (sha256: string) => ({
-      Bucket: this.bucket,
-      Key: key,
-      ContentType: 'application/octet-stream',
-      ...ifNoneMatch,
-      Metadata: {
-        [SHA256_METADATA_KEY]: sha256,
-        [OBJECT_FORMAT_METADATA_KEY]: this.codec.formatName,
-        [OBJECT_BYTES_METADATA_KEY]: String(objectBytes),
-        ...(this.options.signingKey && {
-          [SIGNATURE_METADATA_KEY]: signObject(this.options.signingKey, zone, hash, sha256),
-          [SIGNATURE_KEY_ID_METADATA_KEY]: this.options.signingKey.id,
-        }),
-      },
-    });
-    let objectSha256: string;
-    let preconditionFailed = false;
+    const target: UploadTarget = { hash, key: this.key(hash, zone), zone, objectBytes: encoding.sizeBytes, etagIsMd5 };
     try {
-      if (objectBytes < this.multipartThresholdBytes) {
-        const body = await readAll(encoding.encode(source.stream()));
-        objectSha256 = createHash('sha256').update(body).digest('hex');
-        await this.client
-          .send(new PutObjectCommand({ ...params(objectSha256), Body: body, ContentLength: body.length, ContentMD5: createHash('md5').update(body).digest('base64') }), { abortSignal: signal })
-          .catch((error: unknown) => {
-            if (!('IfNoneMatch' in ifNoneMatch && isPreconditionFailed(error))) throw error;
-            preconditionFailed = true;
-          });
-      } else {
-        ({ objectSha256, preconditionFailed } = await uploadMultipart({
-          client: this.client,
-          bucket: this.bucket,
-          key,
-          partSizeBytes: this.partSizeBytes,
-          encoded: (used) => used.encode(source.stream()),
-          newEncoding: () => encoding,
-          resumeEncoding: (header) => this.codec.resumeEncoding(hash, source.sizeBytes, header),
-          createParams: (sha256) => {
-            const { ContentType, Metadata } = params(sha256);
-            return { ContentType, Metadata };
-          },
-          ifNoneMatch: 'IfNoneMatch' in ifNoneMatch,
-          journal: source.multipart,
-          signal,
-        }));
-      }
+      if (encoding.sizeBytes < this.multipartThresholdBytes) return await this.uploadSingle(target, await readAll(encoding.encode(source.stream())), mode, signal);
+      return await this.uploadLarge(target, source, encoding, mode, signal);
     } catch (error) {
-      if (error instanceof UploadVerificationError) throw error;
+      if (error instanceof UploadVerificationError || error instanceof S3OperationError) throw error;
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
-    // 412: the store kept an object that was there. Ours when a PUT or Complete retried after its
-    // first try landed (an upload, verified below); else another writer's (a lost race: its writer
+  }
+
+  /**
+   * One PutObject. Where writes are conditional, no HEAD goes first: the PUT's 412 says an object
+   * is there, and only then a HEAD tells whose and whether it is whole. A body the store received
+   * damaged (its ETag is not our MD5) is sent again at once, a few times.
+   */
+  private async uploadSingle(target: UploadTarget, body: Buffer, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+    const sent = { sha256: createHash('sha256').update(body).digest('hex'), md5: createHash('md5').update(body).digest() };
+    let conditional = mode === 'conditional';
+    // The conditional PUT replaces the HEAD before it, unless recent uploads often found their
+    // object there (recent-presence.ts): then a HEAD spares sending a body the store holds.
+    const headFirst = !conditional || this.recentPresence.often();
+    if (headFirst) {
+      const existing = await this.head(target.hash, signal, target.zone);
+      const kept = this.keeps(existing, target);
+      this.recentPresence.record(kept);
+      if (kept) return alreadyPresent(existing);
+    }
+    for (let tries = 1; ; tries++) {
+      let answer;
+      try {
+        answer = await this.putObject(target, body, sent, conditional, signal);
+      } catch (error) {
+        // The store checked the body against its Content-MD5 (or signed sha256) and refused it.
+        if (tries < DAMAGED_BODY_TRIES && isDamagedInFlight(error)) continue;
+        throw error;
+      }
+      if (answer === 'precondition-failed') {
+        // Present means complete and in our current format. A store that is not atomic can keep a
+        // PUT cut off midway as a shorter object: that one, one whose bytes are not what its writer
+        // recorded, an object of an older format, or one in plaintext while we encrypt (or the
+        // reverse) is overwritten, never trusted. In a zone, no complete object is ever
+        // overwritten: first writer wins.
+        const existing = await this.head(target.hash, signal, target.zone);
+        // Ours: a retried PUT whose first try landed (and the HEAD verified it).
+        if (existing?.sha256 === sent.sha256 && existing.sizeBytes === body.length && isComplete(existing, target.etagIsMd5)) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
+        if (this.keeps(existing, target)) {
+          this.recentPresence.record(true);
+          return alreadyPresent(existing);
+        }
+        if (existing === undefined) throw new S3OperationError({ kind: 'transient', code: 'PreconditionFailed', message: `the store refused ${target.key} as already there (412), but a HEAD finds no object; trying again` });
+        conditional = false;
+        continue;
+      }
+      if (conditional && !headFirst) this.recentPresence.record(false);
+      // The store's answer proves what it stored: its ETag is the MD5 of the bytes it received.
+      if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
+      if (!target.etagIsMd5 || !/^[0-9a-f]{32}$/.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
+      // Damaged on the way (a store that checks Content-MD5 would have refused it): our own
+      // object, so it is replaced without a condition.
+      if (tries >= DAMAGED_BODY_TRIES) throw new UploadVerificationError(`object ${target.key} reached the store damaged ${tries} times (its ETag ${answer.etag} is not the MD5 of what was sent); it is sent again later`);
+      conditional = false;
+    }
+  }
+
+  private async putObject(target: UploadTarget, body: Buffer, sent: { sha256: string; md5: Buffer }, conditional: boolean, signal?: AbortSignal): Promise<{ etag: string } | 'precondition-failed'> {
+    try {
+      const command = new PutObjectCommand({
+        ...this.objectParams(target, sent.sha256, sent.md5.toString('hex')),
+        ...(conditional && { IfNoneMatch: '*' }),
+        Body: body,
+        ContentLength: body.length,
+        ContentMD5: sent.md5.toString('base64'),
+      });
+      const answer = await this.client.send(withPayloadSha256(command, sent.sha256), { abortSignal: signal });
+      return { etag: unquotedEtag(answer.ETag) };
+    } catch (error) {
+      if (conditional && isPreconditionFailed(error)) return 'precondition-failed';
+      throw error;
+    }
+  }
+
+  /** A resumable multipart upload (multipart-upload.ts); a HEAD goes first: it may spare sending megabytes. */
+  private async uploadLarge(target: UploadTarget, source: UploadSource, encoding: ObjectEncoding, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+    const { hash, key, zone } = target;
+    const existing = await this.head(hash, signal, zone);
+    if (this.keeps(existing, target)) return alreadyPresent(existing);
+    // Only a missing object is written conditionally: a damaged one must be replaced.
+    const ifNoneMatch = mode === 'conditional' && existing === undefined;
+    const result = await uploadMultipart({
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      partSizeBytes: this.partSizeBytes,
+      encoded: (used) => used.encode(source.stream()),
+      newEncoding: () => encoding,
+      resumeEncoding: (header) => this.codec.resumeEncoding(hash, source.sizeBytes, header),
+      createParams: (sha256) => {
+        const { ContentType, Metadata } = this.objectParams(target, sha256);
+        return { ContentType, Metadata };
+      },
+      ifNoneMatch,
+      partEtagIsMd5: target.etagIsMd5,
+      journal: source.multipart,
+      pace: source.pace,
+      signal,
+    });
+    // 412: the store kept an object that was there. Ours when a Complete retried after its first
+    // try landed (an upload, verified below); else another writer's (a lost race: its writer
     // announces it in the bucket index, so nothing is announced here).
-    if (preconditionFailed && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 !== objectSha256) return { outcome: 'lost-race' };
-    const stored = await this.head(hash, signal, zone);
+    if (result.preconditionFailed && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 !== result.objectSha256) return { outcome: 'lost-race' };
+    // Complete's ETag proves the parts it joined: the MD5 of their MD5s, each checked as it was sent.
+    if (!result.preconditionFailed && result.expectedEtag !== undefined && result.etag === result.expectedEtag) {
+      return { outcome: 'uploaded', object: { bytes: target.objectBytes, sha256: result.objectSha256 } };
+    }
+    return this.verifyByHead(target, result.objectSha256, signal);
+  }
+
+  /** The verification on a store whose answer proved nothing: a HEAD that checks the object's size and sha256 metadata. */
+  private async verifyByHead(target: UploadTarget, objectSha256: string, signal?: AbortSignal): Promise<UploadResult> {
+    const { key, objectBytes } = target;
+    const stored = await this.head(target.hash, signal, target.zone);
     if (!stored) throw new UploadVerificationError(`object ${key} is missing right after its upload`);
     // Another machine's PUT of the same hash landed just after ours (HEAD-then-PUT cannot stop
     // that): its artifact (Nx archives differ byte-wise between runs) is as good as ours, and it
     // is complete by its own record. The bucket holds one object either way.
-    if (isComplete(stored) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
+    if (isComplete(stored, target.etagIsMd5) && stored.sha256 !== objectSha256 && stored.format === this.codec.formatName) {
       return { outcome: 'lost-race', object: { bytes: stored.sizeBytes, sha256: stored.sha256! } };
     }
     if (stored.sizeBytes !== objectBytes || stored.sha256 !== objectSha256) {
@@ -289,6 +358,30 @@ export class S3RemoteStore implements RemoteStore {
       );
     }
     return { outcome: 'uploaded', object: { bytes: objectBytes, sha256: objectSha256 } };
+  }
+
+  /** Whether an object found in the bucket stays (first writer wins) instead of being overwritten. */
+  private keeps(existing: ObjectHead | undefined, target: UploadTarget): existing is ObjectHead {
+    return isComplete(existing, target.etagIsMd5) && (existing.format === this.codec.formatName || target.zone !== NO_ZONE);
+  }
+
+  /** Key, type and metadata of the object (the MD5 only for single-part objects, whose ETag it is). */
+  private objectParams(target: UploadTarget, sha256: string, md5Hex?: string) {
+    return {
+      Bucket: this.bucket,
+      Key: target.key,
+      ContentType: 'application/octet-stream',
+      Metadata: {
+        [SHA256_METADATA_KEY]: sha256,
+        [OBJECT_FORMAT_METADATA_KEY]: this.codec.formatName,
+        [OBJECT_BYTES_METADATA_KEY]: String(target.objectBytes),
+        ...(md5Hex !== undefined && { [MD5_METADATA_KEY]: md5Hex }),
+        ...(this.options.signingKey && {
+          [SIGNATURE_METADATA_KEY]: signObject(this.options.signingKey, target.zone, target.hash, sha256),
+          [SIGNATURE_KEY_ID_METADATA_KEY]: this.options.signingKey.id,
+        }),
+      },
+    };
   }
 
   /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded). */
@@ -384,7 +477,7 @@ export class S3RemoteStore implements RemoteStore {
 
   /** Whether one of our objects for `hash` is in the bucket, whole (in any of our formats). */
   async hasCompleteObject(hash: string, signal?: AbortSignal): Promise<boolean> {
-    return isComplete(await this.head(hash, signal));
+    return isComplete(await this.head(hash, signal), false);
   }
 
   /** The plugin's object for `hash`, decoded into Nx's archive (migrate); undefined when there is none. */
@@ -464,9 +557,17 @@ export class S3RemoteStore implements RemoteStore {
   }
 }
 
-/** Written by us, and as long as its writer said: not a cut-off upload a non-atomic store kept. */
-function isComplete(head: ObjectHead | undefined): head is ObjectHead {
-  return head?.sha256 !== undefined && head.declaredBytes === head.sizeBytes;
+/**
+ * Written by us, as long as its writer said (not a cut-off upload a non-atomic store kept), and,
+ * where the store's ETag is the MD5 of what it holds, holding the bytes its writer sent.
+ */
+function isComplete(head: ObjectHead | undefined, etagIsMd5: boolean): head is ObjectHead {
+  if (head?.sha256 === undefined || head.declaredBytes !== head.sizeBytes) return false;
+  return !(etagIsMd5 && head.md5 !== undefined && head.md5 !== head.etag);
+}
+
+function alreadyPresent(existing: ObjectHead): UploadResult {
+  return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
 }
 
 /**
@@ -476,6 +577,23 @@ function isComplete(head: ObjectHead | undefined): head is ObjectHead {
  */
 function failsOnlyItsReader(body: Readable): Readable {
   return body.on('error', () => {});
+}
+
+/**
+ * The request's signature covers the body's sha256 (x-amz-content-sha256): ours, computed once for
+ * the object's metadata, instead of the SDK hashing the same bytes again (the signer takes a
+ * header that is already there).
+ */
+function withPayloadSha256(command: PutObjectCommand, sha256Hex: string): PutObjectCommand {
+  command.middlewareStack.add(
+    (next) => (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = sha256Hex;
+      return next(args);
+    },
+    { step: 'build', name: 'nxS3SidecarPayloadSha256' },
+  );
+  return command;
 }
 
 /** Rejects with the signal's reason as soon as it aborts, whatever `promise` is waiting for. */

@@ -97,3 +97,9 @@ export function statusOf(error: unknown): number | undefined {
 export function isPreconditionFailed(error: unknown): boolean {
   return statusOf(error) === 412 || (error as { name?: string })?.name === 'PreconditionFailed';
 }
+
+/** The store refused a body as not matching its Content-MD5 or its signed sha256: damaged on the way, worth sending again at once. */
+export function isDamagedInFlight(error: unknown): boolean {
+  const code = (error as { Code?: string })?.Code ?? (error as { name?: string })?.name;
+  return code === 'BadDigest' || code === 'InvalidDigest' || code === 'XAmzContentSHA256Mismatch';
+}

@@ -1,0 +1,133 @@
+/**
+ * What an upload proves against a real S3 server (s3rver by default, Ceph radosgw under
+ * `npm run test:ceph`): the requests each object costs where the store's answers prove what it
+ * stored, the verifying HEAD where they do not, and bodies damaged in flight (the tests' fault
+ * proxy flips a byte) sent again, never kept — a multipart part as well as a whole PutObject.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { describe, expect, it } from 'vitest';
+import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
+import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
+import { useCleanups, useS3Server } from './helpers/lifecycle.js';
+import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
+import { readRawObject } from './helpers/s3-tier.js';
+
+let server: S3TestServer;
+useS3Server((started) => (server = started));
+const cleanup = useCleanups();
+
+const MiB = 1024 * 1024;
+const PLAIN_HEADER = Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]);
+
+/** A store behind the fault proxy, and a client of our own straight to the server (to read what it holds). */
+async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: { multipart?: boolean; withoutEtags?: boolean } = {}) {
+  const bucket = await server.createBucket('integrity');
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port }, mode);
+  cleanup(() => proxy.stop());
+  const client = s3ClientFor(server, { endpoint: proxy.endpoint });
+  const direct = s3ClientFor(server);
+  cleanup(() => client.destroy());
+  cleanup(() => direct.destroy());
+  if (options.withoutEtags) withoutEtags(client);
+  const remote = new S3RemoteStore(client, {
+    bucket,
+    keyPrefix: '',
+    ...(options.multipart && { multipartThresholdBytes: 1024, partSizeBytes: 5 * MiB }),
+  });
+  return { bucket, proxy, remote, direct };
+}
+
+/** Makes the client's answers carry no ETag: a store whose answers prove nothing. */
+function withoutEtags(client: S3Client): void {
+  const send = client.send.bind(client) as (command: unknown, options?: unknown) => Promise<Record<string, unknown>>;
+  (client as { send: unknown }).send = async (command: unknown, options?: unknown) => {
+    const answer = await send(command, options);
+    if (answer && typeof answer === 'object') delete answer.ETag;
+    return answer;
+  };
+}
+
+/** The requests the proxy saw on `key` (the probe's and others' left out), as "METHOD" or "METHOD partNumber=N". */
+function requestsOn(proxy: FaultProxy, key: string): string[] {
+  return proxy
+    .requests()
+    .filter((request) => request.url.split('?')[0]!.endsWith(`/${key}`))
+    .map((request) => {
+      const part = /partNumber=(\d+)/.exec(request.url);
+      return part ? `${request.method} partNumber=${part[1]}` : request.method;
+    });
+}
+
+const source = (artifact: Buffer) => ({ sizeBytes: artifact.length, stream: () => Readable.from([artifact]) });
+const newHash = () => String(BigInt(`0x${randomBytes(7).toString('hex')}`));
+
+describe('upload integrity and the requests it costs', () => {
+  it('probes the store: both test servers answer with the MD5 as ETag', async () => {
+    const { remote } = await storeBehindProxy();
+    const proofs = await remote.proofs();
+    expect(proofs.etagIsMd5).toBe(true);
+    // s3rver ignores If-None-Match; Ceph radosgw honours it on PutObject.
+    expect(proofs.writeMode).toBe(server.kind === 'ceph' ? 'conditional' : 'head-then-put');
+  });
+
+  it('takes the fast path on a store that proves: no HEAD after the PUT (and none before it where writes are conditional)', async () => {
+    const { proxy, remote, bucket, direct } = await storeBehindProxy();
+    const { writeMode } = await remote.proofs();
+    const hash = newHash();
+    const artifact = randomBytes(64 * 1024);
+    expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
+    expect(requestsOn(proxy, objectKey('', hash))).toEqual(writeMode === 'conditional' ? ['PUT'] : ['HEAD', 'PUT']);
+    expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it('verifies with a HEAD after the PUT where the answers prove nothing', async () => {
+    const { proxy, remote, bucket, direct } = await storeBehindProxy({ kind: 'pass' }, { withoutEtags: true });
+    const { writeMode, etagIsMd5 } = await remote.proofs();
+    expect(etagIsMd5).toBe(false);
+    const hash = newHash();
+    const artifact = randomBytes(64 * 1024);
+    expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
+    expect(requestsOn(proxy, objectKey('', hash))).toEqual(writeMode === 'conditional' ? ['PUT', 'HEAD'] : ['HEAD', 'PUT', 'HEAD']);
+    expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it('sends a PutObject body damaged in flight again, and the object in S3 is right', async () => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    let corrupted = 0;
+    const { proxy, remote, bucket, direct } = await storeBehindProxy({
+      kind: 'script',
+      decide: ({ method, url }) => (method === 'PUT' && url.split('?')[0]!.endsWith(`/${key}`) && corrupted++ === 0 ? 'corrupt' : 'pass'),
+    });
+    const artifact = randomBytes(256 * 1024);
+    expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
+    expect(corrupted).toBe(2);
+    const puts = proxy.requests().filter((request) => request.method === 'PUT' && request.url.split('?')[0]!.endsWith(`/${key}`));
+    // s3rver keeps the damaged body (200, and an ETag that gives it away); Ceph refuses it (400 BadDigest).
+    expect(puts.map((request) => request.status)).toEqual([server.kind === 'ceph' ? 400 : 200, 200]);
+    expect(await readRawObject(direct, bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it('sends a multipart part damaged in flight again, never completing with it, and the object in S3 is right', async () => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    let corrupted = 0;
+    const { proxy, remote, bucket, direct } = await storeBehindProxy(
+      { kind: 'script', decide: ({ method, url }) => (method === 'PUT' && url.includes('partNumber=2&') && corrupted++ === 0 ? 'corrupt' : 'pass') },
+      { multipart: true },
+    );
+    const artifact = randomBytes(11 * MiB);
+    const result = await remote.upload(hash, source(artifact));
+    expect(result.outcome).toBe('uploaded');
+    expect(corrupted).toBe(2);
+    const parts = requestsOn(proxy, key).filter((request) => request.startsWith('PUT partNumber='));
+    expect(parts.sort()).toEqual(['PUT partNumber=1', 'PUT partNumber=2', 'PUT partNumber=2', 'PUT partNumber=3']);
+    const stored = await readRawObject(direct, bucket, key);
+    expect(stored?.length).toBe(artifact.length + PLAIN_HEADER.length);
+    expect(createHash('sha256').update(stored!).digest('hex')).toBe(createHash('sha256').update(Buffer.concat([PLAIN_HEADER, artifact])).digest('hex'));
+    const head = await direct.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    expect(result.object).toEqual({ bytes: stored!.length, sha256: head.Metadata?.sha256 });
+  });
+});
