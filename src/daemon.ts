@@ -74,7 +74,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
   let tier: RemoteTier = { state: { state: 'off' } };
   let watcher: ConfigWatcher | undefined;
   try {
-    const tierContext = { bucketIndexFile: store.layout.bucketIndexFile, lastRequestMs: () => activity.lastRequestMs, prefetch: { ledger: prefetchLedger, activity } };
+    const tierContext = { cacheDir: store.layout.root, lastRequestMs: () => activity.lastRequestMs, prefetch: { ledger: prefetchLedger, activity } };
     tier = buildRemoteTier(config, store, logger, audit, tierContext);
     remoteTotals.track(tier);
     const zoning = (): LocalZoning => {
@@ -169,7 +169,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     if (!isLoopbackHost(config.host)) {
       logger.warn(`listening on ${config.host}, not loopback: anyone who can reach this port and knows the token can read and write the cache`);
     }
-    startRemoteTier(tier, logger);
+    startRemoteTier(tier, logger, store.layout.root);
 
     // Serialised: a burst of edits applies in order, never two rebuilds at once.
     let reloading: Promise<void> = Promise.resolve();
@@ -201,7 +201,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           remoteTotals.track(tier);
           await stopRemoteTier(old);
           remoteTotals.retire(old);
-          startRemoteTier(tier, logger);
+          startRemoteTier(tier, logger, store.layout.root);
         } else if (next.s3 && previous.s3 && next.s3.uploadConcurrency !== previous.s3.uploadConcurrency) {
           tier.uploader?.setConcurrency(next.s3.uploadConcurrency);
         }

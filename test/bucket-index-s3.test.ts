@@ -13,6 +13,7 @@ import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { makeTempDir } from './helpers/temp-dir.js';
+import { replicaFiles } from './helpers/replica-load.js';
 import { eventually, objectExists, s3Flags } from './helpers/s3-tier.js';
 import { encodeIndexObject, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { S3IndexObjects } from '../src/remote/s3/index.js';
@@ -51,7 +52,7 @@ async function allFresh(d: TestDaemon): Promise<boolean> {
 }
 /** The zones of the daemon's replica holding `hash` (a second connection to its SQLite file). */
 function replicaZonesHolding(d: TestDaemon, hash: string): string[] {
-  const replica = ReplicaDb.open(path.join(d.cacheDir, 'bucket-index.sqlite'));
+  const replica = ReplicaDb.open(replicaFiles(d.cacheDir)[0]!);
   try {
     return replica.zonesHolding(hash);
   } finally {
@@ -131,6 +132,41 @@ describe('a zone without index objects', () => {
     const report = await status(reader);
     expect(report.cache.readThroughReasons).toMatchObject({ notIndexed: 2, stale: 0 });
     expect(report.cache.indexMisses).toBe(0);
+  });
+});
+
+describe('a daemon moved to another bucket (hot reload of nx.json)', () => {
+  it('keeps a replica per bucket: the new bucket is not answered from the old one\'s entries, and the old replica is deleted', async () => {
+    // The old bucket is indexed (a journal lists one artifact); the new one holds an artifact and no index objects.
+    const oldBucket = await server.createBucket('index-move-old');
+    await writeJournal(new S3IndexObjects(s3, { bucket: oldBucket, keyPrefix: '' }), '', [entry(newHash())]);
+    const newBucket = await server.createBucket('index-move-new');
+    const writer = await daemon({ ...s3Flags(server.endpoint, newBucket), 'bucket-index': 'off' });
+    const hash = newHash();
+    const body = randomBytes(3000);
+    expect((await putArtifact(writer, hash, body)).status).toBe(200);
+    await eventually('the artifact is in the new bucket', () => objectExists(s3, newBucket, hash));
+
+    const workspace = tempDir();
+    const useBucket = (bucket: string) =>
+      fs.writeFileSync(path.join(workspace, 'nx.json'), JSON.stringify({ s3: { bucket, endpoint: server.endpoint } }));
+    useBucket(oldBucket);
+    const reader = await daemon({ workspace, 'index-staleness': '60s', 'read-timeout': '2000ms' }, { hotReload: true });
+    await eventually('the old bucket\'s replica is fresh', () => allFresh(reader));
+    expect((await status(reader)).bucketIndex!.zones[0]).toMatchObject({ indexed: true, entries: 1 });
+    const [oldReplica] = replicaFiles(reader.cacheDir);
+
+    useBucket(newBucket);
+    await reader.reload();
+    expect((await status(reader)).remote.bucket).toBe(newBucket);
+    await eventually('the new bucket\'s replica is fresh', () => allFresh(reader));
+    // One replica was the whole replica before: the old bucket's entries made the new zone look indexed and empty (a 404).
+    expect((await status(reader)).bucketIndex!.zones[0]).toMatchObject({ indexed: false, entries: 0 });
+    const got = await getArtifact(reader, hash);
+    expect(got.status).toBe(200);
+    expect(got.body.equals(body)).toBe(true);
+    expect(replicaFiles(reader.cacheDir)).toHaveLength(1);
+    expect(replicaFiles(reader.cacheDir)[0]).not.toBe(oldReplica);
   });
 });
 

@@ -16,7 +16,7 @@ import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helper
 import { runCli } from './helpers/daemon-process.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { makeTempDir } from './helpers/temp-dir.js';
-import { holdLoad } from './helpers/replica-load.js';
+import { holdLoad, replicaFiles } from './helpers/replica-load.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginKey, putPluginObject } from './helpers/plugin-objects.js';
 import { decodeIndexObject, encodeIndexObject, journalName, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
@@ -119,7 +119,7 @@ describe('publishing the bucket index', () => {
     const first = entries.find((entry) => entry.hash === hashes[0])!;
     expect(first).toMatchObject({ bytes: head.ContentLength, sha256: head.Metadata?.sha256 });
     // Its own entries are in its replica at once, without a sync.
-    const replica = ReplicaDb.open(path.join(writer.cacheDir, 'bucket-index.sqlite'));
+    const replica = ReplicaDb.open(replicaFiles(writer.cacheDir)[0]!);
     cleanup(() => replica.close());
     expect(replica.get(hashes[0]!, 'trusted')).toMatchObject({ bytes: head.ContentLength, commit });
     // What it published shows beside the replica's figures: status and /metrics.

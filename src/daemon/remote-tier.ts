@@ -10,6 +10,7 @@ import type { StatusReport } from '../status-report.js';
 import type { AuditCounters } from '../metrics/index.js';
 import type { Logger } from '../log.js';
 import { NO_ZONE } from '../config/zones.js';
+import { bucketIndexFile, removeOtherBucketIndexFiles } from '../store/cache-dir.js';
 import { Prefetcher, type PrefetchLedger, type RequestActivity } from '../index/prefetch.js';
 import { GitHeadWatcher } from '../index/git-head.js';
 import { Publisher } from '../index/publisher.js';
@@ -36,8 +37,8 @@ export interface RemoteTier {
 
 /** What the tier needs of the daemon beyond the config. */
 export interface RemoteTierContext {
-  /** layout.bucketIndexFile */
-  bucketIndexFile: string;
+  /** The cache directory: the bucket index's replica of each bucket is a file in it (cache-dir.ts). */
+  cacheDir: string;
   /** When Nx last sent a GET or PUT: the bucket index polls fast while builds run. */
   lastRequestMs: () => number;
   /** Prefetch's figures (kept across hot reloads) and the request activity it yields to. */
@@ -105,7 +106,7 @@ function bucketIndexOn(config: DaemonConfig): boolean {
 
 function buildBucketIndex(config: DaemonConfig, objects: IndexObjectStore, logger: Logger, context: RemoteTierContext): BucketIndex {
   return new BucketIndex({
-    file: context.bucketIndexFile,
+    file: bucketIndexFile(context.cacheDir, config.s3!),
     zones: config.zones ? config.zones.read : [NO_ZONE],
     objects,
     logger,
@@ -202,7 +203,9 @@ function zoneState(config: DaemonConfig): Pick<StatusReport['remote'], 'writeZon
   };
 }
 
-export function startRemoteTier(tier: RemoteTier, logger: Logger): void {
+/** Starts what the tier runs; `cacheDir`'s replicas of other buckets go first (the previous tier, if any, is stopped). */
+export function startRemoteTier(tier: RemoteTier, logger: Logger, cacheDir: string): void {
+  removeOtherBucketIndexFiles(cacheDir, tier.bucketIndex?.file);
   if (tier.state.state === 'off') {
     logger.info(`S3 tier off: ${tier.state.reason}`);
     return;

@@ -10,7 +10,7 @@ import type { IndexObjectStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
 
 export interface BucketIndexOptions {
-  /** layout.bucketIndexFile */
+  /** The replica (cache-dir.ts: bucketIndexFile, one per bucket). */
   file: string;
   /** The read zones, in order ('' for the zone-less layout). */
   zones: readonly string[];
@@ -72,6 +72,11 @@ export class BucketIndex implements RemoteIndex {
           now: this.now,
         }),
     );
+  }
+
+  /** The replica's file (one per bucket: cache-dir.ts). */
+  get file(): string {
+    return this.options.file;
   }
 
   get stalenessMs(): number {

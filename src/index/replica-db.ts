@@ -1,5 +1,5 @@
 /**
- * This daemon's replica of the bucket index of its read zones: `bucket-index.sqlite` in the cache
+ * This daemon's replica of the bucket index of its read zones: `bucket-index-<id>.sqlite` (one per bucket) in the cache
  * dir, a file of its own so that loading a snapshot never holds the local tier's write lock, and
  * one that can be thrown away (a damaged or newer-schema replica is rebuilt from the bucket).
  */

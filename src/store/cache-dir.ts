@@ -2,7 +2,8 @@
  * The layout of the cache directory, in one place:
  *
  *   index.sqlite      the index (WAL mode)
- *   bucket-index.sqlite  the replica of the bucket index of the read zones (src/index/; disposable)
+ *   bucket-index-<source>.sqlite  the replica of the bucket index of the read zones (src/index/;
+ *                     disposable), one file per bucket (<source>: see bucketIndexFile)
  *   token             the generated access token (0600)
  *   daemon.lock       exclusive lock held by the daemon that owns the directory
  *   daemon.pid        that daemon's pid (for messages and scripts)
@@ -15,13 +16,14 @@
  *                     Nx's decimal hashes evenly (their leading digits do not)
  *   tmp/              bodies being received; anything here at start-up is a leftover
  */
+import { createHash } from 'node:crypto';
+import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { isValidArtifactHash } from './artifact-hash.js';
 
 export interface CacheDirLayout {
   root: string;
   indexFile: string;
-  bucketIndexFile: string;
   tokenFile: string;
   lockFile: string;
   pidFile: string;
@@ -35,7 +37,6 @@ export function cacheDirLayout(root: string): CacheDirLayout {
   return {
     root,
     indexFile: path.join(root, 'index.sqlite'),
-    bucketIndexFile: path.join(root, 'bucket-index.sqlite'),
     tokenFile: path.join(root, 'token'),
     lockFile: path.join(root, 'daemon.lock'),
     pidFile: path.join(root, 'daemon.pid'),
@@ -48,9 +49,36 @@ export function cacheDirLayout(root: string): CacheDirLayout {
 
 /** Every name the daemon may create at the top of the directory, SQLite's companion files included. */
 export function cacheDirEntryNames(): ReadonlySet<string> {
-  const { root, indexFile, bucketIndexFile, lockFile, ...others } = cacheDirLayout('');
-  const sqliteFiles = [indexFile, bucketIndexFile].flatMap((file) => [file, `${file}-wal`, `${file}-shm`]);
+  const { root, indexFile, lockFile, ...others } = cacheDirLayout('');
+  const sqliteFiles = [indexFile, `${indexFile}-wal`, `${indexFile}-shm`];
   return new Set([...sqliteFiles, lockFile, `${lockFile}-journal`, ...Object.values(others)]);
+}
+
+// bucket-index.sqlite was the one replica's name before replicas were kept per bucket.
+const BUCKET_INDEX_FILE_PATTERN = /^bucket-index(-[0-9a-f]{16})?\.sqlite(-wal|-shm)?$/;
+
+export function isBucketIndexFileName(name: string): boolean {
+  return BUCKET_INDEX_FILE_PATTERN.test(name);
+}
+
+/**
+ * The replica of the bucket index for the bucket at `endpoint`/`bucket`/`keyPrefix`. One file per
+ * bucket: a replica says what one bucket holds, so a daemon moved to another bucket (a hot reload
+ * of nx.json) must not answer misses from the old one's entries or tail the new one from its cursor.
+ */
+export function bucketIndexFile(root: string, source: { endpoint?: string; bucket: string; keyPrefix: string }): string {
+  const id = createHash('sha256').update(JSON.stringify([source.endpoint ?? '', source.bucket, source.keyPrefix])).digest('hex').slice(0, 16);
+  return path.join(root, `bucket-index-${id}.sqlite`);
+}
+
+/** Deletes the replicas of other buckets (and of the old single-file layout); none of them may be open. */
+export function removeOtherBucketIndexFiles(root: string, keep: string | undefined): void {
+  const kept = keep === undefined ? undefined : path.basename(keep);
+  for (const name of readdirSync(root)) {
+    if (!isBucketIndexFileName(name)) continue;
+    if (kept !== undefined && (name === kept || name === `${kept}-wal` || name === `${kept}-shm`)) continue;
+    rmSync(path.join(root, name), { force: true });
+  }
 }
 
 export function shardOf(hash: string): string {

@@ -11,7 +11,7 @@ import {
 } from 'node:fs';
 import { Readable, type Writable } from 'node:stream';
 import { AccessBatcher } from './access-batcher.js';
-import { blobPath, cacheDirEntryNames, cacheDirLayout, type CacheDirLayout } from './cache-dir.js';
+import { blobPath, cacheDirEntryNames, cacheDirLayout, isBucketIndexFileName, type CacheDirLayout } from './cache-dir.js';
 import { acquireDirLock } from './dir-lock.js';
 import { describeMkdirFailure } from './dir-problem.js';
 import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './errors.js';
@@ -612,7 +612,7 @@ function prepareCacheDir(layout: CacheDirLayout): void {
   }
   const ours = cacheDirEntryNames();
   const entries = readdirSync(layout.root);
-  if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name) && !name.startsWith(DAMAGED_INDEX_PREFIX))) {
+  if (!existsSync(layout.indexFile) && entries.some((name) => !ours.has(name) && !isBucketIndexFileName(name) && !name.startsWith(DAMAGED_INDEX_PREFIX))) {
     throw new LocalStoreOpenError(
       `${layout.root} is not empty and is not an nx-s3-sidecar cache directory: choose an empty or new directory with --cache-dir`,
     );
