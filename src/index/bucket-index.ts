@@ -3,6 +3,7 @@
  * zone, and the answer a local miss gets from it (README: How a daemon uses the index). Nothing
  * here is awaited on the request path: a lookup is a primary-key read and a freshness check.
  */
+import { countInPlace, countOnWorker, countsOffThread, type ZoneCounts } from './zone-counts.js';
 import { ReplicaDb } from './replica-db.js';
 import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, zoneLabel, type IndexSyncCounters } from './tailer.js';
 import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
@@ -53,7 +54,9 @@ export class BucketIndex implements RemoteIndex {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastSyncMs = -Infinity;
-  private counts: { atMs: number; byZone: Map<string, { entries: number; bytes: number }> } | undefined;
+  private counts: { atMs: number; byZone: ZoneCounts } | undefined;
+  /** A count running on a worker (large replicas), if any. */
+  private counting: Promise<void> | undefined;
   private readonly now: () => number;
 
   constructor(private readonly options: BucketIndexOptions) {
@@ -96,6 +99,7 @@ export class BucketIndex implements RemoteIndex {
     await Promise.all(this.tailers.map((tailer) => tailer.stop()));
     // A load's worker may still be checkpointing what it committed: no worker outlives the index.
     await this.replica.loadsSettled();
+    await this.counting;
     this.replica.close();
   }
 
@@ -153,7 +157,8 @@ export class BucketIndex implements RemoteIndex {
   }
 
   private entriesAdded(zone: string, entries: number): void {
-    this.counts = undefined;
+    // Counted again at the next status; until a worker's count is in, the previous one is shown.
+    if (this.counts) this.counts.atMs = -Infinity;
     for (const listener of this.listeners) {
       try {
         listener(zone, entries);
@@ -163,11 +168,23 @@ export class BucketIndex implements RemoteIndex {
     }
   }
 
-  private zoneCounts(nowMs: number): Map<string, { entries: number; bytes: number }> {
-    if (!this.counts || nowMs - this.counts.atMs >= COUNTS_EVERY_MS) {
-      this.counts = { atMs: nowMs, byZone: new Map(this.replica.countsByZone().map((row) => [row.zone, { entries: row.entries, bytes: row.bytes }])) };
+  /**
+   * The counts as of at most COUNTS_EVERY_MS ago. A large replica is counted on a worker: until that
+   * count is in, status shows the previous one (none yet: zero), never a stalled event loop.
+   */
+  private zoneCounts(nowMs: number): ZoneCounts {
+    if (this.counts && nowMs - this.counts.atMs < COUNTS_EVERY_MS) return this.counts.byZone;
+    if (!countsOffThread(this.replica.file)) {
+      this.counts = { atMs: nowMs, byZone: countInPlace(this.replica) };
+      return this.counts.byZone;
     }
-    return this.counts.byZone;
+    if (!this.counting && !this.stopped) {
+      this.counting = countOnWorker(this.replica.file)
+        .then((byZone) => void (this.counts = { atMs: this.now(), byZone }))
+        .catch((error: Error) => this.options.logger.debug('bucket index: counting the replica failed', { error: error.message }))
+        .finally(() => (this.counting = undefined));
+    }
+    return this.counts?.byZone ?? new Map();
   }
 
   private async syncAll(): Promise<void> {

@@ -27,6 +27,7 @@ export const UPSERT_ENTRY_SQL = `INSERT INTO entries (hash, zone, bytes, sha256,
     commit_sha = coalesce(entries.commit_sha, excluded.commit_sha)`;
 export const SET_SNAPSHOT_SQL = 'INSERT INTO zones (zone, snapshot) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET snapshot = excluded.snapshot';
 export const MARK_APPLIED_SQL = 'INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)';
+export const COUNTS_BY_ZONE_SQL = 'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone';
 export const SET_CURSOR_SQL = "INSERT INTO zones (zone, cursor) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET cursor = max(coalesce(zones.cursor, ''), excluded.cursor)";
 
 const schemaV1 = `
@@ -106,9 +107,7 @@ export class ReplicaDb {
       isApplied: this.db.prepare<[string, string], { found: number }>('SELECT 1 AS found FROM applied WHERE zone = ? AND name = ?'),
       markApplied: this.db.prepare<[string, string]>(MARK_APPLIED_SQL),
       pruneApplied: this.db.prepare<[string, string]>('DELETE FROM applied WHERE zone = ? AND name < ?'),
-      countsByZone: this.db.prepare<[], { zone: string; entries: number; bytes: number }>(
-        'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone',
-      ),
+      countsByZone: this.db.prepare<[], { zone: string; entries: number; bytes: number }>(COUNTS_BY_ZONE_SQL),
     };
   }
 
