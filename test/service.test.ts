@@ -204,6 +204,23 @@ describe('install paths that last', () => {
     expect(fs.readdirSync(unitDir)).toEqual([]); // nothing written
   });
 
+  it('removes a service whatever path it runs from: uninstall-service checks no node or script path', async () => {
+    // Installed knowingly from a version manager, or from an npx copy before install-service refused one.
+    const packageDir = path.join(tempDir(), '.npm', '_npx', '5d2f90', 'node_modules', 'nx-s3-sidecar');
+    fs.mkdirSync(packageDir, { recursive: true });
+    for (const entry of ['dist', 'systemd', 'launchd', 'package.json']) fs.cpSync(path.join(repoRoot, entry), path.join(packageDir, entry), { recursive: true });
+    fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(packageDir, 'node_modules'));
+    const configHome = tempDir();
+    const result = spawnSync(process.execPath, [path.join(packageDir, 'dist', 'cli.js'), 'uninstall-service', '--dry-run', '--os', 'linux'], {
+      encoding: 'utf8',
+      env: { ...process.env, XDG_CONFIG_HOME: configHome },
+      timeout: 15_000,
+    });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toContain('# would run:');
+    expect(result.stdout).toMatch(/systemctl --user disable --now nx-s3-sidecar/);
+  });
+
   it('doctor fails when an installed unit runs a node or script that no longer exists', async () => {
     const configHome = tempDir();
     const home = tempDir();

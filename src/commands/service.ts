@@ -26,7 +26,11 @@ const cliPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..',
 // Paths in flags are made absolute: a service does not start in the directory you ran this in.
 const pathKeys = new Set(['cache-dir', 'workspace', 'config']);
 
-function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions): ServicePlan {
+/**
+ * The unit and the commands that install or remove it. Only an install checks the node and script
+ * paths and the workspace: removing a service must work whatever it was installed with.
+ */
+function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions, purpose: 'install' | 'uninstall'): ServicePlan & { cacheDir?: string } {
   if (flags.token !== undefined || flags['read-only-token'] !== undefined) {
     throw new CliError('a service does not take --token on its command line (unit files are readable): it uses the token generated in its cache dir, which `env` prints', 2);
   }
@@ -45,11 +49,14 @@ function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions)
     inputs.cacheDirectoryName = systemCacheDirectoryName(flags['cache-dir']);
     if (flags['cache-dir'] === undefined) startArgs.push(`--cache-dir=/var/cache/${inputs.cacheDirectoryName}`);
     // Runs as the workspace's owner, who can read its nx.json; a root-owned workspace gets a dynamic user.
-    const owner = workspaceOwner(config.workspaceDir);
-    inputs.systemUser = owner === 0 ? undefined : owner;
+    if (purpose === 'install') {
+      const owner = workspaceOwner(config.workspaceDir);
+      inputs.systemUser = owner === 0 ? undefined : owner;
+    }
   }
-  refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
-  return planService(inputs);
+  if (purpose === 'install') refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
+  const cacheDir = inputs.cacheDirectoryName === undefined ? undefined : `/var/cache/${inputs.cacheDirectoryName}`;
+  return { ...planService(inputs), cacheDir };
 }
 
 function workspaceOwner(workspaceDir: string): number {
@@ -94,7 +101,7 @@ function run(command: string[], tolerateFailure = false): void {
 }
 
 export async function runInstallService(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions): Promise<void> {
-  const service = plan(config, flags, options);
+  const service = plan(config, flags, options, 'install');
   const out = (line: string) => process.stdout.write(line + '\n');
   if (options.dryRun) {
     out(`# would write ${service.unitFile} (${service.kind}):`);
@@ -120,10 +127,11 @@ export async function runInstallService(config: DaemonConfig, flags: ConfigInput
   }
   out(`started the ${service.kind} service; logs: ${service.logHint}`);
 
-  // The cache dir the service uses is the one its own flags resolve to.
-  const client = DaemonClient.for(config);
+  // The cache dir the service uses is the one its own flags resolve to (a system unit's: below /var/cache).
+  const serviceConfig = service.cacheDir === undefined ? config : { ...config, cacheDir: service.cacheDir };
+  const client = DaemonClient.for(serviceConfig);
   for (let i = 0; i < 100 && !(await client.isHealthy(500)); i++) await new Promise((r) => setTimeout(r, 100));
-  const started = DaemonClient.for(config); // its token exists now
+  const started = DaemonClient.for(serviceConfig); // its token exists now
   if (!(await started.isHealthy()) || started.token === undefined) {
     out(`the service does not answer at ${client.url} yet; check the logs (${service.logHint}), then run: nx-s3-sidecar env`);
     return;
@@ -133,7 +141,7 @@ export async function runInstallService(config: DaemonConfig, flags: ConfigInput
 }
 
 export async function runUninstallService(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions): Promise<void> {
-  const service = plan(config, flags, options);
+  const service = plan(config, flags, options, 'uninstall');
   const out = (line: string) => process.stdout.write(line + '\n');
   if (options.dryRun) {
     out('# would run:');
