@@ -55,6 +55,10 @@ describe('--verify-reads', () => {
     byte[0] = byte[0]! ^ 0xff;
     fs.writeSync(fd, byte, 0, 1, at);
     fs.closeSync(fd);
+    // A write in the same clock tick as the store's can leave mtime and ctime as they were (the limit of
+    // --verify-reads changed); a later mtime makes the change one the policy must see.
+    const later = new Date(fs.statSync(blobFile(cacheDir, hash)).mtimeMs + 2_000);
+    fs.utimesSync(blobFile(cacheDir, hash), later, later);
   }
 
   for (const [label, bytes] of [['small', randomBytes(4096)], ['large', randomBytes(3 * 1024 * 1024)]] as const) {

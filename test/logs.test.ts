@@ -147,4 +147,15 @@ describe('a refused token', () => {
     expect(daemon.logs()).not.toContain('stale-token-from-yesterday');
     expect(daemon.logs()).not.toContain('another-stale-token-here');
   });
+
+  it('warns of at most 10 clients a minute: a client guessing tokens cannot flood the log', async () => {
+    const daemon = await daemonProcess({ args: ['--log-level', 'debug'] });
+    for (let i = 0; i < 25; i++) {
+      const response = await fetch(`${daemon.url}/v1/cache/123`, { headers: { authorization: `Bearer guess-number-${i}-of-many` } });
+      expect(response.status).toBe(401);
+    }
+    await eventually('every refusal is logged', () => (daemon.logs().match(/refused/g) ?? []).length === 25, 5000);
+    expect(daemon.logs().split('\n').filter((line) => line.includes('WARN  refused a request (401)'))).toHaveLength(10);
+    expect(daemon.logs()).not.toContain('guess-number-');
+  });
 });

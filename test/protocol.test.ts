@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import http from 'node:http';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, putArtifact, getArtifact, artifactUrl, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
@@ -315,6 +316,25 @@ describe('authentication', () => {
     expect(await response.json()).toMatchObject({ status: 'ok' });
     expect(daemon.logLines.join('')).not.toContain(daemon.token);
     expect(daemon.logLines.join('')).not.toContain(readOnlyToken);
+  });
+
+  it('names its cache dir and pid in /healthz only to this machine (a Host that is not loopback gets neither)', async () => {
+    const local = (await (await fetch(`${daemon.url}/healthz`)).json()) as Record<string, unknown>;
+    expect(local).toMatchObject({ status: 'ok', pid: process.pid });
+    expect(typeof local.cacheDir).toBe('string');
+    const url = new URL(`${daemon.url}/healthz`);
+    const remote = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      http
+        .get({ host: url.hostname, port: url.port, path: url.pathname, headers: { host: 'cache.example.com' } }, (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>));
+        })
+        .on('error', reject);
+    });
+    expect(remote).toMatchObject({ status: 'ok' });
+    expect(remote).not.toHaveProperty('cacheDir');
+    expect(remote).not.toHaveProperty('pid');
   });
 });
 

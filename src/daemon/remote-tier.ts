@@ -203,9 +203,12 @@ function zoneState(config: DaemonConfig): Pick<StatusReport['remote'], 'writeZon
   };
 }
 
-/** Starts what the tier runs; `cacheDir`'s replicas of other buckets go first (the previous tier, if any, is stopped). */
+/** Starts what the tier runs; a bucket index first deletes `cacheDir`'s replicas of other buckets (the previous tier, if any, is stopped). */
 export function startRemoteTier(tier: RemoteTier, logger: Logger, cacheDir: string): void {
-  removeOtherBucketIndexFiles(cacheDir, tier.bucketIndex?.file);
+  if (tier.bucketIndex) {
+    const failures = removeOtherBucketIndexFiles(cacheDir, tier.bucketIndex.file);
+    if (failures.length > 0) logger.warn('bucket index: could not delete the replica of another bucket (it only takes disk space)', { files: failures.join('; ') });
+  }
   if (tier.state.state === 'off') {
     logger.info(`S3 tier off: ${tier.state.reason}`);
     return;

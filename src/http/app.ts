@@ -17,7 +17,8 @@ import { getMetrics } from './routes/metrics.js';
 import { getStatusPage } from './routes/status-page.js';
 import { observeRequests } from './request-observer.js';
 import { logRefusalsOncePerClient } from './refusal-log.js';
-import { requireLocalOrToken } from './local-access.js';
+import { isLocalRequest, requireLocalOrToken } from './local-access.js';
+import { getConnInfo } from '@hono/node-server/conninfo';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { TieredCache } from '../cache/index.js';
 import type { Publisher } from '../index/publisher.js';
@@ -71,8 +72,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
     // Never "ok" for a daemon that cannot store.
     const lost = deps.store.cacheDirProblem();
     if (lost) return c.json({ status: 'cache-dir-lost', error: lost }, 503);
-    // Which daemon this is (cache dir, pid): a client configured for another cache dir on the same port can say so.
-    const identity = { cacheDir: deps.store.layout.root, pid: process.pid };
+    // Which daemon this is (cache dir, pid): a client configured for another cache dir on the same port can
+    // say so. Only told to this machine: the cache dir names a home folder, so a user (no token asked here).
+    const identity = isLocalRequest(getConnInfo(c).remote.address, c.req.header('host')) ? { cacheDir: deps.store.layout.root, pid: process.pid } : {};
     return deps.isStopping() ? c.json({ status: 'stopping', ...identity }, 503) : c.json({ status: 'ok', ...identity, ...deps.store.usage() });
   });
 

@@ -6,11 +6,14 @@ import { COUNTS_BY_ZONE_SQL } from './replica-db.js';
 const port = parentPort!;
 try {
   const db = new Database((workerData as { file: string }).file, { readonly: true, fileMustExist: true });
+  let rows;
   try {
-    port.postMessage({ rows: db.prepare(COUNTS_BY_ZONE_SQL).all() });
+    rows = db.prepare(COUNTS_BY_ZONE_SQL).all();
   } finally {
+    // Closed before the answer: once BucketIndex.stop has it, no connection to the file is left.
     db.close();
   }
+  port.postMessage({ rows });
 } catch (error) {
   port.postMessage({ error: (error as Error).message });
 }

@@ -71,14 +71,28 @@ export function bucketIndexFile(root: string, source: { endpoint?: string; bucke
   return path.join(root, `bucket-index-${id}.sqlite`);
 }
 
-/** Deletes the replicas of other buckets (and of the old single-file layout); none of them may be open. */
-export function removeOtherBucketIndexFiles(root: string, keep: string | undefined): void {
-  const kept = keep === undefined ? undefined : path.basename(keep);
-  for (const name of readdirSync(root)) {
-    if (!isBucketIndexFileName(name)) continue;
-    if (kept !== undefined && (name === kept || name === `${kept}-wal` || name === `${kept}-shm`)) continue;
-    rmSync(path.join(root, name), { force: true });
+/**
+ * Deletes the replicas of other buckets (and of the old single-file layout), none of which may be
+ * open. Best effort: a replica left behind costs only disk; returns what could not be deleted.
+ */
+export function removeOtherBucketIndexFiles(root: string, keep: string): string[] {
+  const kept = path.basename(keep);
+  const failures: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch (error) {
+    return [`${root}: ${(error as Error).message}`];
   }
+  for (const name of names) {
+    if (!isBucketIndexFileName(name) || name === kept || name === `${kept}-wal` || name === `${kept}-shm`) continue;
+    try {
+      rmSync(path.join(root, name), { force: true });
+    } catch (error) {
+      failures.push(`${name}: ${(error as Error).message}`);
+    }
+  }
+  return failures;
 }
 
 export function shardOf(hash: string): string {
