@@ -56,6 +56,15 @@ function systemdExposure(unitText: string): { level: number; output: string } {
   return { level: Number(level), output };
 }
 
+/** The package as npx unpacks it: <npm cache>/_npx/<id>/node_modules/nx-s3-sidecar, its dependencies beside it. */
+function npxCopyOfPackage(id: string): string {
+  const packageDir = path.join(tempDir(), '.npm', '_npx', id, 'node_modules', 'nx-s3-sidecar');
+  fs.mkdirSync(packageDir, { recursive: true });
+  for (const entry of ['dist', 'systemd', 'launchd', 'package.json']) fs.cpSync(path.join(repoRoot, entry), path.join(packageDir, entry), { recursive: true });
+  fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(packageDir, 'node_modules'));
+  return packageDir;
+}
+
 describe('install-service --dry-run', () => {
   itWithSystemdAnalyze('writes a systemd user unit that systemd-analyze accepts, with the node and script paths and the flags', async () => {
     const workspace = path.join(tempDir(), 'a workspace');
@@ -186,11 +195,7 @@ describe('install paths that last', () => {
   });
 
   it('refuses to install a service that runs from npx\'s cache, and says what to do instead', async () => {
-    // The package as npx unpacks it: <npm cache>/_npx/<id>/node_modules/nx-s3-sidecar, its dependencies beside it.
-    const packageDir = path.join(tempDir(), '.npm', '_npx', '8a3c1e', 'node_modules', 'nx-s3-sidecar');
-    fs.mkdirSync(packageDir, { recursive: true });
-    for (const entry of ['dist', 'systemd', 'launchd', 'package.json']) fs.cpSync(path.join(repoRoot, entry), path.join(packageDir, entry), { recursive: true });
-    fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(packageDir, 'node_modules'));
+    const packageDir = npxCopyOfPackage('8a3c1e');
     const unitDir = tempDir();
     const result = spawnSync(process.execPath, [path.join(packageDir, 'dist', 'cli.js'), 'install-service', '--os', 'linux', '--workspace', tempDir()], {
       encoding: 'utf8',
@@ -206,10 +211,7 @@ describe('install paths that last', () => {
 
   it('removes a service whatever path it runs from: uninstall-service checks no node or script path', async () => {
     // Installed knowingly from a version manager, or from an npx copy before install-service refused one.
-    const packageDir = path.join(tempDir(), '.npm', '_npx', '5d2f90', 'node_modules', 'nx-s3-sidecar');
-    fs.mkdirSync(packageDir, { recursive: true });
-    for (const entry of ['dist', 'systemd', 'launchd', 'package.json']) fs.cpSync(path.join(repoRoot, entry), path.join(packageDir, entry), { recursive: true });
-    fs.symlinkSync(path.join(repoRoot, 'node_modules'), path.join(packageDir, 'node_modules'));
+    const packageDir = npxCopyOfPackage('5d2f90');
     const configHome = tempDir();
     const result = spawnSync(process.execPath, [path.join(packageDir, 'dist', 'cli.js'), 'uninstall-service', '--dry-run', '--os', 'linux'], {
       encoding: 'utf8',

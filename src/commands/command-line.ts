@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { resolveDaemonConfig, type ConfigInput, type DaemonConfig } from '../config/daemon-config.js';
 import { ConfigError } from '../config/errors.js';
+import { closestMatch } from '../config/did-you-mean.js';
 import { configKeys, type ConfigKey } from '../config/settings.js';
 import { CliError } from './cli-error.js';
 import { addressSettings, commands, DEFAULT_FLUSH_TIMEOUT_SECONDS, findCommand, type CommandDefinition, type CommandOption } from './command-table.js';
@@ -99,7 +100,7 @@ export function parseCommandLine(argv: readonly string[]): Request {
 function known(name: string): CommandDefinition {
   const command = findCommand(name);
   if (command) return command;
-  const near = closest(commands.map((candidate) => candidate.name), name);
+  const near = closestMatch(name, commands.map((candidate) => candidate.name));
   throw new UsageError(`unknown command "${name}"${near ? ` (did you mean ${near}?)` : ''}`);
 }
 
@@ -115,27 +116,8 @@ function describeParseError(error: Error & { code?: string }, command: CommandDe
     const takers = commands.filter((other) => name in other.options || settingsTakenBy(other).includes(name as ConfigKey)).map((other) => other.name);
     return `${command.name} does not take --${name} (${takers.join(', ')} ${takers.length === 1 ? 'does' : 'do'})`;
   }
-  const near = closest(Object.keys(parseOptionsFor(command.options, settingsTakenBy(command))), name);
+  const near = closestMatch(name, Object.keys(parseOptionsFor(command.options, settingsTakenBy(command))));
   return `${command.name} does not take ${unknown}: no such option${near ? ` (did you mean --${near}?)` : ''}`;
-}
-
-/** The candidate nearest to `name` when it is a likely typo of it. */
-function closest(candidates: string[], name: string): string | undefined {
-  const scored = candidates.map((candidate) => ({ candidate, distance: editDistance(candidate, name) })).filter((entry) => entry.distance <= 2);
-  return scored.sort((a, b) => a.distance - b.distance)[0]?.candidate;
-}
-
-/** Edit distance counting a swap of two neighbours as one edit (optimal string alignment), for "did you mean". */
-export function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
-    }
-  }
-  return d[a.length]![b.length]!;
 }
 
 /** One parsed command line, as the command's runner reads it. */
