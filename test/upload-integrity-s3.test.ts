@@ -22,11 +22,11 @@ const MiB = 1024 * 1024;
 const PLAIN_HEADER = Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]);
 
 /** A store behind the fault proxy, and a client of our own straight to the server (to read what it holds). */
-async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: { multipart?: boolean; withoutEtags?: boolean } = {}) {
-  const bucket = await server.createBucket('integrity');
+async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: StoreOptions = {}) {
+  const bucket = options.bucket ?? (await server.createBucket('integrity'));
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port }, mode);
   cleanup(() => proxy.stop());
-  const client = s3ClientFor(server, { endpoint: proxy.endpoint });
+  const client = s3ClientFor(server, { endpoint: proxy.endpoint, maxAttempts: 1 });
   const direct = s3ClientFor(server);
   cleanup(() => client.destroy());
   cleanup(() => direct.destroy());
@@ -35,9 +35,25 @@ async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: { m
     bucket,
     keyPrefix: '',
     ...(options.multipart && { multipartThresholdBytes: 1024, partSizeBytes: 5 * MiB }),
+    ...(options.zone !== undefined && { zones: { write: options.zone, read: [options.zone] } }),
+    conditionalWrites: options.conditionalWrites,
+    onWarning: options.onWarning,
   });
   return { bucket, proxy, remote, direct };
 }
+
+interface StoreOptions {
+  /** An existing bucket (default: a new one). */
+  bucket?: string;
+  multipart?: boolean;
+  withoutEtags?: boolean;
+  zone?: string;
+  conditionalWrites?: 'auto' | 'on' | 'off';
+  onWarning?: (message: string, fields: Record<string, unknown>) => void;
+}
+
+/** The object key a request names (path-style: /bucket/key?query). */
+const keyOf = (url: string) => decodeURIComponent(url.split('?')[0]!.split('/').slice(2).join('/'));
 
 /** Makes the client's answers carry no ETag: a store whose answers prove nothing. */
 function withoutEtags(client: S3Client): void {
@@ -130,4 +146,37 @@ describe('upload integrity and the requests it costs', () => {
     const head = await direct.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
     expect(result.object).toEqual({ bytes: stored!.length, sha256: head.Metadata?.sha256 });
   });
+
+  it('probes inside nx-s3-sidecar/v1/: credentials granted only that prefix upload on the fast path, whatever the conditional-writes setting', async () => {
+    const denied: string[] = [];
+    const { proxy, remote } = await storeBehindProxy(
+      { kind: 'script', decide: ({ url }) => (keyOf(url).startsWith('nx-s3-sidecar/v1/') ? 'pass' : (denied.push(url), 403)) },
+      { conditionalWrites: 'off' },
+    );
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: true });
+    const hash = newHash();
+    expect((await remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('uploaded');
+    expect(requestsOn(proxy, objectKey('', hash))).toEqual(['HEAD', 'PUT']);
+    expect(denied).toEqual([]);
+  });
+
+  it('uploads as on a store that proves nothing when the probe is refused (AccessDenied), with one warning', async () => {
+    const warnings: string[] = [];
+    const { proxy, remote, bucket, direct } = await storeBehindProxy(
+      { kind: 'script', decide: ({ url }) => (keyOf(url).includes('/@probe/') ? 403 : 'pass') },
+      { onWarning: (message, fields) => warnings.push(`${message} ${String(fields.error)}`) },
+    );
+    const hashes = [newHash(), newHash()];
+    for (const hash of hashes) {
+      const artifact = randomBytes(4096);
+      expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
+      // HEAD before (writes are not conditional without the probe) and the verifying HEAD after.
+      expect(requestsOn(proxy, objectKey('', hash))).toEqual(['HEAD', 'PUT', 'HEAD']);
+      expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+    }
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/probe was refused.*PutObject and DeleteObject.*AccessDenied/);
+  });
 });
+

@@ -58,6 +58,8 @@ export interface S3RemoteStoreOptions {
   signingKey?: SigningKey;
   /** Zones whose objects are served only when one of `keys` verifies their signature. */
   verification?: { keys: readonly VerifyKey[]; requiredZones: ReadonlySet<string> };
+  /** Hears, once per zone, that the store probe was refused and uploads go on without its shortcuts. */
+  onWarning?: (message: string, fields: Record<string, unknown>) => void;
 }
 
 export interface FetchedObject {
@@ -146,14 +148,23 @@ export class S3RemoteStore implements RemoteStore {
 
   /**
    * What the store proves about writes into `zone`, probed once per zone (store-proofs.ts). A
-   * probe that fails on S3 errors is tried again by the next upload.
+   * probe that fails transiently is tried again by the next upload. One refused for good (a policy
+   * that grants no PutObject or DeleteObject on the probe's key) proves nothing: uploads go on as
+   * on a store that proves nothing (HEAD before and after), with one warning.
    */
   proofs(zone = this.writeZone, signal?: AbortSignal): Promise<StoreProofs> {
     let proofs = this.storeProofs.get(zone);
     if (!proofs) {
       const key = probeKey(this.options.keyPrefix, zone, randomBytes(8).toString('hex'));
-      proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites: this.options.conditionalWrites ?? 'auto', signal }).catch((error: unknown) => {
-        throw new S3OperationError(classifyS3Error(error), { cause: error });
+      const conditionalWrites = this.options.conditionalWrites ?? 'auto';
+      proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites, signal }).catch((error: unknown): StoreProofs => {
+        const failure = classifyS3Error(error);
+        if (failure.kind !== 'permanent') throw new S3OperationError(failure, { cause: error });
+        this.options.onWarning?.('the store probe was refused: uploads HEAD before and after each PUT (grant PutObject and DeleteObject on the probe key to spare those requests)', {
+          key,
+          error: failure.message,
+        });
+        return { writeMode: conditionalWrites === 'on' ? 'conditional' : 'head-then-put', etagIsMd5: false };
       });
       this.storeProofs.set(zone, proofs);
       proofs.catch(() => this.storeProofs.delete(zone));
