@@ -178,5 +178,12 @@ describe('upload integrity and the requests it costs', () => {
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/probe was refused.*PutObject and DeleteObject.*AccessDenied/);
   });
+
+  it('keeps the verifying HEAD on a store that drops user metadata, though its ETag is the MD5: an object no reader accepts is never counted uploaded', async () => {
+    // Every answer loses its x-amz-meta-* headers, as a store or proxy that drops them gives them to every reader.
+    const { remote } = await storeBehindProxy({ kind: 'script', decide: () => 'strip-metadata' });
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
+    await expect(remote.upload(newHash(), source(randomBytes(4096)))).rejects.toThrow(/does not match what was sent .*sha256 none/);
+  });
 });
 
