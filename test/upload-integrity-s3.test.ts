@@ -185,5 +185,20 @@ describe('upload integrity and the requests it costs', () => {
     expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
     await expect(remote.upload(newHash(), source(randomBytes(4096)))).rejects.toThrow(/does not match what was sent .*sha256 none/);
   });
+
+  it('keeps a complete object in a zone when HEADs answer a weak ETag (W/"…"): not taken for damaged and overwritten', async () => {
+    const zone = 'trusted';
+    const hash = newHash();
+    const key = objectKey('', hash, zone);
+    const first = await storeBehindProxy({ kind: 'pass' }, { zone });
+    const firstArtifact = randomBytes(4096);
+    expect((await first.remote.upload(hash, source(firstArtifact))).outcome).toBe('uploaded');
+    // A second writer whose HEADs come through a proxy that makes ETags weak; its probe's PUT still proves the MD5.
+    const second = await storeBehindProxy({ kind: 'script', decide: ({ method }) => (method === 'HEAD' ? 'weak-etag' : 'pass') }, { zone, bucket: first.bucket });
+    expect((await second.remote.proofs()).etagIsMd5).toBe(true);
+    expect((await second.remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('already-present');
+    expect(requestsOn(second.proxy, key)).toEqual(['HEAD']);
+    expect(await readRawObject(first.direct, first.bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, firstArtifact]));
+  });
 });
 

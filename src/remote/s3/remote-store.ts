@@ -290,7 +290,7 @@ export class S3RemoteStore implements RemoteStore {
       if (conditional && !headFirst) this.recentPresence.record(false);
       // The store's answer proves what it stored: its ETag is the MD5 of the bytes it received.
       if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
-      if (!target.etagIsMd5 || !/^[0-9a-f]{32}$/.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
+      if (!target.etagIsMd5 || !MD5_HEX.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
       // Damaged on the way (a store that checks Content-MD5 would have refused it): our own
       // object, so it is replaced without a condition.
       if (tries >= DAMAGED_BODY_TRIES) throw new UploadVerificationError(`object ${target.key} reached the store damaged ${tries} times (its ETag ${answer.etag} is not the MD5 of what was sent); it is sent again later`);
@@ -570,12 +570,16 @@ export class S3RemoteStore implements RemoteStore {
 
 /**
  * Written by us, as long as its writer said (not a cut-off upload a non-atomic store kept), and,
- * where the store's ETag is the MD5 of what it holds, holding the bytes its writer sent.
+ * where the store's ETag is the MD5 of what it holds, holding the bytes its writer sent. Only an
+ * ETag that is an MD5 can tell: an empty or weak one (W/"…", from some proxies) says nothing, and
+ * taking it for damage would overwrite every object (first writer wins silently off).
  */
 function isComplete(head: ObjectHead | undefined, etagIsMd5: boolean): head is ObjectHead {
   if (head?.sha256 === undefined || head.declaredBytes !== head.sizeBytes) return false;
-  return !(etagIsMd5 && head.md5 !== undefined && head.md5 !== head.etag);
+  return !(etagIsMd5 && head.md5 !== undefined && MD5_HEX.test(head.etag) && head.md5 !== head.etag);
 }
+
+const MD5_HEX = /^[0-9a-f]{32}$/;
 
 function alreadyPresent(existing: ObjectHead): UploadResult {
   return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
