@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
+import type { MultipartJournal, SavedMultipartUpload } from '../src/remote/index.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
@@ -199,6 +200,42 @@ describe('upload integrity and the requests it costs', () => {
     expect((await second.remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('already-present');
     expect(requestsOn(second.proxy, key)).toEqual(['HEAD']);
     expect(await readRawObject(first.direct, first.bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, firstArtifact]));
+  });
+
+  it('sends again a part the journal kept whose ETag is not the MD5 of its bytes, when resuming on a store whose part ETags prove them', async () => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    const artifact = randomBytes(11 * MiB);
+    let saved: SavedMultipartUpload | undefined;
+    const journal: MultipartJournal = {
+      load: () => saved && { ...saved, parts: [...saved.parts] },
+      started: (upload) => (saved = { ...upload, parts: [] }),
+      partUploaded: (part) => saved!.parts.push(part),
+      forget: () => (saved = undefined),
+    };
+    const journaled = { ...source(artifact), multipart: journal };
+    // First attempt: the probe is refused (no ETag proofs), part 1 arrives damaged and is kept as the journal
+    // records it, part 2 is refused: the attempt fails with part 1 journaled.
+    const first = await storeBehindProxy(
+      {
+        kind: 'script',
+        decide: ({ method, url }) => {
+          if (keyOf(url).includes('/@probe/')) return 403;
+          if (method === 'PUT' && url.includes('partNumber=1&')) return 'corrupt';
+          return method === 'PUT' && url.includes('partNumber=') ? 403 : 'pass';
+        },
+      },
+      { multipart: true },
+    );
+    await expect(first.remote.upload(hash, journaled)).rejects.toThrow(/AccessDenied/);
+    expect(saved?.parts.map((part) => part.partNumber)).toEqual([1]);
+    // Resumed by a daemon whose probe proves part ETags: part 1 is sent again, and the object in S3 is right.
+    const second = await storeBehindProxy({ kind: 'pass' }, { multipart: true, bucket: first.bucket });
+    expect((await second.remote.proofs()).etagIsMd5).toBe(true);
+    expect((await second.remote.upload(hash, journaled)).outcome).toBe('uploaded');
+    expect(requestsOn(second.proxy, key).filter((request) => request.startsWith('PUT partNumber=')).sort()).toEqual(['PUT partNumber=1', 'PUT partNumber=2', 'PUT partNumber=3']);
+    const stored = await readRawObject(second.direct, first.bucket, key);
+    expect(createHash('sha256').update(stored!).digest('hex')).toBe(createHash('sha256').update(Buffer.concat([PLAIN_HEADER, artifact])).digest('hex'));
   });
 });
 
