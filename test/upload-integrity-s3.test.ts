@@ -237,5 +237,27 @@ describe('upload integrity and the requests it costs', () => {
     const stored = await readRawObject(second.direct, first.bucket, key);
     expect(createHash('sha256').update(stored!).digest('hex')).toBe(createHash('sha256').update(Buffer.concat([PLAIN_HEADER, artifact])).digest('hex'));
   });
+
+  it.each([
+    ['fails', 503, /HTTP 503/],
+    ['finds no object', 'pass', /refused to complete .* \(412\), but a HEAD finds no object/],
+  ] as const)('fails the attempt (no lost race) when CompleteMultipartUpload answers 412 and the HEAD after it %s', async (_title, headAfter, error) => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    let completed = false;
+    const { remote } = await storeBehindProxy(
+      {
+        kind: 'script',
+        decide: ({ method, url }) => {
+          if (keyOf(url) !== key) return 'pass';
+          if (method === 'POST' && url.includes('uploadId=')) return (completed = true), 412;
+          return method === 'HEAD' && completed ? headAfter : 'pass';
+        },
+      },
+      { multipart: true, conditionalWrites: 'on' },
+    );
+    await expect(remote.upload(hash, source(randomBytes(6 * MiB)))).rejects.toThrow(error);
+    expect(completed).toBe(true);
+  });
 });
 

@@ -340,15 +340,29 @@ export class S3RemoteStore implements RemoteStore {
       pace: source.pace,
       signal,
     });
-    // 412: the store kept an object that was there. Ours when a Complete retried after its first
-    // try landed (an upload, verified below); else another writer's (a lost race: its writer
-    // announces it in the bucket index, so nothing is announced here).
-    if (result.preconditionFailed && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 !== result.objectSha256) return { outcome: 'lost-race' };
+    if (result.preconditionFailed) return this.afterCompleteRefused(target, result.objectSha256, signal);
     // Complete's ETag proves the parts it joined: the MD5 of their MD5s, each checked as it was sent.
     if (!result.preconditionFailed && result.expectedEtag !== undefined && result.etag === result.expectedEtag) {
       return { outcome: 'uploaded', object: { bytes: target.objectBytes, sha256: result.objectSha256 } };
     }
     return this.verifyByHead(target, result.objectSha256, signal);
+  }
+
+  /**
+   * Complete answered 412: the store kept an object that was there, and only a HEAD (whose failure
+   * fails the attempt) tells which. Ours when a Complete retried after its first try landed;
+   * another writer's complete one stays (a lost race: its writer announces it in the bucket
+   * index, so nothing is announced here). No object, or one not kept (cut off, damaged), fails the
+   * attempt: the next one HEADs first and replaces a damaged object without the condition.
+   */
+  private async afterCompleteRefused(target: UploadTarget, objectSha256: string, signal?: AbortSignal): Promise<UploadResult> {
+    const existing = await this.head(target.hash, signal, target.zone);
+    if (existing?.sha256 === objectSha256 && existing.sizeBytes === target.objectBytes && isComplete(existing, target.etagIsMd5)) {
+      return { outcome: 'uploaded', object: { bytes: target.objectBytes, sha256: objectSha256 } };
+    }
+    if (this.keeps(existing, target)) return { outcome: 'lost-race' };
+    const found = existing === undefined ? 'a HEAD finds no object' : 'the object there is cut off or damaged';
+    throw new S3OperationError({ kind: 'transient', code: 'PreconditionFailed', message: `the store refused to complete ${target.key} as already there (412), but ${found}; trying again` });
   }
 
   /** The verification on a store whose answer proved nothing: a HEAD that checks the object's size and sha256 metadata. */
