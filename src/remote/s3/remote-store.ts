@@ -148,9 +148,9 @@ export class S3RemoteStore implements RemoteStore {
 
   /**
    * What the store proves about writes into `zone`, probed once per zone (store-proofs.ts). A
-   * probe that fails transiently is tried again by the next upload. One refused for good (a policy
-   * that grants no PutObject or DeleteObject on the probe's key) proves nothing: uploads go on as
-   * on a store that proves nothing (HEAD before and after), with one warning.
+   * probe that fails is tried again by the next upload, unless access to its key is denied (a policy
+   * that grants no PutObject there): that proves nothing, and uploads go on as on a store that
+   * proves nothing (HEAD before and after), with one warning.
    */
   proofs(zone = this.writeZone, signal?: AbortSignal): Promise<StoreProofs> {
     let proofs = this.storeProofs.get(zone);
@@ -159,7 +159,9 @@ export class S3RemoteStore implements RemoteStore {
       const conditionalWrites = this.options.conditionalWrites ?? 'auto';
       proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites, signal }).catch((error: unknown): StoreProofs => {
         const failure = classifyS3Error(error);
-        if (failure.kind !== 'permanent') throw new S3OperationError(failure, { cause: error });
+        // Denied on the probe's key alone (a narrow policy); wrong credentials, a missing bucket or
+        // expired session credentials fail every upload as well, and are reported as before.
+        if (!deniedCodes.has(failure.code)) throw new S3OperationError(failure, { cause: error });
         this.options.onWarning?.('the store probe was refused: uploads HEAD before and after each PUT (grant PutObject and DeleteObject on the probe key to spare those requests)', {
           key,
           error: failure.message,
