@@ -32,7 +32,7 @@ function memoryS3(honoursIfNoneMatch: boolean, beforePut?: (key: string, objects
   const client = {
     async send(command: { constructor: { name: string }; input: Record<string, unknown> }) {
       const key = command.input.Key as string;
-      if (!key.includes('/probe-')) requests.push(`${command.constructor.name.replace(/Object(Command)?$/, '').toUpperCase()} ${key}`);
+      if (!key.includes('/@probe/')) requests.push(`${command.constructor.name.replace(/Object(Command)?$/, '').toUpperCase()} ${key}`);
       switch (command.constructor.name) {
         case 'PutObjectCommand': {
           beforePut?.(key, objects, command.input);
@@ -71,8 +71,8 @@ describe('conditional writes', () => {
     expect((await remote.upload('101', source('first'))).outcome).toBe('uploaded');
     expect((await remote.upload('102', source('second'))).outcome).toBe('uploaded');
     // Two probe PUTs (the second refused), then one conditional PUT per artifact; the probe is gone.
-    expect(s3.conditionalPuts.filter((key) => key.includes('/probe-'))).toHaveLength(2);
-    expect(s3.conditionalPuts.filter((key) => !key.includes('/probe-'))).toEqual([objectKey('', '101', 'trusted'), objectKey('', '102', 'trusted')]);
+    expect(s3.conditionalPuts.filter((key) => key.includes('/@probe/'))).toHaveLength(2);
+    expect(s3.conditionalPuts.filter((key) => !key.includes('/@probe/'))).toEqual([objectKey('', '101', 'trusted'), objectKey('', '102', 'trusted')]);
     expect([...s3.objects.keys()].sort()).toEqual([objectKey('', '101', 'trusted'), objectKey('', '102', 'trusted')]);
   });
 
@@ -81,7 +81,7 @@ describe('conditional writes', () => {
     const remote = new S3RemoteStore(s3.client, { bucket: 'b', keyPrefix: '', zones, conditionalWrites: 'auto' });
     expect(await remote.writeMode()).toBe('head-then-put');
     expect((await remote.upload('103', source('only'))).outcome).toBe('uploaded');
-    expect(s3.conditionalPuts.filter((key) => !key.includes('/probe-'))).toEqual([]);
+    expect(s3.conditionalPuts.filter((key) => !key.includes('/@probe/'))).toEqual([]);
     expect([...s3.objects.keys()]).toEqual([objectKey('', '103', 'trusted')]);
   });
 

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
+import type { MultipartJournal, SavedMultipartUpload } from '../src/remote/index.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
@@ -22,11 +23,11 @@ const MiB = 1024 * 1024;
 const PLAIN_HEADER = Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]);
 
 /** A store behind the fault proxy, and a client of our own straight to the server (to read what it holds). */
-async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: { multipart?: boolean; withoutEtags?: boolean } = {}) {
-  const bucket = await server.createBucket('integrity');
+async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: StoreOptions = {}) {
+  const bucket = options.bucket ?? (await server.createBucket('integrity'));
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port }, mode);
   cleanup(() => proxy.stop());
-  const client = s3ClientFor(server, { endpoint: proxy.endpoint });
+  const client = s3ClientFor(server, { endpoint: proxy.endpoint, maxAttempts: 1 });
   const direct = s3ClientFor(server);
   cleanup(() => client.destroy());
   cleanup(() => direct.destroy());
@@ -35,9 +36,25 @@ async function storeBehindProxy(mode: FaultMode = { kind: 'pass' }, options: { m
     bucket,
     keyPrefix: '',
     ...(options.multipart && { multipartThresholdBytes: 1024, partSizeBytes: 5 * MiB }),
+    ...(options.zone !== undefined && { zones: { write: options.zone, read: [options.zone] } }),
+    conditionalWrites: options.conditionalWrites,
+    onWarning: options.onWarning,
   });
   return { bucket, proxy, remote, direct };
 }
+
+interface StoreOptions {
+  /** An existing bucket (default: a new one). */
+  bucket?: string;
+  multipart?: boolean;
+  withoutEtags?: boolean;
+  zone?: string;
+  conditionalWrites?: 'auto' | 'on' | 'off';
+  onWarning?: (message: string, fields: Record<string, unknown>) => void;
+}
+
+/** The object key a request names (path-style: /bucket/key?query). */
+const keyOf = (url: string) => decodeURIComponent(url.split('?')[0]!.split('/').slice(2).join('/'));
 
 /** Makes the client's answers carry no ETag: a store whose answers prove nothing. */
 function withoutEtags(client: S3Client): void {
@@ -130,4 +147,117 @@ describe('upload integrity and the requests it costs', () => {
     const head = await direct.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
     expect(result.object).toEqual({ bytes: stored!.length, sha256: head.Metadata?.sha256 });
   });
+
+  it('probes inside nx-s3-sidecar/v1/: credentials granted only that prefix upload on the fast path, whatever the conditional-writes setting', async () => {
+    const denied: string[] = [];
+    const { proxy, remote } = await storeBehindProxy(
+      { kind: 'script', decide: ({ url }) => (keyOf(url).startsWith('nx-s3-sidecar/v1/') ? 'pass' : (denied.push(url), 403)) },
+      { conditionalWrites: 'off' },
+    );
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: true });
+    const hash = newHash();
+    expect((await remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('uploaded');
+    expect(requestsOn(proxy, objectKey('', hash))).toEqual(['HEAD', 'PUT']);
+    expect(denied).toEqual([]);
+  });
+
+  it('uploads as on a store that proves nothing when the probe is refused (AccessDenied), with one warning', async () => {
+    const warnings: string[] = [];
+    const { proxy, remote, bucket, direct } = await storeBehindProxy(
+      { kind: 'script', decide: ({ url }) => (keyOf(url).includes('/@probe/') ? 403 : 'pass') },
+      { onWarning: (message, fields) => warnings.push(`${message} ${String(fields.error)}`) },
+    );
+    const hashes = [newHash(), newHash()];
+    for (const hash of hashes) {
+      const artifact = randomBytes(4096);
+      expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
+      // HEAD before (writes are not conditional without the probe) and the verifying HEAD after.
+      expect(requestsOn(proxy, objectKey('', hash))).toEqual(['HEAD', 'PUT', 'HEAD']);
+      expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+    }
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/probe was refused.*PutObject and DeleteObject.*AccessDenied/);
+  });
+
+  it('keeps the verifying HEAD on a store that drops user metadata, though its ETag is the MD5: an object no reader accepts is never counted uploaded', async () => {
+    // Every answer loses its x-amz-meta-* headers, as a store or proxy that drops them gives them to every reader.
+    const { remote } = await storeBehindProxy({ kind: 'script', decide: () => 'strip-metadata' });
+    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
+    await expect(remote.upload(newHash(), source(randomBytes(4096)))).rejects.toThrow(/does not match what was sent .*sha256 none/);
+  });
+
+  it('keeps a complete object in a zone when HEADs answer a weak ETag (W/"…"): not taken for damaged and overwritten', async () => {
+    const zone = 'trusted';
+    const hash = newHash();
+    const key = objectKey('', hash, zone);
+    const first = await storeBehindProxy({ kind: 'pass' }, { zone });
+    const firstArtifact = randomBytes(4096);
+    expect((await first.remote.upload(hash, source(firstArtifact))).outcome).toBe('uploaded');
+    // A second writer whose HEADs come through a proxy that makes ETags weak; its probe's PUT still proves the MD5.
+    const second = await storeBehindProxy({ kind: 'script', decide: ({ method }) => (method === 'HEAD' ? 'weak-etag' : 'pass') }, { zone, bucket: first.bucket });
+    expect((await second.remote.proofs()).etagIsMd5).toBe(true);
+    expect((await second.remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('already-present');
+    expect(requestsOn(second.proxy, key)).toEqual(['HEAD']);
+    expect(await readRawObject(first.direct, first.bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, firstArtifact]));
+  });
+
+  it('sends again a part the journal kept whose ETag is not the MD5 of its bytes, when resuming on a store whose part ETags prove them', async () => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    const artifact = randomBytes(11 * MiB);
+    let saved: SavedMultipartUpload | undefined;
+    const journal: MultipartJournal = {
+      load: () => saved && { ...saved, parts: [...saved.parts] },
+      started: (upload) => (saved = { ...upload, parts: [] }),
+      partUploaded: (part) => saved!.parts.push(part),
+      forget: () => (saved = undefined),
+    };
+    const journaled = { ...source(artifact), multipart: journal };
+    // First attempt: the probe is refused (no ETag proofs), part 1 arrives damaged and is kept as the journal
+    // records it, part 2 is refused: the attempt fails with part 1 journaled.
+    const first = await storeBehindProxy(
+      {
+        kind: 'script',
+        decide: ({ method, url }) => {
+          if (keyOf(url).includes('/@probe/')) return 403;
+          if (method === 'PUT' && url.includes('partNumber=1&')) return 'corrupt';
+          return method === 'PUT' && url.includes('partNumber=') ? 403 : 'pass';
+        },
+      },
+      { multipart: true },
+    );
+    await expect(first.remote.upload(hash, journaled)).rejects.toThrow(/AccessDenied/);
+    expect(saved?.parts.map((part) => part.partNumber)).toEqual([1]);
+    // Resumed by a daemon whose probe proves part ETags: part 1 is sent again, and the object in S3 is right.
+    const second = await storeBehindProxy({ kind: 'pass' }, { multipart: true, bucket: first.bucket });
+    expect((await second.remote.proofs()).etagIsMd5).toBe(true);
+    expect((await second.remote.upload(hash, journaled)).outcome).toBe('uploaded');
+    expect(requestsOn(second.proxy, key).filter((request) => request.startsWith('PUT partNumber=')).sort()).toEqual(['PUT partNumber=1', 'PUT partNumber=2', 'PUT partNumber=3']);
+    const stored = await readRawObject(second.direct, first.bucket, key);
+    expect(createHash('sha256').update(stored!).digest('hex')).toBe(createHash('sha256').update(Buffer.concat([PLAIN_HEADER, artifact])).digest('hex'));
+  });
+
+  it.each([
+    ['fails', 503, /HTTP 503/],
+    ['finds no object', 'pass', /refused to complete .* \(412\), but a HEAD finds no object/],
+  ] as const)('fails the attempt (no lost race) when CompleteMultipartUpload answers 412 and the HEAD after it %s', async (_title, headAfter, error) => {
+    const hash = newHash();
+    const key = objectKey('', hash);
+    let completed = false;
+    const { remote } = await storeBehindProxy(
+      {
+        kind: 'script',
+        decide: ({ method, url }) => {
+          if (keyOf(url) !== key) return 'pass';
+          if (method === 'POST' && url.includes('uploadId=')) return (completed = true), 412;
+          return method === 'HEAD' && completed ? headAfter : 'pass';
+        },
+      },
+      { multipart: true, conditionalWrites: 'on' },
+    );
+    await expect(remote.upload(hash, source(randomBytes(6 * MiB)))).rejects.toThrow(error);
+    expect(completed).toBe(true);
+  });
 });
+

@@ -224,7 +224,7 @@ describe('zones changed by hot reload', () => {
     d.uploader()?.retryNow();
     await uploaded(d);
     // (The new tier's conditional-write probe may be running in the background: its object is not the artifact.)
-    expect((await listKeys(shared.s3, bucket)).filter((key) => !key.includes('/probe-'))).toEqual([]);
+    expect((await listKeys(shared.s3, bucket)).filter((key) => !key.includes('/@probe/'))).toEqual([]);
     expect(d.logLines.some((line) => line.includes('WRITE REFUSED'))).toBe(true);
     expect(await metric(d, 'nx_s3_sidecar_refused_writes_total', { reason: 'other-zone' })).toBe(1);
     expect((await getArtifact(d, hash)).status).toBe(404);

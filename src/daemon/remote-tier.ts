@@ -56,7 +56,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
   if (config.mode === 'no-cache') return { state: { state: 'off', reason: `mode no-cache (${config.modeSource})`, bucket: config.s3.bucket } };
   const s3 = createS3Client(config.s3);
   const { zones, signatures } = config;
-  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient);
+  const remote = remoteStoreFor(s3.client, config.s3, config.encryptionKey, { zones, signatures }, s3.readClient, (message, fields) => logger.warn(message, fields));
   const readWrite = config.uploads === 'yes';
   const readThrough = new ReadThrough(store, remote, config.s3.readTimeoutMs, logger, config.maxArtifactBytes, { audit, writeZone: zones ? zones.write : undefined }, config.s3.readDeadlineMs);
   // One IndexObjectStore for both sides: the store's clock it learns from the tailer's answers names the publisher's objects.

@@ -11,8 +11,11 @@
  * - hang:      like stall, but leaving it keeps the hung connections: their requests stay unanswered,
  *              as after a network path that dropped packets for a while (the client must give up).
  * - flaky:     answer a seeded random share (`failRatio`) of requests 500 or 503 (half each), forward the rest.
- * - script:    `decide` picks, per request, whether to forward it, answer 500/503, or forward it with one
- *              byte of its body flipped ('corrupt': damage in flight that the client's checksums must catch).
+ * - script:    `decide` picks, per request, whether to forward it, answer 500/503, 403 AccessDenied (a policy
+ *              that denies the key) or 412 PreconditionFailed, forward it with one byte of its body flipped
+ *              ('corrupt': damage in flight that the client's checksums must catch), or forward it and alter
+ *              the answer: without its x-amz-meta-* headers ('strip-metadata': a store or proxy that drops
+ *              user metadata) or with its ETag made weak ('weak-etag': W/"…", as some proxies send).
  * - reset:     destroy the connection with a TCP RST when a request head arrives.
  * - status:    answer 500 InternalError / 503 SlowDown as S3-style XML with `Connection: close`.
  * - refuse:    close the listening socket (connection refused); leaving it re-listens on the same port.
@@ -38,8 +41,11 @@ export type FaultMode =
   | { kind: 'status'; status: 500 | 503 }
   | { kind: 'hang' }
   | { kind: 'flaky'; failRatio: number; seed: number }
-  | { kind: 'script'; decide: (request: { method: string; url: string }) => 'pass' | 'corrupt' | 500 | 503 }
+  | { kind: 'script'; decide: (request: { method: string; url: string }) => ScriptDecision }
   | { kind: 'refuse' };
+
+export type ScriptDecision = 'pass' | 'corrupt' | 'strip-metadata' | 'weak-etag' | ErrorStatus;
+type ErrorStatus = 403 | 412 | 500 | 503;
 
 /** One request the proxy saw, and what it was answered (undefined: no answer, or not yet). */
 export interface ProxiedRequest {
@@ -102,9 +108,16 @@ function validate(mode: FaultMode): FaultMode {
   return { ...mode };
 }
 
-function s3ErrorBody(status: 500 | 503, resource: string): { body: string; requestId: string } {
+const ERROR_ANSWERS: Record<ErrorStatus, [code: string, message: string]> = {
+  403: ['AccessDenied', 'Access Denied'],
+  412: ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'],
+  500: ['InternalError', 'We encountered an internal error. Please try again.'],
+  503: ['SlowDown', 'Please reduce your request rate.'],
+};
+
+function s3ErrorBody(status: ErrorStatus, resource: string): { body: string; requestId: string } {
   const requestId = randomBytes(8).toString('hex').toUpperCase();
-  const [code, message] = status === 503 ? ['SlowDown', 'Please reduce your request rate.'] : ['InternalError', 'We encountered an internal error. Please try again.'];
+  const [code, message] = ERROR_ANSWERS[status];
   const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   return {
     requestId,
@@ -253,7 +266,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     return Promise.race([Promise.all(closing).then(() => backoff(20)), backoff(1_000)]);
   };
 
-  function answerStatus(req: http.IncomingMessage, res: http.ServerResponse, status: 500 | 503, expectsContinue: boolean, record: ProxiedRequest) {
+  function answerStatus(req: http.IncomingMessage, res: http.ServerResponse, status: ErrorStatus, expectsContinue: boolean, record: ProxiedRequest) {
     const { body, requestId } = s3ErrorBody(status, (req.url ?? '/').split('?')[0]!);
     const send = () => {
       if (res.headersSent || res.destroyed) return;
@@ -279,7 +292,9 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     req.resume();
   }
 
-  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, record: ProxiedRequest, corrupt = false) {
+  type Alteration = 'corrupt' | 'strip-metadata' | 'weak-etag' | undefined;
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, record: ProxiedRequest, alteration?: Alteration) {
+    const corrupt = alteration === 'corrupt';
     const headers: http.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers)) {
       if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -307,6 +322,11 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
         const name = raw[i]!;
         const lower = name.toLowerCase();
         if (HOP_BY_HOP.has(lower) || lower === 'transfer-encoding') continue;
+        if (alteration === 'strip-metadata' && lower.startsWith('x-amz-meta-')) continue;
+        if (alteration === 'weak-etag' && lower === 'etag') {
+          out.push([name, `W/${raw[i + 1]!}`]);
+          continue;
+        }
         out.push([name, raw[i + 1]!]);
       }
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out.flat());
@@ -352,7 +372,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       }
       case 'script': {
         const decision = mode.decide({ method: record.method, url: record.url });
-        if (decision === 'pass' || decision === 'corrupt') return forward(req, res, expectsContinue, record, decision === 'corrupt');
+        if (typeof decision === 'string') return forward(req, res, expectsContinue, record, decision === 'pass' ? undefined : decision);
         return answerStatus(req, res, decision, expectsContinue, record);
       }
       case 'refuse':

@@ -190,7 +190,9 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
       partNumber++;
       digest.update(body);
       const finished = done.get(partNumber);
-      if (finished && finished.sizeBytes === body.length) {
+      // Where part ETags are MD5s they feed Complete's proof: a part the journal kept (from an
+      // attempt that could not check it) is reused only if its ETag is the MD5 of these bytes.
+      if (finished && finished.sizeBytes === body.length && (!request.partEtagIsMd5 || unquotedEtag(finished.etag) === createHash('md5').update(body).digest('hex'))) {
         parts.push(finished);
         continue;
       }

@@ -3,7 +3,7 @@
  *
  *   <prefix>nx-s3-sidecar/v1/<hash>                 no trust zones configured (the default)
  *   <prefix>nx-s3-sidecar/v1/zones/<zone>/<hash>    with trust zones (--write-zone, --read-zones)
- *   <prefix>nx-s3-sidecar/v1/zones/<zone>/probe-<random>   the conditional-write probe (deleted after)
+ *   <zone prefix>@probe/<random>                    the store probe (store-proofs.ts; deleted after)
  *   <zone prefix>doctor-probe-<random>              `doctor`'s write probe (deleted after)
  *   <zone prefix>@index/journal/<name>              the bucket index's journal (src/index/, README: The bucket index)
  *   <zone prefix>@index/snapshot/<name>             its compacted snapshots
@@ -45,9 +45,14 @@ export function indexObjectPrefix(keyPrefix: string, zone: string, kind: 'journa
   return `${zonePrefix(keyPrefix, zone)}${INDEX_NAMESPACE}${kind}/`;
 }
 
-/** Where the conditional-write probe goes: inside the zone written to (the one prefix a writer may write). */
+/**
+ * Where the store probe goes (store-proofs.ts): inside the zone written to, the one prefix a
+ * writer's policy grants, under "@probe/", which no hash can spell (as "@index/").
+ */
+export const PROBE_NAMESPACE = '@probe/';
+
 export function probeKey(keyPrefix: string, zone: string, random: string): string {
-  return zone === NO_ZONE ? `${keyPrefix}nx-s3-sidecar/probe-${random}` : `${zonePrefix(keyPrefix, zone)}probe-${random}`;
+  return `${zonePrefix(keyPrefix, zone)}${PROBE_NAMESPACE}${random}`;
 }
 
 /** Where `doctor` checks that the write zone is writable (the prefix a writer's policy grants). */

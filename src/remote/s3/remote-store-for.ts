@@ -12,7 +12,14 @@ export interface TrustSettings {
   signatures?: SignatureConfig;
 }
 
-export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Secret | undefined, trust: TrustSettings = {}, readClient?: S3Client): S3RemoteStore {
+export function remoteStoreFor(
+  client: S3Client,
+  s3: S3Config,
+  encryptionKey: Secret | undefined,
+  trust: TrustSettings = {},
+  readClient?: S3Client,
+  onWarning?: (message: string, fields: Record<string, unknown>) => void,
+): S3RemoteStore {
   const { zones, signatures } = trust;
   return new S3RemoteStore(client, {
     readClient,
@@ -24,6 +31,7 @@ export function remoteStoreFor(client: S3Client, s3: S3Config, encryptionKey: Se
     conditionalWrites: s3.conditionalWrites,
     signingKey: signatures?.signingKey,
     verification: signatures && { keys: signatures.verifyKeys, requiredZones: new Set(signatures.requiredZones) },
+    onWarning,
   });
 }
 

@@ -58,6 +58,8 @@ export interface S3RemoteStoreOptions {
   signingKey?: SigningKey;
   /** Zones whose objects are served only when one of `keys` verifies their signature. */
   verification?: { keys: readonly VerifyKey[]; requiredZones: ReadonlySet<string> };
+  /** Hears, once per zone, that the store probe was refused and uploads go on without its shortcuts. */
+  onWarning?: (message: string, fields: Record<string, unknown>) => void;
 }
 
 export interface FetchedObject {
@@ -146,14 +148,25 @@ export class S3RemoteStore implements RemoteStore {
 
   /**
    * What the store proves about writes into `zone`, probed once per zone (store-proofs.ts). A
-   * probe that fails on S3 errors is tried again by the next upload.
+   * probe that fails is tried again by the next upload, unless access to its key is denied (a policy
+   * that grants no PutObject there): that proves nothing, and uploads go on as on a store that
+   * proves nothing (HEAD before and after), with one warning.
    */
   proofs(zone = this.writeZone, signal?: AbortSignal): Promise<StoreProofs> {
     let proofs = this.storeProofs.get(zone);
     if (!proofs) {
       const key = probeKey(this.options.keyPrefix, zone, randomBytes(8).toString('hex'));
-      proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites: this.options.conditionalWrites ?? 'auto', signal }).catch((error: unknown) => {
-        throw new S3OperationError(classifyS3Error(error), { cause: error });
+      const conditionalWrites = this.options.conditionalWrites ?? 'auto';
+      proofs = probeStore({ client: this.client, bucket: this.bucket, key, conditionalWrites, signal }).catch((error: unknown): StoreProofs => {
+        const failure = classifyS3Error(error);
+        // Denied on the probe's key alone (a narrow policy); wrong credentials, a missing bucket or
+        // expired session credentials fail every upload as well, and are reported as before.
+        if (!deniedCodes.has(failure.code)) throw new S3OperationError(failure, { cause: error });
+        this.options.onWarning?.('the store probe was refused: uploads HEAD before and after each PUT (grant PutObject and DeleteObject on the probe key to spare those requests)', {
+          key,
+          error: failure.message,
+        });
+        return { writeMode: conditionalWrites === 'on' ? 'conditional' : 'head-then-put', etagIsMd5: false };
       });
       this.storeProofs.set(zone, proofs);
       proofs.catch(() => this.storeProofs.delete(zone));
@@ -279,7 +292,7 @@ export class S3RemoteStore implements RemoteStore {
       if (conditional && !headFirst) this.recentPresence.record(false);
       // The store's answer proves what it stored: its ETag is the MD5 of the bytes it received.
       if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
-      if (!target.etagIsMd5 || !/^[0-9a-f]{32}$/.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
+      if (!target.etagIsMd5 || !MD5_HEX.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
       // Damaged on the way (a store that checks Content-MD5 would have refused it): our own
       // object, so it is replaced without a condition.
       if (tries >= DAMAGED_BODY_TRIES) throw new UploadVerificationError(`object ${target.key} reached the store damaged ${tries} times (its ETag ${answer.etag} is not the MD5 of what was sent); it is sent again later`);
@@ -329,15 +342,29 @@ export class S3RemoteStore implements RemoteStore {
       pace: source.pace,
       signal,
     });
-    // 412: the store kept an object that was there. Ours when a Complete retried after its first
-    // try landed (an upload, verified below); else another writer's (a lost race: its writer
-    // announces it in the bucket index, so nothing is announced here).
-    if (result.preconditionFailed && (await this.head(hash, signal, zone).catch(() => undefined))?.sha256 !== result.objectSha256) return { outcome: 'lost-race' };
+    if (result.preconditionFailed) return this.afterCompleteRefused(target, result.objectSha256, signal);
     // Complete's ETag proves the parts it joined: the MD5 of their MD5s, each checked as it was sent.
     if (!result.preconditionFailed && result.expectedEtag !== undefined && result.etag === result.expectedEtag) {
       return { outcome: 'uploaded', object: { bytes: target.objectBytes, sha256: result.objectSha256 } };
     }
     return this.verifyByHead(target, result.objectSha256, signal);
+  }
+
+  /**
+   * Complete answered 412: the store kept an object that was there, and only a HEAD (whose failure
+   * fails the attempt) tells which. Ours when a Complete retried after its first try landed;
+   * another writer's complete one stays (a lost race: its writer announces it in the bucket
+   * index, so nothing is announced here). No object, or one not kept (cut off, damaged), fails the
+   * attempt: the next one HEADs first and replaces a damaged object without the condition.
+   */
+  private async afterCompleteRefused(target: UploadTarget, objectSha256: string, signal?: AbortSignal): Promise<UploadResult> {
+    const existing = await this.head(target.hash, signal, target.zone);
+    if (existing?.sha256 === objectSha256 && existing.sizeBytes === target.objectBytes && isComplete(existing, target.etagIsMd5)) {
+      return { outcome: 'uploaded', object: { bytes: target.objectBytes, sha256: objectSha256 } };
+    }
+    if (this.keeps(existing, target)) return { outcome: 'lost-race' };
+    const found = existing === undefined ? 'a HEAD finds no object' : 'the object there is cut off or damaged';
+    throw new S3OperationError({ kind: 'transient', code: 'PreconditionFailed', message: `the store refused to complete ${target.key} as already there (412), but ${found}; trying again` });
   }
 
   /** The verification on a store whose answer proved nothing: a HEAD that checks the object's size and sha256 metadata. */
@@ -559,12 +586,16 @@ export class S3RemoteStore implements RemoteStore {
 
 /**
  * Written by us, as long as its writer said (not a cut-off upload a non-atomic store kept), and,
- * where the store's ETag is the MD5 of what it holds, holding the bytes its writer sent.
+ * where the store's ETag is the MD5 of what it holds, holding the bytes its writer sent. Only an
+ * ETag that is an MD5 can tell: an empty or weak one (W/"…", from some proxies) says nothing, and
+ * taking it for damage would overwrite every object (first writer wins silently off).
  */
 function isComplete(head: ObjectHead | undefined, etagIsMd5: boolean): head is ObjectHead {
   if (head?.sha256 === undefined || head.declaredBytes !== head.sizeBytes) return false;
-  return !(etagIsMd5 && head.md5 !== undefined && head.md5 !== head.etag);
+  return !(etagIsMd5 && head.md5 !== undefined && MD5_HEX.test(head.etag) && head.md5 !== head.etag);
 }
+
+const MD5_HEX = /^[0-9a-f]{32}$/;
 
 function alreadyPresent(existing: ObjectHead): UploadResult {
   return { outcome: 'already-present', object: { bytes: existing.sizeBytes, sha256: existing.sha256! } };
