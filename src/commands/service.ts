@@ -28,9 +28,10 @@ const pathKeys = new Set(['cache-dir', 'workspace', 'config']);
 
 /**
  * The unit and the commands that install or remove it. Only an install checks the node and script
- * paths and the workspace: removing a service must work whatever it was installed with.
+ * paths (a preview, --dry-run, warns of them instead) and the workspace: removing a service must work
+ * whatever it was installed with.
  */
-function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions, purpose: 'install' | 'uninstall'): ServicePlan & { cacheDir?: string } {
+function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions, purpose: 'install' | 'preview' | 'uninstall'): ServicePlan & { cacheDir?: string } {
   if (flags.token !== undefined || flags['read-only-token'] !== undefined) {
     throw new CliError('a service does not take --token on its command line (unit files are readable): it uses the token generated in its cache dir, which `env` prints', 2);
   }
@@ -49,12 +50,19 @@ function plan(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions,
     inputs.cacheDirectoryName = systemCacheDirectoryName(flags['cache-dir']);
     if (flags['cache-dir'] === undefined) startArgs.push(`--cache-dir=/var/cache/${inputs.cacheDirectoryName}`);
     // Runs as the workspace's owner, who can read its nx.json; a root-owned workspace gets a dynamic user.
-    if (purpose === 'install') {
+    if (purpose !== 'uninstall') {
       const owner = workspaceOwner(config.workspaceDir);
       inputs.systemUser = owner === 0 ? undefined : owner;
     }
   }
   if (purpose === 'install') refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
+  if (purpose === 'preview') {
+    try {
+      refuseVolatilePaths(inputs.nodePath, inputs.cliPath, options.allowVersionManager ?? false);
+    } catch (error) {
+      process.stderr.write(`nx-s3-sidecar: warning: without --dry-run, install-service would refuse this: ${(error as Error).message}\n`);
+    }
+  }
   const cacheDir = inputs.cacheDirectoryName === undefined ? undefined : `/var/cache/${inputs.cacheDirectoryName}`;
   return { ...planService(inputs), cacheDir };
 }
@@ -101,7 +109,7 @@ function run(command: string[], tolerateFailure = false): void {
 }
 
 export async function runInstallService(config: DaemonConfig, flags: ConfigInput, options: ServiceOptions): Promise<void> {
-  const service = plan(config, flags, options, 'install');
+  const service = plan(config, flags, options, options.dryRun ? 'preview' : 'install');
   const out = (line: string) => process.stdout.write(line + '\n');
   if (options.dryRun) {
     out(`# would write ${service.unitFile} (${service.kind}):`);
