@@ -10,7 +10,7 @@ import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outpu
 import type { S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
-import { s3Env } from './helpers/s3-tier.js';
+import { eventually, s3Env } from './helpers/s3-tier.js';
 
 let server: S3TestServer;
 
@@ -63,6 +63,10 @@ describe('two machines sharing a bucket', () => {
     const run = await runNx(ws, { server: a.url, token: a.token, timeoutMs: 25_000 });
     expect(run.exitCode, describeRun(run)).toBe(0); // S3 down never fails the build
 
+    // The first upload attempt has failed (on a loaded machine, or behind the store probe, it may come later than flush's 2 s).
+    const lastError = async () =>
+      ((await (await fetch(`${a.url}/status`, { headers: { authorization: `Bearer ${a.token}` } })).json()) as { outbox: { lastError?: string } }).outbox.lastError;
+    await eventually('an upload attempt failed', async () => (await lastError()) !== undefined, 20_000);
     const flush = await runCli(['flush', '--timeout', '2', ...cliArgs(a)]);
     expect(flush.code).toBe(1);
     expect(flush.stdout).toMatch(new RegExp(`waiting for ${ws.taskIds.length} uploads`));

@@ -183,7 +183,7 @@ describe('upload integrity and the requests it costs', () => {
   it('keeps the verifying HEAD on a store that drops user metadata, though its ETag is the MD5: an object no reader accepts is never counted uploaded', async () => {
     // Every answer loses its x-amz-meta-* headers, as a store or proxy that drops them gives them to every reader.
     const { remote } = await storeBehindProxy({ kind: 'script', decide: () => 'strip-metadata' });
-    expect(await remote.proofs()).toEqual({ writeMode: 'head-then-put', etagIsMd5: false });
+    expect(await remote.proofs()).toEqual({ writeMode: server.kind === 'ceph' ? 'conditional' : 'head-then-put', etagIsMd5: false });
     await expect(remote.upload(newHash(), source(randomBytes(4096)))).rejects.toThrow(/does not match what was sent .*sha256 none/);
   });
 
@@ -198,11 +198,14 @@ describe('upload integrity and the requests it costs', () => {
     const second = await storeBehindProxy({ kind: 'script', decide: ({ method }) => (method === 'HEAD' ? 'weak-etag' : 'pass') }, { zone, bucket: first.bucket });
     expect((await second.remote.proofs()).etagIsMd5).toBe(true);
     expect((await second.remote.upload(hash, source(randomBytes(4096)))).outcome).toBe('already-present');
-    expect(requestsOn(second.proxy, key)).toEqual(['HEAD']);
+    // s3rver ignores If-None-Match (a HEAD goes first); Ceph refuses the conditional PUT (412) and a HEAD tells whose it is.
+    expect(requestsOn(second.proxy, key)).toEqual(server.kind === 'ceph' ? ['PUT', 'HEAD'] : ['HEAD']);
     expect(await readRawObject(first.direct, first.bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, firstArtifact]));
   });
 
-  it('sends again a part the journal kept whose ETag is not the MD5 of its bytes, when resuming on a store whose part ETags prove them', async () => {
+  // Ceph checks each part's Content-MD5 and refuses a damaged one (tested above), so no damaged part is ever
+  // journaled there: the case exists only on stores that check nothing, as s3rver.
+  it.skipIf(process.env.NX_S3_SIDECAR_TEST_S3 === 'ceph')('sends again a part the journal kept whose ETag is not the MD5 of its bytes, when resuming on a store whose part ETags prove them', async () => {
     const hash = newHash();
     const key = objectKey('', hash);
     const artifact = randomBytes(11 * MiB);
