@@ -7,7 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { generateKeyPairSync } from 'node:crypto';
 import { CopyObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
-import { decodeIndexObject, encodeIndexObject, IndexFormatError, journalName, nameBefore, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
+import { decodeAccessObject, decodeIndexObject, encodeAccessObject, encodeIndexObject, IndexFormatError, isRemoval, journalName, nameBefore, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { indexObjectPrefix, S3IndexObjects } from '../src/remote/s3/index.js';
 import { keyIdOf } from '../src/remote/index.js';
 import { type S3TestServer } from './helpers/s3-server.js';
@@ -53,6 +53,52 @@ describe('index object format', () => {
     await expect(decodeIndexObject(body, { zone: 'pr/1', kind: 'snapshot' })).rejects.toThrow(IndexFormatError);
     await expect(decodeIndexObject(Buffer.from('plain text, not gzip'), { zone: '', kind: 'journal' })).rejects.toThrow(IndexFormatError);
     await expect(decodeIndexObject(gzipSync('{"format":"other"}\n'), { zone: '', kind: 'journal' })).rejects.toThrow(/no index header/);
+  });
+
+  it('reads removal lines (bytes 0, hash and time only) in a journal and skips them in a snapshot', async () => {
+    const removal = entry('44', { bytes: 0, sha256: '' });
+    const journal = await encodeIndexObject({ kind: 'journal', zone: '', writer: 'gc1', createdMs: 1, gc: { run: 'r1', startedMs: 1, removedObjects: 1, removedBytes: 9, done: true } }, [removal, entry('5')]);
+    const decoded = await decodeIndexObject(journal, { zone: '', kind: 'journal' });
+    expect(decoded.header.gc).toEqual({ run: 'r1', startedMs: 1, removedObjects: 1, removedBytes: 9, done: true });
+    const { entries } = await entriesOf(journal, '');
+    expect(entries.map((e) => [e.hash, isRemoval(e)])).toEqual([['44', true], ['5', false]]);
+
+    const header = JSON.stringify({ format: 'nx-s3-sidecar/bucket-index/v1', kind: 'snapshot', zone: '', writer: 'w', createdMs: 1, gc: { run: 'BAD RUN' } });
+    const lines = [header, JSON.stringify(['44', 0, '', 1, null]), JSON.stringify(['45', 0, 'a'.repeat(64), 1, null]), JSON.stringify(['46', 0, '', 1, 'abcdef1']), JSON.stringify(['6', 3, '', 1, null])];
+    const snapshot = await decodeIndexObject(gzipSync(lines.join('\n')), { zone: '', kind: 'snapshot', batchSize: 2 });
+    expect(snapshot.header.gc).toBeUndefined();
+    const kept: IndexEntry[] = [];
+    for await (const batch of snapshot.batches) kept.push(...batch);
+    expect(kept.map((e) => e.hash)).toEqual(['6']);
+    expect(snapshot.skippedLines()).toBe(3);
+    // In a journal, a removal with a sha256 or a commit is not a removal: it does not check out.
+    const journalLines = [header.replace('"snapshot"', '"journal"'), ...lines.slice(1)];
+    const fromJournal = await entriesOf(gzipSync(journalLines.join('\n')), '');
+    expect(fromJournal.entries.map((e) => e.hash)).toEqual(['44', '6']);
+    expect(fromJournal.skipped).toBe(2);
+  });
+
+  it('round-trips access objects and skips access lines that do not check out', async () => {
+    const records = [
+      { zone: 'trusted', hash: '123', usedMs: 7 },
+      { zone: '', hash: '456', usedMs: 8 },
+    ];
+    const body = await encodeAccessObject({ zone: 'pr/1', writer: 'w1', createdMs: 3 }, records);
+    const decoded = await decodeAccessObject(body, { zone: 'pr/1' });
+    expect(decoded.header).toMatchObject({ kind: 'access', zone: 'pr/1', writer: 'w1' });
+    const read = [];
+    for await (const batch of decoded.batches) read.push(...batch);
+    expect(read).toEqual(records);
+    await expect(decodeAccessObject(body, { zone: 'trusted' })).rejects.toThrow(/zone "pr\/1"/);
+    await expect(decodeIndexObject(body, { zone: 'pr/1', kind: 'journal' })).rejects.toThrow(IndexFormatError);
+
+    const header = JSON.stringify({ format: 'nx-s3-sidecar/bucket-index/v1', kind: 'access', zone: '', writer: 'w', createdMs: 1 });
+    const lines = [header, JSON.stringify(['Bad Zone', '1', 1]), JSON.stringify(['', '../x', 1]), JSON.stringify(['', '1', -1]), JSON.stringify(['', '1']), JSON.stringify(['ok', '9', 2])];
+    const bad = await decodeAccessObject(gzipSync(lines.join('\n')), { zone: '' });
+    const kept = [];
+    for await (const batch of bad.batches) kept.push(...batch);
+    expect(kept).toEqual([{ zone: 'ok', hash: '9', usedMs: 2 }]);
+    expect(bad.skippedLines()).toBe(4);
   });
 
   it('stops decompressing a gzip bomb', async () => {

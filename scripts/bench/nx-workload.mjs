@@ -6,7 +6,7 @@
 // prefetched one), and with the write-through baseline — S3 on the request path, the design of
 // every other Nx S3 cache — all against the same S3 server behind a latency proxy at 0, 100 and
 // 300 ms per request. Also counts the S3 requests the bucket index costs, busy and idle.
-// Usage: npm run bench:nx [-- --quick] [-- --latencies 0,100,300] [-- --idle-seconds 60]
+// Usage: npm run bench:nx [-- --quick] [-- --latencies 0,100,300] [-- --idle-seconds 60] [-- --rounds 2]
 import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,7 +23,8 @@ const option = (name, fallback) => {
   return at === -1 ? fallback : process.argv[at + 1];
 };
 const latencies = option('--latencies', '0,100,300').split(',').map(Number);
-const rounds = quick ? 1 : 2;
+const rounds = Number(option('--rounds', quick ? '1' : '2'));
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a whole number of rounds, 1 or more');
 // The hit runs take about 2 s, where a stray second moves them 50%: each is timed this often a round (median).
 const hitRepeats = quick ? 1 : 3;
 const outputSizes = [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB];

@@ -8,13 +8,15 @@ import { createGunzip, gzip } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { isValidArtifactHash } from '../store/artifact-hash.js';
+import { isValidZoneName } from '../config/zones.js';
+import type { IndexObjectKind } from '../remote/index.js';
 
 export const INDEX_FORMAT = 'nx-s3-sidecar/bucket-index/v1';
 
 /** What the bucket holds for one hash in one zone. */
 export interface IndexEntry {
   hash: string;
-  /** The object's size in the bucket. */
+  /** The object's size in the bucket; 0 in a journal marks a removal (`gc` deleted the object at `atMs`). */
   bytes: number;
   /** The sha256 of the object as stored ('' when unknown: entries from `index rebuild`). */
   sha256: string;
@@ -24,19 +26,50 @@ export interface IndexEntry {
   commit: string | null;
 }
 
+export type { IndexObjectKind };
+
 export interface IndexObjectHeader {
   format: typeof INDEX_FORMAT;
-  kind: 'journal' | 'snapshot';
+  kind: IndexObjectKind;
+  /** The zone whose prefix holds the object (for an access object: its writer's zone, not the zones it names). */
   zone: string;
   writer: string;
   createdMs: number;
   /** Snapshots: every journal object up to this name is in it. */
   coversThrough?: string;
+  /** Journal objects written by `gc`: its run so far (readers older than gc ignore the field and skip removal lines). */
+  gc?: GcRunRecord;
 }
 
-// Journal objects are a few seconds of uploads; snapshots a whole zone (about 110 bytes an entry).
+/** One `gc` run in one zone, as its journal objects record it (status and /metrics show the newest). */
+export interface GcRunRecord {
+  /** The run's id: every journal object of one run carries the same. */
+  run: string;
+  startedMs: number;
+  removedObjects: number;
+  removedBytes: number;
+  /** The run's last journal object in this zone (the totals are final). */
+  done: boolean;
+}
+
+/** A removal line in a journal: the object for `hash` was deleted at `atMs` (an upload announced later stays). */
+export function isRemoval(entry: IndexEntry): boolean {
+  return entry.bytes === 0;
+}
+
+/** One use of a bucket object by a build (a hit of an artifact that is in the bucket), by the store's clock. */
+export interface AccessRecord {
+  /** The zone whose object was used ('' without zones). */
+  zone: string;
+  hash: string;
+  usedMs: number;
+}
+
+// Journal objects are a few seconds of uploads; snapshots a whole zone (about 110 bytes an entry);
+// access objects a writer's batch of uses, or gc's fold of a whole bucket's last uses.
 export const MAX_JOURNAL_BYTES = 4 * 1024 * 1024;
 export const MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024;
+export const MAX_ACCESS_BYTES = 512 * 1024 * 1024;
 const MAX_DECOMPRESSED_RATIO = 20;
 
 const WRITER_PATTERN = /^[a-z0-9]{1,32}$/;
@@ -50,6 +83,9 @@ export function isValidWriterId(writer: string): boolean {
 export function journalName(storeMs: number, writer: string, seq: number): string {
   return `${timePart(storeMs)}-${writer}-${String(seq % 1_000_000).padStart(6, '0')}.ndjson.gz`;
 }
+
+/** Access objects are named as journal objects are: by the store's clock, then writer and sequence. */
+export const accessName = journalName;
 
 export function snapshotName(coversThroughMs: number, writer: string): string {
   return `${timePart(coversThroughMs)}-${writer}.ndjson.gz`;
@@ -78,6 +114,13 @@ export async function encodeIndexObject(header: Omit<IndexObjectHeader, 'format'
   return promisify(gzip)(Buffer.from(lines.join('\n') + '\n', 'utf8'));
 }
 
+/** Encodes an access object: one `[zone, hash, usedMs]` line per record. */
+export async function encodeAccessObject(header: Omit<IndexObjectHeader, 'format' | 'kind' | 'coversThrough' | 'gc'>, records: Iterable<AccessRecord>): Promise<Buffer> {
+  const lines = [JSON.stringify({ format: INDEX_FORMAT, kind: 'access', ...header })];
+  for (const record of records) lines.push(JSON.stringify([record.zone, record.hash, record.usedMs]));
+  return promisify(gzip)(Buffer.from(lines.join('\n') + '\n', 'utf8'));
+}
+
 /** Entries by hash (a replica inserts rows in key order about twice as fast as at random); sorted only when not already. */
 export function inKeyOrder<T extends { hash: string }>(entries: readonly T[]): readonly T[] {
   for (let i = 1; i < entries.length; i++) {
@@ -90,10 +133,10 @@ export class IndexFormatError extends Error {
   override name = 'IndexFormatError';
 }
 
-export interface DecodedIndexObject {
+export interface DecodedIndexObject<Line = IndexEntry> {
   header: IndexObjectHeader;
-  /** Entries in batches (memory stays flat for a snapshot of a million entries). */
-  batches: AsyncIterable<IndexEntry[]>;
+  /** Lines in batches (memory stays flat for a snapshot of a million entries). */
+  batches: AsyncIterable<Line[]>;
   /** Lines that did not check out, so far (final once `batches` is drained). */
   skippedLines(): number;
 }
@@ -104,6 +147,21 @@ export interface DecodedIndexObject {
  * skipped and counted. Decompression stops at 20x the object's size (a gzip bomb is an error).
  */
 export async function decodeIndexObject(body: Buffer, expected: { zone: string; kind: 'journal' | 'snapshot'; batchSize?: number }): Promise<DecodedIndexObject> {
+  // A removal means nothing in a snapshot (it lists what is there): such a line does not check out.
+  const readEntry = expected.kind === 'snapshot' ? readSnapshotLine : readLine;
+  return decodeLines(body, expected, readEntry);
+}
+
+/** Opens an access object found in `zone`'s prefix, as decodeIndexObject does an index object; lines are AccessRecords. */
+export function decodeAccessObject(body: Buffer, expected: { zone: string; batchSize?: number }): Promise<DecodedIndexObject<AccessRecord>> {
+  return decodeLines(body, { ...expected, kind: 'access' }, readAccessLine);
+}
+
+async function decodeLines<Line>(
+  body: Buffer,
+  expected: { zone: string; kind: IndexObjectKind; batchSize?: number },
+  readLine: (text: Buffer, start: number, end: number) => Line | null | undefined,
+): Promise<DecodedIndexObject<Line>> {
   // Large output chunks: a snapshot inflates to ~120 MB, and each chunk is a hop back from the thread pool.
   const gunzip = createGunzip({ chunkSize: 256 * 1024 });
   const limit = Math.max(body.length * MAX_DECOMPRESSED_RATIO, 64 * 1024);
@@ -146,8 +204,8 @@ export async function decodeIndexObject(body: Buffer, expected: { zone: string; 
   rest = headerEnd < 0 ? Buffer.alloc(0) : rest.subarray(headerEnd + 1);
   let skipped = 0;
   const batchSize = expected.batchSize ?? 10_000;
-  async function* batches(): AsyncGenerator<IndexEntry[]> {
-    let batch: IndexEntry[] = [];
+  async function* batches(): AsyncGenerator<Line[]> {
+    let batch: Line[] = [];
     try {
       for (;;) {
         const last = ended;
@@ -188,11 +246,24 @@ function parseHeader(line: string): IndexObjectHeader | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const header = value as Record<string, unknown>;
   if (header.format !== INDEX_FORMAT) return undefined;
-  if (header.kind !== 'journal' && header.kind !== 'snapshot') return undefined;
+  if (header.kind !== 'journal' && header.kind !== 'snapshot' && header.kind !== 'access') return undefined;
   if (typeof header.zone !== 'string' || typeof header.writer !== 'string' || !isValidWriterId(header.writer)) return undefined;
   if (!Number.isSafeInteger(header.createdMs)) return undefined;
   if (header.coversThrough !== undefined && (typeof header.coversThrough !== 'string' || !parseIndexName(header.coversThrough))) return undefined;
+  // A gc record that does not check out is dropped; the object's lines still count.
+  if (header.gc !== undefined && !isGcRunRecord(header.gc)) delete header.gc;
   return header as unknown as IndexObjectHeader;
+}
+
+function isGcRunRecord(value: unknown): value is GcRunRecord {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const record = value as Record<string, unknown>;
+  return (
+    typeof record.run === 'string' &&
+    isValidWriterId(record.run) &&
+    [record.startedMs, record.removedObjects, record.removedBytes].every((n) => Number.isSafeInteger(n) && (n as number) >= 0) &&
+    typeof record.done === 'boolean'
+  );
 }
 
 const NEWLINE = 0x0a;
@@ -202,6 +273,24 @@ function readLine(text: Buffer, start: number, end: number): IndexEntry | null |
   if (end > start && text[end - 1] === 0x0d) end--;
   if (end === start) return null;
   return readCanonicalEntry(text, start, end) ?? parseEntry(text.toString('utf8', start, end));
+}
+
+function readSnapshotLine(text: Buffer, start: number, end: number): IndexEntry | null | undefined {
+  const entry = readLine(text, start, end);
+  return entry && isRemoval(entry) ? undefined : entry;
+}
+
+/** An access line, `[zone, hash, usedMs]`: null for a blank line, undefined for one that does not check out. */
+function readAccessLine(text: Buffer, start: number, end: number): AccessRecord | null | undefined {
+  if (end > start && text[end - 1] === 0x0d) end--;
+  if (end === start) return null;
+  const value = parseJson(text.toString('utf8', start, end));
+  if (!Array.isArray(value) || value.length !== 3) return undefined;
+  const [zone, hash, usedMs] = value as unknown[];
+  if (typeof zone !== 'string' || (zone !== '' && !isValidZoneName(zone))) return undefined;
+  if (typeof hash !== 'string' || !isValidArtifactHash(hash)) return undefined;
+  if (!Number.isSafeInteger(usedMs) || (usedMs as number) < 0) return undefined;
+  return { zone, hash, usedMs: usedMs as number };
 }
 
 /**
@@ -219,7 +308,7 @@ function readCanonicalEntry(text: Buffer, start: number, end: number): IndexEntr
   at += 2;
   const bytesStart = at;
   const bytes = readCount(text, at, end);
-  if (bytes === undefined || bytes <= 0) return undefined;
+  if (bytes === undefined) return undefined;
   at += countDigits(text, bytesStart, end);
   if (text[at++] !== 0x2c || text[at++] !== 0x22) return undefined;
   const shaStart = at;
@@ -244,6 +333,7 @@ function readCanonicalEntry(text: Buffer, start: number, end: number): IndexEntr
     at++;
   }
   if (text[at] !== 0x5d /* ] */ || at + 1 !== end) return undefined;
+  if (bytes === 0 && (sha256 !== '' || commit !== null)) return undefined;
   return { hash, bytes, sha256, atMs, commit };
 }
 
@@ -276,10 +366,12 @@ function parseEntry(line: string): IndexEntry | undefined {
   if (!Array.isArray(value) || value.length !== 5) return undefined;
   const [hash, bytes, sha256, atMs, commit] = value as unknown[];
   if (typeof hash !== 'string' || !isValidArtifactHash(hash)) return undefined;
-  if (!Number.isSafeInteger(bytes) || (bytes as number) <= 0) return undefined;
+  if (!Number.isSafeInteger(bytes) || (bytes as number) < 0) return undefined;
   if (typeof sha256 !== 'string' || (sha256 !== '' && !isLowerHex(sha256, 64, 64))) return undefined;
   if (!Number.isSafeInteger(atMs) || (atMs as number) < 0) return undefined;
   if (commit !== null && (typeof commit !== 'string' || !isLowerHex(commit, 7, 64))) return undefined;
+  // A removal carries only hash and time.
+  if (bytes === 0 && (sha256 !== '' || commit !== null)) return undefined;
   return { hash, bytes: bytes as number, sha256, atMs: atMs as number, commit: commit as string | null };
 }
 

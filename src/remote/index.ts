@@ -101,8 +101,11 @@ export interface RemoteStore {
   takePluginAccessDenied(): string | undefined;
 }
 
-/** The two kinds of objects the bucket index keeps per zone (src/index/, README: The bucket index). */
-export type IndexObjectKind = 'journal' | 'snapshot';
+/**
+ * The kinds of objects the bucket index keeps per zone (src/index/, README: The bucket index): a journal
+ * object lists uploads and removals, a snapshot a whole zone, an access object what one writer's builds used.
+ */
+export type IndexObjectKind = 'journal' | 'snapshot' | 'access';
 
 /** An index object as read: its bytes, or why it is not used (signature missing or wrong where required). */
 export type IndexObject = { readonly body: Buffer } | { readonly refused: string };

@@ -7,6 +7,7 @@
  *   <zone prefix>doctor-probe-<random>              `doctor`'s write probe (deleted after)
  *   <zone prefix>@index/journal/<name>              the bucket index's journal (src/index/, README: The bucket index)
  *   <zone prefix>@index/snapshot/<name>             its compacted snapshots
+ *   <zone prefix>@index/access/<name>               what the zone's writers' builds used (gc's last-use records)
  *
  * - `<prefix>` is the configured key prefix (empty, or ending in "/");
  * - `nx-s3-sidecar/v1/` keeps our objects apart from @nx/s3-cache's (`<prefix><hash>`), whose
@@ -41,7 +42,7 @@ export function zonePrefix(keyPrefix: string, zone: string): string {
  */
 export const INDEX_NAMESPACE = '@index/';
 
-export function indexObjectPrefix(keyPrefix: string, zone: string, kind: 'journal' | 'snapshot'): string {
+export function indexObjectPrefix(keyPrefix: string, zone: string, kind: 'journal' | 'snapshot' | 'access'): string {
   return `${zonePrefix(keyPrefix, zone)}${INDEX_NAMESPACE}${kind}/`;
 }
 
