@@ -9,10 +9,9 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
 import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { replicaFiles } from './helpers/replica-load.js';
 import { eventually, objectExists, s3Flags } from './helpers/s3-tier.js';
 import { encodeIndexObject, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
@@ -36,11 +35,7 @@ async function proxy(): Promise<FaultProxy> {
   cleanup(() => p.stop());
   return p;
 }
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 async function status(d: TestDaemon): Promise<StatusReport> {
   const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });
   expect(response.status).toBe(200);

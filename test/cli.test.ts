@@ -10,20 +10,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { getArtifact, putArtifact } from './helpers/in-process-daemon.js';
 import { parseRawResponse } from './helpers/raw-http.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { cacheDirLayout } from '../src/store/index.js';
 import { eventually } from './helpers/s3-tier.js';
 import { EXIT_CACHE_DIR_BUSY } from '../src/commands/cli-error.js';
+import { useTempDirs } from './helpers/lifecycle.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanups.push(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs((remove) => cleanups.push(remove));
 async function daemonProcess(options: Parameters<typeof startDaemonProcess>[0] = {}): Promise<DaemonProcess> {
   const daemon = await startDaemonProcess(options);
   cleanups.push(() => daemon.kill());

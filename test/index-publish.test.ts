@@ -10,12 +10,11 @@ import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/cli
 import { describe, expect, it, vi } from 'vitest';
 import { type S3TestServer } from './helpers/s3-server.js';
 import { s3ClientFor } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { holdLoad, replicaFiles } from './helpers/replica-load.js';
 import { eventually, listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginKey, putPluginObject } from './helpers/plugin-objects.js';
@@ -40,11 +39,7 @@ useS3ServerWithClient((started, client) => {
 const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 function keyPair(): { privateFile: string; publicPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');

@@ -12,10 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
 import { startTestDaemon, putArtifact, getArtifact } from './helpers/in-process-daemon.js';
 import { type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
+import { useCleanups, useS3ServerWithClient, useTempDirs } from './helpers/lifecycle.js';
 import { eventually, objectExists, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 
 let server: S3TestServer;
 let s3: S3Client;
@@ -27,11 +26,7 @@ const cleanup = useCleanups();
 
 const KEY = 'the team key';
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 async function keys(bucket: string): Promise<string[]> {
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));

@@ -17,9 +17,8 @@ import { objectKey } from '../src/remote/s3/index.js';
 import { keyIdOf, type SigningKey } from '../src/remote/index.js';
 import { announceEntries, artifactRequests } from './helpers/index-journal.js';
 import type { S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
@@ -36,11 +35,7 @@ const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 const WRITER = 'prefetchtest';
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 async function proxyFor(): Promise<FaultProxy> {
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: shared.server.port });

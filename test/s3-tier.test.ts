@@ -9,11 +9,10 @@ import { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, objectExists, readObject, s3Env, s3Flags } from './helpers/s3-tier.js';
 
 let server: S3TestServer;
@@ -36,11 +35,7 @@ async function proxy(): Promise<FaultProxy> {
   cleanup(() => p.stop());
   return p;
 }
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 async function status(d: { url: string; token: string }) {
   const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });
   expect(response.status).toBe(200);

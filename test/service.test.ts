@@ -12,15 +12,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { pathTrouble } from '../src/service/index.js';
 import { rotateIfLarge } from '../src/service/log-rotation.js';
 import { cliPath, repoRoot, runCli } from './helpers/daemon-process.js';
-import { makeTempDir } from './helpers/temp-dir.js';
+import { useTempDirs } from './helpers/lifecycle.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => cleanups.splice(0).forEach((c) => c()));
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanups.push(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs((remove) => cleanups.push(remove));
 
 /** The unit text of a dry run (between the header line and "# then run:"). */
 function unitOf(stdout: string): string {

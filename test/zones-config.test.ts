@@ -13,8 +13,8 @@ import { resolveDaemonConfig, servedZones, localPutZone, type ConfigInput } from
 import { LocalStore } from '../src/store/index.js';
 import { schemaV1 } from '../src/store/index-db.js';
 import { createLogger } from '../src/log.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { runCli } from './helpers/daemon-process.js';
+import { useTempDirs } from './helpers/lifecycle.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -25,11 +25,7 @@ function resolve(flags: ConfigInput, env: NodeJS.ProcessEnv = {}) {
   return resolveDaemonConfig({ XDG_CONFIG_HOME: '/nonexistent', ...env }, { workspace: '/nonexistent', ...flags });
 }
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanups.push(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs((remove) => cleanups.push(remove));
 
 describe('zone settings', () => {
   it('keeps the zone-less layout when neither --write-zone nor --read-zones is set', () => {

@@ -14,9 +14,8 @@ import { objectKey, S3RemoteStore } from '../src/remote/s3/index.js';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, isIndexKey, listKeys, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
@@ -30,11 +29,7 @@ const newHash = hashSequence(17100000000000000000n);
 const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 function keyPair(): { privateFile: string; publicFile: string } {
   const dir = tempDir();
