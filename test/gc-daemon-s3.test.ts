@@ -28,6 +28,7 @@ import { Compactor } from '../src/index/compactor.js';
 import { createLogger } from '../src/log.js';
 import type { StatusReport } from '../src/status-report.js';
 import { waitForUploads } from '../src/commands/flush.js';
+import { formatStatus } from '../src/commands/status-report-text.js';
 import { DaemonClient } from '../src/commands/daemon-client.js';
 
 let server: S3TestServer;
@@ -117,6 +118,7 @@ describe('access records', () => {
 
     const report = await status(writer);
     expect(report.bucketIndex?.accessRecords).toMatchObject({ accessObjects: 1, records: 2, pending: 0, failedAttempts: 0 });
+    expect(formatStatus(report)).toContain('  access records 2 published in 1 access object, 0 pending\n');
     const scraped = await metrics(writer);
     expect(sampleValue(scraped, 'nx_s3_sidecar_index_published_access_objects_total')).toBe(1);
     expect(sampleValue(scraped, 'nx_s3_sidecar_index_published_access_records_total')).toBe(2);
@@ -198,6 +200,7 @@ describe('removals and gc runs', () => {
     const report = await status(reader);
     expect(report.bucketIndex?.zones[0]).toMatchObject({ zone: 'trusted', entries: 1, bytes: 400, gc: { ...run, removedObjects: 4, removedBytes: 700, done: true } });
     expect(report.bucketIndex?.removedEntries).toBe(2);
+    expect(formatStatus(report)).toMatch(/\n  trusted +1 object \(400 B\) in the bucket, synced .*\n    last gc   started \d+ s ago, done: 4 objects \(700 B\) removed\n/);
     const scraped = await metrics(reader);
     expect(sampleValue(scraped, 'nx_s3_sidecar_index_entries', { zone: 'trusted' })).toBe(1);
     expect(sampleValue(scraped, 'nx_s3_sidecar_index_bytes', { zone: 'trusted' })).toBe(400);
