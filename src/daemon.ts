@@ -103,6 +103,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
         store,
         uploader: tier.uploader,
         indexPublisher: tier.indexPublisher,
+        accessPublisher: tier.accessPublisher,
         readThroughOn: tier.readThrough !== undefined,
         bucketIndex: tier.bucketIndex,
         activity,
@@ -121,6 +122,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       s3TierState: () => tier.state.state,
       indexRebuilt: () => store.indexRebuild !== undefined,
       bucketIndex: () => tier.bucketIndex,
+      accessRecordsPending: () => (tier.accessPublisher ? store.accessRecords.count() : 0),
       prefetch: prefetchLedger,
     });
     const cache = new TieredCache({
@@ -142,6 +144,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       maxArtifactBytes: () => config.maxArtifactBytes,
       uploader: () => tier.uploader,
       indexPublisher: () => tier.indexPublisher,
+      accessPublisher: () => tier.accessPublisher,
       statusReport: status,
       metrics,
       activity,
@@ -169,7 +172,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
     if (!isLoopbackHost(config.host)) {
       logger.warn(`listening on ${config.host}, not loopback: anyone who can reach this port and knows the token can read and write the cache`);
     }
-    startRemoteTier(tier, logger, store.layout.root);
+    startRemoteTier(tier, logger, store.layout.root, store);
 
     // Serialised: a burst of edits applies in order, never two rebuilds at once.
     let reloading: Promise<void> = Promise.resolve();
@@ -201,7 +204,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           remoteTotals.track(tier);
           await stopRemoteTier(old);
           remoteTotals.retire(old);
-          startRemoteTier(tier, logger, store.layout.root);
+          startRemoteTier(tier, logger, store.layout.root, store);
         } else if (next.s3 && previous.s3 && next.s3.uploadConcurrency !== previous.s3.uploadConcurrency) {
           tier.uploader?.setConcurrency(next.s3.uploadConcurrency);
         }

@@ -2,6 +2,7 @@
 import type { CacheMode } from './config/index.js';
 import type { LocalStore, EvictionTotals } from './store/index.js';
 import type { Publisher } from './index/publisher.js';
+import type { AccessPublisher, AccessPublishTotals } from './index/access-publisher.js';
 import type { Uploader, UploaderStatus } from './upload/index.js';
 import type { ReadThroughCounters } from './cache/index.js';
 import type { ActivityHistory, AuditCounters, CacheActivity, IndexPublishTotals, ReadThroughReasons, RecentError, RecentErrors, RemoteTierTotals } from './metrics/index.js';
@@ -85,10 +86,21 @@ export interface StatusReport {
     journalObjects: { applied: number; refused: number };
     snapshots: { loaded: number; refused: number };
     skippedLines: number;
+    /** Replica entries deleted by removal lines (objects gc deleted), since start. */
+    removedEntries: number;
     /** The writer side (present while uploads are on): journal objects and entries published, uploads waiting to be. */
     published?: IndexPublishTotals & {
       /** Uploads confirmed but not yet in a journal object (flush waits for 0). */
       unpublished: number;
+      lastError?: { message: string; atMs: number };
+    };
+    /**
+     * Uses of bucket objects (hits) published as access objects for gc, since start (present while
+     * uploads are on: a daemon that never writes records none).
+     */
+    accessRecords?: AccessPublishTotals & {
+      /** Recorded but not yet published (flush waits for 0). */
+      pending: number;
       lastError?: { message: string; atMs: number };
     };
   };
@@ -124,8 +136,9 @@ export interface StatusSources {
   credentialsResolvedBy?: () => string | undefined;
   store: LocalStore;
   uploader?: Uploader;
-  /** The bucket index's publisher, while it runs. */
+  /** The bucket index's publishers, while they run. */
   indexPublisher?: Publisher;
+  accessPublisher?: AccessPublisher;
   readThroughOn: boolean;
   bucketIndex?: BucketIndex;
   activity: CacheActivity;
@@ -193,7 +206,7 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
     },
     uploads: current && { ...sources.remoteTotals.uploads(), inFlight: current.inFlight, yielding: current.yielding, lastError: current.lastError },
     readThrough: sources.readThroughOn ? sources.remoteTotals.readThrough() : undefined,
-    bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources.indexPublisher, sources.remoteTotals),
+    bucketIndex: sources.bucketIndex && bucketIndexReport(sources.bucketIndex, sources, sources.remoteTotals),
     prefetch: prefetchStatus(sources),
     recentErrors: sources.recentErrors.list(),
     audit: {
@@ -204,7 +217,11 @@ export function buildStatusReport(sources: StatusSources): StatusReport {
   };
 }
 
-function bucketIndexReport(index: BucketIndex, publisher: Publisher | undefined, totals: RemoteTierTotals): NonNullable<StatusReport['bucketIndex']> {
+function bucketIndexReport(
+  index: BucketIndex,
+  { indexPublisher: publisher, accessPublisher }: Pick<StatusSources, 'indexPublisher' | 'accessPublisher'>,
+  totals: RemoteTierTotals,
+): NonNullable<StatusReport['bucketIndex']> {
   const sync = totals.indexSync();
   return {
     stalenessMs: index.stalenessMs,
@@ -212,6 +229,8 @@ function bucketIndexReport(index: BucketIndex, publisher: Publisher | undefined,
     journalObjects: { applied: sync.journalApplied, refused: sync.journalRefused },
     snapshots: { loaded: sync.snapshotsLoaded, refused: sync.snapshotsRefused },
     skippedLines: sync.skippedLines,
+    removedEntries: sync.removedEntries,
     published: publisher && { ...totals.indexPublish(), unpublished: publisher.pending(), lastError: publisher.status().lastError },
+    accessRecords: accessPublisher && { ...totals.accessPublish(), pending: accessPublisher.pending(), lastError: accessPublisher.status().lastError },
   };
 }

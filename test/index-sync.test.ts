@@ -238,7 +238,8 @@ describe('entry lines read from bytes', () => {
       '["\\u0031\\u0032\\u0033",4.5e1,"' + 'a'.repeat(64) + '",0,null]\r',
       '["x-y_z",999999999999999,"",1764000000000,"abcdef1"]',
       '["123",045,"",0,null]', // leading zero: not JSON
-      '["123",0,"",0,null]', // no bytes
+      '["123",0,"",0,null]', // a removal line (gc deleted the object): kept in a journal
+      '["123",0,"' + 'a'.repeat(64) + '",0,null]', // a removal carries no sha256
       '["123",-4,"",0,null]',
       '["123",4,"' + 'A'.repeat(64) + '",0,null]', // upper-case hex
       '["123",4,"abc",0,null]',
@@ -255,6 +256,7 @@ describe('entry lines read from bytes', () => {
       canonical,
       canonical,
       { hash: 'x-y_z', bytes: 999999999999999, sha256: '', atMs: 1764000000000, commit: 'abcdef1' },
+      { hash: '123', bytes: 0, sha256: '', atMs: 0, commit: null },
       { hash: '123', bytes: 4, sha256: '', atMs: 0, commit: null },
     ]);
     expect(skipped).toBe(11);

@@ -1,16 +1,20 @@
 /**
  * `nx-s3-sidecar flush`: waits until every stored artifact is in S3 and published in the bucket
- * index — what a CI job runs before its runner goes away. Parked and backed-off uploads are retried at once.
+ * index, and the uses of bucket objects are published for gc — what a CI job runs before its
+ * runner goes away. Parked and backed-off uploads are retried at once.
  */
 import { formatSize, type DaemonConfig } from '../config/index.js';
 import { plural } from '../plural.js';
 import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 
+const ASK_AGAIN_EVERY_MS = 2000;
+
 /** Resolves when the outbox is empty; throws CliError on timeout with what is left and why. */
 export async function waitForUploads(client: DaemonClient, timeoutSeconds: number, out: (line: string) => void): Promise<void> {
   const deadlineMs = Date.now() + timeoutSeconds * 1000;
   let report = await client.flush();
+  let flushedMs = Date.now();
   if (report.remote.state !== 'read-write') {
     out(`nothing to upload: the S3 tier is ${report.remote.state}${report.remote.reason ? ` (${report.remote.reason})` : ''}`);
     return;
@@ -19,23 +23,32 @@ export async function waitForUploads(client: DaemonClient, timeoutSeconds: numbe
   for (;;) {
     const published = report.bucketIndex?.published;
     const unpublished = published?.unpublished ?? 0;
-    if (report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0 && unpublished === 0) {
+    const accessRecords = report.bucketIndex?.accessRecords;
+    const unpublishedUses = accessRecords?.pending ?? 0;
+    const uploadsDone = report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0;
+    if (uploadsDone && unpublished === 0 && unpublishedUses === 0) {
       out(published === undefined ? 'outbox empty: every artifact is in S3' : 'outbox empty: every artifact is in S3 and in the bucket index');
       return;
     }
-    const line =
-      report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0
+    const line = !uploadsDone
+      ? `waiting for ${plural(report.outbox.entries, 'upload')}, ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`
+      : unpublished > 0
         ? `waiting for ${plural(unpublished, 'upload')} to be published in the bucket index`
-        : `waiting for ${plural(report.outbox.entries, 'upload')}, ${formatSize(report.outbox.bytes)} left${report.outbox.parked ? `, ${report.outbox.parked} parked` : ''}`;
+        : `waiting for ${plural(unpublishedUses, 'access record')} to be published in the bucket index`;
     if (line !== lastLine) out(line);
     lastLine = line;
     if (Date.now() > deadlineMs) {
       const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
       const index = unpublished > 0 ? ` and ${unpublished} not yet published in the bucket index${published?.lastError ? ` (last publish error: ${published.lastError.message})` : ''}` : '';
-      throw new CliError(`timed out after ${timeoutSeconds} s with ${plural(report.outbox.entries, 'upload')} (${formatSize(report.outbox.bytes)}) still pending${index}${why}`);
+      const uses = unpublishedUses > 0 ? `, ${plural(unpublishedUses, 'access record')} not yet published${accessRecords?.lastError ? ` (last error: ${accessRecords.lastError.message})` : ''}` : '';
+      throw new CliError(`timed out after ${timeoutSeconds} s with ${plural(report.outbox.entries, 'upload')} (${formatSize(report.outbox.bytes)}) still pending${index}${uses}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
-    report = await client.status();
+    // Uses recorded after the flush began (an upload that found its object there) wait for the next
+    // 5-minute batch: ask again, every 2 s at most (each ask also cuts a publish backoff short).
+    const askAgain = uploadsDone && unpublished === 0 && unpublishedUses > 0 && Date.now() - flushedMs >= ASK_AGAIN_EVERY_MS;
+    if (askAgain) flushedMs = Date.now();
+    report = askAgain ? await client.flush() : await client.status();
   }
 }
 

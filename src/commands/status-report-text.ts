@@ -2,6 +2,7 @@
 import { formatSize } from '../config/index.js';
 import { plural } from '../plural.js';
 import { describeMode, describeS3Tier, type StatusReport } from '../status-report.js';
+import type { GcRunRecord } from '../index/index-format.js';
 
 function age(ms: number | null): string {
   if (ms === null) return '-';
@@ -39,8 +40,9 @@ function bucketIndexLines(report: StatusReport): string[] {
   for (const zone of index.zones) {
     const state = !zone.indexed ? 'not indexed (no index objects in the bucket yet)' : zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
     lines.push(
-      `  ${(zone.zone || '(no zone)').padEnd(10)} ${plural(zone.entries, 'entry', 'entries')} (${formatSize(zone.bytes)}), synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
+      `  ${(zone.zone || '(no zone)').padEnd(10)} ${plural(zone.entries, 'object')} (${formatSize(zone.bytes)}) in the bucket, synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
     );
+    if (zone.gc) lines.push(`    last gc   ${gcRunText(zone.gc, report.nowMs)}`);
   }
   lines.push(`  journal objects ${index.journalObjects.applied} applied, ${index.journalObjects.refused} refused; snapshots ${index.snapshots.loaded} loaded, ${index.snapshots.refused} refused`);
   const published = index.published;
@@ -48,7 +50,17 @@ function bucketIndexLines(report: StatusReport): string[] {
     const failed = published.lastError ? `; last publish error ${age(report.nowMs - published.lastError.atMs)} ago: ${published.lastError.message}` : '';
     lines.push(`  published ${published.journalObjects} journal objects (${published.entries} entries), ${published.unpublished} uploads not yet published${failed}`);
   }
+  const uses = index.accessRecords;
+  if (uses) {
+    const failed = uses.lastError ? `; last publish error ${age(report.nowMs - uses.lastError.atMs)} ago: ${uses.lastError.message}` : '';
+    lines.push(`  access records ${uses.records} published in ${plural(uses.accessObjects, 'access object')}, ${uses.pending} pending${failed}`);
+  }
   return lines;
+}
+
+/** A gc run as a zone's journal records it: when it started, what it removed, whether it finished. */
+function gcRunText(gc: GcRunRecord, nowMs: number): string {
+  return `started ${age(Math.max(0, nowMs - gc.startedMs))} ago, ${gc.done ? 'done' : 'under way (or cut off)'}: ${plural(gc.removedObjects, 'object')} (${formatSize(gc.removedBytes)}) removed`;
 }
 
 /** Prefetch (README: Prefetch): what it fetched, what builds then used, and the git HEAD it follows. */

@@ -14,6 +14,7 @@ import { bucketIndexFile, removeOtherBucketIndexFiles } from '../store/cache-dir
 import { Prefetcher, type PrefetchLedger, type RequestActivity } from '../index/prefetch.js';
 import { GitHeadWatcher } from '../index/git-head.js';
 import { Publisher } from '../index/publisher.js';
+import { AccessPublisher } from '../index/access-publisher.js';
 import { Compactor } from '../index/compactor.js';
 
 /** The S3 side as currently configured: what it does, and the parts that do it. */
@@ -28,6 +29,8 @@ export interface RemoteTier {
   bucketIndex?: BucketIndex;
   /** Publishes what uploads announce (uploads on only); its own entries go into bucketIndex's replica. */
   indexPublisher?: Publisher;
+  /** Publishes the uses of bucket objects (hits) as access objects for gc (uploads on only). */
+  accessPublisher?: AccessPublisher;
   /** Snapshots and prunes the zones this daemon writes and reads. */
   indexCompactor?: Compactor;
   // Prefetch (--prefetch on; needs the bucket index).
@@ -76,7 +79,11 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
           logger,
           writeZone: zones?.write ?? undefined,
           audit,
-          announce: index.indexPublisher && { commit: config.s3.commit, announced: () => index.indexPublisher!.announced() },
+          announce: index.indexPublisher && {
+            commit: config.s3.commit,
+            announced: () => index.indexPublisher!.announced(),
+            foundPresent: index.accessPublisher && ((zone, hash) => index.accessPublisher!.usedByUpload(zone, hash)),
+          },
           activity: context?.prefetch.activity,
         })
       : undefined,
@@ -152,7 +159,8 @@ function buildPrefetch(
 }
 
 /**
- * The bucket index's writer side, over the reader side's replica: the publisher (when uploading)
+ * The bucket index's writer side, over the reader side's replica: the publishers of uploads and of
+ * uses (when uploading: a daemon that never writes records no uses, README: Garbage collection)
  * and the compactor of the zone this daemon writes and reads. The compactor snapshots a zone only
  * while its replica is fresh (in step with the bucket), never from an incomplete one.
  */
@@ -163,7 +171,7 @@ function buildIndexWriter(
   bucketIndex: BucketIndex,
   logger: Logger,
   readWrite: boolean,
-): Pick<RemoteTier, 'indexPublisher' | 'indexCompactor'> {
+): Pick<RemoteTier, 'indexPublisher' | 'accessPublisher' | 'indexCompactor'> {
   if (!readWrite) return {};
   const readZones = config.zones?.read ?? [NO_ZONE];
   const writeZone = config.zones ? config.zones.write : NO_ZONE;
@@ -176,9 +184,11 @@ function buildIndexWriter(
     readZones,
     onOwnJournal: (zone) => bucketIndex.ownJournalPublished(zone),
   });
-  if (writeZone === null || !readZones.includes(writeZone)) return { indexPublisher };
+  // Uploads on means a write zone: access objects go into its prefix, the one its policy grants.
+  const accessPublisher = writeZone === null ? undefined : new AccessPublisher({ records: store.accessRecords, indexObjects, writeZone, namer: indexPublisher.namer, logger });
+  if (writeZone === null || !readZones.includes(writeZone)) return { indexPublisher, accessPublisher };
   const indexCompactor = new Compactor({ indexObjects, replica, zones: [writeZone], isZoneFresh: (zone) => bucketIndex.isZoneFresh(zone), writer: indexPublisher.writer, logger });
-  return { indexPublisher, indexCompactor };
+  return { indexPublisher, accessPublisher, indexCompactor };
 }
 
 /** What auto found out about the store. */
@@ -203,8 +213,12 @@ function zoneState(config: DaemonConfig): Pick<StatusReport['remote'], 'writeZon
   };
 }
 
-/** Starts what the tier runs; a bucket index first deletes `cacheDir`'s replicas of other buckets (the previous tier, if any, is stopped). */
-export function startRemoteTier(tier: RemoteTier, logger: Logger, cacheDir: string): void {
+/**
+ * Starts what the tier runs; a bucket index first deletes `cacheDir`'s replicas of other buckets (the
+ * previous tier, if any, is stopped). The store's hits are recorded as uses from now on while the tier publishes them.
+ */
+export function startRemoteTier(tier: RemoteTier, logger: Logger, cacheDir: string, store: LocalStore): void {
+  store.setBucketUseRecorder(tier.accessPublisher);
   if (tier.bucketIndex) {
     const failures = removeOtherBucketIndexFiles(cacheDir, tier.bucketIndex.file);
     if (failures.length > 0) logger.warn('bucket index: could not delete the replica of another bucket (it only takes disk space)', { files: failures.join('; ') });
@@ -220,6 +234,7 @@ export function startRemoteTier(tier: RemoteTier, logger: Logger, cacheDir: stri
   tier.uploader?.start();
   tier.bucketIndex?.start();
   tier.indexPublisher?.start();
+  tier.accessPublisher?.start();
   tier.indexCompactor?.start();
   if (tier.prefetcher) {
     tier.prefetcher.start();
@@ -259,6 +274,7 @@ export async function stopRemoteTier(tier: RemoteTier): Promise<void> {
   await tier.prefetcher?.stop();
   tier.indexCompactor?.stop();
   await tier.indexPublisher?.stop();
+  await tier.accessPublisher?.stop();
   // Last: it closes the replica the others use.
   await tier.bucketIndex?.stop();
   tier.s3?.client.destroy();

@@ -22,6 +22,7 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { CacheActivity, DaemonMetrics } from '../metrics/index.js';
 import type { TieredCache } from '../cache/index.js';
 import type { Publisher } from '../index/publisher.js';
+import type { AccessPublisher } from '../index/access-publisher.js';
 import type { Uploader } from '../upload/index.js';
 import type { StatusReport } from '../status-report.js';
 import { textResponse } from './text-response.js';
@@ -33,7 +34,7 @@ export interface HttpAppDeps {
   /** The tiers GET and PUT of artifacts go to. */
   cache: TieredCache;
   /** The local tier, for the health check's figures. */
-  store: Pick<LocalStore, 'usage' | 'cacheDirProblem' | 'layout'>;
+  store: Pick<LocalStore, 'usage' | 'cacheDirProblem' | 'layout' | 'flushAccesses'>;
   logger: Logger;
   tokens: AccessTokens;
   /** Getters: hot reload replaces these while the server runs. */
@@ -42,6 +43,8 @@ export interface HttpAppDeps {
   uploader: () => Pick<Uploader, 'retryNow'> | undefined;
   /** For `flush`: the bucket index's journal is published now. */
   indexPublisher?: () => Pick<Publisher, 'publishNow'> | undefined;
+  /** For `flush`: the uses of bucket objects recorded so far are published now. */
+  accessPublisher?: () => Pick<AccessPublisher, 'publishNow'> | undefined;
   statusReport: () => StatusReport;
   metrics: DaemonMetrics;
   /** Lookup outcomes and artifact bytes, for the metrics and the status page. */
@@ -96,6 +99,9 @@ export function createHttpApp(deps: HttpAppDeps): Hono<Env> {
       retryUploadsNow: () => {
         deps.uploader()?.retryNow();
         deps.indexPublisher?.()?.publishNow();
+        // The hits of the last second are still in memory: into the access records first.
+        deps.store.flushAccesses();
+        deps.accessPublisher?.()?.publishNow();
       },
     }),
   );

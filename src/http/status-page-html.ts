@@ -187,11 +187,18 @@ function bucketIndexText(s) {
   const reads = 'read through: ' + why.inIndex + ' in index, ' + why.stale + ' stale, ' + why.notIndexed + ' not indexed, ' + why.off + ' off';
   if (!s.bucketIndex) return 'off; ' + reads;
   const zones = s.bucketIndex.zones.map((z) =>
-    (z.zone || '(no zone)') + ': ' + z.entries + ' entries, synced ' + ago(z.ageMs) + (!z.indexed ? ' (not indexed)' : z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : ''));
+    (z.zone || '(no zone)') + ': ' + z.entries + ' objects (' + size(z.bytes) + '), synced ' + ago(z.ageMs) + (!z.indexed ? ' (not indexed)' : z.fresh ? ' (fresh)' : ' (stale)') + (z.lastError ? ', failing: ' + z.lastError : '') + gcText(z.gc, s.nowMs));
   const j = s.bucketIndex.journalObjects;
   const p = s.bucketIndex.published;
   const published = p ? '; published ' + p.journalObjects + ' journal objects, ' + p.unpublished + ' uploads not yet' + (p.lastError ? ' (last error ' + ago(s.nowMs - p.lastError.atMs) + ' ago: ' + p.lastError.message + ')' : '') : '';
-  return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused' + published;
+  const a = s.bucketIndex.accessRecords;
+  const uses = a ? '; access records ' + a.records + ' published in ' + a.accessObjects + ' objects, ' + a.pending + ' pending' + (a.lastError ? ' (last error ' + ago(s.nowMs - a.lastError.atMs) + ' ago: ' + a.lastError.message + ')' : '') : '';
+  return s.cache.indexMisses + ' misses answered without S3; ' + reads + '; ' + zones.join('; ') + '; journal ' + j.applied + ' applied, ' + j.refused + ' refused' + published + uses;
+}
+
+function gcText(gc, nowMs) {
+  if (!gc) return '';
+  return ', last gc ' + ago(nowMs - gc.startedMs) + ' ago' + (gc.done ? '' : ' (under way)') + ': ' + gc.removedObjects + ' objects (' + size(gc.removedBytes) + ') removed';
 }
 
 async function refresh() {

@@ -8,6 +8,7 @@ import { ReplicaDb } from './replica-db.js';
 import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, zoneLabel, type IndexSyncCounters } from './tailer.js';
 import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
 import type { IndexObjectStore } from '../remote/index.js';
+import type { GcRunRecord } from './index-format.js';
 import type { Logger } from '../log.js';
 
 export interface BucketIndexOptions {
@@ -36,6 +37,8 @@ export interface IndexZoneStatus {
   /** False while the zone has no index objects at all: its misses are read through. */
   indexed: boolean;
   lastError?: string;
+  /** The newest gc run seen in the zone's journal (or in the snapshot the replica was loaded from). */
+  gc?: GcRunRecord;
 }
 
 // Builds are "running" while Nx sent a request this recently; idle daemons poll slowly.
@@ -146,6 +149,7 @@ export class BucketIndex implements RemoteIndex {
   status(): IndexZoneStatus[] {
     const nowMs = this.now();
     const byZone = this.zoneCounts(nowMs);
+    const gcRuns = this.replica.gcRuns();
     return this.tailers.map((tailer) => ({
       zone: tailer.zone,
       ...(byZone.get(tailer.zone) ?? { entries: 0, bytes: 0 }),
@@ -153,6 +157,7 @@ export class BucketIndex implements RemoteIndex {
       fresh: tailer.isFresh(this.options.stalenessMs, nowMs),
       indexed: tailer.indexed,
       lastError: tailer.lastError,
+      gc: gcRuns.get(tailer.zone),
     }));
   }
 

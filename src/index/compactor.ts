@@ -111,7 +111,9 @@ export class Compactor {
     else if (coversThrough === undefined) result.skipped = 'no journal object old enough (and applied) to be covered';
     else {
       const entries = this.zoneEntries.all(zone);
-      const body = await encodeIndexObject({ kind: 'snapshot', zone, writer, createdMs: storeNowMs, coversThrough }, entries);
+      // Entries gc removed are gone from the replica already; its newest run there goes into the header for readers that start here.
+      const gc = replica.gcRuns().get(zone);
+      const body = await encodeIndexObject({ kind: 'snapshot', zone, writer, createdMs: storeNowMs, coversThrough, ...(gc && { gc }) }, entries);
       if (body.length > MAX_SNAPSHOT_BYTES) throw new Error(`the snapshot of zone "${zone}" would be ${body.length} bytes, over the ${MAX_SNAPSHOT_BYTES} a reader accepts`);
       const name = snapshotName(timeOf(coversThrough)!, writer);
       await indexObjects.put(zone, 'snapshot', name, body, signal);

@@ -3,14 +3,16 @@
  * index: one object per zone per batch, named by the store's clock, retried with backoff under a
  * new name until it lands. Never on a request's path; an outage costs one warning.
  */
-import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { Announcements, PendingAnnouncement } from '../outbox/index.js';
 import { errorMessage, type IndexObjectStore } from '../remote/index.js';
-import { defaultBackoff, retryDelayMs, type BackoffPolicy } from '../upload/backoff.js';
+import type { BackoffPolicy } from '../upload/backoff.js';
 import type { Logger } from '../log.js';
-import { encodeIndexObject, journalName, type IndexEntry } from './index-format.js';
+import { BatchPublishing, IndexObjectNamer, randomWriterId } from './batch-publishing.js';
+import { encodeIndexObject, type IndexEntry } from './index-format.js';
 import type { ReplicaDb } from './replica-db.js';
+
+export { randomWriterId };
 
 /** A batch goes out this long after its first announcement, or at once when this many wait. */
 export const PUBLISH_BATCH_DELAY_MS = 1000;
@@ -41,59 +43,47 @@ export interface PublisherStatus {
   lastError?: { message: string; atMs: number };
 }
 
-/** A writer id for one daemon run: 12 of [a-z0-9]. */
-export function randomWriterId(): string {
-  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
-  return Array.from({ length: 12 }, () => alphabet[randomInt(alphabet.length)]).join('');
-}
-
 export class Publisher {
   readonly writer: string;
-  private readonly batchDelayMs: number;
+  /** Names this writer's index objects (the access publisher names its own with it too). */
+  readonly namer: IndexObjectNamer;
+  private readonly batches: BatchPublishing;
   private readonly batchMaxEntries: number;
-  private readonly abort = new AbortController();
   private readonly markApplied?: Database.Statement<[string, string]>;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<boolean> | undefined;
-  private runAgain = false;
-  private backingOff = false;
-  private announcedSinceRun = 0;
-  private failedRuns = 0;
-  private stopped = false;
-  private clockSeen = false;
-  private lastNameMs = 0;
-  private seq = 0;
-  private failing = false;
-  private readonly counters: PublisherStatus = { journalObjects: 0, entries: 0, failedAttempts: 0 };
+  private readonly counters = { journalObjects: 0, entries: 0 };
 
   constructor(private readonly options: PublisherOptions) {
     this.writer = options.writer ?? randomWriterId();
-    this.batchDelayMs = options.batchDelayMs ?? PUBLISH_BATCH_DELAY_MS;
+    this.namer = new IndexObjectNamer(options.indexObjects, this.writer);
     this.batchMaxEntries = options.batchMaxEntries ?? PUBLISH_BATCH_MAX_ENTRIES;
+    this.batches = new BatchPublishing({
+      pending: () => this.pending(),
+      publishBatch: (signal) => this.publishBatch(signal),
+      batchDelayMs: options.batchDelayMs ?? PUBLISH_BATCH_DELAY_MS,
+      batchMaxItems: this.batchMaxEntries,
+      logger: options.logger,
+      batchName: 'bucket index journal',
+      failingMessage: (retry) => `cannot publish the bucket index; ${retry} (uploads go on, other daemons read through meanwhile)`,
+      recoveredMessage: 'publishing the bucket index works again',
+      backoff: options.backoff,
+    });
     // Its own journal objects are in the replica already: the tailer need not fetch them.
     this.markApplied = options.replica?.db.prepare<[string, string]>('INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)');
   }
 
   /** Publishes what an earlier run left (a crash, an outage). */
   start(): void {
-    if (this.options.announcements.count() > 0) this.schedule(0);
+    this.batches.start();
   }
 
   /** An upload wrote an announcement: publish it with the batch it starts or joins. */
   announced(): void {
-    if (this.stopped) return;
-    this.announcedSinceRun++;
-    if (this.running || this.backingOff) return;
-    if (this.announcedSinceRun >= this.batchMaxEntries) this.schedule(0);
-    else if (!this.timer) this.schedule(this.batchDelayMs);
+    this.batches.added();
   }
 
   /** `flush`: publish everything now, backoff or not. */
   publishNow(): void {
-    if (this.stopped) return;
-    this.backingOff = false;
-    if (this.running) this.runAgain = true;
-    else this.schedule(0);
+    this.batches.publishNow();
   }
 
   /** Announcements not yet in the bucket. */
@@ -102,88 +92,25 @@ export class Publisher {
   }
 
   status(): PublisherStatus {
-    return { ...this.counters };
+    return { ...this.counters, ...this.batches.failures };
   }
 
   /** Stops; a PUT under way is aborted and its rows stay for the next start. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.abort.abort();
-    await this.running?.catch(() => {});
+  stop(): Promise<void> {
+    return this.batches.stop();
   }
 
-  private schedule(delayMs: number): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.backingOff = false;
-      void this.run();
-    }, delayMs);
-    this.timer.unref();
+  /** One batch: the oldest announcements, one journal object per zone; throws when a PUT failed. */
+  private async publishBatch(signal: AbortSignal): Promise<void> {
+    const rows = this.options.announcements.oldest(this.batchMaxEntries);
+    const byZone = new Map<string, PendingAnnouncement[]>();
+    for (const row of rows) byZone.set(row.zone, [...(byZone.get(row.zone) ?? []), row]);
+    for (const [zone, zoneRows] of byZone) await this.publishZone(zone, zoneRows, signal);
   }
 
-  private async run(): Promise<void> {
-    if (this.stopped) return;
-    if (this.running) {
-      this.runAgain = true;
-      return;
-    }
-    this.announcedSinceRun = 0;
-    this.runAgain = false;
-    this.running = this.publishBatch();
-    const published = await this.running;
-    this.running = undefined;
-    if (this.stopped) return;
-    if (!published) {
-      this.failedRuns++;
-      this.backingOff = true;
-      this.schedule(retryDelayMs(this.failedRuns, this.options.backoff ?? defaultBackoff));
-      return;
-    }
-    this.failedRuns = 0;
-    const left = this.pending();
-    if (left > 0) this.schedule(this.runAgain || left >= this.batchMaxEntries ? 0 : this.batchDelayMs);
-  }
-
-  /** One batch: the oldest announcements, one journal object per zone; false when a PUT failed. */
-  private async publishBatch(): Promise<boolean> {
-    const { announcements, logger } = this.options;
-    try {
-      const rows = announcements.oldest(this.batchMaxEntries);
-      const byZone = new Map<string, PendingAnnouncement[]>();
-      for (const row of rows) byZone.set(row.zone, [...(byZone.get(row.zone) ?? []), row]);
-      for (const [zone, zoneRows] of byZone) await this.publishZone(zone, zoneRows);
-      if (this.failing) {
-        this.failing = false;
-        logger.info('publishing the bucket index works again');
-      }
-      return true;
-    } catch (error) {
-      if (this.stopped) return false;
-      const message = errorMessage(error);
-      this.counters.failedAttempts++;
-      this.counters.lastError = { message, atMs: Date.now() };
-      if (!this.failing) {
-        this.failing = true;
-        logger.warn('cannot publish the bucket index; retrying with backoff (uploads go on, other daemons read through meanwhile)', { error: message });
-      }
-      logger.debug('bucket index journal not published; will retry', { error: message });
-      return false;
-    }
-  }
-
-  private async publishZone(zone: string, rows: readonly PendingAnnouncement[]): Promise<void> {
+  private async publishZone(zone: string, rows: readonly PendingAnnouncement[], batchSignal: AbortSignal): Promise<void> {
     const { indexObjects, announcements, replica, readZones } = this.options;
-    // Names follow the store's clock, which is known from an answer of the store.
-    if (!this.clockSeen) {
-      await indexObjects.list(zone, 'journal', '9', 1, this.abort.signal);
-      this.clockSeen = true;
-    }
-    const storeNowMs = indexObjects.storeNowMs();
-    const nameMs = Math.max(Math.floor(storeNowMs), this.lastNameMs + 1);
-    this.lastNameMs = nameMs;
-    const name = journalName(nameMs, this.writer, this.seq++);
+    const { name, nameMs, storeNowMs } = await this.namer.next(zone, batchSignal);
     const localNowMs = Date.now();
     const entries: IndexEntry[] = rows.map((row) => ({
       hash: row.hash,
@@ -194,7 +121,7 @@ export class Publisher {
       commit: row.commit,
     }));
     const body = await encodeIndexObject({ kind: 'journal', zone, writer: this.writer, createdMs: nameMs }, entries);
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.options.putTimeoutMs ?? JOURNAL_PUT_TIMEOUT_MS)]);
+    const signal = AbortSignal.any([batchSignal, AbortSignal.timeout(this.options.putTimeoutMs ?? JOURNAL_PUT_TIMEOUT_MS)]);
     await indexObjects.put(zone, 'journal', name, body, signal);
     announcements.removeMany(rows.map((row) => row.id));
     this.counters.journalObjects++;

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
-import { inKeyOrder, type IndexEntry } from './index-format.js';
+import { inKeyOrder, isRemoval, type GcRunRecord, type IndexEntry } from './index-format.js';
 
 const SCHEMA_VERSION = 1;
 
@@ -25,6 +25,36 @@ export const UPSERT_ENTRY_SQL = `INSERT INTO entries (hash, zone, bytes, sha256,
     sha256 = CASE WHEN excluded.sha256 = '' THEN entries.sha256 ELSE excluded.sha256 END,
     at_ms = max(entries.at_ms, excluded.at_ms),
     commit_sha = coalesce(entries.commit_sha, excluded.commit_sha)`;
+/** A removal line (parameters: hash, zone, atMs): the entry goes unless it was uploaded after the removal. */
+export const REMOVE_ENTRY_SQL = 'DELETE FROM entries WHERE hash = ? AND zone = ? AND at_ms <= ?';
+
+/**
+ * The newest gc run seen in each zone (README: Garbage collection): outside the versioned schema,
+ * so that adding it made no replica load again; a later object of the same run has its totals so far.
+ */
+const GC_RUNS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS gc_runs (
+  zone            TEXT PRIMARY KEY,
+  run             TEXT NOT NULL,
+  started_ms      INTEGER NOT NULL,
+  removed_objects INTEGER NOT NULL,
+  removed_bytes   INTEGER NOT NULL,
+  done            INTEGER NOT NULL
+) WITHOUT ROWID`;
+/** Notes a gc run record (parameters: zone, run, started_ms, removed_objects, removed_bytes, done): kept if it is the zone's newest run. */
+export const NOTE_GC_RUN_SQL = `INSERT INTO gc_runs (zone, run, started_ms, removed_objects, removed_bytes, done) VALUES (?, ?, ?, ?, ?, ?)
+  ON CONFLICT (zone) DO UPDATE SET
+    run = excluded.run,
+    started_ms = excluded.started_ms,
+    removed_objects = CASE WHEN excluded.run = gc_runs.run THEN max(gc_runs.removed_objects, excluded.removed_objects) ELSE excluded.removed_objects END,
+    removed_bytes = CASE WHEN excluded.run = gc_runs.run THEN max(gc_runs.removed_bytes, excluded.removed_bytes) ELSE excluded.removed_bytes END,
+    done = CASE WHEN excluded.run = gc_runs.run THEN max(gc_runs.done, excluded.done) ELSE excluded.done END
+  WHERE excluded.run = gc_runs.run OR excluded.started_ms > gc_runs.started_ms`;
+
+/** The parameters of NOTE_GC_RUN_SQL for a record of `zone`. */
+export function gcRunParams(zone: string, record: GcRunRecord): [string, string, number, number, number, number] {
+  return [zone, record.run, record.startedMs, record.removedObjects, record.removedBytes, record.done ? 1 : 0];
+}
+
 export const SET_SNAPSHOT_SQL = 'INSERT INTO zones (zone, snapshot) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET snapshot = excluded.snapshot';
 export const MARK_APPLIED_SQL = 'INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)';
 export const COUNTS_BY_ZONE_SQL = 'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone';
@@ -91,6 +121,7 @@ export class ReplicaDb {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = OFF');
       this.migrate();
+      this.db.exec(GC_RUNS_TABLE_SQL);
     } catch (error) {
       this.db.close();
       throw error;
@@ -101,6 +132,11 @@ export class ReplicaDb {
         'SELECT hash, zone, bytes, sha256, at_ms AS atMs, commit_sha AS "commit" FROM entries WHERE hash = ? AND zone = ?',
       ),
       upsert: this.db.prepare<[string, string, number, string, number, string | null]>(UPSERT_ENTRY_SQL),
+      remove: this.db.prepare<[string, string, number]>(REMOVE_ENTRY_SQL),
+      noteGcRun: this.db.prepare<[string, string, number, number, number, number]>(NOTE_GC_RUN_SQL),
+      gcRuns: this.db.prepare<[], { zone: string; run: string; startedMs: number; removedObjects: number; removedBytes: number; done: number }>(
+        'SELECT zone, run, started_ms AS startedMs, removed_objects AS removedObjects, removed_bytes AS removedBytes, done FROM gc_runs',
+      ),
       zone: this.db.prepare<[string], ReplicaZoneState>('SELECT zone, snapshot, cursor FROM zones WHERE zone = ?'),
       setSnapshot: this.db.prepare<[string, string]>(SET_SNAPSHOT_SQL),
       setCursor: this.db.prepare<[string, string]>(SET_CURSOR_SQL),
@@ -132,14 +168,32 @@ export class ReplicaDb {
   }
 
   /**
-   * Adds entries of `zone` (an entry seen again keeps its first commit and newest time). Not while
-   * `loading`: the loading worker holds the write lock (callers wait for `loadsSettled()`).
+   * Adds entries of `zone` (an entry seen again keeps its first commit and newest time), and applies
+   * removal lines (gc deleted the object: its entry goes, unless it was uploaded after the removal);
+   * returns how many entries removals deleted. Not while `loading`: the loading worker holds the
+   * write lock (callers wait for `loadsSettled()`).
    */
-  upsert(zone: string, entries: readonly IndexEntry[]): void {
+  upsert(zone: string, entries: readonly IndexEntry[]): { removed: number } {
+    // Sorted stably: lines of one hash keep their order (a removal, then an upload of the hash again).
     const ordered = inKeyOrder(entries);
-    this.db.transaction(() => {
-      for (const entry of ordered) this.statements.upsert.run(entry.hash, zone, entry.bytes, entry.sha256, entry.atMs, entry.commit);
+    return this.db.transaction(() => {
+      let removed = 0;
+      for (const entry of ordered) {
+        if (isRemoval(entry)) removed += this.statements.remove.run(entry.hash, zone, entry.atMs).changes;
+        else this.statements.upsert.run(entry.hash, zone, entry.bytes, entry.sha256, entry.atMs, entry.commit);
+      }
+      return { removed };
     })();
+  }
+
+  /** Notes a gc run seen in `zone`'s journal (or snapshot): kept if it is the zone's newest. */
+  noteGcRun(zone: string, record: GcRunRecord): void {
+    this.statements.noteGcRun.run(...gcRunParams(zone, record));
+  }
+
+  /** The newest gc run seen in each zone. */
+  gcRuns(): Map<string, GcRunRecord> {
+    return new Map(this.statements.gcRuns.all().map(({ zone, done, ...record }) => [zone, { ...record, done: done === 1 }]));
   }
 
   /** Whether a snapshot load holds the write lock now: writes from this thread would wait for it. */

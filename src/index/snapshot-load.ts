@@ -8,7 +8,9 @@ import Database from 'better-sqlite3';
 import { decodeIndexObject, IndexFormatError, inKeyOrder, type IndexEntry } from './index-format.js';
 import {
   DROP_SECONDARY_INDEXES_SQL,
+  gcRunParams,
   MARK_APPLIED_SQL,
+  NOTE_GC_RUN_SQL,
   SECONDARY_INDEXES_SQL,
   SET_CURSOR_SQL,
   SET_SNAPSHOT_SQL,
@@ -78,6 +80,8 @@ export async function applySnapshot(
       if (aborted()) throw new Error('the snapshot load was stopped');
       if (intoEmptyReplica) db.exec(SECONDARY_INDEXES_SQL);
       db.prepare(SET_SNAPSHOT_SQL).run(zone, name);
+      // The newest gc run its writer had seen: a reader that starts from the snapshot sees it too.
+      if (decoded.header.gc) db.prepare(NOTE_GC_RUN_SQL).run(...gcRunParams(zone, decoded.header.gc));
       const coversThrough = decoded.header.coversThrough;
       if (coversThrough) {
         db.prepare(MARK_APPLIED_SQL).run(zone, coversThrough);

@@ -20,11 +20,13 @@ export interface IndexSyncCounters {
   snapshotsRefused: number;
   /** Entry lines skipped because they did not check out. */
   skippedLines: number;
+  /** Entries deleted by removal lines (objects gc deleted). */
+  removedEntries: number;
   syncs: number;
   failedSyncs: number;
 }
 
-export const zeroSyncCounters = (): IndexSyncCounters => ({ journalApplied: 0, journalRefused: 0, snapshotsLoaded: 0, snapshotsRefused: 0, skippedLines: 0, syncs: 0, failedSyncs: 0 });
+export const zeroSyncCounters = (): IndexSyncCounters => ({ journalApplied: 0, journalRefused: 0, snapshotsLoaded: 0, snapshotsRefused: 0, skippedLines: 0, removedEntries: 0, syncs: 0, failedSyncs: 0 });
 
 export interface TailerOptions {
   zone: string;
@@ -197,18 +199,26 @@ export class Tailer {
     replica.markApplied(zone, name);
   }
 
-  /** Upserts a journal object's entries (a few thousand at most: on this thread, batch by batch). */
+  /**
+   * Applies a journal object's lines (a few thousand at most: on this thread, batch by batch):
+   * entries upserted, removals applied, and the gc run its header records, if any, noted.
+   */
   private async applyJournalEntries(body: Buffer): Promise<void> {
-    const { replica, zone } = this.options;
+    const { replica, zone, counters } = this.options;
     const decoded = await decodeIndexObject(body, { zone, kind: 'journal', batchSize: JOURNAL_BATCH });
     let applied = 0;
     for await (const batch of decoded.batches as AsyncIterable<IndexEntry[]>) {
       if (this.abort.signal.aborted) throw new Error('stopped');
       // A snapshot load (another zone's) holds the write lock: wait for it rather than block the event loop.
       await replica.loadsSettled();
-      replica.upsert(zone, batch);
+      counters.removedEntries += replica.upsert(zone, batch).removed;
       applied += batch.length;
       await yieldToEventLoop();
+    }
+    const gc = decoded.header.gc;
+    if (gc) {
+      await replica.loadsSettled();
+      replica.noteGcRun(zone, gc);
     }
     this.entriesApplied('journal', applied, decoded.skippedLines());
   }

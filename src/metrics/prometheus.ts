@@ -12,6 +12,7 @@ import type { RecentErrors } from './recent-errors.js';
 import type { RemoteTierTotals } from './remote-tier-totals.js';
 import type { AuditCounters } from './audit.js';
 import type { IndexZoneStatus } from '../index/bucket-index.js';
+import type { GcRunRecord } from '../index/index-format.js';
 import type { PrefetchLedger } from '../index/prefetch.js';
 
 export interface MetricSources {
@@ -29,6 +30,8 @@ export interface MetricSources {
   indexRebuilt?: () => boolean;
   /** The bucket index in force, when it is kept. */
   bucketIndex?: () => { status(): IndexZoneStatus[] } | undefined;
+  /** The uses of bucket objects recorded and not yet published (0 while none are recorded). */
+  accessRecordsPending?: () => number;
   /** Prefetch figures since start (all zero while prefetch is off). */
   prefetch?: PrefetchLedger;
 }
@@ -158,8 +161,8 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
     return [[{ outcome: 'loaded' }, sync.snapshotsLoaded], [{ outcome: 'refused' }, sync.snapshotsRefused]];
   });
   const zones = (): IndexZoneStatus[] => sources.bucketIndex?.()?.status() ?? [];
-  gauge('index_entries', 'Entries in the bucket index replica, per read zone', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.entries]));
-  gauge('index_bytes', 'Bytes of the objects the bucket index replica lists, per read zone', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.bytes]));
+  gauge('index_entries', 'Objects the bucket index replica lists, per read zone (the bucket\'s object count there, as the index knows it)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.entries]));
+  gauge('index_bytes', 'Sum of the sizes of the objects the bucket index replica lists, per read zone (the bucket\'s size there, as the index knows it)', ['zone'], () => zones().map((z) => [{ zone: z.zone }, z.bytes]));
   gauge('index_age_seconds', 'Since the start of the last complete sync of the replica, per read zone (-1 before the first)', ['zone'], () =>
     zones().map((z) => [{ zone: z.zone }, z.ageMs === null ? -1 : z.ageMs / 1000]),
   );
@@ -171,6 +174,25 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
   counter('index_published_entries_total', 'Uploads this daemon published in the bucket index', [], () => one(remoteTotals.indexPublish().entries));
   counter('index_publish_failed_attempts_total', 'Attempts to publish a bucket index journal object that failed (retried with backoff; status shows the last error)', [], () => one(remoteTotals.indexPublish().failedAttempts));
   gauge('index_unpublished', 'Uploads confirmed but not yet published in the bucket index (flush waits for 0)', [], () => one(store.outbox.announcements.count()));
+  counter('index_published_access_objects_total', 'Bucket index access objects this daemon published (each lists uses of bucket objects by its builds, for gc)', [], () => one(remoteTotals.accessPublish().accessObjects));
+  counter('index_published_access_records_total', 'Uses of bucket objects this daemon published (one per object and hour at most)', [], () => one(remoteTotals.accessPublish().records));
+  counter('index_access_publish_failed_attempts_total', 'Attempts to publish an access object that failed (retried with backoff, every 10 min after access denied)', [], () => one(remoteTotals.accessPublish().failedAttempts));
+  gauge('index_access_records_pending', 'Uses of bucket objects recorded but not yet published (flush waits for 0)', [], () => one(sources.accessRecordsPending?.() ?? 0));
+  // Garbage collection (README: Garbage collection), as the read zones' journals record it.
+  counter('index_removed_entries_total', 'Replica entries deleted by removal lines (objects gc deleted from the bucket)', [], () => one(remoteTotals.indexSync().removedEntries));
+  const gcRuns = (): [IndexZoneStatus, GcRunRecord][] => zones().flatMap((z) => (z.gc ? [[z, z.gc] as [IndexZoneStatus, GcRunRecord]] : []));
+  gauge('gc_last_run_start_timestamp_seconds', 'When the newest gc run seen in the read zone started (Unix time, store clock); absent before one is seen', ['zone'], () =>
+    gcRuns().map(([z, gc]) => [{ zone: z.zone }, gc.startedMs / 1000]),
+  );
+  gauge('gc_last_run_done', '1 once the newest gc run seen in the read zone finished there, 0 while it is under way (or was cut off)', ['zone'], () =>
+    gcRuns().map(([z, gc]) => [{ zone: z.zone }, gc.done ? 1 : 0]),
+  );
+  gauge('gc_last_run_removed_objects', 'Objects the newest gc run seen in the read zone deleted there (so far, while it runs)', ['zone'], () =>
+    gcRuns().map(([z, gc]) => [{ zone: z.zone }, gc.removedObjects]),
+  );
+  gauge('gc_last_run_removed_bytes', 'Bytes the newest gc run seen in the read zone freed there (so far, while it runs)', ['zone'], () =>
+    gcRuns().map(([z, gc]) => [{ zone: z.zone }, gc.removedBytes]),
+  );
 
   return {
     registry,

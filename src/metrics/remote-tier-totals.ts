@@ -7,12 +7,14 @@
 import type { ReadThroughCounters } from '../cache/index.js';
 import type { UploaderCounters, UploaderStatus } from '../upload/index.js';
 import { zeroSyncCounters, type IndexSyncCounters } from '../index/tailer.js';
+import type { AccessPublishTotals } from '../index/access-publisher.js';
 
 export interface CountedTier {
   readThrough?: { counters: ReadThroughCounters };
   uploader?: { status(): UploaderStatus };
   bucketIndex?: { counters: IndexSyncCounters };
   indexPublisher?: { status(): IndexPublishTotals };
+  accessPublisher?: { status(): AccessPublishTotals };
 }
 
 /** What the bucket index's publisher did: journal objects put, the entries in them, failed attempts. */
@@ -25,6 +27,7 @@ export interface IndexPublishTotals {
 const zeroReadThrough = (): ReadThroughCounters => ({ hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 });
 const zeroUploads = (): UploaderCounters => ({ uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 });
 const zeroPublish = (): IndexPublishTotals => ({ journalObjects: 0, entries: 0, failedAttempts: 0 });
+const zeroAccessPublish = (): AccessPublishTotals => ({ accessObjects: 0, records: 0, failedAttempts: 0 });
 
 /** Adds `source`'s figures into `total`, key by key (only the keys `total` has). */
 function addInto<T extends object>(total: T, source: T): T {
@@ -61,6 +64,7 @@ export class RemoteTierTotals {
     uploads: new PartTotals<UploaderCounters>(zeroUploads, (tier) => tier.uploader?.status()),
     indexSync: new PartTotals(zeroSyncCounters, (tier) => tier.bucketIndex?.counters),
     indexPublish: new PartTotals(zeroPublish, (tier) => tier.indexPublisher?.status()),
+    accessPublish: new PartTotals(zeroAccessPublish, (tier) => tier.accessPublisher?.status()),
   };
 
   track(tier: CountedTier): void {
@@ -84,6 +88,11 @@ export class RemoteTierTotals {
   /** The bucket index's publishing since start. */
   indexPublish(): IndexPublishTotals {
     return this.parts.indexPublish.total(this.live);
+  }
+
+  /** The access records (uses of bucket objects) published since start. */
+  accessPublish(): AccessPublishTotals {
+    return this.parts.accessPublish.total(this.live);
   }
 
   readThrough(): ReadThroughCounters {

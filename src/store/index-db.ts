@@ -1,11 +1,13 @@
 /**
  * The SQLite index of the local tier: one row per stored artifact, and the outbox of
  * artifacts waiting to be uploaded (outbox/: its rows pin their artifact against eviction) with
- * the progress of their multipart uploads, and the uploads the bucket index has yet to publish.
+ * the progress of their multipart uploads, the uploads the bucket index has yet to publish, and
+ * the uses of bucket objects it has yet to publish (access-records.ts).
  * The schema lives here and only here; `user_version` records which version a file has.
  */
 import Database from 'better-sqlite3';
 import { Outbox } from '../outbox/index.js';
+import { AccessRecords, type BucketUse } from './access-records.js';
 
 export type EvictionCandidate = Pick<ArtifactRow, 'hash' | 'size_bytes' | 'created_ms'>;
 
@@ -19,7 +21,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 /**
  * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
@@ -89,10 +91,39 @@ CREATE TABLE IF NOT EXISTS announcements (
 );
 `;
 
+// v5: uses of bucket objects not yet published as access objects (access-records.ts), and the last
+// recorded use of each (zone, hash) within the record interval.
+const schemaV5 = `
+CREATE TABLE IF NOT EXISTS access_records (
+  zone    TEXT NOT NULL,
+  hash    TEXT NOT NULL,
+  used_ms INTEGER NOT NULL,
+  pending INTEGER NOT NULL,
+  PRIMARY KEY (zone, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_records_pending ON access_records (used_ms) WHERE pending = 1;
+`;
+
+/** One hit as the access batcher hands it over: when (local clock) and the zone of the artifact. */
+export interface ArtifactAccess {
+  atMs: number;
+  zone: string;
+}
+
+/** Which hits are uses of bucket objects, and the store's clock to record them by (absent: none are recorded). */
+export interface BucketUseFilter {
+  /** Whether an artifact of `zone` is (or will be) in the bucket. */
+  counts(zone: string): boolean;
+  /** The store's clock minus the local one. */
+  storeClockOffsetMs: number;
+}
+
 export class IndexDb {
   readonly db: Database.Database;
   /** The outbox table's statements, in this database's transactions. */
   readonly outbox: Outbox;
+  /** Uses of bucket objects waiting to be published. */
+  readonly accessRecords: AccessRecords;
   private readonly statements;
 
   constructor(file: string) {
@@ -104,6 +135,7 @@ export class IndexDb {
     this.db.pragma('synchronous = NORMAL');
     this.migrate();
     this.outbox = new Outbox(this.db);
+    this.accessRecords = new AccessRecords(this.db);
     this.statements = {
       get: this.db.prepare<[string], ArtifactRow>('SELECT * FROM artifacts WHERE hash = ?'),
       has: this.db.prepare<[string], { found: number }>('SELECT 1 AS found FROM artifacts WHERE hash = ?'),
@@ -134,6 +166,7 @@ export class IndexDb {
       if (version < 2) this.db.exec(schemaV2);
       if (version < 3) this.db.exec(schemaV3);
       if (version < 4) this.db.exec(schemaV4);
+      if (version < 5) this.db.exec(schemaV5);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }
@@ -160,6 +193,7 @@ export class IndexDb {
     this.db.prepare('SELECT count(*), sum(length(object_header)), max(length(upload_id)) FROM multipart_progress').get();
     this.db.prepare('SELECT count(*), sum(size_bytes), max(length(etag)) FROM multipart_parts').get();
     this.db.prepare('SELECT count(*), sum(bytes), max(length(sha256)), max(length(commit_sha)) FROM announcements').get();
+    this.db.prepare('SELECT count(*), sum(used_ms), max(length(hash)) FROM access_records').get();
     return this.totals();
   }
 
@@ -203,9 +237,18 @@ export class IndexDb {
     })();
   }
 
-  touchMany(accesses: ReadonlyMap<string, number>): void {
-    this.db.transaction(() => {
-      for (const [hash, atMs] of accesses) this.statements.touch.run(atMs, hash);
+  /**
+   * Moves the last-access times of the artifacts hit, and records the hits that are uses of bucket
+   * objects (`bucketUses`), in one transaction; returns how many uses became pending.
+   */
+  touchMany(accesses: ReadonlyMap<string, ArtifactAccess>, bucketUses?: BucketUseFilter): number {
+    return this.db.transaction(() => {
+      const uses: BucketUse[] = [];
+      for (const [hash, { atMs, zone }] of accesses) {
+        this.statements.touch.run(atMs, hash);
+        if (bucketUses?.counts(zone)) uses.push({ zone, hash, usedMs: atMs + bucketUses.storeClockOffsetMs });
+      }
+      return uses.length > 0 ? this.accessRecords.recordIn(uses) : 0;
     })();
   }
 

@@ -16,7 +16,8 @@ import { acquireDirLock } from './dir-lock.js';
 import { describeMkdirFailure } from './dir-problem.js';
 import { ArtifactExistsError, ChecksumMismatchError, StorageError } from './errors.js';
 import { Evictor, type EvictionPass } from './eviction.js';
-import { IndexDb, type ArtifactRow } from './index-db.js';
+import { IndexDb, type ArtifactAccess, type ArtifactRow } from './index-db.js';
+import type { AccessRecords } from './access-records.js';
 import type { Outbox } from '../outbox/index.js';
 import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ReceivedBlob } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
@@ -28,7 +29,7 @@ import { MemoryBudget } from './memory-budget.js';
 import { TurnAllowance } from './turn-allowance.js';
 import { sendBytes, sendFile } from './blob-sender.js';
 import type { Logger } from '../log.js';
-import { NO_ZONE } from '../config/zones.js';
+import { LOCAL_ONLY_ZONE, NO_ZONE } from '../config/zones.js';
 import { failpoint } from '../failpoints.js';
 
 export interface LocalStoreOptions {
@@ -97,6 +98,17 @@ export interface EvictionTotals {
   bytes: number;
 }
 
+/**
+ * Where hits of artifacts in the bucket go as uses for gc (the bucket index's access publisher):
+ * the store's clock to record them by, and a nudge once some are pending.
+ */
+export interface BucketUseRecorder {
+  /** The store's clock minus the local one. */
+  storeClockOffsetMs(): number;
+  /** `count` uses became pending in the store's access records. */
+  recorded(count: number): void;
+}
+
 export interface LocalUsage {
   usedBytes: number;
   entries: number;
@@ -130,6 +142,7 @@ export class LocalStore {
   // or replacement changes that identity, so an unchanged file is not hashed again on every hit.
   private readonly verifiedBlobs = new Map<string, string>();
   private readonly accessBatcher: AccessBatcher;
+  private bucketUseRecorder: BucketUseRecorder | undefined;
   private readonly evictor: Evictor;
   /** Bytes of hits held in memory (read whole, or in large chunks) until they are sent. */
   readonly hitMemory = new MemoryBudget(IN_MEMORY_HITS_MAX_BYTES);
@@ -161,7 +174,7 @@ export class LocalStore {
     this.usedBytes = totals.bytes;
     this.entryCount = totals.count;
     this.accessBatcher = new AccessBatcher(
-      (accesses) => this.index.touchMany(accesses),
+      (accesses) => this.writeAccesses(accesses),
       1000,
       10_000,
       (error) => options.logger.warn('cannot record last-access times; will retry', { error }),
@@ -360,8 +373,34 @@ export class LocalStore {
     if (zones && !zones.has(row.zone)) return undefined;
     const file = blobPath(this.layout, hash);
     const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file) : await this.openLarge(row, file);
-    if (artifact && touch) this.accessBatcher.record(hash);
+    if (artifact && touch) this.accessBatcher.record(hash, row.zone);
     return artifact;
+  }
+
+  /**
+   * Hits of artifacts of a bucket zone are recorded as uses of their objects (with the batch of
+   * last-access times) while `recorder` is set; undefined: not recorded.
+   */
+  setBucketUseRecorder(recorder: BucketUseRecorder | undefined): void {
+    this.bucketUseRecorder = recorder;
+  }
+
+  /** Uses of bucket objects not yet published (the access publisher reads and marks them). */
+  get accessRecords(): AccessRecords {
+    return this.index.accessRecords;
+  }
+
+  /** Writes the hits batched so far now (flush: their uses are published with the rest). */
+  flushAccesses(): void {
+    this.accessBatcher.flush();
+  }
+
+  private writeAccesses(accesses: ReadonlyMap<string, ArtifactAccess>): void {
+    const recorder = this.bucketUseRecorder;
+    // '(local)' artifacts never go to the bucket: nothing there to keep alive.
+    const filter = recorder && { counts: (zone: string) => zone !== LOCAL_ONLY_ZONE, storeClockOffsetMs: recorder.storeClockOffsetMs() };
+    const recorded = this.index.touchMany(accesses, filter);
+    if (recorded > 0) recorder?.recorded(recorded);
   }
 
   /**

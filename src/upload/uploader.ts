@@ -45,7 +45,12 @@ export interface UploaderOptions {
   /** Counts refused writes. */
   audit?: AuditCounters;
   /** The bucket index is on: each object the bucket is known to hold is announced (README: The bucket index). */
-  announce?: { commit: string | null; announced(): void };
+  announce?: {
+    commit: string | null;
+    announced(): void;
+    /** The object was there already (HEAD, or a 412): someone still builds it, a use of the object (README: Garbage collection). */
+    foundPresent?: (zone: string, hash: string) => void;
+  };
   /** The artifact requests uploads give way to; absent: uploads never wait. */
   activity?: RequestActivity;
   requestYield?: RequestYieldOptions;
@@ -227,8 +232,10 @@ export class Uploader {
         audit?.refusedWrite('lost-race');
         logger.info('write refused: another writer stored this hash first; its object stays (first writer wins)', { hash, key: remote.key(hash, writeZone) });
       }
-      if (outcome !== 'uploaded') this.counters.alreadyPresent++;
-      else {
+      if (outcome !== 'uploaded') {
+        this.counters.alreadyPresent++;
+        announce?.foundPresent?.(writeZone ?? NO_ZONE, hash);
+      } else {
         this.counters.uploaded++;
         this.counters.uploadedBytes += artifact.sizeBytes;
       }
