@@ -4,7 +4,7 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { formatSize, type DaemonConfig } from '../config/index.js';
-import { createS3Client, indexObjectsFor, listPrefix, NO_ZONE, pluginObjectPrefix, zonePrefix } from '../remote/s3/index.js';
+import { artifactHashOf, createS3Client, indexObjectsFor, listPrefix, NO_ZONE, pluginObjectPrefix, zonePrefix } from '../remote/s3/index.js';
 import { errorMessage } from '../remote/index.js';
 import { encodeIndexObject, MAX_SNAPSHOT_BYTES, snapshotName, type IndexEntry } from '../index/index-format.js';
 import { COMPACTION_DEFAULTS } from '../index/compactor.js';
@@ -69,8 +69,10 @@ async function listHashes(client: S3Client, bucket: string, prefix: string, entr
     client,
     bucket,
     prefix,
-    (artifact) => {
-      if (!entries.has(artifact.hash)) entries.set(artifact.hash, { hash: artifact.hash, bytes: artifact.bytes, sha256: '', atMs: artifact.lastModifiedMs, commit: null });
+    { delimiter: true },
+    (object) => {
+      const hash = artifactHashOf(object.key.slice(prefix.length), object.bytes);
+      if (hash !== undefined && !entries.has(hash)) entries.set(hash, { hash, bytes: object.bytes, sha256: '', atMs: object.lastModifiedMs, commit: null });
     },
     (count) => {
       if (count % 10_000 < 1000) progress(count);
