@@ -6,7 +6,7 @@
  * counted by kind with SDK middleware on gc's own client. Requests are what S3 bills; time on
  * loopback s3rver is shown only for scale.
  *
- * Usage: npm run bench:gc [-- --objects 10000]
+ * Usage: npm run bench:gc [-- --objects 10000] [--verbose]  (--verbose: gc's progress on stderr, timed)
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -18,7 +18,7 @@ import { accessName, encodeAccessObject, encodeIndexObject, journalName } from '
 import { objectKey, S3IndexObjects } from '../../dist/remote/s3/index.js';
 import { done, goal, machine, num, s3Env, startBenchS3, table } from './lib/common.mjs';
 
-const { values } = parseArgs({ options: { objects: { type: 'string', default: '10000' } } });
+const { values } = parseArgs({ options: { objects: { type: 'string', default: '10000' }, verbose: { type: 'boolean', default: false } } });
 const total = Number(values.objects);
 const zones = [
   ['trusted', Math.round(total * 0.6)],
@@ -101,7 +101,7 @@ try {
       { step: 'finalizeRequest', name: 'benchRequestCounter', priority: 'low' },
     );
     const started = performance.now();
-    const report = await runGc(config, { allZones: false, maxSizeBytes: keepBytes, safetyWindowMs: 0, apply }, { progress: () => {}, client });
+    const report = await runGc(config, { allZones: false, maxSizeBytes: keepBytes, safetyWindowMs: 0, apply }, { progress: values.verbose ? (line) => console.error(`${new Date().toISOString().slice(11, 23)} ${line}`) : () => {}, client });
     const wallMs = performance.now() - started;
     client.destroy();
     const count = (name) => counts.get(name) ?? 0;
