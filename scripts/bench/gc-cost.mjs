@@ -10,13 +10,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { resolveDaemonConfig } from '../../dist/config/index.js';
 import { runGc } from '../../dist/gc/run-gc.js';
 import { accessName, encodeAccessObject, encodeIndexObject, journalName } from '../../dist/index/index-format.js';
 import { objectKey, S3IndexObjects } from '../../dist/remote/s3/index.js';
-import { done, goal, machine, num, s3Env, startBenchS3, table } from './lib/common.mjs';
+import { done, goal, machine, num, s3ClientFor, s3Env, startBenchS3, table } from './lib/common.mjs';
 
 const { values } = parseArgs({ options: { objects: { type: 'string', default: '10000' }, verbose: { type: 'boolean', default: false } } });
 const total = Number(values.objects);
@@ -30,14 +30,7 @@ const ACCESS_RECORDS_PER_OBJECT = 100;
 
 const server = await startBenchS3();
 Object.assign(process.env, s3Env(server));
-const setup = new S3Client({
-  endpoint: server.endpoint,
-  region: server.region,
-  forcePathStyle: true,
-  credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-  requestChecksumCalculation: 'WHEN_REQUIRED',
-  responseChecksumValidation: 'WHEN_REQUIRED',
-});
+const setup = s3ClientFor(server);
 try {
   const bucket = 'gc-cost';
   await setup.send(new CreateBucketCommand({ Bucket: bucket }));
@@ -83,14 +76,7 @@ try {
   const rows = [];
   const results = [];
   for (const apply of [false, true]) {
-    const client = new S3Client({
-      endpoint: server.endpoint,
-      region: server.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    const client = s3ClientFor(server);
     const counts = new Map();
     // Once per request sent (retries included: this step runs per attempt).
     client.middlewareStack.add(
@@ -134,7 +120,8 @@ try {
   console.log(`\nReproduce: \`npm run bench:gc${total !== 10_000 ? ` -- --objects ${total}` : ''}\``);
   const apply = results[1];
   goal(`--apply deletes the cold 90% (${apply.deleted} of ${apply.examined}) and keeps the hot set`, apply.deleted === apply.examined - hot.length);
-  goal(`--apply uses under 200 requests per 10,000 objects examined (${num((apply.requests / apply.examined) * 10_000, 0)})`, (apply.requests / apply.examined) * 10_000 < 200);
+  // Per-zone housekeeping is a fixed cost: the rate is a goal from 10,000 objects on.
+  if (total >= 10_000) goal(`--apply uses under 200 requests per 10,000 objects examined (${num((apply.requests / apply.examined) * 10_000, 0)})`, (apply.requests / apply.examined) * 10_000 < 200);
 } finally {
   setup.destroy();
   await server.stop();
