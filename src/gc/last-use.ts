@@ -66,7 +66,8 @@ export async function readLastUses(options: ReadLastUsesOptions): Promise<LastUs
       for await (const batch of decoded.batches) {
         for (const record of batch) {
           const key = useKey(record.zone, record.hash);
-          if (!(record.usedMs <= (uses.newestMs.get(key) ?? -1))) uses.newestMs.set(key, record.usedMs);
+          const newest = uses.newestMs.get(key);
+          if (newest === undefined || record.usedMs > newest) uses.newestMs.set(key, record.usedMs);
         }
         uses.records += batch.length;
       }
