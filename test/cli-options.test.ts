@@ -17,13 +17,13 @@ describe('options a command does not take', () => {
     const dir = tempDir();
     const result = await runCli(['keygen', '--bucket', 'zzz', '--flush'], {}, 15_000, dir);
     expect(result.code).toBe(2);
-    expect(result.stderr).toBe('nx-s3-sidecar: keygen does not take --bucket (start, exec, install-service, doctor, migrate, index do)\nsee nx-s3-sidecar keygen --help\n');
+    expect(result.stderr).toBe('nx-s3-sidecar: keygen does not take --bucket (start, exec, install-service, doctor, migrate, index, gc do)\nsee nx-s3-sidecar keygen --help\n');
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 
   it.each([
     [['status', '--max-size', '1GiB'], 'status does not take --max-size'],
-    [['env', '--json'], 'env does not take --json (status does)'],
+    [['env', '--json'], 'env does not take --json (status, gc do)'],
     [['start', '--flush'], 'start does not take --flush (exec does)'],
     [['status', '--jsno'], 'status does not take --jsno: no such option (did you mean --json?)'],
     [['start', '--bogus'], 'start does not take --bogus: no such option'],
@@ -77,7 +77,7 @@ describe('help and version', () => {
   it('lists the commands for help, --help and -h', async () => {
     const help = await runCli(['help']);
     expect(help.code).toBe(0);
-    for (const command of ['start', 'env', 'exec', 'status', 'flush', 'install-service', 'uninstall-service', 'doctor', 'migrate', 'keygen', 'index rebuild']) {
+    for (const command of ['start', 'env', 'exec', 'status', 'flush', 'install-service', 'uninstall-service', 'doctor', 'migrate', 'keygen', 'index rebuild', 'gc']) {
       expect(help.stdout).toMatch(new RegExp(`^ {2}${command} `, 'm'));
     }
     expect(help.stdout.length).toBeLessThan(2500);

@@ -10,12 +10,12 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { BucketIndex } from '../../dist/index/bucket-index.js';
 import { encodeIndexObject, journalName, snapshotName } from '../../dist/index/index-format.js';
 import { S3IndexObjects } from '../../dist/remote/s3/index.js';
 import { createLogger } from '../../dist/log.js';
-import { done, goal, makeTempDir, machine, num, sizeLabel, startBenchS3, table } from './lib/common.mjs';
+import { done, goal, makeTempDir, machine, num, s3ClientFor, sizeLabel, startBenchS3, table } from './lib/common.mjs';
 
 const { values } = parseArgs({ options: { entries: { type: 'string', default: '1000000' }, 'scattered-times': { type: 'boolean', default: false } } });
 const entries = Number(values.entries);
@@ -26,14 +26,7 @@ const atOffset = (i) => (scattered ? (i * 7919) % entries : i);
 const server = await startBenchS3();
 const temp = makeTempDir();
 try {
-  const client = new S3Client({
-    endpoint: server.endpoint,
-    region: server.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const client = s3ClientFor(server);
   const bucket = 'index-sync';
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
   const objects = new S3IndexObjects(client, { bucket, keyPrefix: '' });

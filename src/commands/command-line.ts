@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { resolveDaemonConfig, type ConfigInput, type DaemonConfig } from '../config/daemon-config.js';
 import { ConfigError } from '../config/errors.js';
 import { closestMatch } from '../config/did-you-mean.js';
-import { configKeys, type ConfigKey } from '../config/settings.js';
+import { configKeys, settings, type ConfigKey } from '../config/settings.js';
 import { CliError } from './cli-error.js';
 import { addressSettings, commands, DEFAULT_FLUSH_TIMEOUT_SECONDS, findCommand, type CommandDefinition, type CommandOption } from './command-table.js';
 import type { ServiceOptions } from './service.js';
@@ -32,16 +32,19 @@ const globalOptions = {
   version: { type: 'boolean', short: 'v' },
 } as const;
 
+/** The bucket's and the zones' settings: what a command that works on the bucket alone (gc) reads. */
+const bucketSettings = configKeys.filter((key) => settings[key].group !== 'daemon');
+
 export function settingsTakenBy(command: CommandDefinition): readonly ConfigKey[] {
-  return command.settings === 'all' ? configKeys : command.settings === 'address' ? addressSettings : [];
+  return command.settings === 'all' ? configKeys : command.settings === 'address' ? addressSettings : command.settings === 'bucket' ? bucketSettings : [];
 }
 
-type ParseArgsOptions = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+type ParseArgsOptions = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
 
 function parseOptionsFor(own: Record<string, CommandOption>, settingKeys: readonly ConfigKey[]): ParseArgsOptions {
   const options: ParseArgsOptions = { ...globalOptions };
   for (const key of settingKeys) options[key] = { type: 'string' };
-  for (const [name, option] of Object.entries(own)) options[name] = { type: option.type };
+  for (const [name, option] of Object.entries(own)) options[name] = { type: option.type, ...(option.multiple && { multiple: true }) };
   return options;
 }
 
@@ -136,6 +139,12 @@ export class CommandLine {
   string(name: string): string | undefined {
     const value = this.values[name];
     return typeof value === 'string' ? value : undefined;
+  }
+
+  /** Every value of a repeatable option, in order (none: an empty list). */
+  strings(name: string): string[] {
+    const value = this.values[name];
+    return Array.isArray(value) ? value.filter((each): each is string => typeof each === 'string') : typeof value === 'string' ? [value] : [];
   }
 
   boolean(name: string): boolean {

@@ -10,10 +10,12 @@ export interface CommandOption {
   /** The value's placeholder in the help (string options). */
   arg?: string;
   help: string;
+  /** May be given more than once (CommandLine.strings). */
+  multiple?: boolean;
 }
 
-/** Which settings a command takes as flags: every one, the ones that find the daemon, or none. */
-export type SettingsTaken = 'all' | 'address' | 'none';
+/** Which settings a command takes as flags: every one, the ones that find the daemon, the bucket's and zones' ones, or none. */
+export type SettingsTaken = 'all' | 'address' | 'bucket' | 'none';
 
 /** What finds a running daemon and its token: all `env`, `status` and `flush` read. */
 export const addressSettings: readonly ConfigKey[] = ['host', 'port', 'cache-dir', 'token', 'workspace', 'config'];
@@ -34,6 +36,9 @@ export interface CommandDefinition {
   /** Runs it; a number is the exit code. */
   run(line: CommandLine): Promise<number | void>;
 }
+
+/** What `gc` never deletes: objects used or uploaded within this window. */
+export const DEFAULT_GC_SAFETY_WINDOW = '24h';
 
 /** How long `flush` and `exec --flush` wait for the outbox to empty, unless --timeout says otherwise. */
 export const DEFAULT_FLUSH_TIMEOUT_SECONDS = 600;
@@ -166,6 +171,27 @@ export const commands: CommandDefinition[] = [
     settings: 'all',
     actions: ['rebuild'],
     run: async (line) => (await import('./index-rebuild.js')).runIndexRebuild(line.config(), { zone: line.string('zone'), dryRun: line.boolean('dry-run') }),
+  },
+  {
+    name: 'gc',
+    synopsis: '(--max-size SIZE | --unused-for DURATION) [--zone ZONE… | --all-zones] [--safety-window DURATION] [--dry-run | --apply] [--json] [settings]',
+    summary: "delete the bucket's least recently used objects, by the fleet's last use (a dry run unless --apply)",
+    details:
+      'Last use = the newest of an object\'s upload time and the access records daemons that upload publish.\n' +
+      'Default scope: the read zones of this configuration (the zone-less layout without zones, with\n' +
+      "@nx/s3-cache's objects when plugin-objects is read). Safe while builds run: a deleted object is a miss.",
+    options: {
+      'max-size': { type: 'string', arg: 'SIZE', help: 'delete least recently used first until the scope holds at most SIZE (e.g. 500GiB)' },
+      'unused-for': { type: 'string', arg: 'DURATION', help: 'delete what was last used longer ago than DURATION (e.g. 30d)' },
+      zone: { type: 'string', arg: 'ZONE', multiple: true, help: 'a zone to collect (repeat it, or separate zones with ",")' },
+      'all-zones': { type: 'boolean', help: 'every zone in the bucket (found by listing), and the zone-less layout' },
+      'safety-window': { type: 'string', arg: 'DURATION', help: `never delete what was used or uploaded this recently (default ${DEFAULT_GC_SAFETY_WINDOW})` },
+      'dry-run': { type: 'boolean', help: 'print what would be deleted (the default)' },
+      apply: { type: 'boolean', help: 'delete, least recently used first; resumable: run it again after an interruption' },
+      json: { type: 'boolean', help: 'the report as JSON, for scripts' },
+    },
+    settings: 'bucket',
+    run: async (line) => (await import('./gc.js')).runGcCommand(line),
   },
 ];
 

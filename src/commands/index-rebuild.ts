@@ -2,11 +2,10 @@
  * `nx-s3-sidecar index rebuild`: for a bucket filled before the index existed (or by writers
  * without it): lists a zone once and writes one snapshot with an entry per artifact found.
  */
-import { ListObjectsV2Command, type ListObjectsV2CommandOutput, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { formatSize, type DaemonConfig } from '../config/index.js';
-import { createS3Client, indexObjectsFor, NO_ZONE, pluginObjectPrefix, zonePrefix } from '../remote/s3/index.js';
+import { artifactHashOf, createS3Client, indexObjectsFor, listPrefix, NO_ZONE, pluginObjectPrefix, zonePrefix } from '../remote/s3/index.js';
 import { errorMessage } from '../remote/index.js';
-import { isValidArtifactHash } from '../store/artifact-hash.js';
 import { encodeIndexObject, MAX_SNAPSHOT_BYTES, snapshotName, type IndexEntry } from '../index/index-format.js';
 import { COMPACTION_DEFAULTS } from '../index/compactor.js';
 import { randomWriterId } from '../index/publisher.js';
@@ -64,23 +63,20 @@ export async function runIndexRebuild(config: DaemonConfig, options: IndexRebuil
   }
 }
 
-// The conditional-write and doctor probes (object-key.ts) live beside artifacts; no Nx hash looks like them.
-const PROBE_NAME = /^(doctor-)?probe-/;
-
-/** Lists the objects directly under `prefix` (not nested zones, not @index/), adding one entry per artifact hash not already there. */
+/** Adds an entry per artifact directly under `prefix` (not nested zones, not @index/) whose hash is not there yet; returns the keys listed. */
 async function listHashes(client: S3Client, bucket: string, prefix: string, entries: Map<string, IndexEntry>, progress: (count: number) => void): Promise<number> {
-  let token: string | undefined;
-  let listed = 0;
-  do {
-    const page: ListObjectsV2CommandOutput = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }));
-    for (const object of page.Contents ?? []) {
-      listed++;
-      const hash = object.Key?.slice(prefix.length) ?? '';
-      if (!isValidArtifactHash(hash) || PROBE_NAME.test(hash) || entries.has(hash) || !object.Size) continue;
-      entries.set(hash, { hash, bytes: object.Size, sha256: '', atMs: object.LastModified?.getTime() ?? 0, commit: null });
-    }
-    if (listed % 10_000 < 1000) progress(listed);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+  const { listed } = await listPrefix(
+    client,
+    bucket,
+    prefix,
+    { delimiter: true },
+    (object) => {
+      const hash = artifactHashOf(object.key.slice(prefix.length), object.bytes);
+      if (hash !== undefined && !entries.has(hash)) entries.set(hash, { hash, bytes: object.bytes, sha256: '', atMs: object.lastModifiedMs, commit: null });
+    },
+    (count) => {
+      if (count % 10_000 < 1000) progress(count);
+    },
+  );
   return listed;
 }

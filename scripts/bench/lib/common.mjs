@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 export { startDaemonProcess, repoRoot } from '../../../test/helpers/daemon-process.ts';
 import { startS3rver } from '../../../test/helpers/s3rver.ts';
+export { s3ClientFor } from '../../../test/helpers/s3rver.ts';
 export { startFaultProxy } from '../../../test/helpers/fault-proxy.ts';
 export { makeTempDir } from '../../../test/helpers/temp-dir.ts';
 export { s3Env } from '../../../test/helpers/s3-tier.ts';

@@ -8,3 +8,4 @@ export { deriveMasterKey } from './encryption-key.js';
 export { pluginCipherKey, pluginObjectKey, pluginObjectPrefix } from './plugin-format.js';
 export { remoteStoreFor, indexObjectsFor } from './remote-store-for.js';
 export { S3IndexObjects } from './index-objects.js';
+export { artifactHashOf, listPrefix, type ListedObject, type PrefixListing } from './zone-listing.js';
