@@ -90,22 +90,40 @@ describe('snapshot loads', () => {
     expect(rows(b)).toEqual(expected);
   });
 
-  it('over entries already there (and a journal after it): upsert semantics, the indexes untouched', async () => {
+  it("over a zone already there: the zone starts over from the snapshot (entries it lacks go, journal marks and cursor reset), other zones and the indexes untouched", async () => {
     const replica = openReplica();
     const known = entriesFor(100);
     replica.upsert(ZONE, known);
     replica.upsert('other', entriesFor(5));
-    // The snapshot knows 50 of them with an older time, no commit and no sha256; and 50 new ones.
+    // A journal object applied before: the tail must fetch it again after the load.
+    const oldJournal = journalName(1_763_000_000_000, 'writer1', 1);
+    replica.markApplied(ZONE, oldJournal);
+    replica.markApplied('other', oldJournal);
+    // The snapshot knows 50 of them (older time, no commit, no sha256) and 50 new ones; the other 50 were
+    // removed by gc while this replica was not syncing (their removal lines compacted away since).
     const snapshot = [...known.slice(0, 50).map((e) => ({ ...e, atMs: e.atMs - 1000, commit: null, sha256: '' })), ...entriesFor(50, 100)];
     const result = await loadSnapshot(replica, { zone: ZONE, name: SNAPSHOT, body: rawSnapshot(snapshot) }, new AbortController().signal);
     expect(result.intoEmptyReplica).toBe(false);
-    expect(rows(replica)).toEqual([...known, ...entriesFor(50, 100)]);
+    expect(rows(replica)).toEqual(snapshot);
+    expect(replica.get(known[99]!.hash, ZONE)).toBeUndefined();
     expect(secondaryIndexes(replica)).toEqual(['entries_by_commit', 'entries_by_time']);
-    // A journal object applied over the snapshot merges the same way.
-    const newer = { ...known[0]!, atMs: known[0]!.atMs + 1, commit: '1234567' };
-    replica.upsert(ZONE, [newer]);
-    expect(replica.get(newer.hash, ZONE)).toMatchObject({ atMs: newer.atMs, commit: known[0]!.commit, sha256: known[0]!.sha256 });
+    expect(replica.zoneState(ZONE)).toEqual({ zone: ZONE, snapshot: SNAPSHOT, cursor: COVERS });
+    expect(replica.isApplied(ZONE, oldJournal)).toBe(false);
+    expect(replica.isApplied('other', oldJournal)).toBe(true);
     expect(replica.countsByZone().find((row) => row.zone === 'other')?.entries).toBe(5);
+    // A journal object applied over the snapshot merges as an upsert.
+    const newer = { ...snapshot[0]!, atMs: snapshot[0]!.atMs + 1, commit: '1234567', sha256: sha(9) };
+    replica.upsert(ZONE, [newer]);
+    expect(replica.get(newer.hash, ZONE)).toMatchObject({ atMs: newer.atMs, commit: '1234567', sha256: sha(9) });
+  });
+
+  it('over the only zone there: the zone is loaded as into an empty replica (the fast path)', async () => {
+    const replica = openReplica();
+    replica.upsert(ZONE, entriesFor(100));
+    const result = await loadSnapshot(replica, { zone: ZONE, name: SNAPSHOT, body: rawSnapshot(entriesFor(30, 500)) }, new AbortController().signal);
+    expect(result.intoEmptyReplica).toBe(true);
+    expect(rows(replica)).toEqual(entriesFor(30, 500));
+    expect(secondaryIndexes(replica)).toEqual(['entries_by_commit', 'entries_by_time']);
   });
 
   it("refuses another zone's snapshot before writing anything", async () => {

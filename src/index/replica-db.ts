@@ -59,6 +59,8 @@ export const SET_SNAPSHOT_SQL = 'INSERT INTO zones (zone, snapshot) VALUES (?, ?
 export const MARK_APPLIED_SQL = 'INSERT OR IGNORE INTO applied (zone, name) VALUES (?, ?)';
 export const COUNTS_BY_ZONE_SQL = 'SELECT zone, count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM entries GROUP BY zone';
 export const SET_CURSOR_SQL = "INSERT INTO zones (zone, cursor) VALUES (?, ?) ON CONFLICT (zone) DO UPDATE SET cursor = max(coalesce(zones.cursor, ''), excluded.cursor)";
+/** A snapshot load starts the zone over (snapshot-load.ts): its entries, its applied journal names and its cursor go (each statement takes the zone). */
+export const FORGET_ZONE_SQL = ['DELETE FROM entries WHERE zone = ?', 'DELETE FROM applied WHERE zone = ?', 'UPDATE zones SET cursor = NULL WHERE zone = ?'];
 
 const schemaV1 = `
 CREATE TABLE entries (

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { decodeIndexObject, IndexFormatError, inKeyOrder, type IndexEntry } from './index-format.js';
 import {
   DROP_SECONDARY_INDEXES_SQL,
+  FORGET_ZONE_SQL,
   gcRunParams,
   MARK_APPLIED_SQL,
   NOTE_GC_RUN_SQL,
@@ -66,6 +67,11 @@ export async function applySnapshot(
     db.pragma('wal_autocheckpoint = 0');
     db.exec('BEGIN IMMEDIATE');
     try {
+      // The snapshot is the zone through its coverage: what the replica held of the zone goes with it.
+      // A daemon that was away while gc removed objects and compaction dropped those removal lines
+      // would otherwise keep the removed entries for good (and snapshot them again if it compacts);
+      // journal objects after the coverage are applied again by the next tail (their marks go too).
+      for (const statement of FORGET_ZONE_SQL) db.prepare(statement).run(zone);
       // Into an empty replica (a first start): a million random inserts into the time and commit
       // indexes cost ten times what building them once from the loaded rows does.
       const intoEmptyReplica = db.prepare('SELECT 1 FROM entries LIMIT 1').get() === undefined;
