@@ -13,6 +13,7 @@ import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestD
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
 import {
   decodeAccessObject,
   decodeIndexObject,
@@ -144,6 +145,26 @@ describe('access records', () => {
     const second = await daemon(flags);
     await flush(second);
     expect((await accessRecordsIn(objects, 'trusted')).records.map((record) => record.hash).sort()).toEqual([...hashes].sort());
+  });
+
+  it('flush never fails on access records it cannot publish (a policy refusing @index/access/): one line, exit as done', async () => {
+    const bucket = await server.createBucket('access-denied');
+    const proxy = await startFaultProxy({ host: '127.0.0.1', port: server.port });
+    cleanup(() => proxy.stop());
+    proxy.setMode({ kind: 'script', decide: ({ method, url }) => (method === 'PUT' && (url.includes('/%40index/access/') || url.includes('/@index/access/')) ? 403 : 'pass') });
+    const writer = await daemon(s3Flags(proxy.endpoint, bucket, { 'write-zone': 'trusted', 'read-zones': 'trusted' }));
+    const hash = newHash();
+    expect((await putArtifact(writer, hash, randomBytes(300))).status).toBe(200);
+    await flush(writer);
+    expect((await getArtifact(writer, hash)).status).toBe(200);
+    await eventually('the hit is recorded', async () => (await status(writer)).bucketIndex?.accessRecords?.pending === 1);
+    const lines: string[] = [];
+    const startedMs = Date.now();
+    await waitForUploads(new DaemonClient(writer.url, writer.token, writer.cacheDir), 60, (line) => lines.push(line));
+    expect(Date.now() - startedMs).toBeLessThan(15_000);
+    expect(lines).toContain('outbox empty: every artifact is in S3 and in the bucket index');
+    expect(lines.at(-1)).toMatch(/^1 access record for gc not yet published \(.*\): the daemon publishes them with its next batch$/);
+    expect((await status(writer)).bucketIndex?.accessRecords?.pending).toBe(1);
   });
 
   it('records an upload that found the object there already; a daemon that writes no zone records nothing', async () => {

@@ -9,10 +9,13 @@ import { CliError } from './cli-error.js';
 import { DaemonClient } from './daemon-client.js';
 
 const ASK_AGAIN_EVERY_MS = 2000;
+// Access records only tell gc what is in use: flush publishes them, but never fails or waits long on them.
+const ACCESS_RECORD_ASKS = 3;
 
 /** Resolves when the outbox is empty; throws CliError on timeout with what is left and why. */
 export async function waitForUploads(client: DaemonClient, timeoutSeconds: number, out: (line: string) => void): Promise<void> {
-  const deadlineMs = Date.now() + timeoutSeconds * 1000;
+  const startedMs = Date.now();
+  const deadlineMs = startedMs + timeoutSeconds * 1000;
   let report = await client.flush();
   let flushedMs = Date.now();
   if (report.remote.state !== 'read-write') {
@@ -20,14 +23,22 @@ export async function waitForUploads(client: DaemonClient, timeoutSeconds: numbe
     return;
   }
   let lastLine = '';
+  let accessAsks = 0;
   for (;;) {
     const published = report.bucketIndex?.published;
     const unpublished = published?.unpublished ?? 0;
     const accessRecords = report.bucketIndex?.accessRecords;
     const unpublishedUses = accessRecords?.pending ?? 0;
     const uploadsDone = report.outbox.entries === 0 && (report.uploads?.inFlight ?? 0) === 0;
-    if (uploadsDone && unpublished === 0 && unpublishedUses === 0) {
+    // Given up on after a few asks, a failure to publish them during this flush, or the deadline.
+    const usesFailed = accessRecords?.lastError !== undefined && accessRecords.lastError.atMs >= startedMs;
+    const usesGiveUp = unpublishedUses > 0 && (accessAsks >= ACCESS_RECORD_ASKS || usesFailed || Date.now() > deadlineMs);
+    if (uploadsDone && unpublished === 0 && (unpublishedUses === 0 || usesGiveUp)) {
       out(published === undefined ? 'outbox empty: every artifact is in S3' : 'outbox empty: every artifact is in S3 and in the bucket index');
+      if (unpublishedUses > 0) {
+        const why = usesFailed ? ` (${accessRecords!.lastError!.message})` : '';
+        out(`${plural(unpublishedUses, 'access record')} for gc not yet published${why}: the daemon publishes them with its next batch`);
+      }
       return;
     }
     const line = !uploadsDone
@@ -40,14 +51,16 @@ export async function waitForUploads(client: DaemonClient, timeoutSeconds: numbe
     if (Date.now() > deadlineMs) {
       const why = report.outbox.lastError ? `; last error: ${report.outbox.lastError.message}` : '';
       const index = unpublished > 0 ? ` and ${unpublished} not yet published in the bucket index${published?.lastError ? ` (last publish error: ${published.lastError.message})` : ''}` : '';
-      const uses = unpublishedUses > 0 ? `, ${plural(unpublishedUses, 'access record')} not yet published${accessRecords?.lastError ? ` (last error: ${accessRecords.lastError.message})` : ''}` : '';
-      throw new CliError(`timed out after ${timeoutSeconds} s with ${plural(report.outbox.entries, 'upload')} (${formatSize(report.outbox.bytes)}) still pending${index}${uses}${why}`);
+      throw new CliError(`timed out after ${timeoutSeconds} s with ${plural(report.outbox.entries, 'upload')} (${formatSize(report.outbox.bytes)}) still pending${index}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
     // Uses recorded after the flush began (an upload that found its object there) wait for the next
     // 5-minute batch: ask again, every 2 s at most (each ask also cuts a publish backoff short).
     const askAgain = uploadsDone && unpublished === 0 && unpublishedUses > 0 && Date.now() - flushedMs >= ASK_AGAIN_EVERY_MS;
-    if (askAgain) flushedMs = Date.now();
+    if (askAgain) {
+      flushedMs = Date.now();
+      accessAsks++;
+    }
     report = askAgain ? await client.flush() : await client.status();
   }
 }
