@@ -187,7 +187,7 @@ describe('the local tier kept apart by zone', () => {
     await store.close();
     const check = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
     cleanups.push(() => check.close());
-    expect(check.pragma('user_version', { simple: true })).toBe(4);
+    expect(check.pragma('user_version', { simple: true })).toBe(5);
   });
 
   it('labels blobs adopted after a crash with the zone its PUTs get, never a higher one', async () => {
