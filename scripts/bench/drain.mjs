@@ -7,8 +7,8 @@
 // `--ceph`: against Ceph radosgw (test/helpers/ceph-s3.ts) instead of s3rver.
 // `--without-digests`: the outbox rows lose the object digests their PUTs computed, as rows written
 // before the index kept them (the upload then checks the blob and hashes the object itself).
-// `--cpu-prof DIR`: each draining daemon writes a V8 CPU profile into DIR (node --cpu-prof), to see
-// where its time goes.
+// `--cpu-prof DIR`: each draining daemon writes a V8 CPU profile into DIR (lib/cpu-profile-preload.mjs),
+// to see where its time goes.
 // Usage: npm run bench:drain [-- --quick] [-- --ceph] [-- --without-digests] [-- --cpu-prof DIR]
 import { randomBytes } from 'node:crypto';
 import { cpSync } from 'node:fs';
@@ -60,7 +60,9 @@ async function drainOnce(concurrency, bucket, endpoint = s3.endpoint) {
   if (withoutDigests) db.prepare('UPDATE outbox SET object_format = NULL, object_sha256 = NULL, object_md5 = NULL').run();
   db.close();
   // Timed from the daemon answering its health check (its uploads start a moment before) to an empty outbox.
-  const daemonEnv = cpuProfDir ? { ...env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuProfDir}` } : env;
+  const daemonEnv = cpuProfDir
+    ? { ...env, NODE_OPTIONS: `--import ${path.join(import.meta.dirname, 'lib', 'cpu-profile-preload.mjs')}`, NX_S3_SIDECAR_CPU_PROF_DIR: cpuProfDir }
+    : env;
   const daemon = await startDaemonProcess({ cacheDir, env: daemonEnv, args: ['--workspace', temp.dir, ...s3DaemonArgs(endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
   const started = performance.now();
   try {
