@@ -67,6 +67,16 @@ async function drained(d: TestDaemon): Promise<void> {
   await eventually('the outbox is empty', () => d.store.outbox.summary().entries === 0);
 }
 
+/** S3 is back: a daemon on the cache dir drains the outbox; `hashedBefore` counts the hashing passes before it started. */
+async function drainWithS3Back(proxy: FaultProxy, bucket: string, cacheDir: string, flags: Record<string, string> = {}, env: NodeJS.ProcessEnv = {}) {
+  proxy.setMode({ kind: 'pass' });
+  await proxy.settled();
+  const hashedBefore = { ...hashPasses };
+  const second = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, ...flags }), { env });
+  await drained(second);
+  return { second, hashedBefore };
+}
+
 describe('digests computed as the PUT arrives', () => {
   it('keeps them in the outbox row across a restart; the upload then hashes nothing (no blob check, no digest pass), even with --verify-reads always', async () => {
     const bucket = await server.createBucket('digests');
@@ -84,12 +94,8 @@ describe('digests computed as the PUT arrives', () => {
       });
     }
 
-    proxy.setMode({ kind: 'pass' });
-    await proxy.settled();
-    const hashed = { ...hashPasses };
-    const second = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, 'verify-reads': 'always' }));
-    await drained(second);
-    expect(hashPasses).toEqual(hashed);
+    const { hashedBefore } = await drainWithS3Back(proxy, bucket, cacheDir, { 'verify-reads': 'always' });
+    expect(hashPasses).toEqual(hashedBefore);
     for (const { hash, body } of artifacts) expect((await readObject(s3, bucket, hash))?.equals(body)).toBe(true);
   });
 
@@ -105,10 +111,7 @@ describe('digests computed as the PUT arrives', () => {
     bytes[1000]! ^= 0xff;
     writeFileSync(file, bytes);
 
-    proxy.setMode({ kind: 'pass' });
-    await proxy.settled();
-    const second = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir }));
-    await drained(second);
+    const { second } = await drainWithS3Back(proxy, bucket, cacheDir);
     expect(second.uploader()!.status().uploaded).toBe(0);
     expect(second.logLines.join('\n')).toMatch(/damaged on local disk since its PUT; dropped, not uploaded/);
     expect(second.store.has(artifact.hash)).toBe(false);
@@ -136,13 +139,9 @@ describe('digests computed as the PUT arrives', () => {
     db.prepare('UPDATE outbox SET object_format = NULL, object_sha256 = NULL, object_md5 = NULL').run();
     db.close();
 
-    proxy.setMode({ kind: 'pass' });
-    await proxy.settled();
-    const hashed = { ...hashPasses };
-    const second = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir }));
-    await drained(second);
-    expect(hashPasses.blobChecks).toBeGreaterThan(hashed.blobChecks);
-    expect(hashPasses.uploadDigests).toBeGreaterThan(hashed.uploadDigests);
+    const { hashedBefore } = await drainWithS3Back(proxy, bucket, cacheDir);
+    expect(hashPasses.blobChecks).toBeGreaterThan(hashedBefore.blobChecks);
+    expect(hashPasses.uploadDigests).toBeGreaterThan(hashedBefore.uploadDigests);
     expect((await readObject(s3, bucket, artifact.hash))?.equals(artifact.body)).toBe(true);
   });
 
@@ -157,10 +156,7 @@ describe('digests computed as the PUT arrives', () => {
     await first.dispose();
     expect(outboxDigests(cacheDir, artifact.hash)).toEqual({ object_format: null, object_sha256: null, object_md5: null });
 
-    proxy.setMode({ kind: 'pass' });
-    await proxy.settled();
-    const second = await daemon(s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir }), { env: { NX_S3_ENCRYPTION_KEY: key } });
-    await drained(second);
+    const { second } = await drainWithS3Back(proxy, bucket, cacheDir, {}, { NX_S3_ENCRYPTION_KEY: key });
     expect(second.uploader()!.status().uploaded).toBe(1);
   });
 });
