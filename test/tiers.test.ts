@@ -59,6 +59,10 @@ class MemoryRemote implements RemoteStore {
 
   async abortMultipartUpload(): Promise<void> {}
 
+  objectPrefix(): undefined {
+    return undefined;
+  }
+
   async checkBucket(): Promise<void> {}
   async writeMode(): Promise<'conditional'> {
     return 'conditional';

@@ -9,7 +9,8 @@ import { Readable } from 'node:stream';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
-import type { MultipartJournal, SavedMultipartUpload } from '../src/remote/index.js';
+import { LocalArtifactDamagedError, type MultipartJournal, type SavedMultipartUpload } from '../src/remote/index.js';
+import { hashPasses } from '../src/hash-passes.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
@@ -80,6 +81,42 @@ function requestsOn(proxy: FaultProxy, key: string): string[] {
 const source = (artifact: Buffer) => ({ sizeBytes: artifact.length, stream: () => Readable.from([artifact]) });
 const newHash = () => String(BigInt(`0x${randomBytes(7).toString('hex')}`));
 
+/**
+ * A blob the upload did not hash, with the digests its PUT computed over `received` (the object's
+ * bytes: plain header + artifact); the blob now holds `onDisk`, and `verify` compares the two as the
+ * local tier would (counting its calls).
+ */
+function sourceFromPut(received: Buffer, onDisk = received) {
+  const object = Buffer.concat([PLAIN_HEADER, received]);
+  const checks: boolean[] = [];
+  return {
+    checks,
+    source: {
+      ...source(onDisk),
+      received: { format: '1-plain', sha256: createHash('sha256').update(object).digest('hex'), md5: createHash('md5').update(object).digest('hex') },
+      verify: async (rehash: boolean) => {
+        checks.push(rehash);
+        return onDisk.equals(received);
+      },
+    },
+  };
+}
+
+/** A copy with one byte flipped in the middle: same size, other bytes (as disk damage leaves it). */
+function damaged(artifact: Buffer): Buffer {
+  const copy = Buffer.from(artifact);
+  copy[copy.length >> 1]! ^= 0xff;
+  return copy;
+}
+
+/** Whether the bucket holds, at `key`, an object whose bytes are its writer's recorded sha256 (what readers accept). */
+async function holdsGoodObject(direct: S3Client, bucket: string, key: string): Promise<boolean> {
+  const stored = await readRawObject(direct, bucket, key);
+  if (stored === undefined) return false;
+  const head = await direct.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+  return createHash('sha256').update(stored).digest('hex') === head.Metadata?.sha256;
+}
+
 describe('upload integrity and the requests it costs', () => {
   it('probes the store: both test servers answer with the MD5 as ETag', async () => {
     const { remote } = await storeBehindProxy();
@@ -97,6 +134,68 @@ describe('upload integrity and the requests it costs', () => {
     expect((await remote.upload(hash, source(artifact))).outcome).toBe('uploaded');
     expect(requestsOn(proxy, objectKey('', hash))).toEqual(writeMode === 'conditional' ? ['PUT'] : ['HEAD', 'PUT']);
     expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it("sends the PUT's digests without hashing the body or checking the blob, where the store's answer proves the bytes", async () => {
+    const { remote, bucket, direct } = await storeBehindProxy();
+    const artifact = randomBytes(64 * 1024);
+    const { source: fromPut, checks } = sourceFromPut(artifact);
+    const hashed = { ...hashPasses };
+    const hash = newHash();
+    expect((await remote.upload(hash, fromPut)).outcome).toBe('uploaded');
+    expect(hashPasses).toEqual(hashed);
+    expect(checks).toEqual([]);
+    expect(await readRawObject(direct, bucket, objectKey('', hash))).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it('never stores a blob damaged on disk since its PUT as a good object: the store refuses it or its ETag gives it away, and the blob is checked for real', async () => {
+    const { proxy, remote, bucket, direct } = await storeBehindProxy();
+    const artifact = randomBytes(64 * 1024);
+    const { source: fromPut, checks } = sourceFromPut(artifact, damaged(artifact));
+    const hash = newHash();
+    const key = objectKey('', hash);
+    await expect(remote.upload(hash, fromPut)).rejects.toThrow(LocalArtifactDamagedError);
+    expect(checks).toEqual([true]);
+    // Sent once: a damaged blob is not sent again. Ceph refuses it by its Content-MD5; s3rver keeps it,
+    // under metadata it does not match (readers refuse it, and the next writer replaces it: below).
+    expect(requestsOn(proxy, key).filter((request) => request === 'PUT')).toEqual(['PUT']);
+    expect(await holdsGoodObject(direct, bucket, key)).toBe(false);
+    expect((await remote.upload(hash, sourceFromPut(artifact).source)).outcome).toBe('uploaded');
+    expect(await readRawObject(direct, bucket, key)).toEqual(Buffer.concat([PLAIN_HEADER, artifact]));
+  });
+
+  it("checks the blob before sending on the PUT's digests where the answers prove nothing", async () => {
+    const { remote } = await storeBehindProxy({ kind: 'pass' }, { withoutEtags: true });
+    const artifact = randomBytes(4096);
+    const good = sourceFromPut(artifact);
+    const hashed = { ...hashPasses };
+    expect((await remote.upload(newHash(), good.source)).outcome).toBe('uploaded');
+    expect(good.checks).toEqual([false]);
+    expect(hashPasses.uploadDigests).toBe(hashed.uploadDigests); // the PUT's digests stand for the checked blob
+    const bad = sourceFromPut(artifact, damaged(artifact));
+    const hash = newHash();
+    await expect(remote.upload(hash, bad.source)).rejects.toThrow(LocalArtifactDamagedError);
+    expect(await remote.head(hash)).toBeUndefined(); // refused before anything was sent
+  });
+
+  it("uploads multipart on the PUT's sha256 (no pass to hash it first), and never completes with a blob damaged since", async () => {
+    const { proxy, remote, bucket, direct } = await storeBehindProxy({ kind: 'pass' }, { multipart: true });
+    const artifact = randomBytes(11 * MiB);
+    const good = sourceFromPut(artifact);
+    const hashed = { ...hashPasses };
+    const hash = newHash();
+    expect((await remote.upload(hash, good.source)).outcome).toBe('uploaded');
+    expect(hashPasses).toEqual(hashed);
+    expect(good.checks).toEqual([]);
+    const stored = await readRawObject(direct, bucket, objectKey('', hash));
+    expect(createHash('sha256').update(stored!).digest('hex')).toBe(good.source.received.sha256);
+
+    const bad = sourceFromPut(artifact, damaged(artifact));
+    const badHash = newHash();
+    await expect(remote.upload(badHash, bad.source)).rejects.toThrow(LocalArtifactDamagedError);
+    expect(bad.checks).toEqual([true]);
+    expect(requestsOn(proxy, objectKey('', badHash)).filter((request) => request === 'POST')).toHaveLength(1); // created, never completed
+    expect(await readRawObject(direct, bucket, objectKey('', badHash))).toBeUndefined();
   });
 
   it('verifies with a HEAD after the PUT where the answers prove nothing', async () => {

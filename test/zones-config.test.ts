@@ -183,7 +183,7 @@ describe('the local tier kept apart by zone', () => {
     await store.close();
     const check = new Database(path.join(cacheDir, 'index.sqlite'), { readonly: true });
     cleanups.push(() => check.close());
-    expect(check.pragma('user_version', { simple: true })).toBe(5);
+    expect(check.pragma('user_version', { simple: true })).toBe(6);
     // v5: the uses of bucket objects waiting to be published for gc.
     expect(check.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'access_records'").get()).toEqual({ name: 'access_records' });
   });

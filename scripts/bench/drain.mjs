@@ -5,7 +5,11 @@
 // The outbox is filled once while S3 is unreachable; each run starts a daemon on a copy of it.
 // An untimed last run goes through a counting proxy: the S3 requests per artifact, by method.
 // `--ceph`: against Ceph radosgw (test/helpers/ceph-s3.ts) instead of s3rver.
-// Usage: npm run bench:drain [-- --quick] [-- --ceph]
+// `--without-digests`: the outbox rows lose the object digests their PUTs computed, as rows written
+// before the index kept them (the upload then checks the blob and hashes the object itself).
+// `--cpu-prof DIR`: each draining daemon writes a V8 CPU profile into DIR (lib/cpu-profile-preload.mjs),
+// to see where its time goes.
+// Usage: npm run bench:drain [-- --quick] [-- --ceph] [-- --without-digests] [-- --cpu-prof DIR]
 import { randomBytes } from 'node:crypto';
 import { cpSync } from 'node:fs';
 import path from 'node:path';
@@ -27,6 +31,8 @@ const totalMiB = artifactSizes.reduce((a, b) => a + b, 0) / MiB;
 
 const temp = makeTempDir('nx-s3-sidecar-bench-drain-');
 const ceph = process.argv.includes('--ceph');
+const withoutDigests = process.argv.includes('--without-digests');
+const cpuProfDir = process.argv.includes('--cpu-prof') ? path.resolve(process.argv[process.argv.indexOf('--cpu-prof') + 1]) : undefined;
 const s3 = ceph ? await startCephS3() : await startBenchS3();
 const env = { ...s3Env(s3), XDG_CONFIG_HOME: temp.dir };
 const client = s3ClientFor(s3);
@@ -51,9 +57,13 @@ async function drainOnce(concurrency, bucket, endpoint = s3.endpoint) {
   // Due now: the filler's failed attempts deferred every row by its backoff.
   const db = new Database(path.join(cacheDir, 'index.sqlite'));
   db.prepare('UPDATE outbox SET next_attempt_ms = 0, attempts = 0, last_error = NULL').run();
+  if (withoutDigests) db.prepare('UPDATE outbox SET object_format = NULL, object_sha256 = NULL, object_md5 = NULL').run();
   db.close();
   // Timed from the daemon answering its health check (its uploads start a moment before) to an empty outbox.
-  const daemon = await startDaemonProcess({ cacheDir, env, args: ['--workspace', temp.dir, ...s3DaemonArgs(endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
+  const daemonEnv = cpuProfDir
+    ? { ...env, NODE_OPTIONS: `--import ${path.join(import.meta.dirname, 'lib', 'cpu-profile-preload.mjs')}`, NX_S3_SIDECAR_CPU_PROF_DIR: cpuProfDir }
+    : env;
+  const daemon = await startDaemonProcess({ cacheDir, env: daemonEnv, args: ['--workspace', temp.dir, ...s3DaemonArgs(endpoint, bucket, ['--upload-concurrency', String(concurrency)])] });
   const started = performance.now();
   try {
     await waitForEmptyOutbox(daemon);
@@ -131,13 +141,13 @@ for (const [concurrency, r] of results) {
   goal(`drain ≥ 0.8× plain PutObject at concurrency ${concurrency} (${s3.kind}): ${num(ratio, 2)}×`, ratio >= 0.8);
 }
 report({
-  title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3 (${s3.kind})`,
+  title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3 (${s3.kind}${withoutDigests ? ', rows without the PUT\'s digests' : ''})`,
   tables: [
     `${rounds} round(s), daemon and plain PutObject alternating; the daemon's time runs from its health check answering (it resumes the outbox on start) to an empty outbox. ` +
       `Ratio = daemon rate ÷ plain PutObject rate at the same concurrency. S3 requests per artifact (a last, untimed drain through a counting proxy): ${perArtifact}. ` +
       `Load average (1 min) during the run: ${num(Math.min(...loads), 2)}–${num(Math.max(...loads), 2)}.\n\n` +
       table(['concurrency', 'daemon artifacts/s', 'daemon MiB/s', 'PutObject artifacts/s', 'PutObject MiB/s', 'ratio'], rows),
   ],
-  command: `npm run bench:drain${ceph ? ' -- --ceph' : ''}`,
+  command: `npm run bench:drain${ceph || withoutDigests ? ' --' : ''}${ceph ? ' --ceph' : ''}${withoutDigests ? ' --without-digests' : ''}`,
 });
 done();

@@ -24,6 +24,8 @@ export interface LocalZoning {
 /** What put needs of the uploader: a wake-up, and the write-through upload. */
 export interface Uploads {
   notify(): void;
+  /** The object header the PUT hashes with the body, where it is fixed: the upload then hashes nothing again. */
+  objectPrefix(): { format: string; header: Buffer } | undefined;
   /** Resolves true once the remote store has the artifact. */
   uploadNow(hash: string): Promise<boolean>;
 }
@@ -129,7 +131,7 @@ export class TieredCache {
     const uploader = this.deps.uploader();
     try {
       // The outbox row is written in the same transaction as the artifact's: no S3 call here.
-      await store.put(hash, body, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs, zone: zones?.putZone });
+      await store.put(hash, body, declaredBytes, { enqueueUpload: uploader !== undefined, bodyIdleTimeoutMs, zone: zones?.putZone, objectPrefix: uploader?.objectPrefix() });
     } catch (error) {
       if (error instanceof ArtifactExistsError) return EXISTS;
       if (error instanceof IncompleteBodyError || error instanceof ChecksumMismatchError) {

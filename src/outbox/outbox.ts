@@ -6,6 +6,7 @@
 import type Database from 'better-sqlite3';
 import { MultipartProgress } from './multipart-progress.js';
 import { Announcements, type Announcement } from './announcements.js';
+import type { ObjectDigests } from '../remote/index.js';
 
 export type OutboxState = 'pending' | 'parked';
 
@@ -16,6 +17,10 @@ export interface OutboxRow {
   next_attempt_ms: number;
   state: OutboxState;
   last_error: string | null;
+  /** The remote object's digests from the PUT (all three or none; none in rows from before they were kept). */
+  object_format: string | null;
+  object_sha256: string | null;
+  object_md5: string | null;
 }
 
 /** A row due for upload, with its artifact's size (null: the artifact is gone). */
@@ -43,7 +48,10 @@ export class Outbox {
     this.multipart = new MultipartProgress(db);
     this.announcements = new Announcements(db);
     this.statements = {
-      enqueue: db.prepare<[string, number]>('INSERT OR IGNORE INTO outbox (hash, enqueued_ms) VALUES (?, ?)'),
+      enqueue: db.prepare<[string, number, string | null, string | null, string | null]>(
+        'INSERT OR IGNORE INTO outbox (hash, enqueued_ms, object_format, object_sha256, object_md5) VALUES (?, ?, ?, ?, ?)',
+      ),
+      digests: db.prepare<[string], Pick<OutboxRow, 'object_format' | 'object_sha256' | 'object_md5'>>('SELECT object_format, object_sha256, object_md5 FROM outbox WHERE hash = ?'),
       due: db.prepare<[number, number], DueUpload>(
         `SELECT o.*, a.size_bytes FROM outbox o LEFT JOIN artifacts a ON a.hash = o.hash
          WHERE o.next_attempt_ms <= ? ORDER BY o.next_attempt_ms, o.enqueued_ms LIMIT ?`,
@@ -70,9 +78,16 @@ export class Outbox {
     });
   }
 
-  /** Queues an artifact for upload; call inside the transaction that inserts its row. */
-  enqueue(hash: string, enqueuedMs: number): void {
-    this.statements.enqueue.run(hash, enqueuedMs);
+  /** Queues an artifact for upload, with its object's digests where the PUT computed them; call inside the transaction that inserts its row. */
+  enqueue(hash: string, enqueuedMs: number, objectDigests?: ObjectDigests): void {
+    this.statements.enqueue.run(hash, enqueuedMs, objectDigests?.format ?? null, objectDigests?.sha256 ?? null, objectDigests?.md5 ?? null);
+  }
+
+  /** The object's digests the PUT computed, if the row has them. */
+  objectDigests(hash: string): ObjectDigests | undefined {
+    const row = this.statements.digests.get(hash);
+    if (!row?.object_format || !row.object_sha256 || !row.object_md5) return undefined;
+    return { format: row.object_format, sha256: row.object_sha256, md5: row.object_md5 };
   }
 
   /** Drops the row without an upload (its artifact is gone); call inside the transaction that removes the artifact. */

@@ -21,6 +21,14 @@ export class UploadVerificationError extends Error {
   override name = 'UploadVerificationError';
 }
 
+/**
+ * The local blob is not the artifact its PUT delivered (damaged on disk since): it was dropped
+ * locally with its outbox row, and nothing of it counts as uploaded.
+ */
+export class LocalArtifactDamagedError extends Error {
+  override name = 'LocalArtifactDamagedError';
+}
+
 /** The store did not answer, or stopped sending, within the deadline. */
 export class ReadDeadlineError extends Error {
   override name = 'ReadDeadlineError';

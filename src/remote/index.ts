@@ -7,10 +7,36 @@ import type { Readable } from 'node:stream';
 /** How uploads keep the first writer's object. */
 export type WriteMode = 'conditional' | 'head-then-put';
 
+/**
+ * An object's sha256 and MD5 (hex), computed over its bytes when the artifact arrived (a PUT), for
+ * the object format named: where that format's header is the same for every artifact (plain, not
+ * encrypted), the object's bytes were known then.
+ */
+export interface ObjectDigests {
+  format: string;
+  sha256: string;
+  md5: string;
+}
+
 export interface UploadSource {
   sizeBytes: number;
   /** A fresh stream of the artifact each call (a large upload reads it twice). */
   stream(): Readable;
+  /**
+   * The artifact read whole into one buffer after `headroomBytes` free bytes (the object header
+   * goes there: no second copy of the body); absent: `stream` only.
+   */
+  readWithHeadroom?(headroomBytes: number): Promise<Buffer>;
+  /** The object's digests computed when the artifact arrived (outbox row); absent for rows from before they were kept. */
+  received?: ObjectDigests;
+  /**
+   * Present when the artifact was not hashed since it arrived: the upload must call it (it hashes
+   * the blob; false = damaged, and dropped locally) before relying on the bytes, unless the store's
+   * answer proves them against `received` (an ETag that is the MD5 of what the store got, a
+   * Content-MD5 it refused them by, a multipart upload's sha256 of what it sent). `rehash` once
+   * such a proof failed: the blob is hashed even where the local tier's policy would trust it.
+   */
+  verify?: (rehash: boolean) => Promise<boolean>;
   /** Where a multipart upload keeps its progress, to resume after a failure or a restart. */
   multipart?: MultipartJournal;
   /** Awaited before each part of a multipart upload is sent: uploads give way to the build's requests. */
@@ -85,7 +111,15 @@ export interface RemoteStore {
   readonly bucket: string;
   /** Where the artifact's object is in `zone` (default: the write zone), for log lines. */
   key(hash: string, zone?: string): string;
-  /** Uploads into `zone` (default: the write zone); first writer wins. */
+  /**
+   * The bytes every object starts with and the format's name, where they are the same for every
+   * artifact (not encrypted): a PUT then computes the object's digests as the body arrives. Undefined otherwise.
+   */
+  objectPrefix(): { format: string; header: Buffer } | undefined;
+  /**
+   * Uploads into `zone` (default: the write zone); first writer wins. Throws
+   * LocalArtifactDamagedError when `source.verify` found the blob damaged.
+   */
   upload(hash: string, source: UploadSource, signal?: AbortSignal, zone?: string): Promise<UploadResult>;
   /** Gives up a multipart upload a journal kept (its artifact is no longer to be uploaded); one already gone counts as done. */
   abortMultipartUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void>;
@@ -129,5 +163,5 @@ export interface IndexObjectStore {
   storeNowMs(): number;
 }
 
-export { RemoteOperationError, UploadVerificationError, ReadDeadlineError, BadObjectError, errorMessage, type RemoteFailure } from './errors.js';
+export { RemoteOperationError, UploadVerificationError, LocalArtifactDamagedError, ReadDeadlineError, BadObjectError, errorMessage, type RemoteFailure } from './errors.js';
 export { parseSigningKey, parseVerifyKey, signObject, keyIdOf, type SigningKey, type VerifyKey } from './object-signature.js';

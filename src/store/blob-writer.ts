@@ -10,11 +10,24 @@ import { promisify } from 'node:util';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IncompleteBodyError, StorageError } from './errors.js';
+import type { ObjectDigests } from '../remote/index.js';
 
 export interface ReceivedBlob {
   tempFile: string;
   sizeBytes: number;
   sha256: string;
+  /** The digests of `objectPrefix` followed by the body, when one was asked for. */
+  object?: ObjectDigests;
+}
+
+/**
+ * The bytes the remote object will start with, where they are known before the body arrives (the
+ * plain object format), and that format's name: the object's sha256 and MD5 are then computed as the
+ * body arrives, so the upload hashes nothing again.
+ */
+export interface ObjectPrefix {
+  format: string;
+  header: Buffer;
 }
 
 /** A body's exact length (a Content-Length), or a bound when it shows only at the end. */
@@ -32,12 +45,13 @@ const fsyncAsync = promisify(fsync);
 const writeAsync = promisify(write);
 const writevAsync = promisify(writev);
 
-export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, length: BodyLength, idleTimeoutMs = 0): Promise<ReceivedBlob> {
+export async function receiveToTempFile(tmpDir: string, hash: string, body: Readable, length: BodyLength, idleTimeoutMs = 0, objectPrefix?: ObjectPrefix): Promise<ReceivedBlob> {
   const exact = typeof length === 'number';
   const declaredBytes = exact ? length : length.atMostBytes;
   const writeSyncly = declaredBytes <= SYNC_WRITE_MAX_BYTES;
   const tempFile = path.join(tmpDir, `${hash}.${randomBytes(6).toString('hex')}.part`);
   const digest = createHash('sha256');
+  const objectDigest = objectPrefix && { sha256: createHash('sha256').update(objectPrefix.header), md5: createHash('md5').update(objectPrefix.header) };
   let sizeBytes = 0;
   let fd: number | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -65,6 +79,8 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
           throw new IncompleteBodyError(exact ? `body is longer than its Content-Length of ${declaredBytes} bytes` : `body is longer than the limit of ${declaredBytes} bytes`);
         }
         digest.update(chunk);
+        objectDigest?.sha256.update(chunk);
+        objectDigest?.md5.update(chunk);
         if (writeSyncly) {
           writeAllSync(fd, chunk);
           continue;
@@ -95,7 +111,8 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     const written = fd;
     fd = undefined; // closed once, even if close fails: the number may be reused at once
     closeSync(written);
-    return { tempFile, sizeBytes, sha256: digest.digest('hex') };
+    const object = objectDigest && { format: objectPrefix!.format, sha256: objectDigest.sha256.digest('hex'), md5: objectDigest.md5.digest('hex') };
+    return { tempFile, sizeBytes, sha256: digest.digest('hex'), ...(object && { object }) };
   } catch (error) {
     if (fd !== undefined) closeQuietly(fd);
     await fs.rm(tempFile, { force: true }).catch(() => {});

@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { Outbox } from '../outbox/index.js';
 import { AccessRecords, type BucketUse } from './access-records.js';
+import type { ObjectDigests } from '../remote/index.js';
 
 export type EvictionCandidate = Pick<ArtifactRow, 'hash' | 'size_bytes' | 'created_ms'>;
 
@@ -21,7 +22,7 @@ export interface ArtifactRow {
   zone: string;
 }
 
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 /**
  * Unpinned artifacts, least recently used first (outbox rows pin theirs); one parameter, the limit.
@@ -118,6 +119,14 @@ export interface BucketUseFilter {
   storeClockOffsetMs: number;
 }
 
+// v6: the remote object's digests, computed as the PUT's body arrived (blob-writer.ts), so the
+// upload hashes nothing again (upload/uploader.ts); rows from before have none and take the old path.
+const schemaV6 = `
+ALTER TABLE outbox ADD COLUMN object_format TEXT;
+ALTER TABLE outbox ADD COLUMN object_sha256 TEXT;
+ALTER TABLE outbox ADD COLUMN object_md5 TEXT;
+`;
+
 export class IndexDb {
   readonly db: Database.Database;
   /** The outbox table's statements, in this database's transactions. */
@@ -167,6 +176,7 @@ export class IndexDb {
       if (version < 3) this.db.exec(schemaV3);
       if (version < 4) this.db.exec(schemaV4);
       if (version < 5) this.db.exec(schemaV5);
+      if (version < 6) this.db.exec(schemaV6);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }
@@ -189,7 +199,7 @@ export class IndexDb {
    * at start rather than in a request or an upload; cheaper than PRAGMA quick_check, let alone integrity_check.
    */
   quickCheck(): { bytes: number; count: number } {
-    this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)) FROM outbox').get();
+    this.db.prepare('SELECT count(*), sum(attempts), max(length(last_error)), max(length(object_sha256) + length(object_md5) + length(object_format)) FROM outbox').get();
     this.db.prepare('SELECT count(*), sum(length(object_header)), max(length(upload_id)) FROM multipart_progress').get();
     this.db.prepare('SELECT count(*), sum(size_bytes), max(length(etag)) FROM multipart_parts').get();
     this.db.prepare('SELECT count(*), sum(bytes), max(length(sha256)), max(length(commit_sha)) FROM announcements').get();
@@ -205,15 +215,15 @@ export class IndexDb {
     return this.statements.has.get(hash) !== undefined;
   }
 
-  /** Inserts the artifact row, and its outbox row in the same transaction when it must be uploaded. */
-  insert(row: ArtifactRow, enqueueUpload = false): void {
+  /** Inserts the artifact row, and its outbox row (with the object's digests, when known) in the same transaction when it must be uploaded. */
+  insert(row: ArtifactRow, enqueueUpload = false, objectDigests?: ObjectDigests): void {
     if (!enqueueUpload) {
       this.statements.insert.run(row);
       return;
     }
     this.db.transaction(() => {
       this.statements.insert.run(row);
-      this.outbox.enqueue(row.hash, row.created_ms);
+      this.outbox.enqueue(row.hash, row.created_ms, objectDigests);
     })();
   }
 

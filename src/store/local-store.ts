@@ -19,7 +19,7 @@ import { Evictor, type EvictionPass } from './eviction.js';
 import { IndexDb, type ArtifactAccess, type ArtifactRow } from './index-db.js';
 import type { AccessRecords } from './access-records.js';
 import type { Outbox } from '../outbox/index.js';
-import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ReceivedBlob } from './blob-writer.js';
+import { publishBlob, receiveToTempFile, describeFsError, fsyncDirectorySync, type BodyLength, type ObjectPrefix, type ReceivedBlob } from './blob-writer.js';
 import { recoverCacheDir, type RecoveryReport } from './recovery.js';
 import { DAMAGED_INDEX_PREFIX, openIndex, type IndexRebuild } from './index-open.js';
 import { CacheDirGuard } from './cache-dir-guard.js';
@@ -31,6 +31,7 @@ import { sendBytes, sendFile } from './blob-sender.js';
 import type { Logger } from '../log.js';
 import { LOCAL_ONLY_ZONE, NO_ZONE } from '../config/zones.js';
 import { failpoint } from '../failpoints.js';
+import { hashPasses } from '../hash-passes.js';
 
 export interface LocalStoreOptions {
   cacheDir: string;
@@ -67,6 +68,8 @@ export interface PutOptions {
   bodyIdleTimeoutMs?: number;
   /** The trust zone it belongs to ('' without zones): served only where that zone is read. */
   zone?: string;
+  /** With enqueueUpload: the remote object's fixed header, so its digests go into the outbox row (blob-writer.ts). */
+  objectPrefix?: ObjectPrefix;
 }
 
 export interface OpenOptions {
@@ -74,6 +77,13 @@ export interface OpenOptions {
   touch?: boolean;
   /** Serve it only if its zone is one of these (config/zones.ts servedZones); absent: any zone. */
   zones?: ReadonlySet<string>;
+  /**
+   * false: hand it out without hashing it now (size still checked); whoever relies on its bytes
+   * calls `verify` (an upload whose store proves the bytes against the PUT's digests need not).
+   */
+  verify?: boolean;
+  /** A small artifact read into memory gets this many free bytes before it (readWithHeadroom: no copy). */
+  headroomBytes?: number;
 }
 
 /** A stored artifact, verified and open for reading; call `release` when done. */
@@ -83,6 +93,14 @@ export interface StoredArtifact {
   /** The trust zone it came from ('' without zones). */
   zone: string;
   stream(): Readable;
+  /** The artifact in one buffer after `headroomBytes` free bytes; the buffer is the caller's. */
+  readWithHeadroom(headroomBytes: number): Promise<Buffer>;
+  /**
+   * Whether the blob is the artifact its row describes: hashes it unless it was checked (opened
+   * with verification, a call before, or VerifyReadsPolicy); `rehash`: hashes it whatever was
+   * checked (the bytes were found wrong elsewhere). A damaged one is dropped with its outbox row.
+   */
+  verify(rehash?: boolean): Promise<boolean>;
   /**
    * Writes the whole artifact to `out` and ends it; resolves once it left the process (rejects
    * if `out` closed first). Holds little memory for a reader that is slow or stops reading.
@@ -283,7 +301,8 @@ export class LocalStore {
     if (this.has(hash)) throw new ArtifactExistsError(hash);
     this.receivingPuts.set(hash, (this.receivingPuts.get(hash) ?? 0) + 1);
     try {
-      const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs);
+      const objectPrefix = options.enqueueUpload ? options.objectPrefix : undefined;
+      const received = await receiveToTempFile(this.layout.tmpDir, hash, body, declaredBytes, options.bodyIdleTimeoutMs, objectPrefix);
       if (options.expectedSha256 !== undefined && received.sha256 !== options.expectedSha256) {
         await fs.rm(received.tempFile, { force: true });
         throw new ChecksumMismatchError(options.expectedSha256, received.sha256);
@@ -340,6 +359,7 @@ export class LocalStore {
       this.index.insert(
         { hash, size_bytes: received.sizeBytes, sha256: received.sha256, created_ms: nowMs, last_access_ms: nowMs, zone: options.zone ?? NO_ZONE },
         options.enqueueUpload ?? false,
+        received.object,
       );
     } catch (error) {
       await fs.rm(finalFile, { force: true }).catch(() => {}); // the index error is the one to report
@@ -367,12 +387,12 @@ export class LocalStore {
    * The artifact if it is stored and intact (and of one of `zones`, when given), else undefined
    * (a damaged entry is dropped).
    */
-  async open(hash: string, { touch = true, zones }: OpenOptions = {}): Promise<StoredArtifact | undefined> {
+  async open(hash: string, { touch = true, zones, verify = true, headroomBytes = 0 }: OpenOptions = {}): Promise<StoredArtifact | undefined> {
     const row = this.index.get(hash);
     if (!row) return undefined;
     if (zones && !zones.has(row.zone)) return undefined;
     const file = blobPath(this.layout, hash);
-    const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file) : await this.openLarge(row, file);
+    const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file, verify, headroomBytes) : await this.openLarge(row, file, verify);
     if (artifact && touch) this.accessBatcher.record(hash, row.zone);
     return artifact;
   }
@@ -410,12 +430,12 @@ export class LocalStore {
    * The memory they hold until sent is bounded (hitMemory), and so is the time they block the
    * event loop (blockingReads): beyond either they are read like large ones.
    */
-  private async openSmall(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
+  private async openSmall(row: ArtifactRow, file: string, verify: boolean, headroomBytes: number): Promise<StoredArtifact | undefined> {
     const giveBack = this.hitMemory.lease(row.size_bytes);
-    if (!giveBack) return this.openLarge(row, file);
+    if (!giveBack) return this.openLarge(row, file, verify);
     if (!this.blockingReads.take(row.size_bytes)) {
       giveBack();
-      return this.openLarge(row, file);
+      return this.openLarge(row, file, verify);
     }
     let fd: number;
     try {
@@ -424,6 +444,7 @@ export class LocalStore {
       giveBack();
       return this.fileMissing(row, error);
     }
+    let whole: Buffer;
     let bytes: Buffer;
     let identity: string;
     try {
@@ -434,7 +455,8 @@ export class LocalStore {
         return this.dropDamaged(row.hash, row.size_bytes, problem, file);
       }
       identity = fileIdentity(stat);
-      bytes = Buffer.allocUnsafe(stat.size);
+      whole = Buffer.allocUnsafe(headroomBytes + stat.size);
+      bytes = whole.subarray(headroomBytes);
       for (let offset = 0; offset < bytes.length; ) {
         const bytesRead = readSync(fd, bytes, offset, bytes.length - offset, offset);
         if (bytesRead === 0) throw new Error(`${file} ended after ${offset} of ${bytes.length} bytes`);
@@ -446,22 +468,30 @@ export class LocalStore {
     } finally {
       closeSync(fd);
     }
-    if (!this.mayServeUnhashed(row.hash, identity) && !this.checksumMatches(row, identity, sha256(bytes))) {
+    const intact = (rehash = false) => (!rehash && this.mayServeUnhashed(row.hash, identity)) || this.checksumMatches(row, identity, sha256(bytes));
+    if (verify && !intact()) {
       giveBack();
       return this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
     }
+    let verified: Promise<boolean> | undefined = verify ? Promise.resolve(true) : undefined;
     return {
       sizeBytes: bytes.length,
       sha256: row.sha256,
       zone: row.zone,
       stream: () => Readable.from([bytes]),
+      // Read with the headroom asked for at open: the bytes are already where they go.
+      readWithHeadroom: async (wanted) => (wanted === headroomBytes ? whole : Buffer.concat([Buffer.alloc(wanted), bytes])),
+      verify: (rehash = false) => {
+        if (rehash || !verified) verified = intact(rehash) ? Promise.resolve(true) : this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file).then(() => false);
+        return verified;
+      },
       writeTo: (out) => sendBytes(bytes, out),
       release: async () => giveBack(),
     };
   }
 
   /** Large artifacts stay on disk, hashed in one pass (unless verified before) and streamed in a second. */
-  private async openLarge(row: ArtifactRow, file: string): Promise<StoredArtifact | undefined> {
+  private async openLarge(row: ArtifactRow, file: string, verify: boolean): Promise<StoredArtifact | undefined> {
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(file, 'r');
@@ -472,17 +502,28 @@ export class LocalStore {
       const stat = await handle.stat();
       const identity = fileIdentity(stat);
       const problem = fileProblem(stat, row.size_bytes);
-      const verified = problem === undefined && (this.mayServeUnhashed(row.hash, identity) || this.checksumMatches(row, identity, await sha256OfHandle(handle)));
-      const damage = problem ?? (verified ? undefined : 'its checksum does not match');
+      const intact = async (rehash = false) => (!rehash && this.mayServeUnhashed(row.hash, identity)) || this.checksumMatches(row, identity, await sha256OfHandle(handle));
+      const damage = problem ?? (!verify || (await intact()) ? undefined : 'its checksum does not match');
       if (damage) {
         await handle.close();
         return this.dropDamaged(row.hash, row.size_bytes, damage, file);
       }
+      let verified: Promise<boolean> | undefined = verify ? Promise.resolve(true) : undefined;
       return {
         sizeBytes: stat.size,
         sha256: row.sha256,
         zone: row.zone,
         stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
+        readWithHeadroom: (headroomBytes) => readWithHeadroom(handle, stat.size, headroomBytes),
+        verify: (rehash = false) => {
+          if (rehash || !verified) {
+            verified = intact(rehash).then(async (ok) => {
+              if (!ok) await this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+              return ok;
+            });
+          }
+          return verified;
+        },
         writeTo: (out) => sendFile(handle, stat.size, out, this.hitMemory),
         release: () => handle.close().catch(() => {}),
       };
@@ -587,6 +628,7 @@ export class LocalStore {
 }
 
 function sha256(bytes: Buffer): string {
+  hashPasses.blobChecks++;
   return createHash('sha256').update(bytes).digest('hex');
 }
 
@@ -602,7 +644,19 @@ function fileIdentity(stat: Stats): string {
   return `${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
 }
 
+/** The file's bytes after `headroomBytes` free bytes, in one buffer (read straight into it). */
+async function readWithHeadroom(handle: fs.FileHandle, sizeBytes: number, headroomBytes: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(headroomBytes + sizeBytes);
+  for (let filled = 0; filled < sizeBytes; ) {
+    const { bytesRead } = await handle.read(buffer, headroomBytes + filled, sizeBytes - filled, filled);
+    if (bytesRead === 0) throw new Error(`the blob ended after ${filled} of ${sizeBytes} bytes`);
+    filled += bytesRead;
+  }
+  return buffer;
+}
+
 async function sha256OfHandle(handle: fs.FileHandle): Promise<string> {
+  hashPasses.blobChecks++;
   const digest = createHash('sha256');
   for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES })) digest.update(chunk as Buffer);
   return digest.digest('hex');

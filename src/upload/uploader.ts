@@ -9,7 +9,7 @@
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
-import { errorMessage, RemoteOperationError, type RemoteStore, type UploadSource } from '../remote/index.js';
+import { errorMessage, LocalArtifactDamagedError, RemoteOperationError, type ObjectDigests, type RemoteStore, type UploadSource } from '../remote/index.js';
 import { NO_ZONE } from '../config/zones.js';
 import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
@@ -22,15 +22,23 @@ import { RequestYield, type RequestActivity, type RequestYieldOptions } from './
 const OUTAGE_QUIET_MS = 60_000;
 
 /** An artifact as the uploader reads it: its bytes and the trust zone it was stored for. */
-export interface BlobToUpload extends UploadSource {
+export interface BlobToUpload {
+  sizeBytes: number;
   zone: string;
+  stream: UploadSource['stream'];
+  readWithHeadroom(headroomBytes: number): Promise<Buffer>;
+  /** Hashes the blob unless it was checked (`rehash`: whatever was); false: damaged, and dropped with its outbox row. */
+  verify(rehash?: boolean): Promise<boolean>;
   release(): Promise<void>;
 }
 
 /** Where the outbox's artifacts are read from (the local tier). */
 export interface BlobReader {
-  /** The artifact if it is stored and intact; `touch: false`: an upload is not a use for LRU. */
-  open(hash: string, options: { touch: false }): Promise<BlobToUpload | undefined>;
+  /**
+   * The artifact if it is stored (and, unless `verify: false`, intact); `touch: false`: an upload
+   * is not a use for LRU; `headroomBytes`: room for the object header before it in memory.
+   */
+  open(hash: string, options: { touch: false; verify: boolean; headroomBytes: number }): Promise<BlobToUpload | undefined>;
 }
 
 export interface UploaderOptions {
@@ -99,6 +107,11 @@ export class Uploader {
   start(): void {
     this.pump();
     void this.abortAbandonedMultipartUploads();
+  }
+
+  /** The remote object's fixed header where it has one (not encrypted): PUTs hash it with the body, for this row's upload. */
+  objectPrefix(): { format: string; header: Buffer } | undefined {
+    return this.options.remote.objectPrefix();
   }
 
   /** A new outbox row was written: look for work now. */
@@ -186,8 +199,12 @@ export class Uploader {
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
+    // With the object's digests from the PUT, the blob is not hashed here: the upload checks it
+    // only where the store's answer does not prove the bytes (remote-store.ts).
+    let received: ObjectDigests | undefined;
     try {
-      artifact = await blobs.open(hash, { touch: false });
+      received = outbox.objectDigests(hash);
+      artifact = await blobs.open(hash, { touch: false, verify: received === undefined, headroomBytes: remote.objectPrefix()?.header.length ?? 0 });
     } catch (error) {
       // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
       this.recordFailure(hash, attempts + 1, error);
@@ -213,9 +230,12 @@ export class Uploader {
       return false;
     }
     try {
-      const source = {
+      const source: UploadSource = {
         sizeBytes: artifact.sizeBytes,
         stream: () => artifact.stream(),
+        readWithHeadroom: (headroomBytes) => artifact.readWithHeadroom(headroomBytes),
+        received,
+        verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
         pace: requestYield && (() => requestYield.wait(this.abort.signal)),
       };
@@ -243,6 +263,13 @@ export class Uploader {
       return true;
     } catch (error) {
       if (this.stopped) return false; // aborted by stop(): the row stays as it was
+      if (error instanceof LocalArtifactDamagedError) {
+        // verify() dropped the blob and its row (as a read does): nothing of it is in the bucket as good.
+        outbox.complete(hash);
+        void this.abortAbandonedMultipartUploads();
+        logger.error('an artifact waiting for upload was damaged on local disk since its PUT; dropped, not uploaded', { hash, error: error.message });
+        return false;
+      }
       this.recordFailure(hash, attempts + 1, error);
       return false;
     } finally {

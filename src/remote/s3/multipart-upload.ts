@@ -24,6 +24,7 @@ import type { MultipartJournal, SavedMultipartUpload, UploadedPart } from '../in
 import type { ObjectEncoding } from './object-format.js';
 import { isDamagedInFlight, isPreconditionFailed, statusOf } from './s3-errors.js';
 import { unquotedEtag } from './store-proofs.js';
+import { hashPasses } from '../../hash-passes.js';
 
 export interface MultipartUploadRequest {
   client: S3Client;
@@ -37,6 +38,8 @@ export interface MultipartUploadRequest {
   resumeEncoding(header: Buffer): ObjectEncoding | undefined;
   /** The CreateMultipartUpload fields that carry the object's metadata (sha256, format, signature). */
   createParams(objectSha256: string): { ContentType: string; Metadata: Record<string, string> };
+  /** The object's sha256 where it is known (computed as the artifact arrived): no pass to hash it first. */
+  knownObjectSha256?: string;
   /** Complete only if no object is there yet (If-None-Match: *). */
   ifNoneMatch: boolean;
   /** The store's ETag is the MD5 of what it received (probed): a part whose ETag is not our MD5 arrived damaged. */
@@ -75,8 +78,8 @@ export async function uploadMultipart(request: MultipartUploadRequest): Promise<
   const resumable = await resumableUpload(request);
   if (resumable) return send(request, resumable.upload, resumable.encoding);
   const encoding = request.newEncoding();
-  // The metadata goes first, so the object is read twice: once to hash, once to send.
-  const objectSha256 = await sha256Of(request.encoded(encoding));
+  // The metadata goes first: unless the sha256 is known, the object is read twice (hash, send).
+  const objectSha256 = request.knownObjectSha256 ?? (await sha256Of(request.encoded(encoding)));
   const create = createRequest(request, objectSha256);
   const created = await request.client.send(new CreateMultipartUploadCommand(create), { abortSignal: request.signal });
   if (!created.UploadId) throw new Error(`CreateMultipartUpload for ${request.key} answered without an upload id`);
@@ -93,6 +96,11 @@ export async function uploadMultipart(request: MultipartUploadRequest): Promise<
   return send(request, upload, encoding);
 }
 
+/** What was sent does not hash to the sha256 the upload recorded: never completed. */
+export class ArtifactChangedError extends Error {
+  override name = 'ArtifactChangedError';
+}
+
 /** Aborts a multipart upload; an upload already gone, or a store without AbortMultipartUpload (s3rver), counts as done. */
 export async function abortMultipartUpload(client: S3Client, bucket: string, key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
   try {
@@ -107,7 +115,10 @@ async function resumableUpload(request: MultipartUploadRequest): Promise<{ uploa
   const saved = request.journal?.load();
   if (!saved) return undefined;
   const encoding = request.resumeEncoding(saved.objectHeader);
-  const same = encoding !== undefined && saved.key === request.key && saved.partSizeBytes === request.partSizeBytes && saved.createDigest === digestOf(createRequest(request, saved.objectSha256));
+  const same =
+    encoding !== undefined &&
+    (request.knownObjectSha256 === undefined || request.knownObjectSha256 === saved.objectSha256) &&
+    saved.key === request.key && saved.partSizeBytes === request.partSizeBytes && saved.createDigest === digestOf(createRequest(request, saved.objectSha256));
   if (!same) {
     await giveUp(request, saved);
     return undefined;
@@ -213,7 +224,7 @@ async function send(request: MultipartUploadRequest, upload: SavedMultipartUploa
   if (digest.digest('hex') !== upload.objectSha256) {
     // The artifact is not the one this upload started from (replaced under the same hash).
     await giveUp(request, upload);
-    throw new Error(`the artifact changed since its multipart upload to ${upload.key} started; starting over`);
+    throw new ArtifactChangedError(`the artifact changed since its multipart upload to ${upload.key} started; starting over`);
   }
   parts.sort((a, b) => a.partNumber - b.partNumber);
   const { preconditionFailed, etag } = await complete(request, upload, parts);
@@ -306,6 +317,7 @@ async function* partsOf(stream: Readable, partSizeBytes: number): AsyncGenerator
 }
 
 async function sha256Of(stream: Readable): Promise<string> {
+  hashPasses.uploadDigests++;
   const digest = createHash('sha256');
   for await (const chunk of stream) digest.update(chunk as Buffer);
   return digest.digest('hex');

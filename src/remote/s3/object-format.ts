@@ -71,6 +71,15 @@ export class ObjectCodec {
     return this.masterKey !== undefined;
   }
 
+  /**
+   * The bytes every object of this codec starts with, where they are the same for every artifact
+   * (plain; an encrypted object's salt and nonce are random): its bytes are then known as soon as
+   * the artifact is, and a PUT hashes them as they arrive.
+   */
+  fixedHeader(): { format: ObjectFormatName; header: Buffer } | undefined {
+    return this.masterKey ? undefined : { format: this.formatName, header: prefix(Cipher.None) };
+  }
+
   /** Fixes this upload's salt and nonce, so a second pass (hashing, then sending) gives the same bytes. */
   encoding(hash: string, artifactBytes: number): ObjectEncoding {
     if (!this.masterKey) return this.encodingWith(hash, artifactBytes, prefix(Cipher.None));

@@ -8,6 +8,8 @@
  *   HEAD follows. Elsewhere a HEAD goes first and a HEAD after checks size and our sha256
  *   metadata, so a store that silently mangles bodies is caught instead of trusted. Large
  *   artifacts go up as resumable multipart uploads (multipart-upload.ts), each part checked.
+ *   The object's sha256 and MD5 computed as the PUT arrived are sent as they are, the blob
+ *   unhashed, wherever those proofs would catch a blob damaged since (then it is checked, and dropped).
  * - fetchArtifact: our object from the first read zone that has one whose signature checks out
  *   (where signatures are required), or else @nx/s3-cache's object for the hash (plugin-format.ts),
  *   under a deadline for the answer to start and the same deadline for any pause in the body,
@@ -34,9 +36,10 @@ import { probeStore, unquotedEtag, type StoreProofs } from './store-proofs.js';
 import { RecentPresence } from './recent-presence.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
-import { BadObjectError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
-import type { FetchedArtifact, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
-import { abortMultipartUpload, uploadMultipart } from './multipart-upload.js';
+import { BadObjectError, LocalArtifactDamagedError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
+import type { FetchedArtifact, ObjectDigests, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
+import { abortMultipartUpload, ArtifactChangedError, uploadMultipart } from './multipart-upload.js';
+import { hashPasses } from '../../hash-passes.js';
 
 export interface S3RemoteStoreOptions {
   bucket: string;
@@ -237,22 +240,41 @@ export class S3RemoteStore implements RemoteStore {
     const mode = await this.writeMode(zone, signal);
     const encoding = this.codec.encoding(hash, source.sizeBytes);
     const target: UploadTarget = { hash, key: this.key(hash, zone), zone, objectBytes: encoding.sizeBytes, etagIsMd5 };
+    // The PUT's digests describe these bytes only in the format they were computed for.
+    const received = source.received !== undefined && source.received.format === this.codec.fixedHeader()?.format ? source.received : undefined;
     try {
-      if (encoding.sizeBytes < this.multipartThresholdBytes) return await this.uploadSingle(target, await readAll(encoding.encode(source.stream())), mode, signal);
-      return await this.uploadLarge(target, source, encoding, mode, signal);
+      if (encoding.sizeBytes < this.multipartThresholdBytes) {
+        // Unhashed bytes are sent on the PUT's digests only where the store's answer proves them.
+        if (!(received && etagIsMd5)) await mustBeIntact(source);
+        return await this.uploadSingle(target, await objectBody(encoding, source), received && { ...source, received }, mode, signal);
+      }
+      // A multipart upload compares the sha256 of what it sent with the PUT's before it completes.
+      if (!received) await mustBeIntact(source);
+      return await this.uploadLarge(target, source, encoding, received, mode, signal);
     } catch (error) {
-      if (error instanceof UploadVerificationError || error instanceof S3OperationError) throw error;
+      if (error instanceof UploadVerificationError || error instanceof S3OperationError || error instanceof LocalArtifactDamagedError) throw error;
       throw new S3OperationError(classifyS3Error(error), { cause: error });
     }
+  }
+
+  /** The bytes every object starts with, where they are the same for every artifact (not encrypted). */
+  objectPrefix(): { format: string; header: Buffer } | undefined {
+    return this.codec.fixedHeader();
   }
 
   /**
    * One PutObject. Where writes are conditional, no HEAD goes first: the PUT's 412 says an object
    * is there, and only then a HEAD tells whose and whether it is whole. A body the store received
-   * damaged (its ETag is not our MD5) is sent again at once, a few times.
+   * damaged (its ETag is not our MD5) is sent again at once, a few times. `fromPut`: the PUT's
+   * digests (with the blob's check), sent instead of hashing the body here; a body refused or
+   * answered with another ETag then has its blob checked first (damaged on disk, it is not sent again).
    */
-  private async uploadSingle(target: UploadTarget, body: Buffer, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
-    const sent = { sha256: createHash('sha256').update(body).digest('hex'), md5: createHash('md5').update(body).digest() };
+  private async uploadSingle(target: UploadTarget, body: Buffer, fromPut: (UploadSource & { received: ObjectDigests }) | undefined, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+    const sent = fromPut ? { sha256: fromPut.received.sha256, md5: Buffer.from(fromPut.received.md5, 'hex') } : objectDigests(body);
+    // The store proved the bytes it got are not what the PUT received: hashed for real.
+    const checkBlob = async () => {
+      if (fromPut) await mustBeIntact(fromPut, true);
+    };
     let conditional = mode === 'conditional';
     // The conditional PUT replaces the HEAD before it, unless recent uploads often found their
     // object there (recent-presence.ts): then a HEAD spares sending a body the store holds.
@@ -269,6 +291,7 @@ export class S3RemoteStore implements RemoteStore {
         answer = await this.putObject(target, body, sent, conditional, signal);
       } catch (error) {
         // The store checked the body against its Content-MD5 (or signed sha256) and refused it.
+        if (isDamagedInFlight(error)) await checkBlob();
         if (tries < DAMAGED_BODY_TRIES && isDamagedInFlight(error)) continue;
         throw error;
       }
@@ -292,7 +315,13 @@ export class S3RemoteStore implements RemoteStore {
       if (conditional && !headFirst) this.recentPresence.record(false);
       // The store's answer proves what it stored: its ETag is the MD5 of the bytes it received.
       if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
-      if (!target.etagIsMd5 || !MD5_HEX.test(answer.etag)) return this.verifyByHead(target, sent.sha256, signal);
+      if (!target.etagIsMd5 || !MD5_HEX.test(answer.etag)) {
+        // This answer proves nothing: the PUT's digests stand only for an intact blob (checked before sending where no answer was to prove it).
+        if (fromPut && target.etagIsMd5) await mustBeIntact(fromPut);
+        return this.verifyByHead(target, sent.sha256, signal);
+      }
+      // Not what the PUT received: damaged on disk since (then dropped), or on the way.
+      await checkBlob();
       // Damaged on the way (a store that checks Content-MD5 would have refused it): our own
       // object, so it is replaced without a condition.
       if (tries >= DAMAGED_BODY_TRIES) throw new UploadVerificationError(`object ${target.key} reached the store damaged ${tries} times (its ETag ${answer.etag} is not the MD5 of what was sent); it is sent again later`);
@@ -318,30 +347,38 @@ export class S3RemoteStore implements RemoteStore {
   }
 
   /** A resumable multipart upload (multipart-upload.ts); a HEAD goes first: it may spare sending megabytes. */
-  private async uploadLarge(target: UploadTarget, source: UploadSource, encoding: ObjectEncoding, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+  private async uploadLarge(target: UploadTarget, source: UploadSource, encoding: ObjectEncoding, received: ObjectDigests | undefined, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
     const { hash, key, zone } = target;
     const existing = await this.head(hash, signal, zone);
     if (this.keeps(existing, target)) return alreadyPresent(existing);
     // Only a missing object is written conditionally: a damaged one must be replaced.
     const ifNoneMatch = mode === 'conditional' && existing === undefined;
-    const result = await uploadMultipart({
-      client: this.client,
-      bucket: this.bucket,
-      key,
-      partSizeBytes: this.partSizeBytes,
-      encoded: (used) => used.encode(source.stream()),
-      newEncoding: () => encoding,
-      resumeEncoding: (header) => this.codec.resumeEncoding(hash, source.sizeBytes, header),
-      createParams: (sha256) => {
-        const { ContentType, Metadata } = this.objectParams(target, sha256);
-        return { ContentType, Metadata };
-      },
-      ifNoneMatch,
-      partEtagIsMd5: target.etagIsMd5,
-      journal: source.multipart,
-      pace: source.pace,
-      signal,
-    });
+    let result;
+    try {
+      result = await uploadMultipart({
+        client: this.client,
+        bucket: this.bucket,
+        key,
+        partSizeBytes: this.partSizeBytes,
+        encoded: (used) => used.encode(source.stream()),
+        newEncoding: () => encoding,
+        resumeEncoding: (header) => this.codec.resumeEncoding(hash, source.sizeBytes, header),
+        createParams: (sha256) => {
+          const { ContentType, Metadata } = this.objectParams(target, sha256);
+          return { ContentType, Metadata };
+        },
+        ifNoneMatch,
+        partEtagIsMd5: target.etagIsMd5,
+        knownObjectSha256: received?.sha256,
+        journal: source.multipart,
+        pace: source.pace,
+        signal,
+      });
+    } catch (error) {
+      // What was sent is not what the PUT received: a blob damaged on disk since is dropped here.
+      if (error instanceof ArtifactChangedError) await mustBeIntact(source, true);
+      throw error;
+    }
     if (result.preconditionFailed) return this.afterCompleteRefused(target, result.objectSha256, signal);
     // Complete's ETag proves the parts it joined: the MD5 of their MD5s, each checked as it was sent.
     if (!result.preconditionFailed && result.expectedEtag !== undefined && result.etag === result.expectedEtag) {
@@ -679,6 +716,31 @@ function withStallDeadline(source: Readable, timeoutMs: number, abort: AbortCont
   });
   source.pipe(out);
   return out;
+}
+
+/** Throws LocalArtifactDamagedError unless the blob checks out (where it was not checked since its PUT). */
+async function mustBeIntact(source: UploadSource, rehash = false): Promise<void> {
+  if (source.verify && !(await source.verify(rehash))) {
+    throw new LocalArtifactDamagedError('the artifact is damaged on local disk (its sha256 is no longer the one its PUT delivered); dropped, not uploaded');
+  }
+}
+
+/**
+ * The whole object for a single PutObject. A plain object is the artifact behind a fixed header:
+ * read straight into one buffer after room for the header, where the source can (no second copy).
+ */
+async function objectBody(encoding: ObjectEncoding, source: UploadSource): Promise<Buffer> {
+  if (source.readWithHeadroom && encoding.sizeBytes === encoding.header.length + source.sizeBytes) {
+    const body = await source.readWithHeadroom(encoding.header.length);
+    encoding.header.copy(body, 0);
+    return body;
+  }
+  return readAll(encoding.encode(source.stream()));
+}
+
+function objectDigests(body: Buffer): { sha256: string; md5: Buffer } {
+  hashPasses.uploadDigests++;
+  return { sha256: createHash('sha256').update(body).digest('hex'), md5: createHash('md5').update(body).digest() };
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {
