@@ -84,6 +84,27 @@ describe('--verify-reads', () => {
     expect(logLines.join('')).toMatch(/checksum does not match/);
   });
 
+  for (const [label, size] of [['small', 4096], ['large', 3 * 1024 * 1024]] as const) {
+    it(`a late check of a ${label} artifact found damaged drops only that artifact, never one PUT again under its hash since`, async () => {
+      const cacheDir = tempCacheDir();
+      const { store } = await openStore(cacheDir, undefined, 'changed');
+      const first = randomBytes(size);
+      await put(store, '1005', first);
+      flipByte(cacheDir, '1005', 9);
+      // An upload opens it without hashing, as the uploader does for a row with stored digests.
+      const opened = (await store.open('1005', { touch: false, verify: false }))!;
+      // A GET finds the damage and drops it; Nx PUTs the hash again with new bytes.
+      expect(await read(store, '1005')).toBeUndefined();
+      const second = randomBytes(size);
+      await put(store, '1005', second);
+      // The upload's late check (its store refused the body) says damaged: the new artifact stays.
+      expect(await opened.verify(true)).toBe(false);
+      await opened.release();
+      expect((await read(store, '1005'))!.equals(second)).toBe(true);
+      expect(store.usage()).toMatchObject({ entries: 1, usedBytes: size });
+    });
+  }
+
   it('off: a blob is served without hashing (its size is still checked)', async () => {
     const cacheDir = tempCacheDir();
     const { store } = await openStore(cacheDir, undefined, 'off');

@@ -482,7 +482,7 @@ export class LocalStore {
       // Read with the headroom asked for at open: the bytes are already where they go.
       readWithHeadroom: async (wanted) => (wanted === headroomBytes ? whole : Buffer.concat([Buffer.alloc(wanted), bytes])),
       verify: (rehash = false) => {
-        if (rehash || !verified) verified = intact(rehash) ? Promise.resolve(true) : this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file).then(() => false);
+        if (rehash || !verified) verified = intact(rehash) ? Promise.resolve(true) : this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file, row).then(() => false);
         return verified;
       },
       writeTo: (out) => sendBytes(bytes, out),
@@ -518,7 +518,7 @@ export class LocalStore {
         verify: (rehash = false) => {
           if (rehash || !verified) {
             verified = intact(rehash).then(async (ok) => {
-              if (!ok) await this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file);
+              if (!ok) await this.dropDamaged(row.hash, row.size_bytes, 'its checksum does not match', file, row);
               return ok;
             });
           }
@@ -612,7 +612,13 @@ export class LocalStore {
     this.entryCount--;
   }
 
-  private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string): Promise<undefined> {
+  /**
+   * `opened`: the row of an artifact opened earlier and found damaged only now (an upload's check
+   * after open): only that artifact goes. The hash may have been dropped and PUT again since, and
+   * the newer artifact (and its outbox row) is not this check's to delete.
+   */
+  private async dropDamaged(hash: string, sizeBytes: number, reason: string, file?: string, opened?: ArtifactRow): Promise<undefined> {
+    if (opened && this.index.get(hash)?.created_ms !== opened.created_ms) return undefined;
     this.verifiedBlobs.delete(hash);
     // File before row: while the row exists a PUT of this hash is refused, so it cannot
     // write a new file that this removal would then delete. Never in a directory no longer ours.
@@ -620,7 +626,8 @@ export class LocalStore {
     if (file) await fs.rm(file, { force: true, recursive: true }).catch(() => {});
     // Logged only by whoever removes the row: a GET that lost a race with eviction (the row
     // is already gone) saw a plain miss, not damage.
-    if (this.index.remove(hash)) {
+    const removed = opened ? this.index.removeUnchanged([opened]).size > 0 : this.index.remove(hash);
+    if (removed) {
       this.forget(sizeBytes);
       this.options.logger.warn('dropped a damaged artifact from the local tier', { hash, reason });
     }
