@@ -317,7 +317,8 @@ export class S3RemoteStore implements RemoteStore {
       if (target.etagIsMd5 && answer.etag === sent.md5.toString('hex')) return { outcome: 'uploaded', object: { bytes: body.length, sha256: sent.sha256 } };
       if (!target.etagIsMd5 || !MD5_HEX.test(answer.etag)) {
         // This answer proves nothing: the PUT's digests stand only for an intact blob (checked before sending where no answer was to prove it).
-        if (fromPut && target.etagIsMd5) await mustBeIntact(fromPut);
+        // Hashed for real: an unchanged file is not proof here (--verify-reads changed would trust it).
+        if (fromPut && target.etagIsMd5) await mustBeIntact(fromPut, true);
         return this.verifyByHead(target, sent.sha256, signal);
       }
       // Not what the PUT received: damaged on disk since (then dropped), or on the way.
