@@ -86,6 +86,16 @@ async function hotColdBucket(name: string, sizes: { trusted: number; pr: number 
   return { bucket, hot, cold: [...trusted, ...pr1, ...pr2].filter((artifact) => !hotHashes.has(artifact.hash)), objects };
 }
 
+/** A bucket of `count` trusted artifacts of `bytes` each, and its index objects with the store's clock read. */
+async function trustedBucket(name: string, count: number, bytes: number) {
+  const bucket = await server.createBucket(name);
+  const artifacts = makeArtifacts('trusted', count, bytes, newHash);
+  await writeArtifacts(s3, bucket, artifacts);
+  const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
+  await objects.list('trusted', 'journal', '9', 1);
+  return { bucket, artifacts, objects };
+}
+
 async function remainingHashes(bucket: string): Promise<Set<string>> {
   const all = new Set<string>();
   for (const zone of ['trusted', 'pr/1', 'pr/2']) for (const hash of await hashesIn(s3, bucket, zone)) all.add(hash);
@@ -282,11 +292,7 @@ describe('nx-s3-sidecar gc', () => {
   });
 
   it('reads access objects past one LIST page (1,000 keys) and folds them all', async () => {
-    const bucket = await server.createBucket('gc-many-access');
-    const artifacts = makeArtifacts('trusted', 1100, 100, newHash);
-    await writeArtifacts(s3, bucket, artifacts);
-    const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
-    await objects.list('trusted', 'access', '9', 1);
+    const { bucket, artifacts, objects } = await trustedBucket('gc-many-access', 1100, 100);
     const usedMs = objects.storeNowMs() + 2000;
     // One access object per artifact, each used a millisecond after the one before (all after their uploads).
     await writeAccessObjects(s3, bucket, 'trusted', artifacts.map((artifact, index) => [{ zone: 'trusted', hash: artifact.hash, usedMs: usedMs + index }]), 2 * 60_000);
@@ -301,11 +307,7 @@ describe('nx-s3-sidecar gc', () => {
   });
 
   it("compacts a visited zone's index: a snapshot without the removed entries, old snapshots and journal objects past retention gone", async () => {
-    const bucket = await server.createBucket('gc-index');
-    const artifacts = makeArtifacts('trusted', 1200, 200, newHash);
-    await writeArtifacts(s3, bucket, artifacts);
-    const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
-    await objects.list('trusted', 'journal', '9', 1);
+    const { bucket, artifacts, objects } = await trustedBucket('gc-index', 1200, 200);
     const nowMs = objects.storeNowMs();
     const entries = artifacts.map((artifact): IndexEntry => ({ hash: artifact.hash, bytes: objectBytes(artifact), sha256: '', atMs: nowMs - 4 * DAY, commit: null }));
     // Index objects as writers left them days ago: journals at -5 d and -3 d, snapshots at -4.5 d and -3.5 d.
