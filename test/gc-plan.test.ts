@@ -5,7 +5,7 @@ import { planDeletion, summarize, total, type WeighedObject } from '../src/gc/pl
 const DAY = 86_400_000;
 const NOW = 1_800_000_000_000;
 function object(key: string, ageDays: number, bytes = 100, zone = 'trusted'): WeighedObject {
-  return { zone, hash: key, key: `${zone}/${key}`, bytes, lastModifiedMs: NOW - 400 * DAY, plugin: false, lastUseMs: NOW - ageDays * DAY };
+  return { zone, hash: key, key: `${zone}/${key}`, bytes, plugin: false, lastUseMs: NOW - ageDays * DAY, recorded: false, deleted: false, twin: undefined };
 }
 const keys = (objects: readonly WeighedObject[]) => objects.map((each) => each.hash);
 

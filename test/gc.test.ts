@@ -14,7 +14,7 @@ import { failpointEnv } from './helpers/failpoints.js';
 import { putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
-import { hashesIn, makeArtifacts, objectBytes, sha256, writeAccessObject, writeArtifacts, type TestArtifact } from './helpers/gc-bucket.js';
+import { hashesIn, makeArtifacts, objectBytes, sha256, writeAccessObject, writeAccessObjects, writeArtifacts, type TestArtifact } from './helpers/gc-bucket.js';
 import { decodeAccessObject, decodeIndexObject, encodeIndexObject, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { S3IndexObjects } from '../src/remote/s3/index.js';
 import type { GcReport } from '../src/gc/report.js';
@@ -84,6 +84,16 @@ async function hotColdBucket(name: string, sizes: { trusted: number; pr: number 
   await writeAccessObject(s3, bucket, 'trusted', uses.slice(uses.length / 2), 2 * 60_000);
   const hotHashes = new Set(hot.map((artifact) => artifact.hash));
   return { bucket, hot, cold: [...trusted, ...pr1, ...pr2].filter((artifact) => !hotHashes.has(artifact.hash)), objects };
+}
+
+/** A bucket of `count` trusted artifacts of `bytes` each, and its index objects with the store's clock read. */
+async function trustedBucket(name: string, count: number, bytes: number) {
+  const bucket = await server.createBucket(name);
+  const artifacts = makeArtifacts('trusted', count, bytes, newHash);
+  await writeArtifacts(s3, bucket, artifacts);
+  const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
+  await objects.list('trusted', 'journal', '9', 1);
+  return { bucket, artifacts, objects };
 }
 
 async function remainingHashes(bucket: string): Promise<Set<string>> {
@@ -156,7 +166,7 @@ describe('nx-s3-sidecar gc', () => {
     }
 
     // The two access objects were folded into one summary per zone, of the uses of objects that stay.
-    expect(report.applied!.fold).toEqual({ summaries: 2, recordsKept: hot.length, deleted: 2 });
+    expect(report.applied!.fold).toEqual({ summaries: 2, recordsKept: hot.length, deleted: 2, dropped: { unknownZone: 0, unlisted: 0, deletedObject: 0 } });
     for (const zone of ['trusted', 'pr/1']) {
       const names = await objects.list(zone, 'access', undefined, 100);
       expect(names, zone).toHaveLength(1);
@@ -184,6 +194,12 @@ describe('nx-s3-sidecar gc', () => {
       ['team/a/b', 4],
       ['x', 1],
     ]);
+    // With zones configured (--read-zones), the zone-less layout is named by an empty --zone.
+    const zoneless = await gcJson(bucket, ['--zone', '', '--unused-for', '1d']);
+    expect(zoneless.zones.map((zone) => [zone.zone, zone.examined.objects])).toEqual([['', 3]]);
+    const slip = await gc(bucket, ['--zone', 'x,', '--unused-for', '1d']);
+    expect(slip.code).toBe(2);
+    expect(slip.stderr).toMatch(/--zone: "" is not a zone name/);
   });
 
   it('never lets a daemon restoring during gc --apply get a wrong byte: a deleted object is a miss', async () => {
@@ -241,12 +257,57 @@ describe('nx-s3-sidecar gc', () => {
     expect(check.total.toDelete.objects).toBe(0);
   });
 
+  it('a gc killed with SIGKILL between writing the access summaries and deleting the folded access objects loses no use when run again', async () => {
+    const { bucket, hot, objects } = await hotColdBucket('gc-killed-fold', { trusted: 200, pr: 100 });
+    const args = ['--max-size', String(bytesOf(hot)), '--safety-window', '0', '--apply'];
+    const folded = async () => {
+      const uses = new Map<string, number>();
+      for (const zone of ['trusted', 'pr/1', 'pr/2']) {
+        for (const name of await objects.list(zone, 'access', undefined, 1000)) {
+          const got = await objects.get(zone, 'access', name, 1 << 24);
+          const decoded = await decodeAccessObject((got as { body: Buffer }).body, { zone });
+          for await (const batch of decoded.batches) for (const record of batch) uses.set(`${record.zone}/${record.hash}`, Math.max(record.usedMs, uses.get(`${record.zone}/${record.hash}`) ?? 0));
+        }
+      }
+      return uses;
+    };
+    const before = await folded();
+    expect(before.size).toBe(hot.length);
+
+    const killed = await gc(bucket, args, failpointEnv('gc-after-summaries'));
+    expect(killed.code, killed.stderr).toBeNull();
+    // The summaries are in and the access objects folded into them are still there.
+    expect((await objects.list('pr/2', 'access', undefined, 100)).length).toBe(1);
+    expect((await objects.list('pr/1', 'access', undefined, 100)).length).toBe(1);
+
+    const again = await gcJson(bucket, args);
+    expect(again.applied!.fold!.deleted).toBeGreaterThanOrEqual(2);
+    expect(await objects.list('pr/2', 'access', undefined, 100)).toEqual([]);
+    // Every use is still recorded, none older than before.
+    const after = await folded();
+    for (const [key, usedMs] of before) expect(after.get(key), key).toBeGreaterThanOrEqual(usedMs);
+    expect(await remainingHashes(bucket)).toEqual(new Set(hot.map((artifact) => artifact.hash)));
+    const check = await gcJson(bucket, ['--max-size', String(bytesOf(hot)), '--safety-window', '0']);
+    expect(check.total.toDelete.objects).toBe(0);
+  });
+
+  it('reads access objects past one LIST page (1,000 keys) and folds them all', async () => {
+    const { bucket, artifacts, objects } = await trustedBucket('gc-many-access', 1100, 100);
+    const usedMs = objects.storeNowMs() + 2000;
+    // One access object per artifact, each used a millisecond after the one before (all after their uploads).
+    await writeAccessObjects(s3, bucket, 'trusted', artifacts.map((artifact, index) => [{ zone: 'trusted', hash: artifact.hash, usedMs: usedMs + index }]), 2 * 60_000);
+    const keep = artifacts.slice(-100);
+    const report = await gcJson(bucket, ['--zone', 'trusted', '--max-size', String(bytesOf(keep)), '--safety-window', '0', '--apply']);
+    expect(report.accessObjects).toMatchObject({ read: 1100, records: 1100, refused: 0 });
+    // Every object was used after its upload: the 1,000 used first go, the 100 used last stay.
+    expect(report.applied!.removed.objects).toBe(1000);
+    expect(await hashesIn(s3, bucket, 'trusted')).toEqual(new Set(keep.map((artifact) => artifact.hash)));
+    expect(report.applied!.fold).toMatchObject({ deleted: 1100, summaries: 1, recordsKept: 100 });
+    expect(await objects.list('trusted', 'access', undefined, 5000)).toHaveLength(1);
+  });
+
   it("compacts a visited zone's index: a snapshot without the removed entries, old snapshots and journal objects past retention gone", async () => {
-    const bucket = await server.createBucket('gc-index');
-    const artifacts = makeArtifacts('trusted', 1200, 200, newHash);
-    await writeArtifacts(s3, bucket, artifacts);
-    const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
-    await objects.list('trusted', 'journal', '9', 1);
+    const { bucket, artifacts, objects } = await trustedBucket('gc-index', 1200, 200);
     const nowMs = objects.storeNowMs();
     const entries = artifacts.map((artifact): IndexEntry => ({ hash: artifact.hash, bytes: objectBytes(artifact), sha256: '', atMs: nowMs - 4 * DAY, commit: null }));
     // Index objects as writers left them days ago: journals at -5 d and -3 d, snapshots at -4.5 d and -3.5 d.

@@ -152,7 +152,7 @@ describe('S3IndexObjects against a real S3 server', () => {
     const bucket = await shared.server.createBucket('index-limits');
     const store = new S3IndexObjects(shared.s3, { bucket, keyPrefix: '' });
     await store.put('', 'snapshot', 'big', Buffer.alloc(2048, 1));
-    expect(await store.get('', 'snapshot', 'big', 1024)).toEqual({ refused: expect.stringMatching(/over the 1024/) });
+    expect(await store.get('', 'snapshot', 'big', 1024)).toEqual({ refused: expect.stringMatching(/over the 1024/), overBytes: 2048 });
     const key = `${indexObjectPrefix('', '', 'journal')}tampered`;
     await shared.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: Buffer.from('changed'), Metadata: { sha256: 'b'.repeat(64) } }));
     expect(await store.get('', 'journal', 'tampered', 1024)).toEqual({ refused: expect.stringMatching(/do not match the sha256/) });

@@ -183,7 +183,7 @@ export const commands: CommandDefinition[] = [
     options: {
       'max-size': { type: 'string', arg: 'SIZE', help: 'delete least recently used first until the scope holds at most SIZE (e.g. 500GiB)' },
       'unused-for': { type: 'string', arg: 'DURATION', help: 'delete what was last used longer ago than DURATION (e.g. 30d)' },
-      zone: { type: 'string', arg: 'ZONE', multiple: true, help: 'a zone to collect (repeat it, or separate zones with ",")' },
+      zone: { type: 'string', arg: 'ZONE', multiple: true, help: 'a zone to collect (repeat it, or separate zones with ","; \'\' alone: the zone-less layout)' },
       'all-zones': { type: 'boolean', help: 'every zone in the bucket (found by listing), and the zone-less layout' },
       'safety-window': { type: 'string', arg: 'DURATION', help: `never delete what was used or uploaded this recently (default ${DEFAULT_GC_SAFETY_WINDOW})` },
       'dry-run': { type: 'boolean', help: 'print what would be deleted (the default)' },

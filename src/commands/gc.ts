@@ -5,6 +5,7 @@
 import { parseDuration, parseSize } from '../config/size.js';
 import { isValidZoneName } from '../config/zones.js';
 import { errorMessage } from '../remote/index.js';
+import { NO_ZONE } from '../remote/s3/index.js';
 import { runGc, GcUsageError, type GcOptions } from '../gc/run-gc.js';
 import { appliedLines, planLines, type GcReport } from '../gc/report.js';
 import { CliError } from './cli-error.js';
@@ -46,11 +47,20 @@ function gcOptions(line: CommandLine): GcOptions {
   if (maxSizeBytes === undefined && maxSizeText !== undefined) throw line.usageError(`--max-size: "${maxSizeText}" is not a size (like 500GiB, 2TB, 750M)`);
   const unusedForMs = unusedForText === undefined ? undefined : duration(line, 'unused-for', unusedForText);
   const safetyWindowMs = duration(line, 'safety-window', line.string('safety-window') ?? DEFAULT_GC_SAFETY_WINDOW);
-  const zones = line.strings('zone').flatMap((text) => text.split(',').map((zone) => zone.trim()));
+  const zones: string[] = [];
+  for (const text of line.strings('zone')) {
+    // An empty value alone (--zone '') names the zone-less layout; an empty part of a list is a slip, not that.
+    if (text === '') {
+      zones.push(NO_ZONE);
+      continue;
+    }
+    for (const zone of text.split(',').map((part) => part.trim())) {
+      if (!isValidZoneName(zone)) throw line.usageError(`--zone: "${zone}" is not a zone name (lower-case letters, digits, ".", "_", "-", in segments joined by "/"; --zone '' alone names the zone-less layout)`);
+      zones.push(zone);
+    }
+  }
   const allZones = line.boolean('all-zones');
   if (allZones && zones.length > 0) throw line.usageError('--zone and --all-zones exclude each other');
-  const badZone = zones.find((zone) => !isValidZoneName(zone));
-  if (badZone !== undefined) throw line.usageError(`--zone: "${badZone}" is not a zone name (lower-case letters, digits, ".", "_", "-", in segments joined by "/")`);
   return { zones: zones.length > 0 ? zones : undefined, allZones, unusedForMs, maxSizeBytes, safetyWindowMs, apply };
 }
 

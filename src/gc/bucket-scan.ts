@@ -8,16 +8,26 @@ import { isValidZoneName } from '../config/zones.js';
 import { INDEX_NAMESPACE, NO_ZONE, ZONES_NAMESPACE, OBJECT_NAMESPACE, zonePrefix } from '../remote/s3/object-key.js';
 import { artifactHashOf, listPrefix, type ListedObject } from '../remote/s3/zone-listing.js';
 
-/** One artifact object as gc weighs it. */
+/**
+ * One artifact object as gc weighs it. A bucket may hold millions: the run keeps these and nothing
+ * per object beside them (README: Garbage collection, memory), so its state lives here.
+ */
 export interface BucketObject {
-  /** The zone whose index lists it ('' for the zone-less layout and @nx/s3-cache's objects). */
+  /** The zone whose index lists it ('' for the zone-less layout and @nx/s3-cache's objects); one string per zone. */
   zone: string;
   hash: string;
   key: string;
   bytes: number;
-  lastModifiedMs: number;
+  /** max(LastModified, the newest access record), store clock. */
+  lastUseMs: number;
   /** @nx/s3-cache's object (`<prefix><hash>`) rather than ours. */
   plugin: boolean;
+  /** An access record names it (the fold keeps its last use). */
+  recorded: boolean;
+  /** This run deletes it. */
+  deleted: boolean;
+  /** The other object of the same zone and hash (ours and @nx/s3-cache's in the zone-less layout), if any. */
+  twin: BucketObject | undefined;
 }
 
 export interface BucketScan {
@@ -54,6 +64,8 @@ const INDEX_SEGMENT = INDEX_NAMESPACE.slice(0, -1);
 export async function scanBucket(options: ScanOptions): Promise<BucketScan> {
   const { client, bucket, objectsOf, signal } = options;
   const zones = new Set<string>();
+  // One string per zone, not one per key.
+  const zoneNames = new Map<string, string>();
   const objects: BucketObject[] = [];
   const listedBy = [0, 0];
   const report = (which: number) => (listed: number) => {
@@ -80,7 +92,10 @@ export async function scanBucket(options: ScanOptions): Promise<BucketScan> {
 
   function keep(zone: string, name: string, object: ListedObject, isPlugin: boolean): void {
     const hash = artifactHashOf(name, object.bytes);
-    if (hash !== undefined && objectsOf(zone)) objects.push({ zone, hash, key: object.key, bytes: object.bytes, lastModifiedMs: object.lastModifiedMs, plugin: isPlugin });
+    if (hash === undefined || !objectsOf(zone)) return;
+    let shared = zoneNames.get(zone);
+    if (shared === undefined) zoneNames.set(zone, (shared = zone));
+    objects.push({ zone: shared, hash, key: object.key, bytes: object.bytes, lastUseMs: object.lastModifiedMs, plugin: isPlugin, recorded: false, deleted: false, twin: undefined });
   }
 }
 

@@ -8,10 +8,18 @@ import { encodeIndexObject, type GcRunRecord, type IndexEntry } from '../index/i
 import type { IndexObjectStore } from '../remote/index.js';
 import { failpoint } from '../failpoints.js';
 import type { GcRun } from './gc-run.js';
+import { hashStays } from './object-lookup.js';
 import type { WeighedObject } from './plan.js';
 
 // DeleteObjects takes at most this many keys a request.
 export const DELETE_BATCH = 1000;
+
+/**
+ * How far before the store's clock now a removal is dated. Entries are dated by Date headers (whole
+ * seconds): an upload landing just after the delete could get an earlier time than a removal dated
+ * now and be removed for good; one 2 s older than the removal that stays costs one read-through miss.
+ */
+export const REMOVAL_BACKDATE_MS = 2000;
 
 export interface ZoneDeletionOptions {
   client: S3Client;
@@ -20,12 +28,10 @@ export interface ZoneDeletionOptions {
   run: GcRun;
   /** The zone whose index lists them ('' with @nx/s3-cache's objects too). */
   zone: string;
-  /** What goes, in the order it goes. */
+  /** What goes, in the order it goes (every one marked `deleted`). */
   objects: readonly WeighedObject[];
   /** Whether to write removal lines (false: the zone has no index, whose daemons would take the lines for one). */
   journal: boolean;
-  /** Whether an object of `hash` in this zone stays (then the index keeps its entry). */
-  hashStays: (hash: string) => boolean;
   /** After each batch: the zone's totals so far. */
   onBatch: (removed: GcRunRecord) => void;
   signal?: AbortSignal;
@@ -56,12 +62,13 @@ export async function deleteZone(options: ZoneDeletionOptions): Promise<GcRunRec
   return record;
 }
 
-/** The batch's removal lines (one per hash the zone no longer holds) in one journal object carrying the run so far. */
+/** The batch's removal lines (one per hash the zone no longer holds, dated REMOVAL_BACKDATE_MS back) in one journal object carrying the run so far. */
 async function writeRemovals(options: ZoneDeletionOptions, batch: readonly WeighedObject[], gc: GcRunRecord): Promise<void> {
   const { indexObjects, run, zone } = options;
   const { name, nameMs } = run.nextName(indexObjects.storeNowMs());
-  const hashes = new Set(batch.map((object) => object.hash).filter((hash) => !options.hashStays(hash)));
-  const removals: IndexEntry[] = [...hashes].map((hash) => ({ hash, bytes: 0, sha256: '', atMs: nameMs, commit: null }));
+  const hashes = new Set(batch.filter((object) => !hashStays(object)).map((object) => object.hash));
+  const atMs = indexObjects.storeNowMs() - REMOVAL_BACKDATE_MS;
+  const removals: IndexEntry[] = [...hashes].map((hash) => ({ hash, bytes: 0, sha256: '', atMs, commit: null }));
   const body = await encodeIndexObject({ kind: 'journal', zone, writer: run.id, createdMs: nameMs, gc }, removals);
   await indexObjects.put(zone, 'journal', name, body, options.signal);
 }

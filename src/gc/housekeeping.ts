@@ -14,16 +14,19 @@ import type { IndexObjectStore } from '../remote/index.js';
 import type { Logger } from '../log.js';
 import type { GcRun } from './gc-run.js';
 import type { LastUses } from './last-use.js';
+import type { BucketObject } from './bucket-scan.js';
+import { hashStays } from './object-lookup.js';
+import { failpoint } from '../failpoints.js';
 
-// A summary object holds at most this many records (about 40 bytes each, gzipped far less).
-const RECORDS_PER_SUMMARY = 2_000_000;
+// A summary object holds at most this many records (about 40 bytes each, gzipped far less; encoded whole in memory).
+const RECORDS_PER_SUMMARY = 500_000;
 
 export interface FoldOptions {
   indexObjects: IndexObjectStore;
   run: GcRun;
   uses: LastUses;
-  /** Whether a use is worth keeping: its object stays (or may have been uploaded after the scan). */
-  keep: (record: AccessRecord) => boolean;
+  /** The objects listed: the last use of each one an access record named is kept while it stays. */
+  objects: readonly BucketObject[];
   signal?: AbortSignal;
 }
 
@@ -32,29 +35,40 @@ export interface FoldResult {
   recordsKept: number;
   /** Access objects folded and deleted. */
   deleted: number;
+  /** Records not carried over: of zones not in the bucket, of hashes a listed zone does not hold, of objects this run deleted. */
+  dropped: { unknownZone: number; unlisted: number; deletedObject: number };
 }
 
 /**
- * Writes the newest use of each (zone, hash) worth keeping into a summary in that zone's prefix,
- * then deletes the access objects read, but only those behind the look-back (a name younger than
- * that may still be followed by a writer's late one; the next run folds it).
+ * Writes the newest use of each (zone, hash) worth keeping into a summary in that zone's prefix (the
+ * listed objects that stay, and the records that could not be checked: `uses.kept`), then deletes
+ * the access objects read, but only those behind the look-back (a name younger than that may still
+ * be followed by a writer's late one; the next run folds it).
  */
 export async function foldAccessObjects(options: FoldOptions): Promise<FoldResult> {
   const { indexObjects, run, uses, signal } = options;
-  const byZone = new Map<string, AccessRecord[]>();
-  for (const [key, usedMs] of uses.newestMs) {
-    const [zone, hash] = key.split('\n') as [string, string];
-    const record = { zone, hash, usedMs };
-    if (!options.keep(record)) continue;
-    let records = byZone.get(zone);
-    if (!records) byZone.set(zone, (records = []));
-    records.push(record);
+  const result: FoldResult = { summaries: 0, recordsKept: 0, deleted: 0, dropped: { ...uses.dropped, deletedObject: 0 } };
+  const byZone = new Map<string, { objects: BucketObject[]; kept: AccessRecord[] }>();
+  const zoneOf = (zone: string) => {
+    let held = byZone.get(zone);
+    if (!held) byZone.set(zone, (held = { objects: [], kept: [] }));
+    return held;
+  };
+  for (const object of options.objects) {
+    // Twins share one record: ours carries it.
+    if (!object.recorded || (object.twin && object.plugin)) continue;
+    if (hashStays(object)) zoneOf(object.zone).objects.push(object);
+    else result.dropped.deletedObject++;
   }
-  const result: FoldResult = { summaries: 0, recordsKept: 0, deleted: 0 };
-  for (const [zone, records] of byZone) {
-    for (let start = 0; start < records.length; start += RECORDS_PER_SUMMARY) {
+  for (const [key, usedMs] of uses.kept) {
+    const [zone, hash] = key.split('\n') as [string, string];
+    zoneOf(zone).kept.push({ zone, hash, usedMs });
+  }
+  for (const [zone, held] of byZone) {
+    const count = held.objects.length + held.kept.length;
+    for (let start = 0; start < count; start += RECORDS_PER_SUMMARY) {
       const { name, nameMs } = run.nextName(indexObjects.storeNowMs());
-      const chunk = records.slice(start, start + RECORDS_PER_SUMMARY);
+      const chunk = recordsOf(held, start, Math.min(count, start + RECORDS_PER_SUMMARY));
       const body = await encodeAccessObject({ zone, writer: run.id, createdMs: nameMs }, chunk);
       await indexObjects.put(zone, 'access', name, body, signal);
       result.summaries++;
@@ -62,6 +76,7 @@ export async function foldAccessObjects(options: FoldOptions): Promise<FoldResul
     }
   }
   // Only once every summary is in: a failure before this point loses no use.
+  failpoint('gc-after-summaries');
   const foldedBeforeMs = indexObjects.storeNowMs() - DEFAULT_LOOKBACK_MS;
   const folded = new Map<string, string[]>();
   for (const { zone, name } of uses.read) {
@@ -75,6 +90,16 @@ export async function foldAccessObjects(options: FoldOptions): Promise<FoldResul
     result.deleted += names.length;
   }
   return result;
+}
+
+/** Records `from` to `to` of a zone's: the listed objects' first, then the kept ones. */
+function recordsOf(held: { objects: BucketObject[]; kept: AccessRecord[] }, from: number, to: number): AccessRecord[] {
+  const records: AccessRecord[] = [];
+  for (let index = from; index < to; index++) {
+    const object = held.objects[index];
+    records.push(object ? { zone: object.zone, hash: object.hash, usedMs: object.lastUseMs } : held.kept[index - held.objects.length]!);
+  }
+  return records;
 }
 
 export type ZoneCompaction = CompactionResult;

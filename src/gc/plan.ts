@@ -1,13 +1,11 @@
 /**
  * What gc deletes: least recently used first (by fleet-wide last use, ties by key), never an object
- * used or uploaded within the safety window. Pure: the same bucket and clock give the same plan.
+ * used or uploaded within the safety window. The same bucket and clock give the same plan.
  */
 import type { BucketObject } from './bucket-scan.js';
 
-export interface WeighedObject extends BucketObject {
-  /** max(LastModified, the newest access record), store clock. */
-  lastUseMs: number;
-}
+/** An object with its fleet-wide last use (`lastUseMs`) known. */
+export type WeighedObject = BucketObject;
 
 export interface SelectionRules {
   /** Delete what was last used longer ago than this. */
@@ -47,8 +45,9 @@ export function byLastUse(a: WeighedObject, b: WeighedObject): number {
   return a.lastUseMs - b.lastUseMs || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 }
 
-export function planDeletion(objects: readonly WeighedObject[], rules: SelectionRules): DeletionPlan {
-  const ordered = [...objects].sort(byLastUse);
+/** Sorts `objects` in place, least recently used first (no copy: a bucket may hold millions), and picks what goes. */
+export function planDeletion(objects: WeighedObject[], rules: SelectionRules): DeletionPlan {
+  const ordered = objects.sort(byLastUse);
   const protectedFromMs = rules.nowMs - rules.safetyWindowMs;
   const unusedBeforeMs = rules.unusedForMs === undefined ? -Infinity : rules.nowMs - rules.unusedForMs;
   let leftBytes = ordered.reduce((sum, object) => sum + object.bytes, 0);

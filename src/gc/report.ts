@@ -2,7 +2,7 @@
 import { formatSize } from '../config/size.js';
 import { plural } from '../plural.js';
 import type { Tally, ZoneSummary } from './plan.js';
-import type { ZoneCompaction } from './housekeeping.js';
+import type { FoldResult, ZoneCompaction } from './housekeeping.js';
 
 export interface GcReport {
   bucket: string;
@@ -12,7 +12,8 @@ export interface GcReport {
   /** The store's clock when the plan was made. */
   nowMs: number;
   rules: { unusedForMs?: number; maxSizeBytes?: number; safetyWindowMs: number };
-  accessObjects: { read: number; records: number; refused: number };
+  /** `dropped`: records read that name a zone not in the bucket, or a hash a zone in scope does not hold. */
+  accessObjects: { read: number; records: number; refused: number; dropped: { unknownZone: number; unlisted: number } };
   listedKeys: number;
   zones: ZoneSummary[];
   total: Omit<ZoneSummary, 'zone'>;
@@ -23,7 +24,7 @@ export interface GcReport {
     removed: Tally;
     /** Zones without index objects: objects deleted, no removal lines written. */
     unindexedZones: string[];
-    fold?: { summaries: number; recordsKept: number; deleted: number };
+    fold?: FoldResult;
     compactions: ZoneCompaction[];
   };
   warnings: string[];
@@ -79,7 +80,15 @@ export function appliedLines(report: GcReport): string[] {
   if (!applied) return [];
   const lines = [`deleted ${plural(applied.removed.objects, 'object')} (${formatSize(applied.removed.bytes)})`];
   if (applied.unindexedZones.length > 0) lines.push(`zones without a bucket index (no removal lines written): ${applied.unindexedZones.map(zoneLabel).join(', ')}`);
-  if (applied.fold) lines.push(`access records: ${plural(applied.fold.deleted, 'access object')} folded into ${plural(applied.fold.summaries, 'summary', 'summaries')} (${plural(applied.fold.recordsKept, 'record')} kept)`);
+  if (applied.fold) {
+    const { dropped } = applied.fold;
+    const droppedText = [
+      dropped.unknownZone && `${dropped.unknownZone} of zones not in the bucket`,
+      dropped.unlisted && `${dropped.unlisted} of hashes not in their zone`,
+      dropped.deletedObject && `${dropped.deletedObject} of objects deleted`,
+    ].filter(Boolean);
+    lines.push(`access records: ${plural(applied.fold.deleted, 'access object')} folded into ${plural(applied.fold.summaries, 'summary', 'summaries')} (${plural(applied.fold.recordsKept, 'record')} kept${droppedText.length ? `; dropped ${droppedText.join(', ')}` : ''})`);
+  }
   for (const compaction of applied.compactions) {
     const done = compaction.snapshot ? `snapshot ${compaction.snapshot} (${plural(compaction.entries ?? 0, 'entry', 'entries')})` : `no snapshot (${compaction.skipped})`;
     lines.push(`index of zone ${zoneLabel(compaction.zone)}: ${done}; ${plural(compaction.deletedSnapshots.length, 'old snapshot')} and ${plural(compaction.deletedJournal, 'journal object')} deleted`);

@@ -12,8 +12,11 @@ import { scanBucket } from './bucket-scan.js';
 import { deleteZone } from './delete.js';
 import { GcRun } from './gc-run.js';
 import { compactZone, foldAccessObjects } from './housekeeping.js';
-import { readLastUses, useKey } from './last-use.js';
-import { planDeletion, summarize, total, type WeighedObject } from './plan.js';
+import { readLastUses, type RecordFate } from './last-use.js';
+import { ObjectLookup } from './object-lookup.js';
+import { planDeletion, summarize, total } from './plan.js';
+import type { BucketObject } from './bucket-scan.js';
+import type { AccessRecord } from '../index/index-format.js';
 import { zoneLabel, type GcReport } from './report.js';
 
 export interface GcOptions {
@@ -74,28 +77,32 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
     });
     progress(`listed ${plural(scan.listed, 'key')}: ${plural(scan.objects.length, 'artifact object')} in scope, ${plural(scan.zones.length, 'zone')} found`, true);
     // A zone is found by its objects or its index (@nx/s3-cache's objects count as the zone-less layout's).
-    const found = [...new Set([...scan.zones, ...scan.objects.map((object) => object.zone)])].sort();
+    const foundZones = new Set(scan.zones);
+    for (const object of scan.objects) foundZones.add(object.zone);
+    const found = [...foundZones].sort();
     const scope = explicit ?? found;
     for (const zone of scope) if (!found.includes(zone)) warn(`zone ${zoneLabel(zone)} holds no objects and no index in this bucket`);
 
+    const lookup = new ObjectLookup(scan.objects);
     const uses = await readLastUses({
       indexObjects,
       zones: scan.zones,
+      onRecord: (record) => recordFate(record, { lookup, foundZones, inScope, pluginObjectsListed: pluginPrefix !== undefined, scanStartedMs: run.startedMs }),
       onProgress: (read, records) => progress(`reading access records: ${plural(read, 'object')}, ${plural(records, 'record')} so far`),
       warn,
     });
     progress(`read ${plural(uses.read.length, 'access object')} (${plural(uses.records, 'record')})`, true);
-    const weighed: WeighedObject[] = scan.objects.map((object) => ({ ...object, lastUseMs: Math.max(object.lastModifiedMs, uses.newestMs.get(useKey(object.zone, object.hash)) ?? 0) }));
     const nowMs = indexObjects.storeNowMs();
-    const plan = planDeletion(weighed, { unusedForMs: options.unusedForMs, maxSizeBytes: options.maxSizeBytes, safetyWindowMs: options.safetyWindowMs, nowMs });
-    const zones = summarize(scope, weighed, plan.toDelete);
+    const plan = planDeletion(scan.objects, { unusedForMs: options.unusedForMs, maxSizeBytes: options.maxSizeBytes, safetyWindowMs: options.safetyWindowMs, nowMs });
+    for (const object of plan.toDelete) object.deleted = true;
+    const zones = summarize(scope, scan.objects, plan.toDelete);
     const report: GcReport = {
       bucket: s3Config.bucket,
       dryRun: !options.apply,
       run: run.id,
       nowMs,
       rules: { unusedForMs: options.unusedForMs, maxSizeBytes: options.maxSizeBytes, safetyWindowMs: options.safetyWindowMs },
-      accessObjects: { read: uses.read.length, records: uses.records, refused: uses.refused },
+      accessObjects: { read: uses.read.length, records: uses.records, refused: uses.refused, dropped: uses.dropped },
       listedKeys: scan.listed,
       zones,
       total: total(zones),
@@ -112,8 +119,7 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
       warn(`zones ${unsignedInScope.map(zoneLabel).join(', ')} require signed index objects and gc has no --signing-key: daemons ignore its removal lines there, so what it deletes stays listed in their index (a read-through miss each) until gc runs with the key or index rebuild runs`);
     }
 
-    const deleted = new Set(plan.toDelete.map((object) => object.key));
-    const staying = new Set(weighed.filter((object) => !deleted.has(object.key)).map((object) => useKey(object.zone, object.hash)));
+    const toDeleteByZone = groupByZone(plan.toDelete);
     const applied: NonNullable<GcReport['applied']> = { removed: { objects: 0, bytes: 0 }, unindexedZones: [], compactions: [] };
     report.applied = applied;
     const indexed: string[] = [];
@@ -122,7 +128,7 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
       const hasIndex = (await indexObjects.list(zone, 'snapshot', undefined, 1)).length > 0 || (await indexObjects.list(zone, 'journal', undefined, 1)).length > 0;
       if (hasIndex) indexed.push(zone);
       else applied.unindexedZones.push(zone);
-      const objects = plan.toDelete.filter((object) => object.zone === zone);
+      const objects = toDeleteByZone.get(zone) ?? [];
       if (objects.length === 0 && !hasIndex) continue;
       const before = { ...applied.removed };
       await deleteZone({
@@ -133,7 +139,6 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
         zone,
         objects,
         journal: hasIndex,
-        hashStays: (hash) => staying.has(useKey(zone, hash)),
         onBatch: (record) => {
           applied.removed = { objects: before.objects + record.removedObjects, bytes: before.bytes + record.removedBytes };
           progress(`zone ${zoneLabel(zone)}: deleted ${record.removedObjects} of ${objects.length}`, true);
@@ -143,13 +148,7 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
 
     if (unsigned.length > 0) warn('access objects not folded: without --signing-key the summaries would be refused where signatures are required');
     else {
-      applied.fold = await foldAccessObjects({
-        indexObjects,
-        run,
-        uses,
-        // A use of an object out of scope (not listed) is kept, as is one newer than the scan (its object may be newer too).
-        keep: (record) => !inScope(record.zone) || staying.has(useKey(record.zone, record.hash)) || record.usedMs >= run.startedMs,
-      });
+      applied.fold = await foldAccessObjects({ indexObjects, run, uses, objects: scan.objects });
     }
     const logger = createLogger('warn', (line) => io.progress(line.replace(/\n$/, '')));
     for (const zone of indexed) applied.compactions.push(await compactZone(indexObjects, zone, run, logger));
@@ -157,6 +156,39 @@ export async function runGc(config: DaemonConfig, options: GcOptions, io: GcIo):
   } finally {
     owned?.destroy();
   }
+}
+
+interface RecordContext {
+  lookup: ObjectLookup;
+  foundZones: ReadonlySet<string>;
+  inScope: (zone: string) => boolean;
+  pluginObjectsListed: boolean;
+  scanStartedMs: number;
+}
+
+/**
+ * Applies an access record to the listed objects it names, or says why it is kept unchecked or
+ * dropped. Records are not trusted (anyone who may write a zone's prefix can plant some): one can
+ * only keep a listed object alive, and one that names nothing the bucket holds does not outlive this run.
+ */
+export function recordFate(record: AccessRecord, context: RecordContext): RecordFate {
+  if (context.lookup.use(record.zone, record.hash, record.usedMs)) return 'listed';
+  // @nx/s3-cache's objects count as the zone-less layout's: not listed, any ('', hash) may be one of theirs.
+  if (record.zone === NO_ZONE && !context.pluginObjectsListed) return 'kept';
+  if (!context.foundZones.has(record.zone)) return 'unknown-zone';
+  // A zone out of scope was not listed; an object may have been uploaded after the listing began.
+  if (!context.inScope(record.zone) || record.usedMs >= context.scanStartedMs) return 'kept';
+  return 'unlisted';
+}
+
+function groupByZone(objects: readonly BucketObject[]): Map<string, BucketObject[]> {
+  const byZone = new Map<string, BucketObject[]>();
+  for (const object of objects) {
+    let group = byZone.get(object.zone);
+    if (!group) byZone.set(object.zone, (group = []));
+    group.push(object);
+  }
+  return byZone;
 }
 
 /** A gc that cannot start as asked (the command turns it into a usage error). */

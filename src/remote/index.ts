@@ -141,8 +141,11 @@ export interface RemoteStore {
  */
 export type IndexObjectKind = 'journal' | 'snapshot' | 'access';
 
-/** An index object as read: its bytes, or why it is not used (signature missing or wrong where required). */
-export type IndexObject = { readonly body: Buffer } | { readonly refused: string };
+/**
+ * An index object as read: its bytes, or why it is not used (signature missing or wrong where
+ * required; `overBytes`, its size, when it was over the reader's limit and not read).
+ */
+export type IndexObject = { readonly body: Buffer } | { readonly refused: string; readonly overBytes?: number };
 
 /**
  * The bucket index's objects, per zone and kind, named by the index (names sort by time).

@@ -8,6 +8,7 @@
  *   after-commit    index row (and outbox row) written, before the 200
  *   after-upload    object confirmed in S3, before its outbox row is removed
  *   gc-before-delete  `gc --apply`: a batch's removal lines written to the journal, before its DeleteObjects
+ *   gc-after-summaries  `gc --apply`: the fold's summaries written, before the access objects folded are deleted
  */
 const [names, probabilityText] = (process.env.NX_S3_SIDECAR_FAILPOINT ?? '').split(':');
 // name -> the time it fires (undefined: every time).

@@ -65,6 +65,23 @@ export async function writeAccessObject(s3: S3Client, bucket: string, inZone: st
   return name;
 }
 
+/** Access objects in `inZone`'s prefix, one per element of `batches`, named `ageMs` before the store's clock now, written `concurrency` at once. */
+export async function writeAccessObjects(s3: S3Client, bucket: string, inZone: string, batches: readonly (readonly AccessRecord[])[], ageMs: number, concurrency = 16): Promise<string[]> {
+  const objects = new S3IndexObjects(s3, { bucket, keyPrefix: '' });
+  await objects.list(inZone, 'access', '9', 1); // the store's clock
+  const createdMs = objects.storeNowMs() - ageMs;
+  const queue = new PQueue({ concurrency });
+  return Promise.all(
+    batches.map((records) =>
+      queue.add(async () => {
+        const name = accessName(createdMs, 'testdaemon', accessSeq++);
+        await objects.put(inZone, 'access', name, await encodeAccessObject({ zone: inZone, writer: 'testdaemon', createdMs }, records));
+        return name;
+      }),
+    ),
+  );
+}
+
 /** The artifact hashes of `zone` still in the bucket. */
 export async function hashesIn(s3: S3Client, bucket: string, zone: string): Promise<Set<string>> {
   const prefix = objectKey('', '', zone);

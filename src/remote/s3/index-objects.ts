@@ -79,7 +79,7 @@ export class S3IndexObjects implements IndexObjectStore {
     const body = response.Body as Readable | undefined;
     if ((response.ContentLength ?? 0) > maxBytes) {
       body?.destroy();
-      return { refused: `it is ${response.ContentLength} bytes, over the ${maxBytes} an index ${kind} may have` };
+      return { refused: `it is ${response.ContentLength} bytes, over the ${maxBytes} an index ${kind} may have`, overBytes: response.ContentLength };
     }
     let bytes: Buffer;
     let sha256: string;
