@@ -38,7 +38,7 @@ function tempDir(): string {
 }
 
 /** Runs gc against `bucket` (zones: trusted, pr/1 and pr/2 read) with `args`; `env` adds to the S3 credentials. */
-function gc(bucket: string, args: string[], env: Record<string, string> = {}, timeoutMs = 60_000) {
+function gc(bucket: string, args: string[], env: Record<string, string> = {}, timeoutMs = 180_000) {
   return runCli(['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--read-zones', 'trusted,pr/1,pr/2', ...args], { ...s3Env(server), ...env }, timeoutMs, tempDir());
 }
 
@@ -111,7 +111,8 @@ async function decodedJournal(objects: S3IndexObjects, zone: string, name: strin
   return { header: decoded.header, entries };
 }
 
-describe('nx-s3-sidecar gc', () => {
+// Buckets of thousands of objects: on two busy cores (the whole suite beside it) a test takes over a minute.
+describe('nx-s3-sidecar gc', { timeout: 240_000 }, () => {
   it('refuses to run without a rule, and names what it needs', async () => {
     const result = await gc('anybucket', ['--apply']);
     expect(result.code).toBe(2);
@@ -356,7 +357,7 @@ describe('nx-s3-sidecar gc', () => {
     for (const hash of pluginHashes) await putPluginObject(s3, bucket, hash, Buffer.from(`plugin object ${hash}`));
     // Not an Nx task hash (those are decimal): never taken for the plugin's, never deleted.
     await putPluginObject(s3, bucket, 'notes', Buffer.from('some other use of the bucket'));
-    const cli = (...args: string[]) => runCli(['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--json', '--max-size', '0', '--safety-window', '0', ...args], s3Env(server), 60_000, tempDir());
+    const cli = (...args: string[]) => runCli(['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--json', '--max-size', '0', '--safety-window', '0', ...args], s3Env(server), 180_000, tempDir());
 
     const ignored = await cli('--plugin-objects', 'ignore');
     expect(ignored.code, ignored.stderr).toBe(0);
