@@ -1,6 +1,7 @@
 /** The status report as a person reads it in a terminal. */
 import { formatSize } from '../config/index.js';
 import { plural } from '../plural.js';
+import { zoneLabel } from '../config/zones.js';
 import { describeMode, describeS3Tier, type StatusReport } from '../status-report.js';
 import type { GcRunRecord } from '../index/index-format.js';
 
@@ -40,7 +41,7 @@ function bucketIndexLines(report: StatusReport): string[] {
   for (const zone of index.zones) {
     const state = !zone.indexed ? 'not indexed (no index objects in the bucket yet)' : zone.fresh ? 'fresh' : zone.ageMs === null ? 'not synced yet' : 'stale';
     lines.push(
-      `  ${(zone.zone || '(no zone)').padEnd(10)} ${plural(zone.entries, 'object')} (${formatSize(zone.bytes)}) in the bucket, synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
+      `  ${zoneLabel(zone.zone).padEnd(10)} ${plural(zone.entries, 'object')} (${formatSize(zone.bytes)}) in the bucket, synced ${age(zone.ageMs)} ago, ${state}${zone.lastError ? `; last sync failed: ${zone.lastError}` : ''}`,
     );
     if (zone.gc) lines.push(`    last gc   ${gcRunText(zone.gc, report.nowMs)}`);
   }
@@ -107,7 +108,7 @@ export function formatStatus(report: StatusReport): string {
   const { refusedWrites, rejectedSignatures, crossZoneReads } = report.audit;
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   if (sum(refusedWrites) + sum(rejectedSignatures) + sum(crossZoneReads) > 0) {
-    const list = (counts: Record<string, number>) => Object.entries(counts).map(([k, v]) => `${k || '(no zone)'} ${v}`).join(', ') || '0';
+    const list = (counts: Record<string, number>) => Object.entries(counts).map(([k, v]) => `${zoneLabel(k)} ${v}`).join(', ') || '0';
     lines.push(`audit       refused writes: ${list(refusedWrites)}; rejected signatures: ${list(rejectedSignatures)}; cross-zone reads: ${list(crossZoneReads)}`);
   }
   const lastError = report.uploads?.lastError ?? outbox.lastError;

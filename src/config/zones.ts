@@ -51,6 +51,11 @@ export function resolveZones(writeText: string | undefined, readText: string | u
 
 /** The local tier's label for artifacts read through from the zone-less layout, or stored without zones. */
 export const NO_ZONE = '';
+
+/** The zone as log lines and reports show it ('' is the zone-less layout). */
+export function zoneLabel(zone: string): string {
+  return zone === NO_ZONE ? '(no zone)' : zone;
+}
 /** The local tier's label for artifacts Nx stored on a daemon that writes no zone: never uploaded, served only here. */
 export const LOCAL_ONLY_ZONE = '(local)';
 

@@ -7,12 +7,10 @@ import { DeleteObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { encodeIndexObject, type GcRunRecord, type IndexEntry } from '../index/index-format.js';
 import type { IndexObjectStore } from '../remote/index.js';
 import { failpoint } from '../failpoints.js';
+import { DELETE_OBJECTS_MAX_KEYS } from '../remote/s3/index-objects.js';
 import type { GcRun } from './gc-run.js';
 import { hashStays } from './object-lookup.js';
 import type { WeighedObject } from './plan.js';
-
-// DeleteObjects takes at most this many keys a request.
-export const DELETE_BATCH = 1000;
 
 /**
  * How far before the store's clock now a removal is dated. Entries are dated by Date headers (whole
@@ -47,7 +45,7 @@ export async function deleteZone(options: ZoneDeletionOptions): Promise<GcRunRec
   const record: GcRunRecord = { run: run.id, startedMs: run.startedMs, removedObjects: 0, removedBytes: 0, done: false };
   let start = 0;
   do {
-    const batch = objects.slice(start, start + DELETE_BATCH);
+    const batch = objects.slice(start, start + DELETE_OBJECTS_MAX_KEYS);
     start += batch.length;
     const batchBytes = batch.reduce((sum, object) => sum + object.bytes, 0);
     const after: GcRunRecord = { ...record, removedObjects: record.removedObjects + batch.length, removedBytes: record.removedBytes + batchBytes, done: start >= objects.length };

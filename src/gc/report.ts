@@ -1,6 +1,7 @@
 /** What a gc run prints: the plan per zone and in total, what --apply did; as text or as one JSON object. */
 import { formatSize } from '../config/size.js';
 import { plural } from '../plural.js';
+import { zoneLabel } from '../config/zones.js';
 import type { Tally, ZoneSummary } from './plan.js';
 import type { FoldResult, ZoneCompaction } from './housekeeping.js';
 
@@ -28,10 +29,6 @@ export interface GcReport {
     compactions: ZoneCompaction[];
   };
   warnings: string[];
-}
-
-export function zoneLabel(zone: string): string {
-  return zone === '' ? '(no zone)' : zone;
 }
 
 export function isoTime(ms: number | undefined): string {

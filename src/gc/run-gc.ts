@@ -17,7 +17,8 @@ import { ObjectLookup } from './object-lookup.js';
 import { planDeletion, summarize, total } from './plan.js';
 import type { BucketObject } from './bucket-scan.js';
 import type { AccessRecord } from '../index/index-format.js';
-import { zoneLabel, type GcReport } from './report.js';
+import type { GcReport } from './report.js';
+import { zoneLabel } from '../config/zones.js';
 
 export interface GcOptions {
   /** The zones to collect; undefined: every zone found (`allZones`) or the configured read zones. */

@@ -5,7 +5,8 @@
  */
 import { countInPlace, countOnWorker, countsOffThread, type ZoneCounts } from './zone-counts.js';
 import { ReplicaDb } from './replica-db.js';
-import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, zoneLabel, type IndexSyncCounters } from './tailer.js';
+import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, type IndexSyncCounters } from './tailer.js';
+import { zoneLabel } from '../config/zones.js';
 import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
 import type { IndexObjectStore } from '../remote/index.js';
 import type { GcRunRecord } from './index-format.js';

@@ -10,6 +10,7 @@ import { loadSnapshot } from './snapshot-load.js';
 import type { IndexObjectKind, IndexObjectStore } from '../remote/index.js';
 import { errorMessage } from '../remote/index.js';
 import type { Logger } from '../log.js';
+import { zoneLabel } from '../config/zones.js';
 
 /** What the syncs of every zone did, since the tailer was made (folded into daemon totals across reloads). */
 export interface IndexSyncCounters {
@@ -264,8 +265,3 @@ export class Tailer {
 }
 
 const MAX_LIST_SNAPSHOTS = 1000;
-
-/** The zone as log lines show it ('' is the zone-less layout). */
-export function zoneLabel(zone: string): string {
-  return zone === '' ? '(no zone)' : zone;
-}

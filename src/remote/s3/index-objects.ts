@@ -28,8 +28,8 @@ export interface S3IndexObjectsOptions {
   verification?: { keys: readonly VerifyKey[]; requiredZones: ReadonlySet<string> };
 }
 
-// DeleteObjects takes at most this many keys a request.
-const DELETE_BATCH = 1000;
+/** DeleteObjects takes at most this many keys a request (gc's deletes are batched by it too). */
+export const DELETE_OBJECTS_MAX_KEYS = 1000;
 
 export class S3IndexObjects implements IndexObjectStore {
   /** The store's clock minus ours, from the Date header of the latest answer (0 until one came). */
@@ -122,8 +122,8 @@ export class S3IndexObjects implements IndexObjectStore {
 
   async delete(zone: string, kind: IndexObjectKind, names: readonly string[], signal?: AbortSignal): Promise<void> {
     const prefix = indexObjectPrefix(this.options.keyPrefix, zone, kind);
-    for (let start = 0; start < names.length; start += DELETE_BATCH) {
-      const batch = names.slice(start, start + DELETE_BATCH);
+    for (let start = 0; start < names.length; start += DELETE_OBJECTS_MAX_KEYS) {
+      const batch = names.slice(start, start + DELETE_OBJECTS_MAX_KEYS);
       const command = new DeleteObjectsCommand({ Bucket: this.options.bucket, Delete: { Objects: batch.map((name) => ({ Key: prefix + name })), Quiet: true } });
       const result = await this.send<DeleteObjectsCommandOutput>(command, signal);
       const failed = result.Errors?.[0];

@@ -7,5 +7,5 @@ export { ObjectCodec, type ObjectFormatName } from './object-format.js';
 export { deriveMasterKey } from './encryption-key.js';
 export { pluginCipherKey, pluginObjectKey, pluginObjectPrefix } from './plugin-format.js';
 export { remoteStoreFor, indexObjectsFor } from './remote-store-for.js';
-export { S3IndexObjects } from './index-objects.js';
+export { S3IndexObjects, DELETE_OBJECTS_MAX_KEYS } from './index-objects.js';
 export { artifactHashOf, listPrefix, type ListedObject, type PrefixListing } from './zone-listing.js';
