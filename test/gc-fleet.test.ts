@@ -7,12 +7,11 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
 import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { waitForUploads } from '../src/commands/flush.js';
 import { DaemonClient } from '../src/commands/daemon-client.js';
 import { randomBytes } from 'node:crypto';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { hashesIn, makeArtifacts, objectBytes, writeArtifacts } from './helpers/gc-bucket.js';
 import { encodeIndexObject, journalName, type IndexEntry } from '../src/index/index-format.js';
@@ -27,6 +26,7 @@ useS3ServerWithClient((started, client) => {
 }, { credentials: true });
 const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
+const tempDir = useTempDirs(cleanup);
 const newHash = hashSequence(18410000000000000000n);
 
 async function status(d: TestDaemon): Promise<StatusReport> {
@@ -83,13 +83,11 @@ describe('gc and the daemons', () => {
     const sizes = await objectSizes(bucket, 'trusted');
     expect(sizes.size).toBe(30);
     const hotBytes = hot.reduce((sum, hash) => sum + sizes.get(hash)!, 0);
-    const temp = makeTempDir();
-    cleanup(temp.remove);
     const result = await runCli(
       ['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--read-zones', 'trusted,pr/1', '--max-size', String(hotBytes), '--safety-window', '0', '--apply', '--json'],
       s3Env(server),
       60_000,
-      temp.dir,
+      tempDir(),
     );
     expect(result.code, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout) as { accessObjects: { read: number; records: number }; total: { toDelete: { objects: number } } };
@@ -115,9 +113,7 @@ describe('gc and the daemons', () => {
     const createdMs = objects.storeNowMs() - 120_000;
     const entries = artifacts.map((artifact): IndexEntry => ({ hash: artifact.hash, bytes: objectBytes(artifact), sha256: '', atMs: createdMs, commit: null }));
     await objects.put('trusted', 'journal', journalName(createdMs, 'writer', 0), await encodeIndexObject({ kind: 'journal', zone: 'trusted', writer: 'writer', createdMs }, entries));
-    const temp = makeTempDir();
-    cleanup(temp.remove);
-    const result = await runCli(['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--zone', 'trusted', '--max-size', String(10 * objectBytes(artifacts[0]!)), '--safety-window', '0', '--apply'], s3Env(server), 60_000, temp.dir);
+    const result = await runCli(['gc', '--bucket', bucket, '--endpoint', server.endpoint, '--zone', 'trusted', '--max-size', String(10 * objectBytes(artifacts[0]!)), '--safety-window', '0', '--apply'], s3Env(server), 60_000, tempDir());
     expect(result.code, result.stderr).toBe(0);
     const left = await hashesIn(s3, bucket, 'trusted');
     expect(left.size).toBe(10);

@@ -8,11 +8,10 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
 import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { getArtifact } from './helpers/in-process-daemon.js';
 import { failpointEnv } from './helpers/failpoints.js';
 import { putPluginObject } from './helpers/plugin-objects.js';
-import { makeTempDir } from './helpers/temp-dir.js';
 import { listKeys, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { hashesIn, makeArtifacts, objectBytes, sha256, writeAccessObject, writeAccessObjects, writeArtifacts, type TestArtifact } from './helpers/gc-bucket.js';
 import { decodeAccessObject, decodeIndexObject, encodeIndexObject, journalName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
@@ -31,11 +30,7 @@ const newHash = hashSequence(18400000000000000000n);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
-function tempDir(): string {
-  const temp = makeTempDir();
-  cleanup(temp.remove);
-  return temp.dir;
-}
+const tempDir = useTempDirs(cleanup);
 
 /** Runs gc against `bucket` (zones: trusted, pr/1 and pr/2 read) with `args`; `env` adds to the S3 credentials. */
 function gc(bucket: string, args: string[], env: Record<string, string> = {}, timeoutMs = 180_000) {
