@@ -6,7 +6,8 @@
 // prefetched one), and with the write-through baseline — S3 on the request path, the design of
 // every other Nx S3 cache — all against the same S3 server behind a latency proxy at 0, 100 and
 // 300 ms per request. Also counts the S3 requests the bucket index costs, busy and idle.
-// Usage: npm run bench:nx [-- --quick] [-- --latencies 0,100,300] [-- --idle-seconds 60] [-- --rounds 2]
+// Usage: npm run bench:nx [-- --quick] [-- --latencies 0,100,300] [-- --idle-seconds 60] [-- --rounds 3]
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,7 +24,8 @@ const option = (name, fallback) => {
   return at === -1 ? fallback : process.argv[at + 1];
 };
 const latencies = option('--latencies', '0,100,300').split(',').map(Number);
-const rounds = Number(option('--rounds', quick ? '1' : '2'));
+// Odd by default: the median of an even count is the mean of the middle two, which one stray run moves.
+const rounds = Number(option('--rounds', quick ? '1' : '3'));
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a whole number of rounds, 1 or more');
 // The hit runs take about 2 s, where a stray second moves them 50%: each is timed this often a round (median).
 const hitRepeats = quick ? 1 : 3;
@@ -165,6 +167,8 @@ async function timedHits(label, daemon) {
 
 async function timedRun(label, daemon, expect) {
   await clearLocalNxState(ws);
+  // The previous runs' outputs, blobs and S3 objects are written back now, not during this run.
+  execFileSync('sync');
   const r = await runNx(ws, { server: daemon?.url, token: daemon?.token, timeoutMs: 600_000 });
   if (r.exitCode !== 0) throw new Error(`${label}: nx exited ${r.exitCode}\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
   const got = expect === 'executed' ? r.executed.length : r.remoteHits.length;
@@ -196,7 +200,9 @@ const load = () => loadAverages.push(readFileSync('/proc/loadavg', 'utf8').split
 try {
   load();
   for (let round = 0; round < rounds; round++) {
-    for (const latencyMs of round % 2 ? [...latencies].reverse() : latencies) {
+    // Each round starts one latency further on: over latencies.length rounds, every latency runs once
+    // in every position (first, after another latency's runs, last), so no cell always follows the same one.
+    for (const latencyMs of latencies.map((_, i) => latencies[(i + round) % latencies.length])) {
       proxy.setMode(latencyMs ? { kind: 'delay', ms: latencyMs } : { kind: 'pass' });
       await proxy.settled();
       const bucket = await s3.createBucket(`nx-${latencyMs}`);
@@ -322,6 +328,7 @@ const notes = [
   '- *bucket index off* (`--bucket-index off`): today\'s behaviour, every miss is looked up in the bucket. The write-through baseline runs with the index off too (S3 on the request path for PUTs and lookups, as in other Nx S3 caches).',
   `- *hits on a second machine with prefetch*: after the first daemon built and flushed (the flush publishes the journal), a new daemon with an empty cache directory and \`--prefetch on\` on the same bucket; the timed run starts once its status shows ≥ ${projectCount} prefetched artifacts (untimed wait in the second table). All its hits are local disk reads; Nx reports them as remote hits.`,
   `- Load average (1/5/15 min) before, between latencies and at the end: ${loadAverages.join(' → ')}.`,
+  `- The daemon's build (index on), each round in the order run: ${[...results].map(([ms, t]) => `${ms} ms: ${t.daemonBuild.map((x) => num(x, 1)).join(', ')} s`).join('; ')}.`,
 ];
 if (!hasIndexSwitch) notes.push('- THIS BUILD HAS NO `--bucket-index` SWITCH (the writer side is not in it): the *index off* columns ran with the default.');
 if (!indexPublished) notes.push('- THIS BUILD PUBLISHES NOTHING (no writer side): the bucket held no index objects, so every miss was read through (reason *not indexed*) and prefetch found nothing.');
@@ -331,7 +338,7 @@ report({
   title: `A real Nx workload: nx run-many -t build, ${projectCount} projects (${projectCount / layerWidth} layers), ${num(totalOutputMiB, 0)} MiB of outputs`,
   tables: [
     `Wall time in s, median (min–max) of ${rounds} round(s)${hitRepeats > 1 ? ` (each hit cell per round: the median of ${hitRepeats} runs)` : ''}; each run starts from an empty Nx local cache and no outputs, so every task either runs or asks the server. ` +
-      'Latency = delay the proxy adds to every S3 request. Each round uses new task hashes (a salt in a shared input).\n\n' +
+      'Latency = delay the proxy adds to every S3 request. Each round uses new task hashes (a salt in a shared input) and starts one latency further on than the one before (every latency runs in every position); `sync` runs before each timed run, so what earlier runs left dirty is not written back during it.\n\n' +
       table(['S3 latency', ...variants.map(([, label]) => label)], rows),
     'S3 requests at the proxy during the timed runs (the index-on build also uploads write-behind while it runs; *index objects* are LISTs, GETs and PUTs under `@index/`: tailing and publishing).\n\n' +
       table(
