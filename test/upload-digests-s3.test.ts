@@ -1,7 +1,8 @@
 /**
- * Digests computed as a PUT's body arrives (issue 16): the object's sha256 and MD5 go into the outbox
- * row, survive a restart, and the upload sends them without hashing the blob again; a blob damaged
- * on disk since is dropped, never stored as a good object; rows from before keep the old path.
+ * Digests computed as a PUT's body arrives (issue 16): the object's sha256 and MD5 (the MD5 only below
+ * the multipart threshold) go into the outbox row, survive a restart, and the upload sends them without
+ * hashing the blob again; a blob damaged on disk since is dropped, never stored as a good object; rows
+ * from before, and rows without MD5 whose upload is single-part after all, keep the old path.
  * Against s3rver, and Ceph radosgw under `npm run test:ceph`.
  */
 import { createHash, randomBytes } from 'node:crypto';
