@@ -173,6 +173,14 @@ describe('precedence: nx.json < config file < environment < flags', () => {
     expect(() => resolve({}, { workspace: ws.dir, config: path.join(ws.dir, 'missing.json') })).toThrow(ConfigError);
   });
 
+  it("takes the multipart threshold as a size from 1MiB to 5GiB (PutObject's limit), 16MiB by default", () => {
+    const ws = workspace({ s3: { bucket: 'b-1' } });
+    expect(resolve({}, { workspace: ws.dir }).s3?.multipartThresholdBytes).toBe(16 * 1024 ** 2);
+    expect(resolve({ NX_S3_SIDECAR_MULTIPART_THRESHOLD: '64MiB' }, { workspace: ws.dir }).s3?.multipartThresholdBytes).toBe(64 * 1024 ** 2);
+    expect(() => resolve({}, { workspace: ws.dir, 'multipart-threshold': '512KiB' })).toThrow(/--multipart-threshold: "512KiB" must be from 1MiB to 5GiB/);
+    expect(() => resolve({}, { workspace: ws.dir, 'multipart-threshold': '6GiB' })).toThrow(/--multipart-threshold: "6GiB" must be from 1MiB to 5GiB/);
+  });
+
   it('defaults checksums to when-required for custom endpoints and when-supported for AWS', () => {
     const ws = workspace({ s3: { bucket: 'b-1' } });
     expect(resolve({}, { workspace: ws.dir }).s3?.checksums).toBe('when-supported');

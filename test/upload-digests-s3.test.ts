@@ -1,7 +1,8 @@
 /**
- * Digests computed as a PUT's body arrives (issue 16): the object's sha256 and MD5 go into the outbox
- * row, survive a restart, and the upload sends them without hashing the blob again; a blob damaged
- * on disk since is dropped, never stored as a good object; rows from before keep the old path.
+ * Digests computed as a PUT's body arrives (issue 16): the object's sha256 and MD5 (the MD5 only below
+ * the multipart threshold) go into the outbox row, survive a restart, and the upload sends them without
+ * hashing the blob again; a blob damaged on disk since is dropped, never stored as a good object; rows
+ * from before, and rows without MD5 whose upload is single-part after all, keep the old path.
  * Against s3rver, and Ceph radosgw under `npm run test:ceph`.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -30,6 +31,7 @@ const cleanup = useCleanups();
 const daemon = useTestDaemons(cleanup);
 const tempDir = useTempDirs(cleanup);
 
+const MiB = 1024 * 1024;
 const PLAIN_HEADER = Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]);
 
 interface DigestColumns {
@@ -60,6 +62,13 @@ function outboxDigests(cacheDir: string, hash: string): DigestColumns | undefine
   } finally {
     db.close();
   }
+}
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex');
+
+async function objectMetadata(bucket: string, hash: string): Promise<Record<string, string> | undefined> {
+  return (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }))).Metadata;
 }
 
 async function drained(d: TestDaemon): Promise<void> {
@@ -143,6 +152,48 @@ describe('digests computed as the PUT arrives', () => {
     expect(hashPasses.blobChecks).toBeGreaterThan(hashedBefore.blobChecks);
     expect(hashPasses.uploadDigests).toBeGreaterThan(hashedBefore.uploadDigests);
     expect((await readObject(s3, bucket, artifact.hash))?.equals(artifact.body)).toBe(true);
+  });
+
+  it('computes no MD5 for an object of multipart size (its parts carry their own): the row keeps the sha256, the upload goes in parts and hashes nothing', async () => {
+    const bucket = await server.createBucket('no-md5');
+    const proxy = await refusingProxy();
+    const cacheDir = path.join(tempDir(), 'cache');
+    const large = { hash: newHash(), body: randomBytes(20 * MiB) };
+    const small = { hash: newHash(), body: randomBytes(1 * MiB) };
+    await putWhileS3IsDown(cacheDir, bucket, proxy, [large, small]);
+    const largeObject = Buffer.concat([PLAIN_HEADER, large.body]);
+    const smallObject = Buffer.concat([PLAIN_HEADER, small.body]);
+    expect(outboxDigests(cacheDir, large.hash)).toEqual({ object_format: '1-plain', object_sha256: sha256(largeObject), object_md5: null });
+    expect(outboxDigests(cacheDir, small.hash)).toEqual({ object_format: '1-plain', object_sha256: sha256(smallObject), object_md5: md5(smallObject) });
+
+    const { hashedBefore } = await drainWithS3Back(proxy, bucket, cacheDir);
+    expect(hashPasses).toEqual(hashedBefore);
+    expect((await readObject(s3, bucket, large.hash))?.equals(large.body)).toBe(true);
+    expect((await readObject(s3, bucket, small.hash))?.equals(small.body)).toBe(true);
+    // A multipart object records no MD5 in its metadata; a single-part one records its own.
+    const largeMetadata = await objectMetadata(bucket, large.hash);
+    expect(largeMetadata?.sha256).toBe(sha256(largeObject));
+    expect(largeMetadata).not.toHaveProperty('md5');
+    expect(await objectMetadata(bucket, small.hash)).toEqual(expect.objectContaining({ sha256: sha256(smallObject), md5: md5(smallObject) }));
+  });
+
+  it('uploads a row without MD5 in one PutObject with the blob checked and the body hashed, when the threshold was raised between PUT and upload', async () => {
+    const bucket = await server.createBucket('raised-threshold');
+    const proxy = await refusingProxy();
+    const cacheDir = path.join(tempDir(), 'cache');
+    const artifact = { hash: newHash(), body: randomBytes(20 * MiB) };
+    await putWhileS3IsDown(cacheDir, bucket, proxy, [artifact]);
+    const object = Buffer.concat([PLAIN_HEADER, artifact.body]);
+    expect(outboxDigests(cacheDir, artifact.hash)?.object_md5).toBeNull();
+
+    const { hashedBefore } = await drainWithS3Back(proxy, bucket, cacheDir, { 'multipart-threshold': '64MiB' });
+    expect(hashPasses.blobChecks).toBeGreaterThan(hashedBefore.blobChecks);
+    expect(hashPasses.uploadDigests).toBeGreaterThan(hashedBefore.uploadDigests);
+    expect((await readObject(s3, bucket, artifact.hash))?.equals(artifact.body)).toBe(true);
+    // Single-part, with the right Content-MD5: its ETag (s3rver, Ceph) and its metadata are the object's MD5.
+    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', artifact.hash) }));
+    expect(head.Metadata).toEqual(expect.objectContaining({ sha256: sha256(object), md5: md5(object) }));
+    expect(head.ETag).toBe(`"${md5(object)}"`);
   });
 
   it('computes none when objects are encrypted (their bytes are not known at PUT time), and uploads as before', async () => {

@@ -10,6 +10,7 @@ import type { LookupOutcome } from '../metrics/cache-activity.js';
 import type { Logger } from '../log.js';
 import type { ReadThrough } from './read-through.js';
 import type { ReadThroughReason, RemoteIndex } from './remote-index.js';
+import type { ObjectPrefix } from '../remote/index.js';
 
 /** How the local tier is kept apart by trust zone (config/zones.ts). */
 export interface LocalZoning {
@@ -25,7 +26,7 @@ export interface LocalZoning {
 export interface Uploads {
   notify(): void;
   /** The object header the PUT hashes with the body, where it is fixed: the upload then hashes nothing again. */
-  objectPrefix(): { format: string; header: Buffer } | undefined;
+  objectPrefix(): ObjectPrefix | undefined;
   /** Resolves true once the remote store has the artifact. */
   uploadNow(hash: string): Promise<boolean>;
 }

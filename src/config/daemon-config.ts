@@ -41,6 +41,8 @@ export interface S3Config {
   /** The SDK's request/response checksum behaviour; see README (S3-compatible stores). */
   checksums: ChecksumPolicy;
   uploadConcurrency: number;
+  /** Objects (header and artifact) at least this large go up in parts; a PUT computes no whole-object MD5 for them. */
+  multipartThresholdBytes: number;
   /** Read-through deadline: a local miss waits no longer than this for S3 to start answering or to send more. */
   readTimeoutMs: number;
   /** A local miss waits no longer than this for S3 in all; the download may go on in the background. */
@@ -240,6 +242,7 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
       },
       checksums: value('checksums')!,
       uploadConcurrency: value('upload-concurrency'),
+      multipartThresholdBytes: value('multipart-threshold'),
       readTimeoutMs: value('read-timeout'),
       readDeadlineMs: value('read-deadline'),
       conditionalWrites: value('conditional-writes')!,

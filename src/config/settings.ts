@@ -35,6 +35,8 @@ export interface Setting<T> {
 }
 
 const GiB = 1024 ** 3;
+/** The multipart threshold's default (S3RemoteStore's too, where it is built without the setting). */
+export const DEFAULT_MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024;
 
 function size(text: string): number {
   const bytes = parseSize(text);
@@ -261,6 +263,20 @@ export const settings = {
     reload: 'rebuilds-s3-tier',
   },
   'upload-concurrency': { arg: 'N', group: 's3', help: 'parallel uploads', parse: integer(1, 64), default: 4, reload: 'live' },
+  'multipart-threshold': {
+    arg: 'SIZE',
+    group: 's3',
+    help: 'objects this large or larger go up as multipart uploads',
+    // Up to PutObject's own limit of 5 GiB.
+    parse: (value) => {
+      const bytes = size(value);
+      if (bytes < 1024 * 1024 || bytes > 5 * GiB) throw new BadSettingValue(`"${value}" must be from 1MiB to 5GiB (the largest single PutObject)`);
+      return bytes;
+    },
+    default: DEFAULT_MULTIPART_THRESHOLD_BYTES,
+    defaultHelp: '16MiB',
+    reload: 'rebuilds-s3-tier',
+  },
   'read-timeout': {
     arg: 'DURATION',
     group: 's3',

@@ -17,7 +17,10 @@ export interface OutboxRow {
   next_attempt_ms: number;
   state: OutboxState;
   last_error: string | null;
-  /** The remote object's digests from the PUT (all three or none; none in rows from before they were kept). */
+  /**
+   * The remote object's digests from the PUT (none in rows from before they were kept, or for
+   * encrypted objects); the MD5 is null where the PUT saw a multipart-size object (parts carry their own).
+   */
   object_format: string | null;
   object_sha256: string | null;
   object_md5: string | null;
@@ -86,8 +89,8 @@ export class Outbox {
   /** The object's digests the PUT computed, if the row has them. */
   objectDigests(hash: string): ObjectDigests | undefined {
     const row = this.statements.digests.get(hash);
-    if (!row?.object_format || !row.object_sha256 || !row.object_md5) return undefined;
-    return { format: row.object_format, sha256: row.object_sha256, md5: row.object_md5 };
+    if (!row?.object_format || !row.object_sha256) return undefined;
+    return { format: row.object_format, sha256: row.object_sha256, ...(row.object_md5 && { md5: row.object_md5 }) };
   }
 
   /** Drops the row without an upload (its artifact is gone); call inside the transaction that removes the artifact. */

@@ -15,7 +15,19 @@ export type WriteMode = 'conditional' | 'head-then-put';
 export interface ObjectDigests {
   format: string;
   sha256: string;
-  md5: string;
+  /** Absent for an object the PUT saw at or above the multipart threshold: its parts carry their own MD5s. */
+  md5?: string;
+}
+
+/**
+ * What a PUT needs to compute the remote object's digests as the body arrives: the bytes every
+ * object starts with and the format's name, where they are the same for every artifact (not
+ * encrypted), and the object size from which uploads go in parts (no whole-object MD5 is used then).
+ */
+export interface ObjectPrefix {
+  format: string;
+  header: Buffer;
+  multipartThresholdBytes: number;
 }
 
 export interface UploadSource {
@@ -111,11 +123,8 @@ export interface RemoteStore {
   readonly bucket: string;
   /** Where the artifact's object is in `zone` (default: the write zone), for log lines. */
   key(hash: string, zone?: string): string;
-  /**
-   * The bytes every object starts with and the format's name, where they are the same for every
-   * artifact (not encrypted): a PUT then computes the object's digests as the body arrives. Undefined otherwise.
-   */
-  objectPrefix(): { format: string; header: Buffer } | undefined;
+  /** What a PUT computes the object's digests with (see ObjectPrefix); undefined where the object's bytes depend on more than the artifact (encrypted). */
+  objectPrefix(): ObjectPrefix | undefined;
   /**
    * Uploads into `zone` (default: the write zone); first writer wins. Throws
    * LocalArtifactDamagedError when `source.verify` found the blob damaged.

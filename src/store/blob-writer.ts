@@ -3,31 +3,21 @@
  * durable: fsync the file, rename it into place, fsync the directory. A crash at any moment
  * leaves either a complete blob or a temp file that start-up recovery removes.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { closeSync, existsSync, fsync, fsyncSync, openSync, renameSync, write, writeSync, writev } from 'node:fs';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IncompleteBodyError, StorageError } from './errors.js';
-import type { ObjectDigests } from '../remote/index.js';
+import type { ObjectDigests, ObjectPrefix } from '../remote/index.js';
 
 export interface ReceivedBlob {
   tempFile: string;
   sizeBytes: number;
   sha256: string;
-  /** The digests of `objectPrefix` followed by the body, when one was asked for. */
+  /** The digests of `objectPrefix` followed by the body, when one was asked for (the MD5 only below the multipart threshold). */
   object?: ObjectDigests;
-}
-
-/**
- * The bytes the remote object will start with, where they are known before the body arrives (the
- * plain object format), and that format's name: the object's sha256 and MD5 are then computed as the
- * body arrives, so the upload hashes nothing again.
- */
-export interface ObjectPrefix {
-  format: string;
-  header: Buffer;
 }
 
 /** A body's exact length (a Content-Length), or a bound when it shows only at the end. */
@@ -51,7 +41,7 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
   const writeSyncly = declaredBytes <= SYNC_WRITE_MAX_BYTES;
   const tempFile = path.join(tmpDir, `${hash}.${randomBytes(6).toString('hex')}.part`);
   const digest = createHash('sha256');
-  const objectDigest = objectPrefix && { sha256: createHash('sha256').update(objectPrefix.header), md5: createHash('md5').update(objectPrefix.header) };
+  const objectDigest = objectPrefix && { sha256: createHash('sha256').update(objectPrefix.header), md5: objectMd5(objectPrefix, length) };
   let sizeBytes = 0;
   let fd: number | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -79,8 +69,12 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
           throw new IncompleteBodyError(exact ? `body is longer than its Content-Length of ${declaredBytes} bytes` : `body is longer than the limit of ${declaredBytes} bytes`);
         }
         digest.update(chunk);
-        objectDigest?.sha256.update(chunk);
-        objectDigest?.md5.update(chunk);
+        if (objectDigest) {
+          objectDigest.sha256.update(chunk);
+          // Grown to multipart size (a body of unknown length): its MD5 would go unused.
+          if (objectPrefix!.header.length + sizeBytes >= objectPrefix!.multipartThresholdBytes) objectDigest.md5 = undefined;
+          objectDigest.md5?.update(chunk);
+        }
         if (writeSyncly) {
           writeAllSync(fd, chunk);
           continue;
@@ -111,13 +105,26 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
     const written = fd;
     fd = undefined; // closed once, even if close fails: the number may be reused at once
     closeSync(written);
-    const object = objectDigest && { format: objectPrefix!.format, sha256: objectDigest.sha256.digest('hex'), md5: objectDigest.md5.digest('hex') };
+    const object: ObjectDigests | undefined = objectDigest && {
+      format: objectPrefix!.format,
+      sha256: objectDigest.sha256.digest('hex'),
+      ...(objectDigest.md5 && { md5: objectDigest.md5.digest('hex') }),
+    };
     return { tempFile, sizeBytes, sha256: digest.digest('hex'), ...(object && { object }) };
   } catch (error) {
     if (fd !== undefined) closeQuietly(fd);
     await fs.rm(tempFile, { force: true }).catch(() => {});
     throw error;
   }
+}
+
+/**
+ * The object's MD5 under way, unless its declared length puts it at multipart size: then the upload
+ * sends it in parts, each with its own MD5, and a whole-object MD5 would be CPU spent for nothing.
+ */
+function objectMd5(objectPrefix: ObjectPrefix, length: BodyLength): Hash | undefined {
+  if (typeof length === 'number' && objectPrefix.header.length + length >= objectPrefix.multipartThresholdBytes) return undefined;
+  return createHash('md5').update(objectPrefix.header);
 }
 
 function writeAllSync(fd: number, chunk: Buffer): void {

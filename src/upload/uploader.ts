@@ -9,7 +9,7 @@
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
-import { errorMessage, LocalArtifactDamagedError, RemoteOperationError, type ObjectDigests, type RemoteStore, type UploadSource } from '../remote/index.js';
+import { errorMessage, LocalArtifactDamagedError, RemoteOperationError, type ObjectDigests, type ObjectPrefix, type RemoteStore, type UploadSource } from '../remote/index.js';
 import { NO_ZONE } from '../config/zones.js';
 import type { Logger } from '../log.js';
 import type { AuditCounters } from '../metrics/audit.js';
@@ -110,7 +110,7 @@ export class Uploader {
   }
 
   /** The remote object's fixed header where it has one (not encrypted): PUTs hash it with the body, for this row's upload. */
-  objectPrefix(): { format: string; header: Buffer } | undefined {
+  objectPrefix(): ObjectPrefix | undefined {
     return this.options.remote.objectPrefix();
   }
 

@@ -34,6 +34,8 @@ export interface DaemonProcessOptions {
   args?: string[];
   env?: Record<string, string>;
   startTimeoutMs?: number;
+  /** Another build's dist/cli.js (a benchmark's reference); default this checkout's. */
+  cli?: string;
 }
 
 const running = new Set<ChildProcess>();
@@ -104,7 +106,7 @@ export async function startDaemonProcess(options: DaemonProcessOptions = {}): Pr
   const explicitToken = options.token === null ? undefined : (options.token ?? testToken());
   const child = spawn(
     process.execPath,
-    [cliPath, 'start', '--host', '127.0.0.1', '--port', '0', '--cache-dir', cacheDir, ...(explicitToken ? ['--token', explicitToken] : []), ...(options.args ?? [])],
+    [options.cli ?? cliPath, 'start', '--host', '127.0.0.1', '--port', '0', '--cache-dir', cacheDir, ...(explicitToken ? ['--token', explicitToken] : []), ...(options.args ?? [])],
     { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   running.add(child);

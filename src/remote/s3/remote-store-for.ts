@@ -29,6 +29,7 @@ export function remoteStoreFor(
     plugin: s3.pluginObjects === 'read' ? { keyPrefix: s3.pluginKeyPrefix, cipherKey: encryptionKey && pluginCipherKey(encryptionKey) } : undefined,
     zones: zones && { write: zones.write ?? undefined, read: zones.read },
     conditionalWrites: s3.conditionalWrites,
+    multipartThresholdBytes: s3.multipartThresholdBytes,
     signingKey: signatures?.signingKey,
     verification: signatures && { keys: signatures.verifyKeys, requiredZones: new Set(signatures.requiredZones) },
     onWarning,

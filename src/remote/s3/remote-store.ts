@@ -37,9 +37,10 @@ import { RecentPresence } from './recent-presence.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, LocalArtifactDamagedError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
-import type { FetchedArtifact, ObjectDigests, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
+import type { FetchedArtifact, ObjectDigests, ObjectPrefix, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
 import { abortMultipartUpload, ArtifactChangedError, uploadMultipart } from './multipart-upload.js';
 import { hashPasses } from '../../hash-passes.js';
+import { DEFAULT_MULTIPART_THRESHOLD_BYTES } from '../../config/settings.js';
 
 export interface S3RemoteStoreOptions {
   bucket: string;
@@ -48,7 +49,7 @@ export interface S3RemoteStoreOptions {
   codec?: ObjectCodec;
   /** Where @nx/s3-cache kept its objects, to read them on a miss; absent: never looked for. */
   plugin?: { keyPrefix: string; cipherKey?: Buffer };
-  /** Artifacts at least this large go up as multipart uploads. */
+  /** Objects (header and artifact) at least this large go up as multipart uploads (config: multipart-threshold). */
   multipartThresholdBytes?: number;
   partSizeBytes?: number;
   /** For read-through's GETs (createS3Client's readClient: no retries); default: the client. */
@@ -105,7 +106,6 @@ export class S3OperationError extends RemoteOperationError {
 
 const deniedCodes = new Set(['AccessDenied', 'Forbidden', 'AllAccessDisabled']);
 
-const DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024;
 const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 
 export class S3RemoteStore implements RemoteStore {
@@ -127,7 +127,7 @@ export class S3RemoteStore implements RemoteStore {
   ) {
     this.bucket = options.bucket;
     this.codec = options.codec ?? ObjectCodec.plain();
-    this.multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD;
+    this.multipartThresholdBytes = options.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES;
     this.partSizeBytes = options.partSizeBytes ?? DEFAULT_PART_SIZE;
     this.writeZone = options.zones?.write ?? options.zones?.read[0] ?? NO_ZONE;
     this.readZones = options.zones?.read ?? [NO_ZONE];
@@ -244,9 +244,12 @@ export class S3RemoteStore implements RemoteStore {
     const received = source.received !== undefined && source.received.format === this.codec.fixedHeader()?.format ? source.received : undefined;
     try {
       if (encoding.sizeBytes < this.multipartThresholdBytes) {
+        // No MD5 from the PUT (it saw a multipart-size object: the threshold changed since): the
+        // blob is checked and the body hashed here, as for rows from before digests were kept.
+        const fromPut = received?.md5 !== undefined ? { ...received, md5: received.md5 } : undefined;
         // Unhashed bytes are sent on the PUT's digests only where the store's answer proves them.
-        if (!(received && etagIsMd5)) await mustBeIntact(source);
-        return await this.uploadSingle(target, await objectBody(encoding, source), received && { ...source, received }, mode, signal);
+        if (!(fromPut && etagIsMd5)) await mustBeIntact(source);
+        return await this.uploadSingle(target, await objectBody(encoding, source), fromPut && { ...source, received: fromPut }, mode, signal);
       }
       // A multipart upload compares the sha256 of what it sent with the PUT's before it completes.
       if (!received) await mustBeIntact(source);
@@ -257,9 +260,10 @@ export class S3RemoteStore implements RemoteStore {
     }
   }
 
-  /** The bytes every object starts with, where they are the same for every artifact (not encrypted). */
-  objectPrefix(): { format: string; header: Buffer } | undefined {
-    return this.codec.fixedHeader();
+  /** The bytes every object starts with, where they are the same for every artifact (not encrypted), and the size uploads go in parts from. */
+  objectPrefix(): ObjectPrefix | undefined {
+    const fixed = this.codec.fixedHeader();
+    return fixed && { ...fixed, multipartThresholdBytes: this.multipartThresholdBytes };
   }
 
   /**
@@ -269,7 +273,7 @@ export class S3RemoteStore implements RemoteStore {
    * digests (with the blob's check), sent instead of hashing the body here; a body refused or
    * answered with another ETag then has its blob checked first (damaged on disk, it is not sent again).
    */
-  private async uploadSingle(target: UploadTarget, body: Buffer, fromPut: (UploadSource & { received: ObjectDigests }) | undefined, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+  private async uploadSingle(target: UploadTarget, body: Buffer, fromPut: (UploadSource & { received: Required<ObjectDigests> }) | undefined, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
     const sent = fromPut ? { sha256: fromPut.received.sha256, md5: Buffer.from(fromPut.received.md5, 'hex') } : objectDigests(body);
     // The store proved the bytes it got are not what the PUT received: hashed for real.
     const checkBlob = async () => {
