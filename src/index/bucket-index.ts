@@ -9,6 +9,7 @@ import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, type IndexSyncCounters }
 import { zoneLabel } from '../config/zones.js';
 import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
 import type { IndexObjectStore } from '../remote/index.js';
+import type { UploadIndex } from '../upload/upload-index.js';
 import type { GcRunRecord } from './index-format.js';
 import type { Logger } from '../log.js';
 
@@ -49,7 +50,7 @@ const MIN_POLL_MS = 500;
 // Per-zone counts are a full scan of the replica: not more often than this.
 const COUNTS_EVERY_MS = 5_000;
 
-export class BucketIndex implements RemoteIndex {
+export class BucketIndex implements RemoteIndex, UploadIndex {
   readonly replica: ReplicaDb;
   /** Since this index was built (the daemon folds them into its totals across reloads). */
   readonly counters: IndexSyncCounters = zeroSyncCounters();
@@ -122,6 +123,22 @@ export class BucketIndex implements RemoteIndex {
     if (stale.length > 0) return 'stale';
     // A bucket filled before the index (or by writers that publish none) is not taken for an empty one.
     return this.tailers.every((tailer) => tailer.indexed) ? 'absent' : 'not-indexed';
+  }
+
+  /**
+   * Whether `zone` is known not to hold `hash` (an upload then needs no HEAD before its PUT): its
+   * replica is fresh, the zone has index objects (a bucket filled before the index rules nothing
+   * out) and the replica does not hold the hash there. A stale replica is brought up to date in
+   * the background; until then the answer is false (not known), as for a read zone not kept here.
+   */
+  knownAbsent(zone: string, hash: string): boolean {
+    const tailer = this.tailers.find((candidate) => candidate.zone === zone);
+    if (!tailer) return false;
+    if (!tailer.isFresh(this.options.stalenessMs, this.now())) {
+      void tailer.sync();
+      return false;
+    }
+    return tailer.indexed && this.replica.get(hash, zone) === undefined;
   }
 
   isZoneFresh(zone: string): boolean {

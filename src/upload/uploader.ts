@@ -17,6 +17,7 @@ import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 import { OutageTracker } from './outage.js';
 import { RequestYield, type RequestActivity, type RequestYieldOptions } from './request-yield.js';
+import type { UploadIndex } from './upload-index.js';
 
 /** An outage ends once uploads succeed for this long without a failed attempt. */
 const OUTAGE_QUIET_MS = 60_000;
@@ -59,6 +60,8 @@ export interface UploaderOptions {
     /** The object was there already (HEAD, or a 412): someone still builds it, a use of the object (README: Garbage collection). */
     foundPresent?: (zone: string, hash: string) => void;
   };
+  /** The bucket index (while it is on): an object it knows absent needs no HEAD before its PUT on stores without conditional writes. */
+  index?: UploadIndex;
   /** The artifact requests uploads give way to; absent: uploads never wait. */
   activity?: RequestActivity;
   requestYield?: RequestYieldOptions;
@@ -72,6 +75,8 @@ export interface UploaderCounters {
   parkedAttempts: number;
   /** Attempts on an artifact whose earlier attempt failed. */
   retriedAttempts: number;
+  /** Uploads that sent no HEAD before their PUT because the bucket index knew the object absent. */
+  headsSkipped: number;
 }
 
 export interface UploaderStatus extends UploaderCounters {
@@ -89,7 +94,7 @@ export class Uploader {
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly backoff: BackoffPolicy;
-  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 };
+  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
   private lastError: UploaderStatus['lastError'];
   // Permanent errors are logged once per distinct message, not once per artifact; transient
   // ones once per outage (outage.ts), then at debug level.
@@ -238,8 +243,10 @@ export class Uploader {
         verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
         pace: requestYield && (() => requestYield.wait(this.abort.signal)),
+        // Asked last, after any wait: the replica's answer is as fresh as it gets.
+        knownAbsent: this.options.index?.knownAbsent(writeZone ?? NO_ZONE, hash),
       };
-      const { outcome, object } = await remote.upload(hash, source, this.abort.signal, writeZone);
+      const { outcome, object, headSkipped } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
       const { announce } = this.options;
       const announcement = announce && object && { zone: writeZone ?? NO_ZONE, hash, ...object, confirmedMs: Date.now(), commit: announce.commit };
@@ -259,6 +266,7 @@ export class Uploader {
         this.counters.uploaded++;
         this.counters.uploadedBytes += artifact.sizeBytes;
       }
+      if (headSkipped) this.counters.headsSkipped++;
       logger.debug('uploaded', { hash, bytes: artifact.sizeBytes, outcome });
       return true;
     } catch (error) {
