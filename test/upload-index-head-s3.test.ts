@@ -146,7 +146,9 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
     const fresh = { hash: newHash(), body: randomBytes(2000) };
     expect((await putArtifact(d, fresh.hash, fresh.body)).status).toBe(200);
     await drained(d);
-    expect(requestsOn(proxy, objectKey('', fresh.hash))).toEqual(['PUT']);
+    // Ceph: the conditional path as before, where a HEAD comes back first while recent uploads
+    // (here the one above) found their object there (recent-presence.ts).
+    expect(requestsOn(proxy, objectKey('', fresh.hash))).toEqual(conditional() ? ['HEAD', 'PUT'] : ['PUT']);
     expect(d.status().uploads).toMatchObject({ uploaded: 1, headsSkipped: conditional() ? 0 : 1 });
   });
 
