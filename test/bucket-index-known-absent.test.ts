@@ -86,6 +86,21 @@ describe('BucketIndex.knownAbsent', () => {
     expect(index.knownAbsent('', UNLISTED)).toBe(true);
   });
 
+  it("lets uploads wait for the sync at start: firstSyncEnded resolves once it ended, and on stop if it never started", async () => {
+    const { index } = indexOver(replicaFile('trusted'), ['trusted']);
+    let ended = false;
+    void index.firstSyncEnded().then(() => (ended = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ended).toBe(false); // not started
+    index.start();
+    await index.firstSyncEnded();
+    expect(index.knownAbsent('trusted', UNLISTED)).toBe(true);
+
+    const unstarted = indexOver(replicaFile('trusted'), ['trusted']).index;
+    await unstarted.stop();
+    await unstarted.firstSyncEnded();
+  });
+
   it('is false while the replica is stale, and starts a sync that makes it fresh again', async () => {
     const { index, clock, calls } = indexOver(replicaFile('trusted'), ['trusted']);
     // Before the first sync: not fresh.

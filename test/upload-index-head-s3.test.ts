@@ -101,6 +101,25 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
     for (const { hash, body } of artifacts) expect((await readObject(s3, bucket, hash))?.equals(body)).toBe(true);
   });
 
+  it('drains an outbox filled while S3 was unreachable with one request each from the start: the first uploads wait for the first sync', async () => {
+    const bucket = await server.createBucket('index-head-restart');
+    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
+    const proxy = await countingProxy({ kind: 'refuse' });
+    const cacheDir = path.join(tempDir(), 'cache');
+    const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, 'index-staleness': STALENESS, 'upload-concurrency': '4' });
+    const first = await daemon(flags, { keepDir: true });
+    const artifacts = Array.from({ length: 12 }, () => ({ hash: newHash(), body: randomBytes(4096) }));
+    for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
+    await first.dispose();
+
+    proxy.setMode({ kind: 'pass' });
+    await proxy.settled();
+    const d = await daemon(flags);
+    await drained(d);
+    expect(artifacts.map(({ hash }) => requestsOn(proxy, objectKey('', hash)))).toEqual(artifacts.map(() => ['PUT']));
+    expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: conditional() ? 0 : artifacts.length });
+  });
+
   it('HEADs first for a hash the replica lists (a teammate published it), and does not upload over its object', async () => {
     const bucket = await server.createBucket('index-head-listed');
     const theirs = { hash: newHash(), body: randomBytes(3000) };

@@ -63,9 +63,12 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
   /** A count running on a worker (large replicas), if any. */
   private counting: Promise<void> | undefined;
   private readonly now: () => number;
+  private readonly firstSync: Promise<void>;
+  private endFirstSync!: () => void;
 
   constructor(private readonly options: BucketIndexOptions) {
     this.now = options.now ?? Date.now;
+    this.firstSync = new Promise((resolve) => (this.endFirstSync = resolve));
     this.replica = ReplicaDb.open(options.file, (reason) => options.logger.warn('bucket index: the replica was unusable and is loaded again from the bucket', { reason }));
     this.tailers = options.zones.map(
       (zone) =>
@@ -94,12 +97,18 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
   /** Syncs every zone at once, then on the poll interval. */
   start(): void {
     this.options.logger.info('bucket index: syncing the replica', { zones: this.options.zones.map(zoneLabel).join(','), stalenessMs: this.options.stalenessMs });
-    void this.syncAll();
+    void this.syncAll().then(this.endFirstSync);
+  }
+
+  /** Resolves once every zone's sync at start ended (synced or failed), or the index stopped. */
+  firstSyncEnded(): Promise<void> {
+    return this.firstSync;
   }
 
   /** Stops polling and waits for running syncs (and a snapshot load's worker) to end; closes the replica. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.endFirstSync();
     clearTimeout(this.timer);
     await Promise.all(this.tailers.map((tailer) => tailer.stop()));
     // A load's worker may still be checkpointing what it committed: no worker outlives the index.

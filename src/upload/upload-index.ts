@@ -9,4 +9,9 @@ export interface UploadIndex {
    * when it holds it or cannot tell (stale, not indexed, not a read zone). Never waits on the network.
    */
   knownAbsent(zone: string, hash: string): boolean;
+  /**
+   * Resolves once the sync at start ended, synced or failed: until then no zone is fresh, and a
+   * full outbox resumed at start would HEAD before every upload that asked meanwhile.
+   */
+  firstSyncEnded(): Promise<void>;
 }

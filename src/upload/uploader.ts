@@ -5,7 +5,9 @@
  * it takes; permanent ones (access denied, no such bucket) are parked with a clear status and
  * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
  * confirmed the object (and its verification passed). Uploads wait while the build is being
- * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty.
+ * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty. With the
+ * bucket index on, each upload says whether the index knows its object absent (a store without
+ * conditional writes then needs no HEAD first); after a start they wait, briefly, for its first sync.
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
@@ -21,6 +23,8 @@ import type { UploadIndex } from './upload-index.js';
 
 /** An outage ends once uploads succeed for this long without a failed attempt. */
 const OUTAGE_QUIET_MS = 60_000;
+/** The longest the first uploads after a start wait for the bucket index's first sync (a snapshot load takes seconds). */
+const FIRST_SYNC_WAIT_MS = 5_000;
 
 /** An artifact as the uploader reads it: its bytes and the trust zone it was stored for. */
 export interface BlobToUpload {
@@ -201,6 +205,8 @@ export class Uploader {
     const { outbox, blobs, remote, logger } = this.options;
     const requestYield = yieldFirst ? this.requestYield : undefined;
     await requestYield?.wait(this.abort.signal);
+    // Not write-through, whose PUT waits on this upload: a moment's wait there costs a build more than a HEAD.
+    if (yieldFirst && this.options.index) await atMost(this.options.index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
@@ -341,5 +347,24 @@ export class Uploader {
       }
       logger.debug('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });
     }
+  }
+}
+
+/** Resolves when `promise` does, after `ms`, or once `signal` aborts, whichever comes first (never rejects: `promise` does not). */
+async function atMost(promise: Promise<void>, ms: number, signal: AbortSignal): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const cutOff = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) resolve();
+  });
+  try {
+    await Promise.race([promise, cutOff]);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort!);
   }
 }
