@@ -120,7 +120,9 @@ async function requestsPerArtifact() {
     const byMethod = {};
     for (const request of proxy.requests()) {
       const key = request.url.split('?')[0];
-      if (!key.includes('/nx-s3-sidecar/v1/') || key.includes('/@index/') || key.includes('/probe-')) continue;
+      // The store probe's object is `…/@probe/<random>` (the URL may encode the @).
+      const decoded = decodeURIComponent(key);
+      if (!decoded.includes('/nx-s3-sidecar/v1/') || decoded.includes('/@index/') || decoded.includes('/@probe/')) continue;
       byMethod[request.method] = (byMethod[request.method] ?? 0) + 1;
     }
     return `${Object.entries(byMethod).map(([method, count]) => `${num(count / bodies.length, 2)} ${method}`).join(' + ')} (${headsSkipped} of ${bodies.length} uploads skipped the HEAD)`;
