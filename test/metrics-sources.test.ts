@@ -43,14 +43,14 @@ describe('CacheActivity', () => {
 describe('RemoteTierTotals', () => {
   const readThrough = (hits: number): { counters: ReadThroughCounters } => ({ counters: { hits, pluginHits: 0, refused: 0, misses: 0, failures: 1, timeouts: 0, skipped: 0, bytes: hits * 10 } });
   const uploader = (uploaded: number) => ({
-    status: (): UploaderStatus => ({ uploaded, uploadedBytes: uploaded * 100, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1, inFlight: 3, yielding: 0 }),
+    status: (): UploaderStatus => ({ uploaded, uploadedBytes: uploaded * 100, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1, headsSkipped: uploaded, inFlight: 3, yielding: 0 }),
   });
 
   it('keeps counting across a hot reload: a retired tier\'s figures stay in the totals', () => {
     const totals = new RemoteTierTotals();
     const first = { readThrough: readThrough(2), uploader: uploader(5) };
     totals.track(first);
-    expect(totals.uploads()).toEqual({ uploaded: 5, uploadedBytes: 500, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1 });
+    expect(totals.uploads()).toEqual({ uploaded: 5, uploadedBytes: 500, alreadyPresent: 0, failedAttempts: 2, parkedAttempts: 0, retriedAttempts: 1, headsSkipped: 5 });
 
     const second = { readThrough: readThrough(1), uploader: uploader(1) };
     totals.track(second); // the new tier runs while the old one stops
@@ -58,7 +58,7 @@ describe('RemoteTierTotals', () => {
     totals.retire(first);
     totals.retire(first); // twice: counted once
     expect(totals.readThrough()).toEqual({ hits: 4, pluginHits: 0, refused: 0, misses: 0, failures: 2, timeouts: 0, skipped: 0, bytes: 30 });
-    expect(totals.uploads()).toMatchObject({ uploaded: 6, uploadedBytes: 600, failedAttempts: 4, retriedAttempts: 2 });
+    expect(totals.uploads()).toMatchObject({ uploaded: 6, uploadedBytes: 600, failedAttempts: 4, retriedAttempts: 2, headsSkipped: 6 });
   });
 
   it('counts nothing for a tier that is off', () => {

@@ -3,7 +3,12 @@
 // and 16, against plain PutObject calls of the same bytes at the same concurrency (the AWS SDK
 // straight to the same S3 server: no HEAD, no verification — what the S3 server itself allows).
 // The outbox is filled once while S3 is unreachable; each run starts a daemon on a copy of it.
-// An untimed last run goes through a counting proxy: the S3 requests per artifact, by method.
+// Each drain goes into a bucket in use: a teammate's daemon uploaded one artifact into it and
+// published its bucket index journal first (untimed), so the zone has index objects, and on a store
+// without conditional writes (s3rver) a fresh replica stands in for the HEAD before each PUT, as in
+// a fleet (a new, empty bucket would HEAD before every PUT: its index rules nothing out).
+// An untimed last run goes through a counting proxy: the S3 requests per artifact, by method; each
+// run reports how many uploads skipped the HEAD (status uploads.headsSkipped).
 // `--ceph`: against Ceph radosgw (test/helpers/ceph-s3.ts) instead of s3rver.
 // `--without-digests`: the outbox rows lose the object digests their PUTs computed, as rows written
 // before the index kept them (the upload then checks the blob and hashes the object itself).
@@ -21,6 +26,7 @@ import { startCephS3, stopSharedCeph } from '../../test/helpers/ceph-s3.ts';
 import {
   quick, KiB, MiB, span, median, num, table, report, goal, done,
   startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, putArtifact, newHash, waitForEmptyOutbox,
+  daemonStatus, flush,
 } from './lib/common.mjs';
 
 const concurrencies = [1, 4, 16];
@@ -51,6 +57,24 @@ const template = path.join(temp.dir, 'template');
   await refuse.stop();
 }
 
+/**
+ * A new bucket in use, as the drain finds it: a teammate's daemon uploaded one artifact and published
+ * its journal (PUT, flush, stop), so the zone has index objects listing that one artifact.
+ */
+async function bucketInUse(name) {
+  const bucket = await s3.createBucket(name);
+  const teammate = await startDaemonProcess({ cacheDir: path.join(temp.dir, `teammate-${bucket}`), env, args: ['--workspace', temp.dir, ...s3DaemonArgs(s3.endpoint, bucket)] });
+  try {
+    const r = await putArtifact(teammate, newHash(), randomBytes(1024));
+    if (r.status !== 200) throw new Error(`the teammate's PUT answered ${r.status}`);
+    await flush(teammate);
+  } finally {
+    await teammate.stop();
+  }
+  return bucket;
+}
+
+/** Seconds from start to an empty outbox, and how many uploads skipped the HEAD before their PUT (the bucket index ruled the hash out). */
 async function drainOnce(concurrency, bucket, endpoint = s3.endpoint) {
   const cacheDir = path.join(temp.dir, `drain-${bucket}`);
   cpSync(template, cacheDir, { recursive: true });
@@ -67,7 +91,8 @@ async function drainOnce(concurrency, bucket, endpoint = s3.endpoint) {
   const started = performance.now();
   try {
     await waitForEmptyOutbox(daemon);
-    return (performance.now() - started) / 1000;
+    const seconds = (performance.now() - started) / 1000;
+    return { seconds, headsSkipped: (await daemonStatus(daemon)).uploads.headsSkipped };
   } finally {
     await daemon.stop();
   }
@@ -88,22 +113,25 @@ async function rawOnce(concurrency, bucket) {
 
 /** S3 requests per artifact by method (artifact keys only: not the store probe, not the bucket index), from a drain through a counting proxy. */
 async function requestsPerArtifact() {
+  const bucket = await bucketInUse('drain-counted');
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: s3.port }, { kind: 'pass' });
   try {
-    await drainOnce(4, await s3.createBucket('drain-counted'), proxy.endpoint);
+    const { headsSkipped } = await drainOnce(4, bucket, proxy.endpoint);
     const byMethod = {};
     for (const request of proxy.requests()) {
       const key = request.url.split('?')[0];
-      if (!key.includes('/nx-s3-sidecar/v1/') || key.includes('/@index/') || key.includes('/probe-')) continue;
+      // The store probe's object is `…/@probe/<random>` (the URL may encode the @).
+      const decoded = decodeURIComponent(key);
+      if (!decoded.includes('/nx-s3-sidecar/v1/') || decoded.includes('/@index/') || decoded.includes('/@probe/')) continue;
       byMethod[request.method] = (byMethod[request.method] ?? 0) + 1;
     }
-    return Object.entries(byMethod).map(([method, count]) => `${num(count / bodies.length, 2)} ${method}`).join(' + ');
+    return `${Object.entries(byMethod).map(([method, count]) => `${num(count / bodies.length, 2)} ${method}`).join(' + ')} (${headsSkipped} of ${bodies.length} uploads skipped the HEAD)`;
   } finally {
     await proxy.stop();
   }
 }
 
-const results = new Map(concurrencies.map((c) => [c, { daemon: [], raw: [] }]));
+const results = new Map(concurrencies.map((c) => [c, { daemon: [], raw: [], headsSkipped: [] }]));
 const loads = [];
 let perArtifact;
 try {
@@ -112,11 +140,18 @@ try {
       const r = results.get(concurrency);
       const steps = [
         async () => r.raw.push(await rawOnce(concurrency, await s3.createBucket(`raw-${concurrency}`))),
-        async () => r.daemon.push(await drainOnce(concurrency, await s3.createBucket(`drain-${concurrency}`))),
+        async () => {
+          const bucket = await bucketInUse(`drain-${concurrency}`);
+          const { seconds, headsSkipped } = await drainOnce(concurrency, bucket);
+          r.daemon.push(seconds);
+          r.headsSkipped.push(headsSkipped);
+        },
       ];
       for (const step of round % 2 ? steps.reverse() : steps) await step();
       loads.push(loadavg()[0]);
-      process.stderr.write(`  round ${round + 1}, concurrency ${concurrency}: daemon ${num(r.daemon.at(-1), 2)} s, raw PutObject ${num(r.raw.at(-1), 2)} s, load ${num(loadavg()[0], 2)}\n`);
+      process.stderr.write(
+        `  round ${round + 1}, concurrency ${concurrency}: daemon ${num(r.daemon.at(-1), 2)} s (${r.headsSkipped.at(-1)} of ${bodies.length} uploads skipped the HEAD), raw PutObject ${num(r.raw.at(-1), 2)} s, load ${num(loadavg()[0], 2)}\n`,
+      );
     }
   }
   perArtifact = await requestsPerArtifact();
@@ -135,6 +170,7 @@ const rows = [...results].map(([concurrency, r]) => [
   span(r.raw.map((s) => bodies.length / s), 1),
   span(r.raw.map((s) => totalMiB / s), 1),
   `**${num(median(r.raw) / median(r.daemon), 2)}×**`,
+  r.headsSkipped.join(', '),
 ]);
 for (const [concurrency, r] of results) {
   const ratio = median(r.raw) / median(r.daemon);
@@ -144,9 +180,11 @@ report({
   title: `Upload drain rate: ${bodies.length} artifacts (${num(totalMiB, 0)} MiB, 16 KiB … 4 MiB) from the outbox to S3 (${s3.kind}${withoutDigests ? ', rows without the PUT\'s digests' : ''})`,
   tables: [
     `${rounds} round(s), daemon and plain PutObject alternating; the daemon's time runs from its health check answering (it resumes the outbox on start) to an empty outbox. ` +
+      `Each drain goes into a bucket in use: a teammate's daemon uploaded one artifact there and published its bucket index journal (untimed); ` +
+      `"HEAD skipped" is how many of the ${bodies.length} uploads sent no HEAD before their PUT because the index ruled the hash out (status uploads.headsSkipped; 0 on a store with conditional writes, which needs no HEAD). ` +
       `Ratio = daemon rate ÷ plain PutObject rate at the same concurrency. S3 requests per artifact (a last, untimed drain through a counting proxy): ${perArtifact}. ` +
       `Load average (1 min) during the run: ${num(Math.min(...loads), 2)}–${num(Math.max(...loads), 2)}.\n\n` +
-      table(['concurrency', 'daemon artifacts/s', 'daemon MiB/s', 'PutObject artifacts/s', 'PutObject MiB/s', 'ratio'], rows),
+      table(['concurrency', 'daemon artifacts/s', 'daemon MiB/s', 'PutObject artifacts/s', 'PutObject MiB/s', 'ratio', 'HEAD skipped (per round)'], rows),
   ],
   command: `npm run bench:drain${ceph || withoutDigests ? ' --' : ''}${ceph ? ' --ceph' : ''}${withoutDigests ? ' --without-digests' : ''}`,
 });

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { createNxWorkspace, runNx, clearLocalNxState, removeWorkspace } from '../../test/helpers/nx-workspace.ts';
 import {
   quick, KiB, MiB, span, median, num, table, report, goal, done, sleep, request, putArtifact, newHash, daemonStatus, repoRoot,
-  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, waitForEmptyOutbox,
+  startDaemonProcess, startBenchS3, startFaultProxy, makeTempDir, s3Env, s3DaemonArgs, waitForEmptyOutbox, waitForStatus, flush,
 } from './lib/common.mjs';
 
 const projectCount = quick ? 20 : 50;
@@ -80,24 +80,6 @@ async function stopDaemon(d) {
 async function stopAll() {
   for (const d of daemons) await d.stop();
   daemons.clear();
-}
-
-/** Polls the daemon's status until `ready(status)` is true; throws with `what` after the timeout. */
-async function waitForStatus(daemon, what, ready, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await daemonStatus(daemon);
-    if (ready(s)) return s;
-    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}; status: ${JSON.stringify({ outbox: s.outbox, bucketIndex: s.bucketIndex, prefetch: s.prefetch })}`);
-    await sleep(50);
-  }
-}
-
-/** What `nx-s3-sidecar flush` does: uploads due now, then wait until they are in S3 and published in the index. */
-async function flush(daemon) {
-  const { status } = await request(`${daemon.url}/flush`, { method: 'POST', headers: { authorization: `Bearer ${daemon.token}` } });
-  if (status !== 200) throw new Error(`flush answered ${status}`);
-  return waitForStatus(daemon, 'the outbox and the index journal to be flushed', (s) => s.outbox.entries === 0 && (s.uploads?.inFlight ?? 0) === 0 && (s.bucketIndex?.published?.unpublished ?? 0) === 0, 600_000);
 }
 
 /** A daemon whose build publishes in the index (the build has the writer side). */

@@ -97,7 +97,9 @@ export function formatStatus(report: StatusReport): string {
   );
   if (report.uploads) {
     const u = report.uploads;
-    lines.push(`uploads     ${u.uploaded} uploaded (${formatSize(u.uploadedBytes)}), ${u.alreadyPresent} already in S3, ${plural(u.failedAttempts, 'failed attempt')}, ${u.inFlight} in flight`);
+    // Skipped HEADs only where they happen: stores without conditional writes, with a fresh bucket index.
+    const headsSkipped = u.headsSkipped > 0 ? `, ${u.headsSkipped} without a HEAD first (index)` : '';
+    lines.push(`uploads     ${u.uploaded} uploaded (${formatSize(u.uploadedBytes)}), ${u.alreadyPresent} already in S3, ${plural(u.failedAttempts, 'failed attempt')}, ${u.inFlight} in flight${headsSkipped}`);
   }
   if (report.readThrough) {
     const r = report.readThrough;

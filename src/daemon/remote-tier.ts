@@ -84,6 +84,7 @@ export function buildRemoteTier(config: DaemonConfig, store: LocalStore, logger:
             announced: () => index.indexPublisher!.announced(),
             foundPresent: index.accessPublisher && ((zone, hash) => index.accessPublisher!.usedByUpload(zone, hash)),
           },
+          index: bucketIndex,
           activity: context?.prefetch.activity,
         })
       : undefined,

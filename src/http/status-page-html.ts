@@ -172,7 +172,7 @@ function render(s) {
   set('outbox-bytes', size(s.outbox.bytes));
   set('outbox-parked', s.outbox.parked);
   set('outbox-oldest', ago(s.outbox.oldestAgeMs));
-  set('uploads', s.uploads ? s.uploads.uploaded + ' uploaded, ' + s.uploads.alreadyPresent + ' already in S3, ' + s.uploads.failedAttempts + ' failed attempts' : 'off');
+  set('uploads', s.uploads ? s.uploads.uploaded + ' uploaded, ' + s.uploads.alreadyPresent + ' already in S3, ' + s.uploads.failedAttempts + ' failed attempts' + (s.uploads.headsSkipped ? ', ' + s.uploads.headsSkipped + ' without a HEAD first (index)' : '') : 'off');
   set('read-through', s.readThrough ? s.readThrough.hits + ' hits, ' + s.readThrough.misses + ' misses, ' + (s.readThrough.failures + s.readThrough.timeouts) + ' failed, ' + s.readThrough.skipped + ' skipped (cool-down)' : 'off');
   const p = s.prefetch;
   set('prefetch', p ? p.state + ': ' + p.artifacts + ' artifacts (' + size(p.bytes) + '), ' + p.hits + ' then hit (' + size(p.hitBytes) + '), ' + p.notStored + ' not stored; ' + size(p.unusedBytes) + ' unused of ' + size(p.budgetBytes) + '; git ' + p.git : 'off');

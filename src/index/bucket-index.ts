@@ -9,6 +9,7 @@ import { DEFAULT_LOOKBACK_MS, Tailer, zeroSyncCounters, type IndexSyncCounters }
 import { zoneLabel } from '../config/zones.js';
 import type { IndexAnswer, RemoteIndex } from '../cache/remote-index.js';
 import type { IndexObjectStore } from '../remote/index.js';
+import type { UploadIndex } from '../upload/upload-index.js';
 import type { GcRunRecord } from './index-format.js';
 import type { Logger } from '../log.js';
 
@@ -49,7 +50,7 @@ const MIN_POLL_MS = 500;
 // Per-zone counts are a full scan of the replica: not more often than this.
 const COUNTS_EVERY_MS = 5_000;
 
-export class BucketIndex implements RemoteIndex {
+export class BucketIndex implements RemoteIndex, UploadIndex {
   readonly replica: ReplicaDb;
   /** Since this index was built (the daemon folds them into its totals across reloads). */
   readonly counters: IndexSyncCounters = zeroSyncCounters();
@@ -62,9 +63,12 @@ export class BucketIndex implements RemoteIndex {
   /** A count running on a worker (large replicas), if any. */
   private counting: Promise<void> | undefined;
   private readonly now: () => number;
+  private readonly firstSync: Promise<void>;
+  private endFirstSync!: () => void;
 
   constructor(private readonly options: BucketIndexOptions) {
     this.now = options.now ?? Date.now;
+    this.firstSync = new Promise((resolve) => (this.endFirstSync = resolve));
     this.replica = ReplicaDb.open(options.file, (reason) => options.logger.warn('bucket index: the replica was unusable and is loaded again from the bucket', { reason }));
     this.tailers = options.zones.map(
       (zone) =>
@@ -93,12 +97,18 @@ export class BucketIndex implements RemoteIndex {
   /** Syncs every zone at once, then on the poll interval. */
   start(): void {
     this.options.logger.info('bucket index: syncing the replica', { zones: this.options.zones.map(zoneLabel).join(','), stalenessMs: this.options.stalenessMs });
-    void this.syncAll();
+    void this.syncAll().then(this.endFirstSync);
+  }
+
+  /** Resolves once every zone's sync at start ended (synced or failed), or the index stopped. */
+  firstSyncEnded(): Promise<void> {
+    return this.firstSync;
   }
 
   /** Stops polling and waits for running syncs (and a snapshot load's worker) to end; closes the replica. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.endFirstSync();
     clearTimeout(this.timer);
     await Promise.all(this.tailers.map((tailer) => tailer.stop()));
     // A load's worker may still be checkpointing what it committed: no worker outlives the index.
@@ -122,6 +132,22 @@ export class BucketIndex implements RemoteIndex {
     if (stale.length > 0) return 'stale';
     // A bucket filled before the index (or by writers that publish none) is not taken for an empty one.
     return this.tailers.every((tailer) => tailer.indexed) ? 'absent' : 'not-indexed';
+  }
+
+  /**
+   * Whether `zone` is known not to hold `hash` (an upload then needs no HEAD before its PUT): its
+   * replica is fresh, the zone has index objects (a bucket filled before the index rules nothing
+   * out) and the replica does not hold the hash there. A stale replica is brought up to date in
+   * the background; until then the answer is false (not known), as for a read zone not kept here.
+   */
+  knownAbsent(zone: string, hash: string): boolean {
+    const tailer = this.tailers.find((candidate) => candidate.zone === zone);
+    if (!tailer) return false;
+    if (!tailer.isFresh(this.options.stalenessMs, this.now())) {
+      void tailer.sync();
+      return false;
+    }
+    return tailer.indexed && this.replica.get(hash, zone) === undefined;
   }
 
   isZoneFresh(zone: string): boolean {

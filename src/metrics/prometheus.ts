@@ -106,6 +106,9 @@ export function createDaemonMetrics(sources: MetricSources, now: () => number = 
     const u = remoteTotals.uploads();
     return [[{ kind: 'transient' }, u.failedAttempts - u.parkedAttempts], [{ kind: 'permanent' }, u.parkedAttempts]];
   });
+  counter('upload_heads_skipped_total', 'Uploads that sent no HEAD before their PUT (a store without conditional writes) because the bucket index knew the hash absent from the write zone', [], () =>
+    one(remoteTotals.uploads().headsSkipped),
+  );
   counter('upload_retries_total', 'Upload attempts on an artifact whose earlier attempt failed', [], () => one(remoteTotals.uploads().retriedAttempts));
   counter('s3_uploaded_bytes_total', 'Artifact bytes uploaded to S3', [], () => one(remoteTotals.uploads().uploadedBytes));
 

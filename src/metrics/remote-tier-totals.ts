@@ -25,7 +25,7 @@ export interface IndexPublishTotals {
 }
 
 const zeroReadThrough = (): ReadThroughCounters => ({ hits: 0, pluginHits: 0, refused: 0, misses: 0, failures: 0, timeouts: 0, skipped: 0, bytes: 0 });
-const zeroUploads = (): UploaderCounters => ({ uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 });
+const zeroUploads = (): UploaderCounters => ({ uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 });
 const zeroPublish = (): IndexPublishTotals => ({ journalObjects: 0, entries: 0, failedAttempts: 0 });
 const zeroAccessPublish = (): AccessPublishTotals => ({ accessObjects: 0, records: 0, failedAttempts: 0 });
 

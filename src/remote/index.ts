@@ -53,6 +53,11 @@ export interface UploadSource {
   multipart?: MultipartJournal;
   /** Awaited before each part of a multipart upload is sent: uploads give way to the build's requests. */
   pace?: () => Promise<void>;
+  /**
+   * The bucket index knows the object absent from the zone it goes to: a single-part upload to a
+   * store without conditional writes then sends no HEAD before its PUT (README: Write-behind).
+   */
+  knownAbsent?: boolean;
 }
 
 export interface UploadedPart {
@@ -92,6 +97,8 @@ export interface UploadResult {
   outcome: UploadOutcome;
   /** The stored object's size and sha256: always for uploaded and already-present; for lost-race only when a HEAD told them. */
   object?: { bytes: number; sha256: string };
+  /** No HEAD went before the PUT because the source was known absent (`UploadSource.knownAbsent`). */
+  headSkipped?: boolean;
 }
 
 /** An object a read zone holds but that is not served: its signature is missing or wrong. */

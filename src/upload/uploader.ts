@@ -5,7 +5,9 @@
  * it takes; permanent ones (access denied, no such bucket) are parked with a clear status and
  * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
  * confirmed the object (and its verification passed). Uploads wait while the build is being
- * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty.
+ * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty. With the
+ * bucket index on, each upload says whether the index knows its object absent (a store without
+ * conditional writes then needs no HEAD first); after a start they wait, briefly, for its first sync.
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
@@ -17,9 +19,12 @@ import { failpoint } from '../failpoints.js';
 import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 import { OutageTracker } from './outage.js';
 import { RequestYield, type RequestActivity, type RequestYieldOptions } from './request-yield.js';
+import type { UploadIndex } from './upload-index.js';
 
 /** An outage ends once uploads succeed for this long without a failed attempt. */
 const OUTAGE_QUIET_MS = 60_000;
+/** The longest the first uploads after a start wait for the bucket index's first sync (a snapshot load takes seconds). */
+const FIRST_SYNC_WAIT_MS = 5_000;
 
 /** An artifact as the uploader reads it: its bytes and the trust zone it was stored for. */
 export interface BlobToUpload {
@@ -59,6 +64,8 @@ export interface UploaderOptions {
     /** The object was there already (HEAD, or a 412): someone still builds it, a use of the object (README: Garbage collection). */
     foundPresent?: (zone: string, hash: string) => void;
   };
+  /** The bucket index (while it is on): an object it knows absent needs no HEAD before its PUT on stores without conditional writes. */
+  index?: UploadIndex;
   /** The artifact requests uploads give way to; absent: uploads never wait. */
   activity?: RequestActivity;
   requestYield?: RequestYieldOptions;
@@ -72,6 +79,8 @@ export interface UploaderCounters {
   parkedAttempts: number;
   /** Attempts on an artifact whose earlier attempt failed. */
   retriedAttempts: number;
+  /** Uploads that sent no HEAD before their PUT because the bucket index knew the object absent. */
+  headsSkipped: number;
 }
 
 export interface UploaderStatus extends UploaderCounters {
@@ -89,7 +98,7 @@ export class Uploader {
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly backoff: BackoffPolicy;
-  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0 };
+  private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
   private lastError: UploaderStatus['lastError'];
   // Permanent errors are logged once per distinct message, not once per artifact; transient
   // ones once per outage (outage.ts), then at debug level.
@@ -196,6 +205,8 @@ export class Uploader {
     const { outbox, blobs, remote, logger } = this.options;
     const requestYield = yieldFirst ? this.requestYield : undefined;
     await requestYield?.wait(this.abort.signal);
+    // Not write-through, whose PUT waits on this upload: a moment's wait there costs a build more than a HEAD.
+    if (yieldFirst && this.options.index) await atMost(this.options.index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
@@ -238,8 +249,10 @@ export class Uploader {
         verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
         pace: requestYield && (() => requestYield.wait(this.abort.signal)),
+        // Asked last, after any wait: the replica's answer is as fresh as it gets.
+        knownAbsent: this.options.index?.knownAbsent(writeZone ?? NO_ZONE, hash),
       };
-      const { outcome, object } = await remote.upload(hash, source, this.abort.signal, writeZone);
+      const { outcome, object, headSkipped } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
       const { announce } = this.options;
       const announcement = announce && object && { zone: writeZone ?? NO_ZONE, hash, ...object, confirmedMs: Date.now(), commit: announce.commit };
@@ -259,6 +272,7 @@ export class Uploader {
         this.counters.uploaded++;
         this.counters.uploadedBytes += artifact.sizeBytes;
       }
+      if (headSkipped) this.counters.headsSkipped++;
       logger.debug('uploaded', { hash, bytes: artifact.sizeBytes, outcome });
       return true;
     } catch (error) {
@@ -333,5 +347,24 @@ export class Uploader {
       }
       logger.debug('upload failed; will retry', { hash, attempts, retryInMs: delayMs, error: message });
     }
+  }
+}
+
+/** Resolves when `promise` does, after `ms`, or once `signal` aborts, whichever comes first (never rejects: `promise` does not). */
+async function atMost(promise: Promise<void>, ms: number, signal: AbortSignal): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const cutOff = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) resolve();
+  });
+  try {
+    await Promise.race([promise, cutOff]);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort!);
   }
 }

@@ -186,6 +186,24 @@ export async function waitForEmptyOutbox(daemon, timeoutMs = 600_000) {
   }
 }
 
+/** Polls the daemon's status until `ready(status)` is true; throws with `what` after the timeout. */
+export async function waitForStatus(daemon, what, ready, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await daemonStatus(daemon);
+    if (ready(s)) return s;
+    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}; status: ${JSON.stringify({ outbox: s.outbox, bucketIndex: s.bucketIndex, prefetch: s.prefetch })}`);
+    await sleep(50);
+  }
+}
+
+/** What `nx-s3-sidecar flush` does: uploads due now, then wait until they are in S3 and published in the index. */
+export async function flush(daemon) {
+  const { status } = await request(`${daemon.url}/flush`, { method: 'POST', headers: { authorization: `Bearer ${daemon.token}` } });
+  if (status !== 200) throw new Error(`flush answered ${status}`);
+  return waitForStatus(daemon, 'the outbox and the index journal to be flushed', (s) => s.outbox.entries === 0 && (s.uploads?.inFlight ?? 0) === 0 && (s.bucketIndex?.published?.unpublished ?? 0) === 0, 600_000);
+}
+
 /** The environment a daemon needs for a bucket on the test S3 server, and its flags. */
 export function s3DaemonArgs(endpoint, bucket, extra = []) {
   return ['--bucket', bucket, '--endpoint', endpoint, ...extra];

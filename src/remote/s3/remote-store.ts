@@ -5,7 +5,8 @@
  *   probed once per zone (store-proofs.ts): where it honours If-None-Match: *, the PUT itself is
  *   conditional (412 = an object is there; only then a HEAD tells whose) instead of a HEAD before
  *   it; where its ETag is the MD5 of what it received, the answer proves the stored bytes and no
- *   HEAD follows. Elsewhere a HEAD goes first and a HEAD after checks size and our sha256
+ *   HEAD follows. Elsewhere a HEAD goes first (for a single part, unless the bucket index knows
+ *   the object absent: UploadSource.knownAbsent) and a HEAD after checks size and our sha256
  *   metadata, so a store that silently mangles bodies is caught instead of trusted. Large
  *   artifacts go up as resumable multipart uploads (multipart-upload.ts), each part checked.
  *   The object's sha256 and MD5 computed as the PUT arrived are sent as they are, the blob
@@ -249,7 +250,11 @@ export class S3RemoteStore implements RemoteStore {
         const fromPut = received?.md5 !== undefined ? { ...received, md5: received.md5 } : undefined;
         // Unhashed bytes are sent on the PUT's digests only where the store's answer proves them.
         if (!(fromPut && etagIsMd5)) await mustBeIntact(source);
-        return await this.uploadSingle(target, await objectBody(encoding, source), fromPut && { ...source, received: fromPut }, mode, signal);
+        // Without conditional writes, the bucket index's word that the object is absent replaces the
+        // HEAD before the PUT: the race window is then another writer's upload not yet in the index.
+        const headSkipped = mode === 'head-then-put' && source.knownAbsent === true;
+        const result = await this.uploadSingle(target, await objectBody(encoding, source), fromPut && { ...source, received: fromPut }, mode, headSkipped, signal);
+        return headSkipped ? { ...result, headSkipped } : result;
       }
       // A multipart upload compares the sha256 of what it sent with the PUT's before it completes.
       if (!received) await mustBeIntact(source);
@@ -268,12 +273,20 @@ export class S3RemoteStore implements RemoteStore {
 
   /**
    * One PutObject. Where writes are conditional, no HEAD goes first: the PUT's 412 says an object
-   * is there, and only then a HEAD tells whose and whether it is whole. A body the store received
+   * is there, and only then a HEAD tells whose and whether it is whole. Elsewhere a HEAD goes
+   * first unless the object is `knownAbsent` (the bucket index rules it out). A body the store received
    * damaged (its ETag is not our MD5) is sent again at once, a few times. `fromPut`: the PUT's
    * digests (with the blob's check), sent instead of hashing the body here; a body refused or
    * answered with another ETag then has its blob checked first (damaged on disk, it is not sent again).
    */
-  private async uploadSingle(target: UploadTarget, body: Buffer, fromPut: (UploadSource & { received: Required<ObjectDigests> }) | undefined, mode: WriteMode, signal?: AbortSignal): Promise<UploadResult> {
+  private async uploadSingle(
+    target: UploadTarget,
+    body: Buffer,
+    fromPut: (UploadSource & { received: Required<ObjectDigests> }) | undefined,
+    mode: WriteMode,
+    knownAbsent: boolean,
+    signal?: AbortSignal,
+  ): Promise<UploadResult> {
     const sent = fromPut ? { sha256: fromPut.received.sha256, md5: Buffer.from(fromPut.received.md5, 'hex') } : objectDigests(body);
     // The store proved the bytes it got are not what the PUT received: hashed for real.
     const checkBlob = async () => {
@@ -282,7 +295,7 @@ export class S3RemoteStore implements RemoteStore {
     let conditional = mode === 'conditional';
     // The conditional PUT replaces the HEAD before it, unless recent uploads often found their
     // object there (recent-presence.ts): then a HEAD spares sending a body the store holds.
-    const headFirst = !conditional || this.recentPresence.often();
+    const headFirst = conditional ? this.recentPresence.often() : !knownAbsent;
     if (headFirst) {
       const existing = await this.head(target.hash, signal, target.zone);
       const kept = this.keeps(existing, target);
