@@ -5,10 +5,12 @@
 import os from 'node:os';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
 import { parseSize, parseDuration } from './size.js';
 import { cacheModes } from './nx-json.js';
 import { logFormats, logLevels } from '../log.js';
 import { parseSigningKey, parseVerifyKey } from '../remote/object-signature.js';
+import { MAX_FORMAT_OVERHEAD_BYTES } from '../remote/s3/object-format.js';
 
 /** What a change to the setting does on hot reload. */
 export type ReloadEffect = 'live' | 'rebuilds-s3-tier' | 'restart';
@@ -37,6 +39,10 @@ export interface Setting<T> {
 const GiB = 1024 ** 3;
 /** The multipart threshold's default (S3RemoteStore's too, where it is built without the setting). */
 export const DEFAULT_MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024;
+// A single-part upload's body is one Buffer of the whole object (header, artifact, tag), one per
+// concurrent upload: 1 GiB bounds that memory, and the Buffer limit (1 GiB on 32-bit) must hold it.
+const MAX_MULTIPART_THRESHOLD_BYTES = Math.min(GiB, bufferConstants.MAX_LENGTH - MAX_FORMAT_OVERHEAD_BYTES);
+const MAX_MULTIPART_THRESHOLD_TEXT = MAX_MULTIPART_THRESHOLD_BYTES === GiB ? '1GiB' : `${MAX_MULTIPART_THRESHOLD_BYTES} bytes (the largest Buffer this Node holds, less an object's header and tag)`;
 
 function size(text: string): number {
   const bytes = parseSize(text);
@@ -267,10 +273,13 @@ export const settings = {
     arg: 'SIZE',
     group: 's3',
     help: 'objects this large or larger go up as multipart uploads',
-    // Up to PutObject's own limit of 5 GiB.
     parse: (value) => {
       const bytes = size(value);
-      if (bytes < 1024 * 1024 || bytes > 5 * GiB) throw new BadSettingValue(`"${value}" must be from 1MiB to 5GiB (the largest single PutObject)`);
+      if (bytes < 1024 * 1024 || bytes > MAX_MULTIPART_THRESHOLD_BYTES) {
+        throw new BadSettingValue(
+          `"${value}" must be from 1MiB to ${MAX_MULTIPART_THRESHOLD_TEXT}: an object below the threshold goes up as one PutObject whose body is held whole in memory, once per concurrent upload`,
+        );
+      }
       return bytes;
     },
     default: DEFAULT_MULTIPART_THRESHOLD_BYTES,
