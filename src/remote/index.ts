@@ -30,6 +30,11 @@ export interface ObjectPrefix {
   multipartThresholdBytes: number;
 }
 
+/** Whether an object of `objectBytes` (header included) goes up in parts: the one place the threshold is compared. */
+export function isMultipartSize(objectBytes: number, multipartThresholdBytes: number): boolean {
+  return objectBytes >= multipartThresholdBytes;
+}
+
 export interface UploadSource {
   sizeBytes: number;
   /** A fresh stream of the artifact each call (a large upload reads it twice). */

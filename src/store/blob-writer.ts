@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IncompleteBodyError, StorageError } from './errors.js';
-import type { ObjectDigests, ObjectPrefix } from '../remote/index.js';
+import { isMultipartSize, type ObjectDigests, type ObjectPrefix } from '../remote/index.js';
 
 export interface ReceivedBlob {
   tempFile: string;
@@ -72,7 +72,7 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
         if (objectDigest) {
           objectDigest.sha256.update(chunk);
           // Grown to multipart size (a body of unknown length): its MD5 would go unused.
-          if (objectPrefix!.header.length + sizeBytes >= objectPrefix!.multipartThresholdBytes) objectDigest.md5 = undefined;
+          if (isMultipartSize(objectPrefix!.header.length + sizeBytes, objectPrefix!.multipartThresholdBytes)) objectDigest.md5 = undefined;
           objectDigest.md5?.update(chunk);
         }
         if (writeSyncly) {
@@ -123,7 +123,7 @@ export async function receiveToTempFile(tmpDir: string, hash: string, body: Read
  * sends it in parts, each with its own MD5, and a whole-object MD5 would be CPU spent for nothing.
  */
 function objectMd5(objectPrefix: ObjectPrefix, length: BodyLength): Hash | undefined {
-  if (typeof length === 'number' && objectPrefix.header.length + length >= objectPrefix.multipartThresholdBytes) return undefined;
+  if (typeof length === 'number' && isMultipartSize(objectPrefix.header.length + length, objectPrefix.multipartThresholdBytes)) return undefined;
   return createHash('md5').update(objectPrefix.header);
 }
 

@@ -38,7 +38,7 @@ import { RecentPresence } from './recent-presence.js';
 import { MAX_FORMAT_OVERHEAD_BYTES, ObjectCodec, type ObjectEncoding } from './object-format.js';
 import { decodePluginObject, pluginObjectKey } from './plugin-format.js';
 import { BadObjectError, LocalArtifactDamagedError, ReadDeadlineError, RemoteOperationError, UploadVerificationError } from '../errors.js';
-import type { FetchedArtifact, ObjectDigests, ObjectPrefix, RefusedObject, RemoteStore, UploadResult, UploadSource, WriteMode } from '../index.js';
+import { isMultipartSize, type FetchedArtifact, type ObjectDigests, type ObjectPrefix, type RefusedObject, type RemoteStore, type UploadResult, type UploadSource, type WriteMode } from '../index.js';
 import { abortMultipartUpload, ArtifactChangedError, uploadMultipart } from './multipart-upload.js';
 import { hashPasses } from '../../hash-passes.js';
 import { DEFAULT_MULTIPART_THRESHOLD_BYTES } from '../../config/settings.js';
@@ -244,7 +244,7 @@ export class S3RemoteStore implements RemoteStore {
     // The PUT's digests describe these bytes only in the format they were computed for.
     const received = source.received !== undefined && source.received.format === this.codec.fixedHeader()?.format ? source.received : undefined;
     try {
-      if (encoding.sizeBytes < this.multipartThresholdBytes) {
+      if (!isMultipartSize(encoding.sizeBytes, this.multipartThresholdBytes)) {
         // No MD5 from the PUT (it saw a multipart-size object: the threshold changed since): the
         // blob is checked and the body hashed here, as for rows from before digests were kept.
         const fromPut = received?.md5 !== undefined ? { ...received, md5: received.md5 } : undefined;
