@@ -29,6 +29,7 @@ describe('BodyPool', () => {
     expect(again.buffer).toBe(first.buffer);
     expect(again.length).toBe(120 * KiB);
     expect(pool.keptBytes).toBe(0);
+    expect(pool.reused).toBe(1);
   });
 
   it('never hands out one buffer twice, and refuses a body given back twice', () => {
@@ -40,6 +41,16 @@ describe('BodyPool', () => {
     expect(new Set(retaken.map((body) => body.buffer)).size).toBe(10);
     pool.give(retaken[0]!);
     expect(() => pool.give(retaken[0]!)).toThrow(/given back to the pool twice/);
+  });
+
+  it('never hands out again a body discarded (a request may still send it)', () => {
+    const pool = new BodyPool({ maxBodyBytes: 16 * MiB });
+    const sent = pool.take(MiB);
+    pool.discard(sent);
+    expect(pool).toMatchObject({ inUse: 0, discarded: 1, keptBytes: 0 });
+    expect(pool.take(MiB).buffer).not.toBe(sent.buffer);
+    pool.give(sent);
+    expect(pool.keptBytes).toBe(0);
   });
 
   it('keeps at most maxKeptBytes of free buffers; the rest go', () => {

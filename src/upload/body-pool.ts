@@ -25,11 +25,15 @@ export class BodyPool {
   private readonly idleReleaseMs: number;
   /** Free buffers by class size, most recently given back last. */
   private readonly free = new Map<number, Buffer[]>();
-  /** Buffers handed out and not given back, by their memory: a give of anything else is refused or ignored. */
-  private readonly handedOut = new Map<ArrayBufferLike, number>();
+  /** Class sizes of the buffers handed out, by their memory (weakly: a body never given back costs the pool nothing). */
+  private readonly handedOut = new WeakMap<ArrayBufferLike, number>();
+  private inUseCount = 0;
   private keptBytesNow = 0;
+  private reusedCount = 0;
+  private discardedCount = 0;
   private lastUseMs = 0;
   private idleTimer: NodeJS.Timeout | undefined;
+  private cleared = false;
 
   constructor(options: BodyPoolOptions) {
     this.minClassBytes = options.minClassBytes ?? DEFAULT_MIN_CLASS_BYTES;
@@ -44,9 +48,19 @@ export class BodyPool {
     return this.keptBytesNow;
   }
 
-  /** Buffers handed out and not given back yet. */
+  /** Bodies that got a buffer given back before (not fresh memory). */
+  get reused(): number {
+    return this.reusedCount;
+  }
+
+  /** Bodies that went to `discard` (a request might still have been sending them). */
+  get discarded(): number {
+    return this.discardedCount;
+  }
+
+  /** Buffers handed out and neither given back nor discarded yet. */
   get inUse(): number {
-    return this.handedOut.size;
+    return this.inUseCount;
   }
 
   /** `bytes` bytes of memory (not zeroed) for a body: a view of a pooled buffer, or fresh memory for one larger than every class. */
@@ -55,10 +69,14 @@ export class BodyPool {
     const classBytes = classBytesFor(bytes, this.minClassBytes);
     if (classBytes > this.maxClassBytes) return Buffer.allocUnsafe(bytes);
     const reused = this.free.get(classBytes)?.pop();
-    if (reused) this.keptBytesNow -= classBytes;
+    if (reused) {
+      this.keptBytesNow -= classBytes;
+      this.reusedCount++;
+    }
     // allocUnsafeSlow: memory of its own, never a slice of Node's shared slab.
     const buffer = reused ?? Buffer.allocUnsafeSlow(classBytes);
     this.handedOut.set(buffer.buffer, classBytes);
+    this.inUseCount++;
     return buffer.subarray(0, bytes);
   }
 
@@ -74,7 +92,8 @@ export class BodyPool {
       return;
     }
     this.handedOut.delete(body.buffer);
-    if (this.keptBytesNow + classBytes > this.maxKeptBytes) return;
+    this.inUseCount--;
+    if (this.cleared || this.keptBytesNow + classBytes > this.maxKeptBytes) return;
     const buffers = this.free.get(classBytes) ?? [];
     buffers.push(Buffer.from(body.buffer, 0, classBytes));
     this.free.set(classBytes, buffers);
@@ -82,13 +101,20 @@ export class BodyPool {
     this.armIdleRelease(this.idleReleaseMs);
   }
 
-  /** Lets every free buffer go (buffers in use are not given back into the pool after this either). */
+  /** A body `take` returned that may still be read (a request may be sending it): never handed out again. */
+  discard(body: Buffer): void {
+    if (!this.handedOut.delete(body.buffer)) return;
+    this.inUseCount--;
+    this.discardedCount++;
+  }
+
+  /** Lets every free buffer go, and the ones in use once they come back (a stopped uploader). */
   clear(): void {
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     this.free.clear();
-    this.handedOut.clear();
     this.keptBytesNow = 0;
+    this.cleared = true;
   }
 
   private isFree(memory: ArrayBufferLike): boolean {

@@ -110,7 +110,7 @@ export class Uploader {
   private abortingAbandoned = false;
   private readonly requestYield: RequestYield | undefined;
   /** Single-part bodies are read into reused memory (body-pool.ts): the largest is just under the multipart threshold. */
-  private readonly bodyPool: BodyPool;
+  readonly bodyPool: BodyPool;
 
   constructor(private readonly options: UploaderOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency });
@@ -226,7 +226,10 @@ export class Uploader {
       return body;
     };
     const giveBodiesBack = () => {
-      if (bodiesReusable) for (const body of bodies) this.bodyPool.give(body);
+      for (const body of bodies) {
+        if (bodiesReusable) this.bodyPool.give(body);
+        else this.bodyPool.discard(body);
+      }
     };
     // With the object's digests from the PUT, the blob is not hashed here: the upload checks it
     // only where the store's answer does not prove the bytes (remote-store.ts).
