@@ -362,7 +362,7 @@ export class S3RemoteStore implements RemoteStore {
       });
       const answer = await this.client.send(withPayloadSha256(command, sent.sha256), { abortSignal: signal });
       // A 2xx came after the store read the whole body; a failed attempt before it may have been answered early.
-      if ((answer.$metadata.attempts ?? 1) > 1) this.bodiesMaybeInFlight.add(body);
+      if ((answer.$metadata?.attempts ?? 1) > 1) this.bodiesMaybeInFlight.add(body);
       return { etag: unquotedEtag(answer.ETag) };
     } catch (error) {
       // The send settles on the answer, not on the body's last byte leaving (@smithy/node-http-handler).
