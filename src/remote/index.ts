@@ -44,6 +44,13 @@ export interface UploadSource {
    * goes there: no second copy of the body); absent: `stream` only.
    */
   readWithHeadroom?(headroomBytes: number): Promise<Buffer>;
+  /**
+   * Called when no request reads the source's bytes any more: every PUT that sent them was answered
+   * 2xx on its first attempt (the store read the whole body), or none was sent. Not called after an
+   * error, a 412 or a retried attempt, which the store may answer before the body has left the
+   * socket: its memory must not be reused then (the uploader's body pool, upload/body-pool.ts).
+   */
+  bodyReusable?(): void;
   /** The object's digests computed when the artifact arrived (outbox row); absent for rows from before they were kept. */
   received?: ObjectDigests;
   /**

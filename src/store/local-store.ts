@@ -85,6 +85,8 @@ export interface OpenOptions {
   verify?: boolean;
   /** A small artifact read into memory gets this many free bytes before it (readWithHeadroom: no copy). */
   headroomBytes?: number;
+  /** Where an artifact read whole into memory goes (exactly `bytes` long; the uploader's body pool); default: fresh memory. */
+  bodyBuffer?: (bytes: number) => Buffer;
 }
 
 /** A stored artifact, verified and open for reading; call `release` when done. */
@@ -388,12 +390,12 @@ export class LocalStore {
    * The artifact if it is stored and intact (and of one of `zones`, when given), else undefined
    * (a damaged entry is dropped).
    */
-  async open(hash: string, { touch = true, zones, verify = true, headroomBytes = 0 }: OpenOptions = {}): Promise<StoredArtifact | undefined> {
+  async open(hash: string, { touch = true, zones, verify = true, headroomBytes = 0, bodyBuffer = freshBuffer }: OpenOptions = {}): Promise<StoredArtifact | undefined> {
     const row = this.index.get(hash);
     if (!row) return undefined;
     if (zones && !zones.has(row.zone)) return undefined;
     const file = blobPath(this.layout, hash);
-    const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file, verify, headroomBytes) : await this.openLarge(row, file, verify);
+    const artifact = row.size_bytes <= SMALL_ARTIFACT_BYTES ? await this.openSmall(row, file, verify, headroomBytes, bodyBuffer) : await this.openLarge(row, file, verify, bodyBuffer);
     if (artifact && touch) this.accessBatcher.record(hash, row.zone);
     return artifact;
   }
@@ -431,12 +433,12 @@ export class LocalStore {
    * The memory they hold until sent is bounded (hitMemory), and so is the time they block the
    * event loop (blockingReads): beyond either they are read like large ones.
    */
-  private async openSmall(row: ArtifactRow, file: string, verify: boolean, headroomBytes: number): Promise<StoredArtifact | undefined> {
+  private async openSmall(row: ArtifactRow, file: string, verify: boolean, headroomBytes: number, bodyBuffer: (bytes: number) => Buffer): Promise<StoredArtifact | undefined> {
     const giveBack = this.hitMemory.lease(row.size_bytes);
-    if (!giveBack) return this.openLarge(row, file, verify);
+    if (!giveBack) return this.openLarge(row, file, verify, bodyBuffer);
     if (!this.blockingReads.take(row.size_bytes)) {
       giveBack();
-      return this.openLarge(row, file, verify);
+      return this.openLarge(row, file, verify, bodyBuffer);
     }
     let fd: number;
     try {
@@ -456,7 +458,7 @@ export class LocalStore {
         return this.dropDamaged(row.hash, row.size_bytes, problem, file);
       }
       identity = fileIdentity(stat);
-      whole = Buffer.allocUnsafe(headroomBytes + stat.size);
+      whole = bodyBuffer(headroomBytes + stat.size);
       bytes = whole.subarray(headroomBytes);
       for (let offset = 0; offset < bytes.length; ) {
         const bytesRead = readSync(fd, bytes, offset, bytes.length - offset, offset);
@@ -492,7 +494,7 @@ export class LocalStore {
   }
 
   /** Large artifacts stay on disk, hashed in one pass (unless verified before) and streamed in a second. */
-  private async openLarge(row: ArtifactRow, file: string, verify: boolean): Promise<StoredArtifact | undefined> {
+  private async openLarge(row: ArtifactRow, file: string, verify: boolean, bodyBuffer: (bytes: number) => Buffer): Promise<StoredArtifact | undefined> {
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(file, 'r');
@@ -515,7 +517,7 @@ export class LocalStore {
         sha256: row.sha256,
         zone: row.zone,
         stream: () => handle.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES }),
-        readWithHeadroom: (headroomBytes) => readWithHeadroom(handle, stat.size, headroomBytes),
+        readWithHeadroom: (headroomBytes) => readWithHeadroom(handle, stat.size, headroomBytes, bodyBuffer),
         verify: (rehash = false) => {
           if (rehash || !verified) {
             verified = intact(rehash).then(async (ok) => {
@@ -652,9 +654,13 @@ function fileIdentity(stat: Stats): string {
   return `${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
 }
 
+function freshBuffer(bytes: number): Buffer {
+  return Buffer.allocUnsafe(bytes);
+}
+
 /** The file's bytes after `headroomBytes` free bytes, in one buffer (read straight into it). */
-async function readWithHeadroom(handle: fs.FileHandle, sizeBytes: number, headroomBytes: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(headroomBytes + sizeBytes);
+async function readWithHeadroom(handle: fs.FileHandle, sizeBytes: number, headroomBytes: number, bodyBuffer: (bytes: number) => Buffer): Promise<Buffer> {
+  const buffer = bodyBuffer(headroomBytes + sizeBytes);
   for (let filled = 0; filled < sizeBytes; ) {
     const { bytesRead } = await handle.read(buffer, headroomBytes + filled, sizeBytes - filled, filled);
     if (bytesRead === 0) throw new Error(`the blob ended after ${filled} of ${sizeBytes} bytes`);

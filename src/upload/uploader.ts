@@ -20,6 +20,8 @@ import { defaultBackoff, retryDelayMs, type BackoffPolicy } from './backoff.js';
 import { OutageTracker } from './outage.js';
 import { RequestYield, type RequestActivity, type RequestYieldOptions } from './request-yield.js';
 import type { UploadIndex } from './upload-index.js';
+import { BodyPool } from './body-pool.js';
+import { DEFAULT_MULTIPART_THRESHOLD_BYTES } from '../config/settings.js';
 
 /** An outage ends once uploads succeed for this long without a failed attempt. */
 const OUTAGE_QUIET_MS = 60_000;
@@ -41,9 +43,10 @@ export interface BlobToUpload {
 export interface BlobReader {
   /**
    * The artifact if it is stored (and, unless `verify: false`, intact); `touch: false`: an upload
-   * is not a use for LRU; `headroomBytes`: room for the object header before it in memory.
+   * is not a use for LRU; `headroomBytes`: room for the object header before it in memory;
+   * `bodyBuffer`: where an artifact read whole into memory goes.
    */
-  open(hash: string, options: { touch: false; verify: boolean; headroomBytes: number }): Promise<BlobToUpload | undefined>;
+  open(hash: string, options: { touch: false; verify: boolean; headroomBytes: number; bodyBuffer: (bytes: number) => Buffer }): Promise<BlobToUpload | undefined>;
 }
 
 export interface UploaderOptions {
@@ -106,9 +109,12 @@ export class Uploader {
   private readonly outage = new OutageTracker(OUTAGE_QUIET_MS);
   private abortingAbandoned = false;
   private readonly requestYield: RequestYield | undefined;
+  /** Single-part bodies are read into reused memory (body-pool.ts): the largest is just under the multipart threshold. */
+  readonly bodyPool: BodyPool;
 
   constructor(private readonly options: UploaderOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency });
+    this.bodyPool = new BodyPool({ maxBodyBytes: options.remote.objectPrefix()?.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES });
     this.backoff = options.backoff ?? defaultBackoff;
     this.requestYield = options.activity && new RequestYield(options.activity, options.requestYield);
   }
@@ -175,6 +181,7 @@ export class Uploader {
     this.queue.clear();
     this.abort.abort();
     await this.queue.onIdle();
+    this.bodyPool.clear();
   }
 
   private pump(): void {
@@ -210,18 +217,34 @@ export class Uploader {
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
+    // Memory this upload took from the pool goes back when it settled, unless a request may still be sending it.
+    const bodies: Buffer[] = [];
+    let bodiesReusable = true;
+    const bodyBuffer = (bytes: number) => {
+      const body = this.bodyPool.take(bytes);
+      bodies.push(body);
+      return body;
+    };
+    const giveBodiesBack = () => {
+      for (const body of bodies) {
+        if (bodiesReusable) this.bodyPool.give(body);
+        else this.bodyPool.discard(body);
+      }
+    };
     // With the object's digests from the PUT, the blob is not hashed here: the upload checks it
     // only where the store's answer does not prove the bytes (remote-store.ts).
     let received: ObjectDigests | undefined;
     try {
       received = outbox.objectDigests(hash);
-      artifact = await blobs.open(hash, { touch: false, verify: received === undefined, headroomBytes: remote.objectPrefix()?.header.length ?? 0 });
+      artifact = await blobs.open(hash, { touch: false, verify: received === undefined, headroomBytes: remote.objectPrefix()?.header.length ?? 0, bodyBuffer });
     } catch (error) {
+      giveBodiesBack();
       // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
       this.recordFailure(hash, attempts + 1, error);
       return false;
     }
     if (!artifact) {
+      giveBodiesBack();
       // open() already dropped a damaged entry (and with it the outbox row); a missing row
       // means it was removed meanwhile. Either way there is nothing left to upload.
       outbox.complete(hash);
@@ -236,6 +259,7 @@ export class Uploader {
       outbox.complete(hash);
       void this.abortAbandonedMultipartUploads();
       await artifact.release();
+      giveBodiesBack();
       audit?.refusedWrite('other-zone');
       logger.warn('WRITE REFUSED: an artifact stored for another zone is not uploaded into the write zone', { hash, zone: artifact.zone === NO_ZONE ? '(none)' : artifact.zone, writeZone });
       return false;
@@ -243,8 +267,18 @@ export class Uploader {
     try {
       const source: UploadSource = {
         sizeBytes: artifact.sizeBytes,
-        stream: () => artifact.stream(),
-        readWithHeadroom: (headroomBytes) => artifact.readWithHeadroom(headroomBytes),
+        // Once the bytes went to the store, the memory is reused only when it says no request reads it.
+        stream: () => {
+          bodiesReusable = false;
+          return artifact.stream();
+        },
+        readWithHeadroom: (headroomBytes) => {
+          bodiesReusable = false;
+          return artifact.readWithHeadroom(headroomBytes);
+        },
+        bodyReusable: () => {
+          bodiesReusable = true;
+        },
         received,
         verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
@@ -288,6 +322,7 @@ export class Uploader {
       return false;
     } finally {
       await artifact.release();
+      giveBodiesBack();
     }
   }
 

@@ -121,6 +121,8 @@ export class S3RemoteStore implements RemoteStore {
   private readonly readZones: readonly string[];
   private readonly storeProofs = new Map<string, Promise<StoreProofs>>();
   private readonly recentPresence = new RecentPresence();
+  /** Bodies a PUT may still be writing to its socket: answered with an error, a 412 or after a retry (UploadSource.bodyReusable). */
+  private readonly bodiesMaybeInFlight = new WeakSet<Buffer>();
 
   constructor(
     private readonly client: S3Client,
@@ -253,7 +255,9 @@ export class S3RemoteStore implements RemoteStore {
         // Without conditional writes, the bucket index's word that the object is absent replaces the
         // HEAD before the PUT: the race window is then another writer's upload not yet in the index.
         const headSkipped = mode === 'head-then-put' && source.knownAbsent === true;
-        const result = await this.uploadSingle(target, await objectBody(encoding, source), fromPut && { ...source, received: fromPut }, mode, headSkipped, signal);
+        const body = await objectBody(encoding, source);
+        const result = await this.uploadSingle(target, body, fromPut && { ...source, received: fromPut }, mode, headSkipped, signal);
+        if (!this.bodiesMaybeInFlight.has(body)) source.bodyReusable?.();
         return headSkipped ? { ...result, headSkipped } : result;
       }
       // A multipart upload compares the sha256 of what it sent with the PUT's before it completes.
@@ -357,8 +361,12 @@ export class S3RemoteStore implements RemoteStore {
         ContentMD5: sent.md5.toString('base64'),
       });
       const answer = await this.client.send(withPayloadSha256(command, sent.sha256), { abortSignal: signal });
+      // A 2xx came after the store read the whole body; a failed attempt before it may have been answered early.
+      if ((answer.$metadata?.attempts ?? 1) > 1) this.bodiesMaybeInFlight.add(body);
       return { etag: unquotedEtag(answer.ETag) };
     } catch (error) {
+      // The send settles on the answer, not on the body's last byte leaving (@smithy/node-http-handler).
+      this.bodiesMaybeInFlight.add(body);
       if (conditional && isPreconditionFailed(error)) return 'precondition-failed';
       throw error;
     }
