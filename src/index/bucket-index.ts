@@ -150,6 +150,10 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
     return tailer.indexed && this.replica.get(hash, zone) === undefined;
   }
 
+  readsZone(zone: string): boolean {
+    return this.options.zones.includes(zone);
+  }
+
   isZoneFresh(zone: string): boolean {
     const tailer = this.tailers.find((candidate) => candidate.zone === zone);
     return tailer?.isFresh(this.options.stalenessMs) ?? false;

@@ -6,8 +6,9 @@
  * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
  * confirmed the object (and its verification passed). Uploads wait while the build is being
  * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty. With the
- * bucket index on, each upload says whether the index knows its object absent (a store without
- * conditional writes then needs no HEAD first); after a start they wait, briefly, for its first sync.
+ * bucket index on, an upload can ask whether the index knows its object absent (a store without
+ * conditional writes then needs no HEAD before a single-part PUT); after a start the question
+ * waits, briefly, for the index's first sync.
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
@@ -205,8 +206,6 @@ export class Uploader {
     const { outbox, blobs, remote, logger } = this.options;
     const requestYield = yieldFirst ? this.requestYield : undefined;
     await requestYield?.wait(this.abort.signal);
-    // Not write-through, whose PUT waits on this upload: a moment's wait there costs a build more than a HEAD.
-    if (yieldFirst && this.options.index) await atMost(this.options.index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
@@ -249,8 +248,8 @@ export class Uploader {
         verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
         pace: requestYield && (() => requestYield.wait(this.abort.signal)),
-        // Asked last, after any wait: the replica's answer is as fresh as it gets.
-        knownAbsent: this.options.index?.knownAbsent(writeZone ?? NO_ZONE, hash),
+        // Asked by the store only where the answer replaces a HEAD, right before it.
+        knownAbsent: this.options.index && (() => this.indexKnowsAbsent(writeZone ?? NO_ZONE, hash, yieldFirst)),
       };
       const { outcome, object, headSkipped } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
@@ -289,6 +288,19 @@ export class Uploader {
     } finally {
       await artifact.release();
     }
+  }
+
+  /**
+   * The bucket index's answer for an upload into `zone`. Until its first sync ended (at most
+   * FIRST_SYNC_WAIT_MS, or until stop) no replica is fresh, so the question waits for it; not for
+   * write-through (`waitForSync` false), whose PUT waits on this upload: a moment's wait there costs
+   * a build more than a HEAD.
+   */
+  private async indexKnowsAbsent(zone: string, hash: string, waitForSync: boolean): Promise<boolean> {
+    const index = this.options.index;
+    if (!index?.readsZone(zone)) return false;
+    if (waitForSync) await atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
+    return !this.stopped && index.knownAbsent(zone, hash);
   }
 
   /**

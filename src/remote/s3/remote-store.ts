@@ -252,7 +252,8 @@ export class S3RemoteStore implements RemoteStore {
         if (!(fromPut && etagIsMd5)) await mustBeIntact(source);
         // Without conditional writes, the bucket index's word that the object is absent replaces the
         // HEAD before the PUT: the race window is then another writer's upload not yet in the index.
-        const headSkipped = mode === 'head-then-put' && source.knownAbsent === true;
+        // Asked here only (not for conditional stores nor multipart sizes), just before the PUT.
+        const headSkipped = mode === 'head-then-put' && (await source.knownAbsent?.()) === true;
         const result = await this.uploadSingle(target, await objectBody(encoding, source), fromPut && { ...source, received: fromPut }, mode, headSkipped, signal);
         return headSkipped ? { ...result, headSkipped } : result;
       }
