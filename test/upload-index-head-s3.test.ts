@@ -16,7 +16,7 @@ import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestD
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
-import { eventually, readObject, s3Flags } from './helpers/s3-tier.js';
+import { drained, eventually, readObject, s3Flags } from './helpers/s3-tier.js';
 import { objectKey } from '../src/remote/s3/index.js';
 
 let server: S3TestServer;
@@ -55,11 +55,6 @@ function requestsOn(proxy: FaultProxy, key: string): string[] {
 async function publishedAll(d: TestDaemon): Promise<void> {
   d.uploader()!.retryNow();
   await eventually('the outbox is empty and every upload is published', () => d.store.outbox.summary().entries === 0 && d.status().bucketIndex?.published?.unpublished === 0);
-}
-
-async function drained(d: TestDaemon): Promise<void> {
-  d.uploader()!.retryNow();
-  await eventually('the outbox is empty', () => d.store.outbox.summary().entries === 0);
 }
 
 /** A teammate's daemon uploaded `artifacts` and published its journal: the zone has index objects listing them. */

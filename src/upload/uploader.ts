@@ -98,6 +98,8 @@ export class Uploader {
   private readonly abort = new AbortController();
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** The bucket index's first sync ended: uploads that ask it wait no more. */
+  private firstSyncOver = false;
   private readonly backoff: BackoffPolicy;
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
   private lastError: UploaderStatus['lastError'];
@@ -112,6 +114,7 @@ export class Uploader {
     this.queue = new PQueue({ concurrency: options.concurrency });
     this.backoff = options.backoff ?? defaultBackoff;
     this.requestYield = options.activity && new RequestYield(options.activity, options.requestYield);
+    void options.index?.firstSyncEnded().then(() => (this.firstSyncOver = true));
   }
 
   start(): void {
@@ -299,7 +302,8 @@ export class Uploader {
   private async indexKnowsAbsent(zone: string, hash: string, waitForSync: boolean): Promise<boolean> {
     const index = this.options.index;
     if (!index?.readsZone(zone)) return false;
-    if (waitForSync) await atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
+    // Once it ended, no wait (and no timer) for any later upload.
+    if (waitForSync && !this.firstSyncOver) await atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
     return !this.stopped && index.knownAbsent(zone, hash);
   }
 
