@@ -76,6 +76,22 @@ async function firstFresh(d: TestDaemon, startedMs: number): Promise<number> {
   return Infinity;
 }
 
+/**
+ * A zone with index objects (a teammate's upload), and `count` artifacts PUT to a daemon while S3
+ * was unreachable: its cache dir keeps their outbox rows for the next daemon on `flags` (proxy refusing).
+ */
+async function outboxFilledOffline(bucketName: string, count: number, extraFlags: Record<string, string>) {
+  const bucket = await server.createBucket(bucketName);
+  await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
+  const proxy = await countingProxy({ kind: 'refuse' });
+  const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': path.join(tempDir(), 'cache'), 'index-staleness': STALENESS, ...extraFlags });
+  const first = await daemon(flags, { keepDir: true });
+  const artifacts = Array.from({ length: count }, () => ({ hash: newHash(), body: randomBytes(4096) }));
+  for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
+  await first.dispose();
+  return { proxy, flags, artifacts };
+}
+
 function writeZoneIndex(d: TestDaemon) {
   const zone = d.status().bucketIndex?.zones[0];
   expect(zone).toBeDefined();
@@ -109,15 +125,7 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
   });
 
   it('drains an outbox filled while S3 was unreachable with one request each from the start: the first uploads wait for the first sync', async () => {
-    const bucket = await server.createBucket('index-head-restart');
-    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
-    const proxy = await countingProxy({ kind: 'refuse' });
-    const cacheDir = path.join(tempDir(), 'cache');
-    const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, 'index-staleness': STALENESS, 'upload-concurrency': '4' });
-    const first = await daemon(flags, { keepDir: true });
-    const artifacts = Array.from({ length: 12 }, () => ({ hash: newHash(), body: randomBytes(4096) }));
-    for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
-    await first.dispose();
+    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-restart', 12, { 'upload-concurrency': '4' });
 
     // Index requests answered late: the first sync ends well after the first uploads are ready to go.
     proxy.setMode({ kind: 'script', decide: ({ url }) => (decodeURIComponent(url).includes('@index/') ? { delayMs: 400 } : 'pass') });
@@ -139,16 +147,8 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
   });
 
   it('waits at most 5 s for a first sync that hangs, and a stop ends the wait at once', async () => {
-    const bucket = await server.createBucket('index-head-hang');
-    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
-    const proxy = await countingProxy({ kind: 'refuse' });
-    const cacheDir = path.join(tempDir(), 'cache');
     // HEAD-then-PUT on both servers: the uploads ask the index (and so wait for its first sync).
-    const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, 'index-staleness': STALENESS, 'conditional-writes': 'off' });
-    const first = await daemon(flags, { keepDir: true });
-    const artifacts = Array.from({ length: 3 }, () => ({ hash: newHash(), body: randomBytes(4096) }));
-    for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
-    await first.dispose();
+    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-hang', 3, { 'conditional-writes': 'off' });
 
     // S3 is back, but no index request is ever answered: the first sync does not end for 20 s.
     const indexRequest = (url: string) => decodeURIComponent(url).includes('@index/');
