@@ -212,6 +212,16 @@ describe('fault proxy', () => {
     expect(proxy.requests().map((request) => [request.method, request.status])).toEqual([['GET', 200], ['HEAD', 503]]);
   });
 
+  it('script can hold one request unanswered and pass another on late', async () => {
+    const { proxy, via } = await through({ kind: 'script', decide: (request) => (request.method === 'HEAD' ? 'hang' : { delayMs: 300 }) });
+    const startedMs = Date.now();
+    expect(sha256(await getBytes(via, bucket, 'small'))).toBe(sha256(small));
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(280);
+    const held = await failure(via.send(new HeadObjectCommand({ Bucket: bucket, Key: 'small' }), { abortSignal: AbortSignal.timeout(800) }));
+    expect(held.name).toMatch(/Abort|Timeout/);
+    expect(proxy.requests().map((request) => [request.method, request.status])).toEqual([['GET', 200], ['HEAD', undefined]]);
+  });
+
   it('refuse closes the port; leaving it listens on the same port again', async () => {
     const { proxy, via } = await through();
     await getBytes(via, bucket, 'small');

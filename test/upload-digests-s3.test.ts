@@ -15,7 +15,7 @@ import type { S3TestServer } from './helpers/s3-server.js';
 import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
-import { eventually, readObject, readRawObject, s3Flags } from './helpers/s3-tier.js';
+import { drained, eventually, readObject, readRawObject, s3Flags } from './helpers/s3-tier.js';
 import { blobPath, cacheDirLayout } from '../src/store/cache-dir.js';
 import { objectKey } from '../src/remote/s3/index.js';
 import { hashPasses } from '../src/hash-passes.js';
@@ -69,11 +69,6 @@ const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex');
 
 async function objectMetadata(bucket: string, hash: string): Promise<Record<string, string> | undefined> {
   return (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: objectKey('', hash) }))).Metadata;
-}
-
-async function drained(d: TestDaemon): Promise<void> {
-  d.uploader()!.retryNow();
-  await eventually('the outbox is empty', () => d.store.outbox.summary().entries === 0);
 }
 
 /** S3 is back: a daemon on the cache dir drains the outbox; `hashedBefore` counts the hashing passes before it started. */

@@ -2,9 +2,10 @@
  * The bucket index answers the HEAD before an upload (issue 16): on a store that ignores
  * If-None-Match (s3rver), a hash that a fresh, indexed replica of the write zone does not hold goes up
  * as one PUT, no HEAD first; a hash the replica lists, an unindexed zone and a stale replica HEAD
- * first as before. Requests are counted at a proxy between the daemon and the server. Under
+ * first as before, and so does a multipart-size object; the wait for the first sync is capped (5 s)
+ * and ended by a stop. Requests are counted at a proxy between the daemon and the server. Under
  * `npm run test:ceph` (Ceph radosgw honours If-None-Match) the path is the conditional PUT's: no HEAD
- * before it, and nothing counted as skipped.
+ * before it, and nothing counted as skipped (except with --conditional-writes off).
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestD
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
-import { eventually, readObject, s3Flags } from './helpers/s3-tier.js';
+import { drained, eventually, readObject, s3Flags } from './helpers/s3-tier.js';
 import { objectKey } from '../src/remote/s3/index.js';
 
 let server: S3TestServer;
@@ -56,17 +57,39 @@ async function publishedAll(d: TestDaemon): Promise<void> {
   await eventually('the outbox is empty and every upload is published', () => d.store.outbox.summary().entries === 0 && d.status().bucketIndex?.published?.unpublished === 0);
 }
 
-async function drained(d: TestDaemon): Promise<void> {
-  d.uploader()!.retryNow();
-  await eventually('the outbox is empty', () => d.store.outbox.summary().entries === 0);
-}
-
 /** A teammate's daemon uploaded `artifacts` and published its journal: the zone has index objects listing them. */
 async function teammateUploaded(bucket: string, artifacts: { hash: string; body: Buffer }[]): Promise<void> {
   const teammate = await daemon(s3Flags(server.endpoint, bucket));
   for (const { hash, body } of artifacts) expect((await putArtifact(teammate, hash, body)).status).toBe(200);
   await publishedAll(teammate);
   await teammate.dispose();
+}
+
+/** The uploader's cap on waiting for the index's first sync (uploader.ts). */
+const FIRST_SYNC_WAIT_MS = 5_000;
+
+/** How long after `startedMs` the write zone's replica was first seen fresh (polled; Infinity after 30 s). */
+async function firstFresh(d: TestDaemon, startedMs: number): Promise<number> {
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 10))) {
+    if (d.status().bucketIndex?.zones[0]?.fresh) return Date.now() - startedMs;
+  }
+  return Infinity;
+}
+
+/**
+ * A zone with index objects (a teammate's upload), and `count` artifacts PUT to a daemon while S3
+ * was unreachable: its cache dir keeps their outbox rows for the next daemon on `flags` (proxy refusing).
+ */
+async function outboxFilledOffline(bucketName: string, count: number, extraFlags: Record<string, string>) {
+  const bucket = await server.createBucket(bucketName);
+  await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
+  const proxy = await countingProxy({ kind: 'refuse' });
+  const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': path.join(tempDir(), 'cache'), 'index-staleness': STALENESS, ...extraFlags });
+  const first = await daemon(flags, { keepDir: true });
+  const artifacts = Array.from({ length: count }, () => ({ hash: newHash(), body: randomBytes(4096) }));
+  for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
+  await first.dispose();
+  return { proxy, flags, artifacts };
 }
 
 function writeZoneIndex(d: TestDaemon) {
@@ -102,22 +125,88 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
   });
 
   it('drains an outbox filled while S3 was unreachable with one request each from the start: the first uploads wait for the first sync', async () => {
-    const bucket = await server.createBucket('index-head-restart');
-    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
-    const proxy = await countingProxy({ kind: 'refuse' });
-    const cacheDir = path.join(tempDir(), 'cache');
-    const flags = s3Flags(proxy.endpoint, bucket, { 'cache-dir': cacheDir, 'index-staleness': STALENESS, 'upload-concurrency': '4' });
-    const first = await daemon(flags, { keepDir: true });
-    const artifacts = Array.from({ length: 12 }, () => ({ hash: newHash(), body: randomBytes(4096) }));
-    for (const { hash, body } of artifacts) expect((await putArtifact(first, hash, body)).status).toBe(200);
-    await first.dispose();
+    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-restart', 12, { 'upload-concurrency': '4' });
 
-    proxy.setMode({ kind: 'pass' });
+    // Index requests answered late: the first sync ends well after the first uploads are ready to go.
+    proxy.setMode({ kind: 'script', decide: ({ url }) => (decodeURIComponent(url).includes('@index/') ? { delayMs: 400 } : 'pass') });
     await proxy.settled();
+    const startedMs = Date.now();
+    const d = await daemon(flags);
+    const freshAfterMs = firstFresh(d, startedMs);
+    await drained(d);
+    const requests = artifacts.map(({ hash }) => requestsOn(proxy, objectKey('', hash)));
+    // Each upload waited for the first sync (at most 5 s); on a machine so loaded that the sync took
+    // longer than that, the uploads that gave up waiting HEADed first, as the cap means them to.
+    if ((await freshAfterMs) < FIRST_SYNC_WAIT_MS - 1_000) {
+      expect(requests).toEqual(artifacts.map(() => ['PUT']));
+      expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: conditional() ? 0 : artifacts.length });
+    } else {
+      for (const methods of requests) expect([['PUT'], ['HEAD', 'PUT']]).toContainEqual(methods);
+      expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length });
+    }
+  });
+
+  it('waits at most 5 s for a first sync that hangs, and a stop ends the wait at once', async () => {
+    // HEAD-then-PUT on both servers: the uploads ask the index (and so wait for its first sync).
+    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-hang', 3, { 'conditional-writes': 'off' });
+
+    // S3 is back, but no index request is ever answered: the first sync does not end for 20 s.
+    const indexRequest = (url: string) => decodeURIComponent(url).includes('@index/');
+    proxy.setMode({ kind: 'script', decide: ({ url }) => (indexRequest(url) ? 'hang' : 'pass') });
+    await proxy.settled();
+    const keyRequests = () => artifacts.flatMap(({ hash }) => requestsOn(proxy, objectKey('', hash)));
+
+    const waiting = await daemon(flags, { keepDir: true });
+    await eventually('the uploads started', () => (waiting.status().uploads?.inFlight ?? 0) > 0);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(keyRequests()).toEqual([]); // waiting for the index, not uploading
+    const stopStartedMs = Date.now();
+    await waiting.dispose();
+    expect(Date.now() - stopStartedMs).toBeLessThan(3_000);
+    expect(keyRequests()).toEqual([]);
+
+    const startedMs = Date.now();
     const d = await daemon(flags);
     await drained(d);
+    // After the 5 s cap (not the sync's 20 s request timeout), with a HEAD first as without the index.
+    expect(Date.now() - startedMs).toBeLessThan(15_000);
+    expect(artifacts.map(({ hash }) => requestsOn(proxy, objectKey('', hash)))).toEqual(artifacts.map(() => ['HEAD', 'PUT']));
+    expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: 0 });
+    expect(writeZoneIndex(d).fresh).toBe(false);
+  });
+
+  it('HEADs before a multipart upload even where a fresh, indexed replica rules the hash out', async () => {
+    const bucket = await server.createBucket('index-head-multipart');
+    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
+    const proxy = await countingProxy();
+    const d = await daemon(s3Flags(proxy.endpoint, bucket, { 'index-staleness': STALENESS, 'multipart-threshold': '1MiB' }));
+    await eventually('the replica of the write zone is fresh and indexed', () => writeZoneIndex(d).fresh && writeZoneIndex(d).indexed);
+
+    const large = { hash: newHash(), body: randomBytes(1536 * 1024) };
+    const small = { hash: newHash(), body: randomBytes(4096) };
+    for (const { hash, body } of [large, small]) expect((await putArtifact(d, hash, body)).status).toBe(200);
+    await drained(d);
+    // A HEAD may spare sending megabytes: multipart uploads keep it, whatever the index says.
+    expect(requestsOn(proxy, objectKey('', large.hash))[0]).toBe('HEAD');
+    expect(requestsOn(proxy, objectKey('', small.hash))).toEqual(['PUT']);
+    expect(d.status().uploads).toMatchObject({ uploaded: 2, headsSkipped: conditional() ? 0 : 1 });
+    for (const { hash, body } of [large, small]) expect((await readObject(s3, bucket, hash))?.equals(body)).toBe(true);
+  });
+
+  it('with --conditional-writes off, lets the index stand in for the HEAD on every store', async () => {
+    const bucket = await server.createBucket('index-head-cw-off');
+    await teammateUploaded(bucket, [{ hash: newHash(), body: randomBytes(1000) }]);
+    const proxy = await countingProxy();
+    const d = await daemon(s3Flags(proxy.endpoint, bucket, { 'index-staleness': STALENESS, 'conditional-writes': 'off' }));
+    await eventually('the replica of the write zone is fresh and indexed', () => writeZoneIndex(d).fresh && writeZoneIndex(d).indexed);
+
+    const artifacts = Array.from({ length: 4 }, () => ({ hash: newHash(), body: randomBytes(4096) }));
+    for (const { hash, body } of artifacts) expect((await putArtifact(d, hash, body)).status).toBe(200);
+    await drained(d);
+    // No If-None-Match is sent (on Ceph too), and no HEAD goes first: the index ruled each hash out.
     expect(artifacts.map(({ hash }) => requestsOn(proxy, objectKey('', hash)))).toEqual(artifacts.map(() => ['PUT']));
-    expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: conditional() ? 0 : artifacts.length });
+    expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: artifacts.length });
+    for (const { hash, body } of artifacts) expect((await readObject(s3, bucket, hash))?.equals(body)).toBe(true);
   });
 
   it('HEADs first for a hash the replica lists (a teammate published it), and does not upload over its object', async () => {

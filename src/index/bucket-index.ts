@@ -125,11 +125,7 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
   lookup(hash: string): IndexAnswer {
     const holding = this.replica.zonesHolding(hash);
     if (holding.length > 0 && holding.some((zone) => this.options.zones.includes(zone))) return 'present';
-    const nowMs = this.now();
-    const stale = this.tailers.filter((tailer) => !tailer.isFresh(this.options.stalenessMs, nowMs));
-    // A stale replica is brought up to date in the background; this request reads through.
-    for (const tailer of stale) void tailer.sync();
-    if (stale.length > 0) return 'stale';
+    if (!this.freshOrSyncing(this.tailers)) return 'stale';
     // A bucket filled before the index (or by writers that publish none) is not taken for an empty one.
     return this.tailers.every((tailer) => tailer.indexed) ? 'absent' : 'not-indexed';
   }
@@ -141,18 +137,17 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
    * the background; until then the answer is false (not known), as for a read zone not kept here.
    */
   knownAbsent(zone: string, hash: string): boolean {
-    const tailer = this.tailers.find((candidate) => candidate.zone === zone);
-    if (!tailer) return false;
-    if (!tailer.isFresh(this.options.stalenessMs, this.now())) {
-      void tailer.sync();
-      return false;
-    }
+    const tailer = this.tailerOf(zone);
+    if (!tailer || !this.freshOrSyncing([tailer])) return false;
     return tailer.indexed && this.replica.get(hash, zone) === undefined;
   }
 
+  readsZone(zone: string): boolean {
+    return this.options.zones.includes(zone);
+  }
+
   isZoneFresh(zone: string): boolean {
-    const tailer = this.tailers.find((candidate) => candidate.zone === zone);
-    return tailer?.isFresh(this.options.stalenessMs) ?? false;
+    return this.tailerOf(zone)?.isFresh(this.options.stalenessMs) ?? false;
   }
 
   /**
@@ -160,7 +155,8 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
    * the zone has index objects now, so its replica may rule hashes out, as another writer's would.
    */
   ownJournalPublished(zone: string): void {
-    for (const tailer of this.tailers) if (tailer.zone === zone) tailer.indexed = true;
+    const tailer = this.tailerOf(zone);
+    if (tailer) tailer.indexed = true;
   }
 
   /**
@@ -186,6 +182,22 @@ export class BucketIndex implements RemoteIndex, UploadIndex {
       lastError: tailer.lastError,
       gc: gcRuns.get(tailer.zone),
     }));
+  }
+
+  private tailerOf(zone: string): Tailer | undefined {
+    return this.tailers.find((tailer) => tailer.zone === zone);
+  }
+
+  /** Whether every one of `tailers` is fresh; a stale one is brought up to date in the background (the caller goes on without it). */
+  private freshOrSyncing(tailers: readonly Tailer[]): boolean {
+    const nowMs = this.now();
+    let fresh = true;
+    for (const tailer of tailers) {
+      if (tailer.isFresh(this.options.stalenessMs, nowMs)) continue;
+      void tailer.sync();
+      fresh = false;
+    }
+    return fresh;
   }
 
   private entriesAdded(zone: string, entries: number): void {

@@ -40,6 +40,8 @@ export interface TailerOptions {
   /** Told after each object that added entries (how many it held). */
   onEntries(zone: string, entries: number): void;
   now?: () => number;
+  /** Bounds one sync (default MAX_JOURNAL_OBJECTS_PER_SYNC): a larger backlog is worked through over the next syncs. */
+  maxJournalObjectsPerSync?: number;
 }
 
 export const DEFAULT_LOOKBACK_MS = 60_000;
@@ -110,10 +112,11 @@ export class Tailer {
         await this.loadNewerSnapshot();
         this.lastSnapshotCheckMs = startedMs;
       }
-      await this.tailJournal();
+      const caughtUp = await this.tailJournal();
       // Housekeeping, not waited for: a load's worker still checkpointing would delay the freshness.
       if (!this.options.replica.loading) this.pruneApplied();
-      this.lastCompleteSyncStartMs = startedMs;
+      // A sync that left journal objects for the next one has not seen the zone as it was at its start.
+      if (caughtUp) this.lastCompleteSyncStartMs = startedMs;
       this.lastError = undefined;
       if (this.failing) logger.info('bucket index: syncing again', { zone: zoneLabel(zone) });
       this.failing = false;
@@ -147,6 +150,10 @@ export class Tailer {
         continue;
       }
       try {
+        // The load starts the zone over (its entries go, then the snapshot's come in): entries newer
+        // than the snapshot are back only once the journal after it is tailed. Until a sync has done
+        // that (syncOnce), the replica cannot rule a hash out; a load that fails leaves it stale too.
+        this.lastCompleteSyncStartMs = undefined;
         // On a worker, in one transaction with the zone's snapshot name and cursor (snapshot-load.ts).
         const loaded = await loadSnapshot(replica, { zone, name, body: got.body }, this.abort.signal);
         this.entriesApplied('snapshot', loaded.entries, loaded.skippedLines);
@@ -160,12 +167,16 @@ export class Tailer {
     }
   }
 
-  /** (2) Journal objects from the look-back behind the cursor on, each applied once, in name order. */
-  private async tailJournal(): Promise<void> {
+  /**
+   * (2) Journal objects from the look-back behind the cursor on, each applied once, in name order.
+   * False when it stopped at the per-sync bound with journal objects possibly left.
+   */
+  private async tailJournal(): Promise<boolean> {
     const { replica, zone, lookbackMs } = this.options;
     const cursor = replica.zoneState(zone).cursor;
     const cursorMs = cursor ? parseIndexName(cursor)?.timeMs : undefined;
     let after = cursorMs === undefined ? undefined : nameBefore(cursorMs - lookbackMs);
+    const maxObjects = this.options.maxJournalObjectsPerSync ?? MAX_JOURNAL_OBJECTS_PER_SYNC;
     let seen = 0;
     for (;;) {
       const page = await this.list('journal', after, LIST_PAGE);
@@ -178,7 +189,8 @@ export class Tailer {
         for (const [i, name] of names.entries()) await this.applyJournal(name, await fetched[i]!);
       }
       seen += page.length;
-      if (page.length < LIST_PAGE || seen >= MAX_JOURNAL_OBJECTS_PER_SYNC) return;
+      if (page.length < LIST_PAGE) return true;
+      if (seen >= maxObjects) return false;
       after = page[page.length - 1];
     }
   }

@@ -66,10 +66,11 @@ export interface UploadSource {
   /** Awaited before each part of a multipart upload is sent: uploads give way to the build's requests. */
   pace?: () => Promise<void>;
   /**
-   * The bucket index knows the object absent from the zone it goes to: a single-part upload to a
-   * store without conditional writes then sends no HEAD before its PUT (README: Write-behind).
+   * Whether the bucket index knows the object absent from the zone it goes to: a single-part upload
+   * to a store without conditional writes then sends no HEAD before its PUT (README: Write-behind).
+   * Asked only there, right before the HEAD would go (it may wait, briefly, for the index's first sync).
    */
-  knownAbsent?: boolean;
+  knownAbsent?: () => Promise<boolean>;
 }
 
 export interface UploadedPart {

@@ -6,8 +6,9 @@
  * one log line, and retried rarely (or at once on `retryNow`). A row is deleted only after S3
  * confirmed the object (and its verification passed). Uploads wait while the build is being
  * served (request-yield.ts), except after `retryNow` (flush), until the outbox is empty. With the
- * bucket index on, each upload says whether the index knows its object absent (a store without
- * conditional writes then needs no HEAD first); after a start they wait, briefly, for its first sync.
+ * bucket index on, an upload can ask whether the index knows its object absent (a store without
+ * conditional writes then needs no HEAD before a single-part PUT); after a start the question
+ * waits, briefly, for the index's first sync.
  */
 import PQueue from 'p-queue';
 import type { Outbox } from '../outbox/index.js';
@@ -100,6 +101,8 @@ export class Uploader {
   private readonly abort = new AbortController();
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** The bucket index's first sync ended: uploads that ask it wait no more. */
+  private firstSyncOver = false;
   private readonly backoff: BackoffPolicy;
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
   private lastError: UploaderStatus['lastError'];
@@ -117,6 +120,7 @@ export class Uploader {
     this.bodyPool = new BodyPool({ maxBodyBytes: options.remote.objectPrefix()?.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES });
     this.backoff = options.backoff ?? defaultBackoff;
     this.requestYield = options.activity && new RequestYield(options.activity, options.requestYield);
+    void options.index?.firstSyncEnded().then(() => (this.firstSyncOver = true));
   }
 
   start(): void {
@@ -212,8 +216,6 @@ export class Uploader {
     const { outbox, blobs, remote, logger } = this.options;
     const requestYield = yieldFirst ? this.requestYield : undefined;
     await requestYield?.wait(this.abort.signal);
-    // Not write-through, whose PUT waits on this upload: a moment's wait there costs a build more than a HEAD.
-    if (yieldFirst && this.options.index) await atMost(this.options.index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
     let artifact;
@@ -283,8 +285,8 @@ export class Uploader {
         verify: received && ((rehash) => artifact.verify(rehash)),
         multipart: outbox.multipart.journalFor(hash),
         pace: requestYield && (() => requestYield.wait(this.abort.signal)),
-        // Asked last, after any wait: the replica's answer is as fresh as it gets.
-        knownAbsent: this.options.index?.knownAbsent(writeZone ?? NO_ZONE, hash),
+        // Asked by the store only where the answer replaces a HEAD, right before it.
+        knownAbsent: this.options.index && (() => this.indexKnowsAbsent(writeZone ?? NO_ZONE, hash, yieldFirst)),
       };
       const { outcome, object, headSkipped } = await remote.upload(hash, source, this.abort.signal, writeZone);
       failpoint('after-upload');
@@ -324,6 +326,20 @@ export class Uploader {
       await artifact.release();
       giveBodiesBack();
     }
+  }
+
+  /**
+   * The bucket index's answer for an upload into `zone`. Until its first sync ended (at most
+   * FIRST_SYNC_WAIT_MS, or until stop) no replica is fresh, so the question waits for it; not for
+   * write-through (`waitForSync` false), whose PUT waits on this upload: a moment's wait there costs
+   * a build more than a HEAD.
+   */
+  private async indexKnowsAbsent(zone: string, hash: string, waitForSync: boolean): Promise<boolean> {
+    const index = this.options.index;
+    if (!index?.readsZone(zone)) return false;
+    // Once it ended, no wait (and no timer) for any later upload.
+    if (waitForSync && !this.firstSyncOver) await atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
+    return !this.stopped && index.knownAbsent(zone, hash);
   }
 
   /**

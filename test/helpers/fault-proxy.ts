@@ -44,7 +44,8 @@ export type FaultMode =
   | { kind: 'script'; decide: (request: { method: string; url: string }) => ScriptDecision }
   | { kind: 'refuse' };
 
-export type ScriptDecision = 'pass' | 'corrupt' | 'strip-metadata' | 'weak-etag' | ErrorStatus;
+/** 'hang': this request is never answered (as in mode 'hang'); `{ delayMs }`: it is passed on that much later. */
+export type ScriptDecision = 'pass' | 'hang' | { delayMs: number } | 'corrupt' | 'strip-metadata' | 'weak-etag' | ErrorStatus;
 type ErrorStatus = 403 | 412 | 500 | 503;
 
 /** One request the proxy saw, and what it was answered (undefined: no answer, or not yet). */
@@ -372,6 +373,16 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       }
       case 'script': {
         const decision = mode.decide({ method: record.method, url: record.url });
+        if (decision === 'hang') {
+          req.resume(); // read and discard; never answer
+          return;
+        }
+        if (typeof decision === 'object') {
+          req.pause();
+          const t = later(decision.delayMs, () => forward(req, res, expectsContinue, record));
+          res.on('close', () => cancel(t));
+          return;
+        }
         if (typeof decision === 'string') return forward(req, res, expectsContinue, record, decision === 'pass' ? undefined : decision);
         return answerStatus(req, res, decision, expectsContinue, record);
       }

@@ -3,6 +3,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Clien
 import type { ConfigInput } from '../../src/config/index.js';
 import { objectKey } from '../../src/remote/s3/index.js';
 import type { S3TestServer } from './s3-server-types.js';
+import type { TestDaemon } from './in-process-daemon.js';
 
 /** The environment a daemon needs to reach the test server (credentials via the env provider). */
 export function s3Env(server: S3TestServer): Record<string, string> {
@@ -82,4 +83,10 @@ export async function listKeys(client: S3Client, bucket: string, prefix = ''): P
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return keys.sort();
+}
+
+/** Every outbox row of `d` uploaded: retried now (backed-off rows too), then waited for. */
+export async function drained(d: TestDaemon): Promise<void> {
+  d.uploader()!.retryNow();
+  await eventually('the outbox is empty', () => d.store.outbox.summary().entries === 0);
 }
