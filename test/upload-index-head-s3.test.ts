@@ -146,9 +146,10 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
     }
   });
 
-  it('waits at most 5 s for a first sync that hangs, and a stop ends the wait at once', async () => {
+  it('waits at most 5 s for a first sync that hangs, once for all uploads, and a stop ends the wait at once', async () => {
     // HEAD-then-PUT on both servers: the uploads ask the index (and so wait for its first sync).
-    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-hang', 3, { 'conditional-writes': 'off' });
+    // 12 artifacts two at a time: a 5 s wait per upload instead of one for all would take 30 s.
+    const { proxy, flags, artifacts } = await outboxFilledOffline('index-head-hang', 12, { 'conditional-writes': 'off', 'upload-concurrency': '2' });
 
     // S3 is back, but no index request is ever answered: the first sync does not end for 20 s.
     const indexRequest = (url: string) => decodeURIComponent(url).includes('@index/');
@@ -168,7 +169,7 @@ describe('the HEAD before an upload, answered by the bucket index', () => {
     const startedMs = Date.now();
     const d = await daemon(flags);
     await drained(d);
-    // After the 5 s cap (not the sync's 20 s request timeout), with a HEAD first as without the index.
+    // After the one 5 s cap (not the sync's 20 s request timeout, nor 5 s per upload), with a HEAD first as without the index.
     expect(Date.now() - startedMs).toBeLessThan(15_000);
     expect(artifacts.map(({ hash }) => requestsOn(proxy, objectKey('', hash)))).toEqual(artifacts.map(() => ['HEAD', 'PUT']));
     expect(d.status().uploads).toMatchObject({ uploaded: artifacts.length, headsSkipped: 0 });

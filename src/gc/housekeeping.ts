@@ -115,7 +115,8 @@ export async function compactZone(indexObjects: IndexObjectStore, zone: string, 
   if (newestSnapshotMs !== undefined && newestSnapshotMs >= run.startedMs) return { zone, skipped: 'a snapshot newer than this gc run exists', deletedSnapshots: [], deletedJournal: 0 };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nx-s3-sidecar-gc-'));
   const replica = ReplicaDb.open(path.join(dir, 'replica.sqlite'));
-  const tailer = new Tailer({ zone, objects: indexObjects, replica, logger, counters: zeroSyncCounters(), lookbackMs: DEFAULT_LOOKBACK_MS, onEntries: () => {} });
+  // One sync reads the whole journal: a daemon's per-sync bound would leave the longest journals uncompacted on every run.
+  const tailer = new Tailer({ zone, objects: indexObjects, replica, logger, counters: zeroSyncCounters(), lookbackMs: DEFAULT_LOOKBACK_MS, onEntries: () => {}, maxJournalObjectsPerSync: Infinity });
   try {
     await tailer.sync();
     if (tailer.lastCompleteSyncStartMs === undefined) return { zone, skipped: `the index could not be read: ${tailer.lastError ?? 'unknown error'}`, deletedSnapshots: [], deletedJournal: 0 };

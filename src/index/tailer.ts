@@ -60,6 +60,8 @@ const SNAPSHOTS_TRIED = 3;
 export class Tailer {
   /** Start time (local clock) of the last sync that completed every step; undefined before the first. */
   lastCompleteSyncStartMs: number | undefined;
+  /** A snapshot load replaced the zone and no sync has tailed the journal after it yet: not fresh, whatever the age. */
+  private replacing = false;
   lastError: string | undefined;
   private lastSnapshotCheckMs = -Infinity;
   /** The loaded snapshot's coversThrough: journal names up to it are in the replica already. */
@@ -82,7 +84,7 @@ export class Tailer {
   }
 
   isFresh(stalenessMs: number, nowMs = this.now()): boolean {
-    return this.lastCompleteSyncStartMs !== undefined && nowMs - this.lastCompleteSyncStartMs <= stalenessMs;
+    return !this.replacing && this.lastCompleteSyncStartMs !== undefined && nowMs - this.lastCompleteSyncStartMs <= stalenessMs;
   }
 
   get syncing(): boolean {
@@ -116,7 +118,10 @@ export class Tailer {
       // Housekeeping, not waited for: a load's worker still checkpointing would delay the freshness.
       if (!this.options.replica.loading) this.pruneApplied();
       // A sync that left journal objects for the next one has not seen the zone as it was at its start.
-      if (caughtUp) this.lastCompleteSyncStartMs = startedMs;
+      if (caughtUp) {
+        this.lastCompleteSyncStartMs = startedMs;
+        this.replacing = false;
+      }
       this.lastError = undefined;
       if (this.failing) logger.info('bucket index: syncing again', { zone: zoneLabel(zone) });
       this.failing = false;
@@ -153,7 +158,7 @@ export class Tailer {
         // The load starts the zone over (its entries go, then the snapshot's come in): entries newer
         // than the snapshot are back only once the journal after it is tailed. Until a sync has done
         // that (syncOnce), the replica cannot rule a hash out; a load that fails leaves it stale too.
-        this.lastCompleteSyncStartMs = undefined;
+        this.replacing = true;
         // On a worker, in one transaction with the zone's snapshot name and cursor (snapshot-load.ts).
         const loaded = await loadSnapshot(replica, { zone, name, body: got.body }, this.abort.signal);
         this.entriesApplied('snapshot', loaded.entries, loaded.skippedLines);

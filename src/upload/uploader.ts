@@ -101,8 +101,10 @@ export class Uploader {
   private readonly abort = new AbortController();
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** The bucket index's first sync ended: uploads that ask it wait no more. */
+  /** The bucket index's first sync ended, or the one wait for it did: uploads that ask it wait no more. */
   private firstSyncOver = false;
+  /** The one wait for the first sync (at most FIRST_SYNC_WAIT_MS from the first upload that asks), shared by every upload. */
+  private firstSyncWait: Promise<void> | undefined;
   private readonly backoff: BackoffPolicy;
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
   private lastError: UploaderStatus['lastError'];
@@ -337,8 +339,12 @@ export class Uploader {
   private async indexKnowsAbsent(zone: string, hash: string, waitForSync: boolean): Promise<boolean> {
     const index = this.options.index;
     if (!index?.readsZone(zone)) return false;
-    // Once it ended, no wait (and no timer) for any later upload.
-    if (waitForSync && !this.firstSyncOver) await atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal);
+    // One deadline for all: a first sync that runs long costs a resumed outbox 5 s, not 5 s per upload.
+    // Once it is over, no wait (and no timer) for any later upload.
+    if (waitForSync && !this.firstSyncOver) {
+      this.firstSyncWait ??= atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal).then(() => void (this.firstSyncOver = true));
+      await this.firstSyncWait;
+    }
     return !this.stopped && index.knownAbsent(zone, hash);
   }
 

@@ -254,9 +254,10 @@ export class S3RemoteStore implements RemoteStore {
         if (!(fromPut && etagIsMd5)) await mustBeIntact(source);
         // Without conditional writes, the bucket index's word that the object is absent replaces the
         // HEAD before the PUT: the race window is then another writer's upload not yet in the index.
-        const body = await objectBody(encoding, source);
-        // Asked here only (not for conditional stores nor multipart sizes), just before the PUT.
+        // Asked here only (not for conditional stores nor multipart sizes), just before the body is
+        // read: an upload waiting for the index's first sync holds no body meanwhile.
         const headSkipped = mode === 'head-then-put' && (await source.knownAbsent?.()) === true;
+        const body = await objectBody(encoding, source);
         const result = await this.uploadSingle(target, body, fromPut && { ...source, received: fromPut }, mode, headSkipped, signal);
         if (!this.bodiesMaybeInFlight.has(body)) source.bodyReusable?.();
         return headSkipped ? { ...result, headSkipped } : result;
