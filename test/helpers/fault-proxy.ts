@@ -46,7 +46,7 @@ export type FaultMode =
 
 /** 'hang': this request is never answered (as in mode 'hang'); `{ delayMs }`: it is passed on that much later. */
 export type ScriptDecision = 'pass' | 'hang' | { delayMs: number } | 'corrupt' | 'strip-metadata' | 'weak-etag' | ErrorStatus;
-type ErrorStatus = 403 | 412 | 500 | 503;
+type ErrorStatus = 400 | 403 | 412 | 500 | 503;
 
 /** One request the proxy saw, and what it was answered (undefined: no answer, or not yet). */
 export interface ProxiedRequest {
@@ -110,6 +110,8 @@ function validate(mode: FaultMode): FaultMode {
 }
 
 const ERROR_ANSWERS: Record<ErrorStatus, [code: string, message: string]> = {
+  // What a store that checks Content-MD5 answers a body damaged on the way (AWS, Ceph).
+  400: ['BadDigest', 'The Content-MD5 you specified did not match what was received.'],
   403: ['AccessDenied', 'Access Denied'],
   412: ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'],
   500: ['InternalError', 'We encountered an internal error. Please try again.'],
