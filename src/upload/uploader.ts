@@ -101,9 +101,7 @@ export class Uploader {
   private readonly abort = new AbortController();
   private wakeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** The bucket index's first sync ended, or the one wait for it did: uploads that ask it wait no more. */
-  private firstSyncOver = false;
-  /** The one wait for the first sync (at most FIRST_SYNC_WAIT_MS from the first upload that asks), shared by every upload. */
+  /** The one wait for the first sync (at most FIRST_SYNC_WAIT_MS from the first upload that asks), shared by every upload: once over, awaiting it costs nothing. */
   private firstSyncWait: Promise<void> | undefined;
   private readonly backoff: BackoffPolicy;
   private readonly counters: UploaderCounters = { uploaded: 0, uploadedBytes: 0, alreadyPresent: 0, failedAttempts: 0, parkedAttempts: 0, retriedAttempts: 0, headsSkipped: 0 };
@@ -122,7 +120,6 @@ export class Uploader {
     this.bodyPool = new BodyPool({ maxBodyBytes: options.remote.objectPrefix()?.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD_BYTES });
     this.backoff = options.backoff ?? defaultBackoff;
     this.requestYield = options.activity && new RequestYield(options.activity, options.requestYield);
-    void options.index?.firstSyncEnded().then(() => (this.firstSyncOver = true));
   }
 
   start(): void {
@@ -340,11 +337,7 @@ export class Uploader {
     const index = this.options.index;
     if (!index?.readsZone(zone)) return false;
     // One deadline for all: a first sync that runs long costs a resumed outbox 5 s, not 5 s per upload.
-    // Once it is over, no wait (and no timer) for any later upload.
-    if (waitForSync && !this.firstSyncOver) {
-      this.firstSyncWait ??= atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal).then(() => void (this.firstSyncOver = true));
-      await this.firstSyncWait;
-    }
+    if (waitForSync) await (this.firstSyncWait ??= atMost(index.firstSyncEnded(), FIRST_SYNC_WAIT_MS, this.abort.signal));
     return !this.stopped && index.knownAbsent(zone, hash);
   }
 
