@@ -195,9 +195,15 @@ describe('access records', () => {
 const entry = (hash: string, atMs: number, bytes = 100): IndexEntry => ({ hash, bytes, sha256: '', atMs, commit: null });
 const removal = (hash: string, atMs: number): IndexEntry => ({ hash, bytes: 0, sha256: '', atMs, commit: null });
 let seq = 0;
-/** A journal object as its writer names it (by the store's clock), with a gc run in its header when given. */
+let lastNameMs = 0;
+/**
+ * A journal object as its writer names it: by the store's clock, never before its previous name (the
+ * clock estimate moves by up to a second with each answer's Date header; a writer's namer keeps its
+ * names in order, as gc's two journals of one run must be), with a gc run in its header when given.
+ */
 async function writeJournal(objects: S3IndexObjects, zone: string, entries: IndexEntry[], gc?: GcRunRecord, writer = 'testwriter'): Promise<string> {
-  const nameMs = objects.storeNowMs();
+  const nameMs = Math.max(Math.floor(objects.storeNowMs()), lastNameMs + 1);
+  lastNameMs = nameMs;
   const name = journalName(nameMs, writer, seq++);
   await objects.put(zone, 'journal', name, await encodeIndexObject({ kind: 'journal', zone, writer, createdMs: nameMs, ...(gc && { gc }) }, entries));
   return name;
