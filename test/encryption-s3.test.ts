@@ -147,7 +147,10 @@ describe("our objects and @nx/s3-cache's", () => {
 
   it("prefers our object when both exist, reads the plugin's when ours is missing, and ignores it when told to", async () => {
     const bucket = await server.createBucket('both');
-    const a = await machine(bucket, undefined, { prefix: 'team' });
+    // Without a's journal the bucket has no index objects: b's and ignoring's misses ask S3 (the
+    // plugin's key too) however late they come. Once indexed, a hash only the plugin stored is a
+    // miss without S3 (README: How a daemon uses the index), and this test is not about the index.
+    const a = await machine(bucket, undefined, { prefix: 'team', 'bucket-index': 'off' });
     const both = newHash();
     const pluginOnly = newHash();
     const ours = randomBytes(3000);
