@@ -220,10 +220,14 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
       return reloading;
     };
     if (options.resolveConfig && (options.watch ?? true)) {
-      watcher = watchConfigFiles(config.sourceFiles, (file) => {
-        logger.info('configuration file changed', { file });
-        void reload();
-      });
+      watcher = watchConfigFiles(
+        config.sourceFiles,
+        (file) => {
+          logger.info('configuration file changed', { file });
+          void reload();
+        },
+        { stampsWhenRead: config.sourceStamps },
+      );
     }
 
     const running: RunningDaemon = {

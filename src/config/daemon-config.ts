@@ -12,6 +12,7 @@ import { ConfigError } from './errors.js';
 import { formatSize } from './size.js';
 import { readNxS3Block, cacheModes, type CacheMode, type NxS3Block } from './nx-json.js';
 import { readConfigFile, defaultConfigFile } from './config-file.js';
+import { fileStamps } from './file-stamps.js';
 import type { LogFormat, LogLevel } from '../log.js';
 import { Secret } from './secret.js';
 import { resolveZones, isValidZoneName, type ZoneConfig } from './zones.js';
@@ -105,6 +106,8 @@ export interface DaemonConfig {
   configFile?: string;
   /** The files this configuration was (or would be) read from: watched for hot reload. */
   sourceFiles: string[];
+  /** fileStamps(sourceFiles) just before they were read: an edit the watcher missed shows against it. */
+  sourceStamps: string[];
   /** Each setting's resolved value, by key: what hot reload compares. */
   settingValues: Partial<Record<ConfigKey, unknown>>;
 }
@@ -160,6 +163,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
   const workspaceDir = path.resolve(flags.workspace ?? envInput.workspace ?? process.cwd());
   const namedConfigFile = flags.config ?? envInput.config;
   const configFile = namedConfigFile ? path.resolve(namedConfigFile) : defaultConfigFile(env);
+  const sourceFiles = [path.join(workspaceDir, 'nx.json'), configFile];
+  const sourceStamps = fileStamps(sourceFiles);
   const fileInput: ConfigInput = readFiles ? readConfigFile(configFile, namedConfigFile !== undefined, configKeys) : {};
   const nx = readFiles ? readNxS3Block(workspaceDir) : undefined;
   const nxBlock: NxS3Block = nx?.block ?? {};
@@ -294,7 +299,8 @@ export function resolveDaemonConfig(env: NodeJS.ProcessEnv, flags: ConfigInput, 
     nxJsonFile: nx?.file,
     configWarnings: nx?.unknownKeys ?? [],
     configFile: fileInput && Object.keys(fileInput).length > 0 ? configFile : undefined,
-    sourceFiles: [path.join(workspaceDir, 'nx.json'), configFile],
+    sourceFiles,
+    sourceStamps,
     settingValues: values,
   };
 }

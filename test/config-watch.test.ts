@@ -1,0 +1,54 @@
+/** The configuration watcher over real files: edits before chokidar is ready are not lost. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { fileStamps } from '../src/config/file-stamps.js';
+import { watchConfigFiles } from '../src/config/watch.js';
+import { useCleanups, useTempDirs } from './helpers/lifecycle.js';
+import { eventually } from './helpers/s3-tier.js';
+
+const cleanup = useCleanups();
+const tempDir = useTempDirs(cleanup);
+const DEBOUNCE_MS = 20;
+
+/** Reads (stamps) nx.json and a config file that does not exist yet, then watches both; `changes` lists what onChange was told. */
+function readThenWatch(editBeforeWatching?: (files: { nxJson: string; configFile: string }) => void) {
+  const dir = tempDir();
+  const files = { nxJson: path.join(dir, 'nx.json'), configFile: path.join(dir, 'sidecar.json') };
+  fs.writeFileSync(files.nxJson, '{}');
+  const stampsWhenRead = fileStamps([files.nxJson, files.configFile]);
+  editBeforeWatching?.(files);
+  const changes: string[] = [];
+  const watcher = watchConfigFiles([files.nxJson, files.configFile], (file) => changes.push(file), { stampsWhenRead, debounceMs: DEBOUNCE_MS });
+  cleanup(() => watcher.close());
+  return { ...files, changes, watcher };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, DEBOUNCE_MS + 200));
+
+describe('watchConfigFiles', () => {
+  it('reports an edit made between reading nx.json and the watcher being ready, once', async () => {
+    const edited = readThenWatch(({ nxJson }) => fs.writeFileSync(nxJson, '{ "s3": { "bucket": "edited-early" } }'));
+    await edited.watcher.ready;
+    await settle();
+    expect(edited.changes).toEqual([edited.nxJson]);
+  });
+
+  it('reports a config file created between the read and the watcher being ready', async () => {
+    const created = readThenWatch(({ configFile }) => fs.writeFileSync(configFile, '{ "max-size": "1GiB" }'));
+    await created.watcher.ready;
+    await settle();
+    expect(created.changes).toEqual([created.configFile]);
+  });
+
+  it('reports nothing at ready when nothing changed since the read, and an edit after it as before', async () => {
+    const quiet = readThenWatch();
+    await quiet.watcher.ready;
+    await settle();
+    expect(quiet.changes).toEqual([]);
+    fs.writeFileSync(quiet.nxJson, '{ "s3": { "bucket": "later" } }');
+    await eventually('the edit is reported', () => quiet.changes.length > 0, 5_000);
+    await settle();
+    expect(quiet.changes).toEqual([quiet.nxJson]);
+  });
+});
