@@ -6,10 +6,8 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
 import { replicaFiles } from './helpers/replica-load.js';
@@ -20,22 +18,14 @@ import { ReplicaDb } from '../src/index/replica-db.js';
 import { keyIdOf } from '../src/remote/index.js';
 import type { StatusReport } from '../src/status-report.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18300000000000000000n);
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
-const daemon = useTestDaemons(cleanup);
 async function proxy(): Promise<FaultProxy> {
   const p = await startFaultProxy({ host: '127.0.0.1', port: server.port });
   cleanup(() => p.stop());
   return p;
 }
-const tempDir = useTempDirs(cleanup);
 async function status(d: TestDaemon): Promise<StatusReport> {
   const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });
   expect(response.status).toBe(200);

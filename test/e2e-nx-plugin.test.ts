@@ -13,23 +13,16 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
+import { useS3Suite } from './helpers/lifecycle.js';
 import { isIndexKey, s3Env } from './helpers/s3-tier.js';
 import { pluginKey, pluginObject, pluginRetrieve, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-});
-const cleanup = useCleanups(killRunningNx);
+const { server, s3, cleanup } = useS3Suite({ firstCleanup: killRunningNx });
 
 const CACHE_KEY_PREFIX = 'team-cache';
 const PLUGIN_KEY = 'the key the team used with @nx/s3-cache';

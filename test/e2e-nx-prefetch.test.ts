@@ -5,23 +5,16 @@
  * the fault proxy B's S3 traffic goes through).
  */
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { artifactRequests } from './helpers/index-journal.js';
-import type { S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3ServerWithClient, useTestDaemons } from './helpers/lifecycle.js';
+import { useS3Suite } from './helpers/lifecycle.js';
 import { clearLocalNxState, createNxWorkspace, describeRun, killRunningNx, outputDigests, removeWorkspace, runNx, type NxWorkspace } from './helpers/nx-workspace.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 
-const shared = {} as { server: S3TestServer; s3: S3Client };
-useS3ServerWithClient((started, client) => {
-  shared.server = started;
-  shared.s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups(killRunningNx);
-const daemon = useTestDaemons(cleanup);
+const shared = useS3Suite({ credentials: true, firstCleanup: killRunningNx });
+const { cleanup, daemon } = shared;
 describe('nx on a second machine with prefetch', () => {
   it('restores every task from the prefetched local tier with zero S3 requests during the run', async () => {
     const bucket = await shared.server.createBucket('nx-prefetch');

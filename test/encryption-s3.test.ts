@@ -7,25 +7,18 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startTestDaemon, putArtifact, getArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { eventually, objectExists, readRawObject, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
 import { makeTempDir } from './helpers/temp-dir.js';
 import { objectKey } from '../src/remote/s3/index.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(17000000000000000000n);
 
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
+const { server, s3, cleanup } = useS3Suite({ credentials: true });
 
 const TEAM_KEY = 'team key: correct horse battery staple';
 

@@ -6,10 +6,8 @@
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
@@ -32,16 +30,8 @@ import { waitForUploads } from '../src/commands/flush.js';
 import { formatStatus } from '../src/commands/status-report-text.js';
 import { DaemonClient } from '../src/commands/daemon-client.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18700000000000000000n);
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const tempDir = useTempDirs(cleanup);
-const daemon = useTestDaemons(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
 async function status(d: TestDaemon): Promise<StatusReport> {
   const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });

@@ -3,11 +3,10 @@
  * NX_S3_SIDECAR_TEST_S3=ceph): a PR daemon's hits of trusted artifacts become access records that
  * keep those objects alive, and a fresh daemon answers a hash gc removed 404 from its index.
  */
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { waitForUploads } from '../src/commands/flush.js';
 import { DaemonClient } from '../src/commands/daemon-client.js';
@@ -18,15 +17,7 @@ import { encodeIndexObject, journalName, type IndexEntry } from '../src/index/in
 import { S3IndexObjects } from '../src/remote/s3/index.js';
 import type { StatusReport } from '../src/status-report.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-const tempDir = useTempDirs(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 const newHash = hashSequence(18410000000000000000n);
 
 async function status(d: TestDaemon): Promise<StatusReport> {

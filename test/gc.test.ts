@@ -4,11 +4,9 @@
  * daemon's object format, with a synthetic access pattern (a hot set with access records newer
  * than the cold majority's uploads).
  */
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { getArtifact } from './helpers/in-process-daemon.js';
 import { failpointEnv } from './helpers/failpoints.js';
 import { putPluginObject } from './helpers/plugin-objects.js';
@@ -18,19 +16,10 @@ import { decodeAccessObject, decodeIndexObject, encodeIndexObject, journalName, 
 import { S3IndexObjects } from '../src/remote/s3/index.js';
 import type { GcReport } from '../src/gc/report.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 const newHash = hashSequence(18400000000000000000n);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-
-const tempDir = useTempDirs(cleanup);
 
 /** Runs gc against `bucket` (zones: trusted, pr/1 and pr/2 read) with `args`; `env` adds to the S3 credentials. */
 function gc(bucket: string, args: string[], env: Record<string, string> = {}, timeoutMs = 180_000) {

@@ -5,13 +5,12 @@
  */
 import { gzipSync } from 'node:zlib';
 import { generateKeyPairSync } from 'node:crypto';
-import { CopyObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
 import { decodeAccessObject, decodeIndexObject, encodeAccessObject, encodeIndexObject, IndexFormatError, isRemoval, journalName, nameBefore, parseIndexName, snapshotName, type IndexEntry } from '../src/index/index-format.js';
 import { indexObjectPrefix, S3IndexObjects } from '../src/remote/s3/index.js';
 import { keyIdOf } from '../src/remote/index.js';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { useS3ServerWithClient } from './helpers/lifecycle.js';
+import { useS3Suite } from './helpers/lifecycle.js';
 
 const entry = (hash: string, overrides: Partial<IndexEntry> = {}): IndexEntry => ({ hash, bytes: 1234, sha256: 'a'.repeat(64), atMs: 1_764_000_000_000, commit: null, ...overrides });
 
@@ -118,11 +117,7 @@ describe('index object format', () => {
 });
 
 describe('S3IndexObjects against a real S3 server', () => {
-  const shared = {} as { server: S3TestServer; s3: S3Client };
-  useS3ServerWithClient((server, client) => {
-    shared.server = server;
-    shared.s3 = client;
-  });
+  const shared = useS3Suite();
 
   function signingPair() {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');

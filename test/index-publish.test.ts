@@ -8,9 +8,8 @@ import path from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it, vi } from 'vitest';
-import { type S3TestServer } from './helpers/s3-server.js';
 import { s3ClientFor } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { runCli } from './helpers/daemon-process.js';
@@ -28,18 +27,9 @@ import { parseVerifyKey } from '../src/remote/index.js';
 import { createLogger } from '../src/log.js';
 import type { StatusReport } from '../src/status-report.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(17300000000000000000n);
 
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-
-const tempDir = useTempDirs(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
 function keyPair(): { privateFile: string; publicPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');

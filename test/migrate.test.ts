@@ -7,26 +7,17 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/daemon-process.js';
 import { startTestDaemon, putArtifact, getArtifact } from './helpers/in-process-daemon.js';
-import { type S3TestServer } from './helpers/s3-server.js';
-import { useCleanups, useS3ServerWithClient, useTempDirs } from './helpers/lifecycle.js';
+import { useS3Suite } from './helpers/lifecycle.js';
 import { eventually, objectExists, s3Env, s3Flags } from './helpers/s3-tier.js';
 import { pluginObject, putPluginObject } from './helpers/plugin-objects.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
+const { server, s3, cleanup, tempDir } = useS3Suite({ credentials: true });
 
 const KEY = 'the team key';
-
-const tempDir = useTempDirs(cleanup);
 
 async function keys(bucket: string): Promise<string[]> {
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));

@@ -10,14 +10,13 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import type { IndexEntry } from '../src/index/index-format.js';
 import { objectKey } from '../src/remote/s3/index.js';
 import { keyIdOf, type SigningKey } from '../src/remote/index.js';
 import { announceEntries, artifactRequests } from './helpers/index-journal.js';
-import type { S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { eventually, s3Flags } from './helpers/s3-tier.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
@@ -25,17 +24,10 @@ import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { ConfigError, resolveDaemonConfig, type ConfigInput } from '../src/config/index.js';
 import { formatStatus } from '../src/commands/status-report-text.js';
 
-const shared = {} as { server: S3TestServer; s3: S3Client };
-useS3ServerWithClient((started, client) => {
-  shared.server = started;
-  shared.s3 = client;
-}, { credentials: true });
 const newHash = hashSequence(17200000000000000000n);
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
+const shared = useS3Suite({ credentials: true });
+const { cleanup, daemon, tempDir } = shared;
 const WRITER = 'prefetchtest';
-
-const tempDir = useTempDirs(cleanup);
 
 async function proxyFor(): Promise<FaultProxy> {
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: shared.server.port });

@@ -8,34 +8,22 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs } from './helpers/lifecycle.js';
+import { testS3Kind } from './helpers/s3-server.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { startTestDaemon, putArtifact, getArtifact, authHeaders, type TestDaemon } from './helpers/in-process-daemon.js';
+import { putArtifact, getArtifact, authHeaders } from './helpers/in-process-daemon.js';
 import { startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
 import { eventually, objectExists, readObject, s3Env, s3Flags } from './helpers/s3-tier.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18000000000000000000n);
 
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
-async function daemon(flags: Parameters<typeof startTestDaemon>[0], options?: Parameters<typeof startTestDaemon>[1]): Promise<TestDaemon> {
-  const d = await startTestDaemon(flags, options);
-  cleanup(() => d.dispose());
-  return d;
-}
 async function proxy(): Promise<FaultProxy> {
   const p = await startFaultProxy({ host: '127.0.0.1', port: server.port });
   cleanup(() => p.stop());
   return p;
 }
-const tempDir = useTempDirs(cleanup);
 async function status(d: { url: string; token: string }) {
   const response = await fetch(`${d.url}/status`, { headers: authHeaders(d.token) });
   expect(response.status).toBe(200);

@@ -10,6 +10,7 @@ import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startS3Server } from './helpers/s3-server.js';
 import type { S3TestServer } from './helpers/s3-server-types.js';
 import { s3ClientFor } from './helpers/s3rver.js';
+import { useS3Suite } from './helpers/lifecycle.js';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -78,6 +79,30 @@ describe('s3rver helper', () => {
       once.destroy();
       await server.resume();
     }
+  });
+});
+
+describe('useS3Suite', () => {
+  const suite = useS3Suite();
+  // Read while the file is collected, before beforeAll has started anything.
+  const early: unknown = (() => {
+    try {
+      return suite.server.endpoint;
+    } catch (err) {
+      return err;
+    }
+  })();
+
+  it('hands out a server and client that work in tests (spread included), and before beforeAll an error that says so', async () => {
+    expect(early).toBeInstanceOf(Error);
+    expect((early as Error).message).toMatch(/^the S3 test server is only there once beforeAll has started it/);
+
+    const bucket = await suite.server.createBucket('suite');
+    await suite.s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'k', Body: small }));
+    expect(sha256(await getBytes(suite.s3, bucket, 'k'))).toBe(sha256(small));
+    const copy = { ...suite.server, endpoint: 'elsewhere' };
+    expect(copy.port).toBe(suite.server.port);
+    expect(copy.port).toBeGreaterThan(0);
   });
 });
 

@@ -7,26 +7,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import type { S3TestServer } from './helpers/s3-server.js';
 import { s3ClientFor } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy, type ScriptDecision } from './helpers/fault-proxy.js';
 import { putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { eventually, readObject, s3Flags } from './helpers/s3-tier.js';
 import { S3RemoteStore, objectKey } from '../src/remote/s3/index.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18400000000000000000n);
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-const tempDir = useTempDirs(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

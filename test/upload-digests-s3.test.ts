@@ -9,10 +9,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import type { S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { drained, eventually, readObject, readRawObject, s3Flags } from './helpers/s3-tier.js';
@@ -20,16 +19,8 @@ import { blobPath, cacheDirLayout } from '../src/store/cache-dir.js';
 import { objectKey } from '../src/remote/s3/index.js';
 import { hashPasses } from '../src/hash-passes.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18300000000000000000n);
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-const tempDir = useTempDirs(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
 const MiB = 1024 * 1024;
 const PLAIN_HEADER = Buffer.from([0x4e, 0x58, 0x53, 0x43, 1, 0, 0, 0]);

@@ -9,26 +9,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import type { S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from './helpers/fault-proxy.js';
 import { authHeaders, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { drained, eventually, readObject, s3Flags } from './helpers/s3-tier.js';
 import { objectKey } from '../src/remote/s3/index.js';
 
-let server: S3TestServer;
-let s3: S3Client;
 const newHash = hashSequence(18500000000000000000n);
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-}, { credentials: true });
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-const tempDir = useTempDirs(cleanup);
+const { server, s3, cleanup, daemon, tempDir } = useS3Suite({ credentials: true });
 
 /** s3rver ignores If-None-Match (HEAD-then-PUT, where the index may stand in for the HEAD); Ceph honours it. */
 const conditional = () => server.kind === 'ceph';

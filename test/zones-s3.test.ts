@@ -8,28 +8,21 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { objectKey, S3RemoteStore } from '../src/remote/s3/index.js';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { s3ClientFor, testS3Kind, type S3TestServer } from './helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient, useTempDirs, useTestDaemons } from './helpers/lifecycle.js';
+import { s3ClientFor, testS3Kind } from './helpers/s3-server.js';
+import { hashSequence, useS3Suite } from './helpers/lifecycle.js';
 import { getArtifact, putArtifact, type TestDaemon } from './helpers/in-process-daemon.js';
 import { eventually, isIndexKey, listKeys, s3Flags } from './helpers/s3-tier.js';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus-text.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 
-const shared = {} as { server: S3TestServer; s3: S3Client };
-useS3ServerWithClient((started, client) => {
-  shared.server = started;
-  shared.s3 = client;
-}, { credentials: true });
 const newHash = hashSequence(17100000000000000000n);
-const cleanup = useCleanups();
-const daemon = useTestDaemons(cleanup);
-
-const tempDir = useTempDirs(cleanup);
+const shared = useS3Suite({ credentials: true });
+const { cleanup, daemon, tempDir } = shared;
 
 function keyPair(): { privateFile: string; publicFile: string } {
   const dir = tempDir();

@@ -58,12 +58,55 @@ export function hashSequence(first: bigint): () => string {
   return () => String(next++);
 }
 
-/** useS3Server, with an S3 client of the tests' own for it (to look into buckets), destroyed after the last test. */
-export function useS3ServerWithClient(use: (server: S3TestServer, client: S3Client) => void, options: { credentials?: boolean } = {}): void {
+/** What useS3Suite sets up, for a file to name at its top. */
+export interface S3Suite {
+  /** The file's S3 server, from beforeAll on. */
+  server: S3TestServer;
+  /** An S3 client of the tests' own for it (to look into buckets), from beforeAll on. */
+  s3: S3Client;
+  cleanup: (fn: () => unknown) => void;
+  daemon: (flags?: ConfigInput, options?: TestDaemonOptions) => Promise<TestDaemon>;
+  tempDir: () => string;
+}
+
+/**
+ * The set-up of a file of S3-tier tests: useS3Server with a client for it (destroyed after the last test),
+ * useCleanups (`firstCleanup` runs before the others, e.g. killing nx), useTestDaemons and useTempDirs.
+ */
+export function useS3Suite(options: { credentials?: boolean; firstCleanup?: () => void } = {}): S3Suite {
+  const server = lateBound<S3TestServer>('the S3 test server');
+  const s3 = lateBound<S3Client>("the tests' S3 client");
   let client: S3Client | undefined;
-  useS3Server((server) => {
-    client = s3ClientFor(server);
-    use(server, client);
-  }, options);
+  useS3Server((started) => {
+    server.fill(started);
+    client = s3ClientFor(started);
+    s3.fill(client);
+  }, { credentials: options.credentials });
   afterAll(() => client?.destroy());
+  const cleanup = useCleanups(options.firstCleanup);
+  return { server: server.standIn, s3: s3.standIn, cleanup, daemon: useTestDaemons(cleanup), tempDir: useTempDirs(cleanup) };
+}
+
+/**
+ * A stand-in for an object that beforeAll makes, so that a file can name it at its top: every use goes to
+ * the object given to `fill` (its methods called on it), and throws an error that says so before.
+ */
+function lateBound<T extends object>(what: string): { standIn: T; fill: (real: T) => void } {
+  let bound: T | undefined;
+  const real = (): T => {
+    if (bound === undefined) throw new Error(`${what} is only there once beforeAll has started it: use it inside a test or hook`);
+    return bound;
+  };
+  const standIn = new Proxy({} as T, {
+    get(_, key) {
+      const value: unknown = Reflect.get(real(), key);
+      return typeof value === 'function' ? value.bind(real()) : value;
+    },
+    set: (_, key, value) => Reflect.set(real(), key, value),
+    has: (_, key) => Reflect.has(real(), key),
+    // These two let a test spread it ({ ...server, endpoint }).
+    ownKeys: () => Reflect.ownKeys(real()),
+    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(real(), key),
+  });
+  return { standIn, fill: (made) => void (bound = made) };
 }

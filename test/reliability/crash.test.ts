@@ -19,25 +19,16 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { type S3TestServer } from '../helpers/s3-server.js';
-import { useCleanups, useS3ServerWithClient } from '../helpers/lifecycle.js';
+import { useS3Suite } from '../helpers/lifecycle.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from '../helpers/fault-proxy.js';
 import { killDaemonOf, runCli, startDaemonProcess, testToken, type DaemonProcess } from '../helpers/daemon-process.js';
 import { failpointEnv } from '../helpers/failpoints.js';
 import { readObject, s3Env } from '../helpers/s3-tier.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-});
-const cleanup = useCleanups();
+const { server, s3, cleanup } = useS3Suite();
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -8,22 +8,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import type { S3TestServer } from '../helpers/s3-server.js';
-import { hashSequence, useCleanups, useS3ServerWithClient } from '../helpers/lifecycle.js';
+import { hashSequence, useS3Suite } from '../helpers/lifecycle.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { runCli, startDaemonProcess, testToken } from '../helpers/daemon-process.js';
 import { readObject, s3Env } from '../helpers/s3-tier.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-});
-const cleanup = useCleanups();
+const { server, s3, cleanup } = useS3Suite();
 const nextHash = hashSequence(15_000_000_000n);
 /** The part of the status JSON this suite reads. */
 interface StatusReport {

@@ -11,19 +11,11 @@ import { describe, expect, it } from 'vitest';
 import { runCli, startDaemonProcess, type DaemonProcess } from '../helpers/daemon-process.js';
 import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../helpers/fault-proxy.js';
 import { putArtifact } from '../helpers/in-process-daemon.js';
-import { hashSequence, useCleanups, useS3ServerWithClient } from '../helpers/lifecycle.js';
-import type { S3Client } from '@aws-sdk/client-s3';
-import type { S3TestServer } from '../helpers/s3-server.js';
+import { hashSequence, useS3Suite } from '../helpers/lifecycle.js';
 import { eventually, readObject, s3Env } from '../helpers/s3-tier.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
-let server: S3TestServer;
-let s3: S3Client;
-useS3ServerWithClient((started, client) => {
-  server = started;
-  s3 = client;
-});
-const cleanup = useCleanups();
+const { server, s3, cleanup } = useS3Suite();
 const newHash = hashSequence(15000000000000000000n);
 const MiB = 1024 * 1024;
 /** The daemon's multipart threshold and part size (remote-store.ts defaults). */
