@@ -226,7 +226,7 @@ export async function startDaemon(initialConfig: DaemonConfig, baseLogger: Logge
           logger.info('configuration file changed', { file });
           void reload();
         },
-        { stampsWhenRead: config.sourceStamps },
+        { stampsWhenRead: config.sourceStamps, onError: (error) => logger.warn('watching the configuration files failed; edits are still noticed, within seconds', { error: error.message }) },
       );
     }
 

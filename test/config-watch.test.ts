@@ -41,6 +41,22 @@ describe('watchConfigFiles', () => {
     expect(created.changes).toEqual([created.configFile]);
   });
 
+  it('reports a config file created, folder and all, just after the watcher was ready', async () => {
+    const dir = tempDir();
+    const nxJson = path.join(dir, 'nx.json');
+    const configFile = path.join(dir, 'config', 'nx-s3-sidecar', 'config.json'); // as the default one often is: no folder yet
+    const files = [nxJson, configFile];
+    const changes: string[] = [];
+    const watcher = watchConfigFiles(files, (file) => changes.push(file), { stampsWhenRead: fileStamps(files), debounceMs: DEBOUNCE_MS, stampCheckEveryMs: 200 });
+    cleanup(() => watcher.close());
+    await watcher.ready;
+    fs.mkdirSync(path.dirname(configFile), { recursive: true });
+    fs.writeFileSync(configFile, '{ "max-size": "1GiB" }');
+    await eventually('the new file is reported', () => changes.length > 0, 5_000);
+    await settle();
+    expect(changes).toEqual([configFile]);
+  });
+
   it('reports nothing at ready when nothing changed since the read, and an edit after it as before', async () => {
     const quiet = readThenWatch();
     await quiet.watcher.ready;

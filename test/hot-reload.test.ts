@@ -65,6 +65,15 @@ describe('hot reload', () => {
     expect((await getArtifact(d, after)).status).toBe(200);
   });
 
+  it('applies an edit to nx.json made after the daemon read it and before it watched it, with no further edit', async () => {
+    const [first, second] = [await server.createBucket('early-a'), await server.createBucket('early-b')];
+    const ws = workspaceWith({ bucket: first, endpoint: server.endpoint });
+    const d = await startTestDaemon({ workspace: ws.dir }, { hotReload: true, afterConfigRead: () => ws.write({ bucket: second, endpoint: server.endpoint }) });
+    cleanup(() => d.dispose());
+    await eventually('the edit is in force', async () => (await status(d)).remote.bucket === second, 10_000);
+    expect(d.logLines.filter((line) => line.includes('configuration reloaded'))).toHaveLength(1);
+  });
+
   it('applies a new size budget from the config file, and says which settings need a restart', async () => {
     const temp = makeTempDir();
     cleanup(temp.remove);

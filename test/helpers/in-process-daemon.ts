@@ -20,6 +20,8 @@ export interface TestDaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Watch nx.json and the config file and reload on change, as `start` does. */
   hotReload?: boolean;
+  /** Runs after the configuration was read, before the daemon starts (an edit the daemon must still notice). */
+  afterConfigRead?: () => void;
 }
 
 export async function startTestDaemon(flags: ConfigInput = {}, options: TestDaemonOptions = {}): Promise<TestDaemon> {
@@ -28,6 +30,7 @@ export async function startTestDaemon(flags: ConfigInput = {}, options: TestDaem
   const allFlags: ConfigInput = { host: '127.0.0.1', port: '0', token: testToken(), ...flags, 'cache-dir': cacheDir };
   const resolve = () => resolveDaemonConfig(options.env ?? {}, allFlags);
   const config = resolve();
+  options.afterConfigRead?.();
   const logLines: string[] = [];
   const logger: Logger = createLogger('debug', (line) => logLines.push(line));
   const daemon = await startDaemon(config, logger, options.hotReload ? { resolveConfig: resolve } : {});
