@@ -3,7 +3,7 @@
  * pause/resume on the same port) and the fault proxy in each mode.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, paginateListObjectsV2 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
@@ -103,6 +103,12 @@ describe('useS3Suite', () => {
     const copy = { ...suite.server, endpoint: 'elsewhere' };
     expect(copy.port).toBe(suite.server.port);
     expect(copy.port).toBeGreaterThan(0);
+    // The SDK's paginators check their client with instanceof.
+    expect(suite.s3).toBeInstanceOf(S3Client);
+    const pages = paginateListObjectsV2({ client: suite.s3 }, { Bucket: bucket });
+    const keys: string[] = [];
+    for await (const page of pages) keys.push(...(page.Contents ?? []).map((object) => object.Key!));
+    expect(keys).toEqual(['k']);
   });
 });
 

@@ -104,6 +104,8 @@ function lateBound<T extends object>(what: string): { standIn: T; fill: (real: T
     },
     set: (_, key, value) => Reflect.set(real(), key, value),
     has: (_, key) => Reflect.has(real(), key),
+    // instanceof (the SDK's paginators check their client with it).
+    getPrototypeOf: () => Reflect.getPrototypeOf(real()),
     // These two let a test spread it ({ ...server, endpoint }).
     ownKeys: () => Reflect.ownKeys(real()),
     getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(real(), key),
