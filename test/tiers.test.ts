@@ -185,6 +185,29 @@ describe('uploads give way to the build', () => {
     await eventually('the flushed upload', () => remote.objects.has('2102'), 2000, 5);
   });
 
+  it('retries at once an upload that was in flight when retryNow (flush) was asked and then failed, not after its backoff', async () => {
+    const store = await openStore();
+    const remote = new MemoryRemote();
+    let release = (_error: Error) => {};
+    let calls = 0;
+    const upload = remote.upload.bind(remote);
+    remote.upload = async (hash, source) => {
+      // The first attempt is held until the test fails it; the next one goes through.
+      if (++calls === 1) return new Promise<never>((_, reject) => (release = reject));
+      return upload(hash, source);
+    };
+    // Any backoff after a failure is at least half a minute.
+    const uploader = uploaderFor(store, remote, { backoff: { baseMs: 60_000, maxMs: 120_000, respondingMaxMs: 120_000, parkedMs: 600_000 } });
+    await store.put('2104', Readable.from([Buffer.from('in flight')]), 9, { enqueueUpload: true });
+    uploader.start();
+    await eventually('the first attempt is in flight', () => calls === 1, 2000, 5);
+    uploader.retryNow();
+    release(new Error('connection reset'));
+    await eventually('the retry asked for during the attempt', () => remote.objects.has('2104'), 2000, 5);
+    expect(calls).toBe(2);
+    expect(uploader.status().failedAttempts).toBe(1);
+  });
+
   it('never holds an upload back longer than maxWaitMs, however busy the build', async () => {
     const store = await openStore();
     const remote = new MemoryRemote();

@@ -109,6 +109,8 @@ export class Uploader {
   // Permanent errors are logged once per distinct message, not once per artifact; transient
   // ones once per outage (outage.ts), then at debug level.
   private readonly reportedPermanent = new Set<string>();
+  /** Counts retryNow calls: an attempt that fails after one was made during it is retried at once, not backed off. */
+  private retriesAsked = 0;
   private readonly outage = new OutageTracker(OUTAGE_QUIET_MS);
   private abortingAbandoned = false;
   private readonly requestYield: RequestYield | undefined;
@@ -162,6 +164,7 @@ export class Uploader {
 
   /** Makes every row due now, parked ones included, and uploads go at full speed until the outbox is empty (`flush` and config fixes use it). */
   retryNow(): void {
+    this.retriesAsked++;
     if (this.requestYield) this.requestYield.fullSpeed = true;
     this.options.outbox.retryAll();
     this.reportedPermanent.clear();
@@ -214,6 +217,7 @@ export class Uploader {
   private async uploadOne(hash: string, attempts: number, yieldFirst: boolean): Promise<boolean> {
     const { outbox, blobs, remote, logger } = this.options;
     const requestYield = yieldFirst ? this.requestYield : undefined;
+    const retriesAskedBefore = this.retriesAsked;
     await requestYield?.wait(this.abort.signal);
     if (this.stopped) return false;
     if (attempts > 0) this.counters.retriedAttempts++;
@@ -241,7 +245,7 @@ export class Uploader {
     } catch (error) {
       giveBodiesBack();
       // e.g. EMFILE: the blob is not at fault; try again later like any transient failure.
-      this.recordFailure(hash, attempts + 1, error);
+      this.recordFailure(hash, attempts + 1, error, retriesAskedBefore);
       return false;
     }
     if (!artifact) {
@@ -319,7 +323,7 @@ export class Uploader {
         logger.error('an artifact waiting for upload was damaged on local disk since its PUT; dropped, not uploaded', { hash, error: error.message });
         return false;
       }
-      this.recordFailure(hash, attempts + 1, error);
+      this.recordFailure(hash, attempts + 1, error, retriesAskedBefore);
       return false;
     } finally {
       await artifact.release();
@@ -367,22 +371,23 @@ export class Uploader {
   }
 
   /** Defers the row with backoff (or parks it); never throws, whatever the index does. */
-  private recordFailure(hash: string, attempts: number, error: unknown): void {
+  private recordFailure(hash: string, attempts: number, error: unknown, retriesAskedBefore: number): void {
     try {
-      this.deferAfterFailure(hash, attempts, error);
+      // A retryNow during this attempt (flush, a fixed config) found the row in flight: it asked for this retry.
+      this.deferAfterFailure(hash, attempts, error, this.retriesAsked !== retriesAskedBefore);
     } catch (indexError) {
       this.options.logger.error('cannot record an upload failure in the index; the upload stays queued', { hash, error: indexError });
     }
   }
 
-  private deferAfterFailure(hash: string, attempts: number, error: unknown): void {
+  private deferAfterFailure(hash: string, attempts: number, error: unknown, retryAtOnce: boolean): void {
     const { outbox, logger } = this.options;
     this.counters.failedAttempts++;
     const permanent = error instanceof RemoteOperationError && error.failure.kind === 'permanent';
     const message = errorMessage(error);
     this.lastError = { hash, message, atMs: Date.now() };
     if (permanent) {
-      outbox.defer(hash, attempts, Date.now() + this.backoff.parkedMs, 'parked', message);
+      outbox.defer(hash, attempts, retryAtOnce ? Date.now() : Date.now() + this.backoff.parkedMs, 'parked', message);
       this.counters.parkedAttempts++;
       if (!this.reportedPermanent.has(message)) {
         this.reportedPermanent.add(message);
@@ -390,7 +395,7 @@ export class Uploader {
       }
     } else {
       const nowMs = Date.now();
-      const delayMs = retryDelayMs(attempts, this.backoff, Math.random, this.outage.responding(nowMs));
+      const delayMs = retryAtOnce ? 0 : retryDelayMs(attempts, this.backoff, Math.random, this.outage.responding(nowMs));
       outbox.defer(hash, attempts, nowMs + delayMs, 'pending', message);
       if (this.outage.failed(nowMs)) {
         logger.warn('uploads to S3 are failing; retrying with backoff, builds go on from the local cache', { error: message });
