@@ -121,9 +121,18 @@ describe('first writer wins within a zone', () => {
     expect((await listKeys(shared.s3, bucket)).filter((key) => !isIndexKey(key))).toEqual([objectKey('', hash, 'trusted')]);
     const [c, d] = await Promise.all([daemon(s3Flags(shared.server.endpoint, bucket, zones)), daemon(s3Flags(shared.server.endpoint, bucket, zones))]);
     const [fromC, fromD] = await Promise.all([getArtifact(c, hash), getArtifact(d, hash)]);
-    expect(fromC.status).toBe(200);
+    expect(fromC.status).toBe(fromD.status);
     expect(fromC.body).toEqual(fromD.body);
-    expect(['built on machine A', 'built on machine B, longer']).toContain(fromC.body.toString());
+    if (fromC.status === 200) {
+      expect(['built on machine A', 'built on machine B, longer']).toContain(fromC.body.toString());
+    } else {
+      // s3rver writes a PUT's body in place and its metadata after it, so two PUTs at once can leave one's
+      // body under the other's sha256; readers refuse that object (a miss, never a wrong byte). Ceph, like
+      // S3, stores each PUT whole: there the race must end in a hit.
+      expect(shared.server.kind).toBe('s3rver');
+      expect(fromC.status).toBe(404);
+      expect(c.logLines.join('')).toMatch(/an object in S3 is not usable; answering a miss for it/);
+    }
   });
 
   // Where CompleteMultipartUpload honours If-None-Match (AWS S3), the racing writer's object stays
