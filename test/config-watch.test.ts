@@ -67,4 +67,22 @@ describe('watchConfigFiles', () => {
     await settle();
     expect(quiet.changes).toEqual([quiet.nxJson]);
   });
+
+  it('reports one edit once when the stamp check and chokidar both see it, however far apart', async () => {
+    // No debounce to merge the two reporters, and a stamp check every 20 ms, so both see each edit.
+    const dir = tempDir();
+    const nxJson = path.join(dir, 'nx.json');
+    fs.writeFileSync(nxJson, '{}');
+    const files = [nxJson, path.join(dir, 'sidecar.json')];
+    const changes: string[] = [];
+    const watcher = watchConfigFiles(files, (file) => changes.push(file), { stampsWhenRead: fileStamps(files), debounceMs: 0, stampCheckEveryMs: 20 });
+    cleanup(() => watcher.close());
+    await watcher.ready;
+    for (let edit = 1; edit <= 3; edit++) {
+      fs.writeFileSync(nxJson, `{ "s3": { "bucket": "edit-${edit}" } }`);
+      await eventually(`edit ${edit} is reported`, () => changes.length >= edit, 5_000);
+      await new Promise((resolve) => setTimeout(resolve, 400)); // chokidar's write-finish wait (100 ms) and several checks
+      expect(changes).toEqual(Array(edit).fill(nxJson));
+    }
+  });
 });

@@ -139,7 +139,7 @@ describe('migrating from @nx/s3-cache', () => {
       const sidecar = await daemon(['--workspace', ws.root]);
       const run = await runNx(ws, { server: sidecar.url, token: sidecar.token, timeoutMs: 25_000 });
       expect(run.exitCode, describeRun(run)).toBe(0);
-      const flush = await runCli(['flush', '--timeout', '30', '--cache-dir', sidecar.cacheDir, '--port', String(sidecar.port), '--token', sidecar.token]);
+      const flush = await runCli(['flush', '--timeout', '30', '--cache-dir', sidecar.cacheDir, '--port', String(sidecar.port), '--token', sidecar.token], {}, 40_000);
       expect(flush.code, flush.stderr).toBe(0);
 
       const allKeys = await listKeys(bucket);

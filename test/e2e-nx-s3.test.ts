@@ -37,7 +37,7 @@ describe('two machines sharing a bucket', () => {
     expect([...run1.executed].sort()).toEqual([...ws.taskIds].sort());
     const built = await outputDigests(ws);
 
-    const flush = await runCli(['flush', '--timeout', '30', ...cliArgs(a)]);
+    const flush = await runCli(['flush', '--timeout', '30', ...cliArgs(a)], {}, 40_000);
     expect(flush.code, flush.stderr).toBe(0);
     expect(flush.stdout).toMatch(/outbox empty: every artifact is in S3/);
 
@@ -74,7 +74,7 @@ describe('two machines sharing a bucket', () => {
 
     faults.setMode({ kind: 'pass' });
     await faults.settled();
-    const again = await runCli(['flush', '--timeout', '30', ...cliArgs(a)]);
+    const again = await runCli(['flush', '--timeout', '30', ...cliArgs(a)], {}, 40_000);
     expect(again.code, again.stderr).toBe(0);
   }, 90_000);
 });

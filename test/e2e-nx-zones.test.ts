@@ -34,7 +34,7 @@ async function machine(bucket: string, zones: string[]): Promise<DaemonProcess> 
 const cliArgs = (d: DaemonProcess) => ['--cache-dir', d.cacheDir, '--port', String(d.port), '--token', d.token];
 
 async function flush(d: DaemonProcess): Promise<void> {
-  const result = await runCli(['flush', '--timeout', '30', ...cliArgs(d)]);
+  const result = await runCli(['flush', '--timeout', '30', ...cliArgs(d)], {}, 40_000);
   expect(result.code, result.stderr).toBe(0);
 }
 

@@ -217,7 +217,7 @@ describe('read-through', () => {
     // S3 just failed: the next misses do not wait on it again (a batch of tasks would pay the deadline each).
     const again = performance.now();
     expect((await getArtifact(d, newHash())).status).toBe(404);
-    expect(performance.now() - again).toBeLessThan(400);
+    expect(performance.now() - again).toBeLessThan(750); // under the 800 ms deadline it would otherwise wait
     expect((await status(d)).readThrough).toMatchObject({ timeouts: 1, skipped: 1 });
   });
 

@@ -46,7 +46,8 @@ export function watchConfigFiles(files: string[], onChange: (file: string) => vo
     const edited = seen ? files.findIndex((_, i) => seen[i] !== known![i]) : -1;
     if (closed || edited < 0) return then?.();
     setTimeout(() => {
-      if (!closed && fileStamps(files)[edited] === seen![edited]) {
+      // Not when chokidar reported this edit meanwhile (known holds its stamp then): one edit, one report.
+      if (!closed && known![edited] !== seen![edited] && fileStamps(files)[edited] === seen![edited]) {
         known = seen;
         changed(files[edited]!);
       }
@@ -59,7 +60,12 @@ export function watchConfigFiles(files: string[], onChange: (file: string) => vo
     awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 25 },
   });
   watcher.on('all', (_event, file) => {
-    if (known) known = fileStamps(files); // reported here: not again by the next check
+    if (known) {
+      const now = fileStamps(files);
+      // Unchanged since a stamp check reported it: that report's reload reads this content already.
+      if (now.every((stamp, i) => stamp === known![i])) return;
+      known = now; // reported here: not again by the next check
+    }
     changed(file);
   });
   let failed = false;

@@ -30,7 +30,9 @@ export function useS3Server(use: (server: S3TestServer) => void, options: { cred
     server = await startS3Server();
     if (options.credentials) useS3Credentials(server);
     use(server);
-  });
+    // A Ceph cluster's start may take its script's 90 s and then a second start (test/helpers/ceph-s3.ts);
+    // vitest's 60 s hook timeout would cut it and hide the script's log.
+  }, 200_000);
   afterAll(() => server?.stop());
 }
 

@@ -179,6 +179,8 @@ describe('slow readers (daemon process)', () => {
     console.log(`stalled readers cut after ${cutMs === undefined ? 'never' : (cutMs / 1000).toFixed(2) + ' s'} (idle timeout ${idleTimeoutS} s)`);
     expect(cutMs, 'the stalled readers were never cut').toBeDefined();
     expect(cutMs!).toBeGreaterThanOrEqual(idleTimeoutS * 1000 * 0.9);
-    expect(cutMs!).toBeLessThan(idleTimeoutS * 1000 * 1.5);
+    // Up to twice the timeout, as the test's name says: a timer armed twice would take 2x plus the sweep.
+    // 1.5x (3 s) left 0.8 s over the 2.2 s measured in CI, with connecting and filling 5 sockets in it.
+    expect(cutMs!).toBeLessThan(idleTimeoutS * 1000 * 2);
   });
 });
