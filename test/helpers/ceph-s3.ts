@@ -20,6 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3TestServer } from './s3-server-types.js';
+import { reservedPort } from './ports.js';
 import { s3ClientFor, uniqueBucketName } from './s3rver.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -140,7 +141,8 @@ async function bootClusterOnce(): Promise<Cluster> {
     );
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nx-s3-sidecar-ceph-'));
-  const [rgwPort, monPort] = await freePorts(2);
+  // Reserved ports: pause/resume stops radosgw and starts it on the same port.
+  const [rgwPort, monPort] = [await reservedPort(), await reservedPort()];
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     MICRO_RGW_DIR: dir,
@@ -251,22 +253,4 @@ function onPath(binary: string): boolean {
         return false;
       }
     });
-}
-
-/** Distinct free loopback ports, all held open until every one is known so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<net.Server>((resolve, reject) => {
-          const server = net.createServer();
-          server.once('error', reject);
-          server.listen(0, '127.0.0.1', () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDirLayout } from '../../src/store/index.js';
+import { reservedPort } from './ports.js';
 import { makeTempDir } from './temp-dir.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -43,18 +44,8 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
-/** A port the OS just reported free (for commands that need a fixed port). */
-export async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as import('node:net').AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** A free port for commands that need a fixed one (`exec --port`): not one another process's port 0 may take meanwhile. */
+export const freePort = reservedPort;
 
 /** Kills the daemon that owns a cache dir (its pid is in daemon.pid) and waits for it to exit. */
 export async function killDaemonOf(cacheDir: string): Promise<void> {

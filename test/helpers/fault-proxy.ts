@@ -31,6 +31,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { pipeline, Transform, type TransformCallback } from 'node:stream';
+import { reservedPort } from './ports.js';
 
 export type FaultMode =
   | { kind: 'pass' }
@@ -414,7 +415,7 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
       const onListening = () => {
         server.off('error', onError);
         listening = true;
-        if (stopped || (wantPort !== 0 && current.kind === 'refuse')) void closeListener();
+        if (stopped || (port !== 0 && current.kind === 'refuse')) void closeListener(); // a relisten that 'refuse' overtook
         resolve();
       };
       server.once('error', onError);
@@ -462,7 +463,8 @@ export function startFaultProxy(target: { host: string; port: number }, initial:
     return transition;
   }
 
-  return listenOnce(0).then(() => {
+  // A reserved port: 'refuse' closes the listener and a later mode listens on the same port again.
+  return reservedPort().then(listenOnce).then(() => {
     port = (server.address() as AddressInfo).port;
     const proxy: FaultProxy = {
       endpoint: `http://127.0.0.1:${port}`,

@@ -18,6 +18,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { reservedPort } from './ports.js';
 import type { S3TestServer } from './s3-server-types.js';
 
 const require = createRequire(import.meta.url);
@@ -188,7 +189,8 @@ export async function startS3rver(): Promise<S3rverServer> {
   }
 
   try {
-    port = await launch(0);
+    // A reserved port, because resume() starts s3rver again on it.
+    port = await launch(await reservedPort());
   } catch (err) {
     fs.rmSync(dataDir, { recursive: true, force: true });
     throw err;
