@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { cliPath, freePort, killDaemonOf, runCli } from './helpers/daemon-process.js';
+import { cliPath, killDaemonOf, runCli } from './helpers/daemon-process.js';
+import { reservedPort } from './helpers/ports.js';
 import { createNxWorkspace, describeRun, killRunningNx, removeWorkspace, runNx } from './helpers/nx-workspace.js';
 import { s3ClientFor, type S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server } from './helpers/lifecycle.js';
@@ -32,7 +33,7 @@ describe('nx-s3-sidecar exec', () => {
   it('starts a daemon, runs nx through it, and returns only when every artifact is in the bucket', async () => {
     const bucket = await server.createBucket('exec');
     const cacheDir = tempCacheDir();
-    const port = await freePort();
+    const port = await reservedPort();
     const ws = await createNxWorkspace();
     cleanup(() => removeWorkspace(ws));
     const sidecarArgs = ['--port', String(port), '--cache-dir', cacheDir, '--bucket', bucket, '--endpoint', server.endpoint];
@@ -62,7 +63,7 @@ describe('nx-s3-sidecar exec', () => {
 
   it('reports a daemon that cannot start, with the end of its log', async () => {
     const cacheDir = tempCacheDir();
-    const result = await runCli(['exec', '--port', String(await freePort()), '--cache-dir', cacheDir, '--max-size', '1MiB', '--max-artifact-size', '2MiB', '--', 'true']);
+    const result = await runCli(['exec', '--port', String(await reservedPort()), '--cache-dir', cacheDir, '--max-size', '1MiB', '--max-artifact-size', '2MiB', '--', 'true']);
     expect(result.code).toBe(2); // the configuration is checked before anything starts
     expect(result.stderr).toMatch(/--max-artifact-size/);
 
@@ -79,7 +80,7 @@ describe('nx-s3-sidecar exec', () => {
 
   it('waits for the daemon that won a start race, even before it wrote its pid file', async () => {
     const cacheDir = tempCacheDir();
-    const port = await freePort();
+    const port = await reservedPort();
     const layout = cacheDirLayout(cacheDir);
     fs.mkdirSync(cacheDir, { recursive: true });
     // Another daemon has taken the lock and not yet written daemon.pid: its lock error names no pid.

@@ -7,7 +7,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, killDaemonOf, runCli, startDaemonProcess } from './helpers/daemon-process.js';
+import { killDaemonOf, runCli, startDaemonProcess } from './helpers/daemon-process.js';
+import { reservedPort } from './helpers/ports.js';
 import type { S3TestServer } from './helpers/s3-server.js';
 import { useCleanups, useS3Server, useTempDirs } from './helpers/lifecycle.js';
 import { putArtifact } from './helpers/in-process-daemon.js';
@@ -24,7 +25,7 @@ const ENDPOINT_HINT = /connect ECONNREFUSED 127\.0\.0\.1:\d+ — nothing accepts
 describe('a wrong S3 endpoint (nothing listens there)', () => {
   it('is named with the fix by doctor, by the daemon at start, and by flush', async () => {
     const dir = tempDir();
-    const closedEndpoint = `http://127.0.0.1:${await freePort()}`;
+    const closedEndpoint = `http://127.0.0.1:${await reservedPort()}`;
     const s3Args = ['--bucket', 'some-bucket', '--endpoint', closedEndpoint, '--workspace', dir];
 
     const doctor = await runCli(['doctor', ...s3Args, '--cache-dir', path.join(dir, 'doctor'), '--port', '1'], s3Env(server), 30_000);
@@ -71,7 +72,7 @@ describe('a cache directory that cannot be created', () => {
     expect(start.stderr).toContain(`cannot create the cache directory ${aFile}: ${aFile} is a file, not a directory; choose another with --cache-dir`);
     expect(start.stderr).not.toContain('EEXIST');
 
-    const exec = await runCli(['exec', '--port', String(await freePort()), '--cache-dir', path.join(aFile, 'cache'), '--', 'true']);
+    const exec = await runCli(['exec', '--port', String(await reservedPort()), '--cache-dir', path.join(aFile, 'cache'), '--', 'true']);
     expect(exec.code).toBe(1);
     expect(exec.stderr).toContain(`${aFile} is a file, not a directory; choose another with --cache-dir`);
   });
@@ -104,7 +105,7 @@ describe('keygen', () => {
 
 describe('exec on a port another daemon serves', () => {
   it("names that daemon's cache dir and --port, instead of 'no token yet'", async () => {
-    const port = await freePort();
+    const port = await reservedPort();
     const other = await startDaemonProcess({ args: ['--port', String(port)], token: null });
     cleanup(() => other.kill());
     const mine = path.join(tempDir(), 'cache');

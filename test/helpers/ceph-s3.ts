@@ -115,6 +115,8 @@ process.once('exit', () => {
   endWatchdog(cluster.watchdog);
 });
 
+class CephNotInstalledError extends Error {}
+
 /**
  * Ceph 16's own binaries have crashed at a cluster's start in CI (radosgw-admin, SIGSEGV, no message),
  * and a start always begins from nothing, so a failed start is tried once more in a fresh dir; the
@@ -129,8 +131,6 @@ async function bootCluster(): Promise<Cluster> {
     return bootClusterOnce();
   }
 }
-
-class CephNotInstalledError extends Error {}
 
 async function bootClusterOnce(): Promise<Cluster> {
   const missing = CEPH_BINARIES.filter((binary) => !onPath(binary));

@@ -8,7 +8,6 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDirLayout } from '../../src/store/index.js';
-import { reservedPort } from './ports.js';
 import { makeTempDir } from './temp-dir.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -43,9 +42,6 @@ const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
-
-/** A free port for commands that need a fixed one (`exec --port`): not one another process's port 0 may take meanwhile. */
-export const freePort = reservedPort;
 
 /** Kills the daemon that owns a cache dir (its pid is in daemon.pid) and waits for it to exit. */
 export async function killDaemonOf(cacheDir: string): Promise<void> {

@@ -130,7 +130,7 @@ export async function startS3rver(): Promise<S3rverServer> {
   let stopped = false;
   let client: S3Client | undefined;
 
-  /** Starts a child on `wantPort` (0 = any) and resolves with the port once it answers HTTP. */
+  /** Starts a child on `wantPort` and resolves with the port once it answers HTTP. */
   async function launch(wantPort: number): Promise<number> {
     const child = spawn(process.execPath, ['-e', WRAPPER, '--', '-d', dataDir, '-a', '127.0.0.1', '-p', String(wantPort), '--silent'], {
       // Only the legacy provider: vitest's own NODE_OPTIONS must not leak into the child.
@@ -159,7 +159,7 @@ export async function startS3rver(): Promise<S3rverServer> {
       if (boundPort !== undefined && (await probe(boundPort))) break;
       if (child.exitCode !== null || child.signalCode !== null) {
         live.delete(entry);
-        throw new Error(`s3rver exited (${child.exitCode ?? child.signalCode}) before answering on port ${wantPort || '(any)'}:\n${runOutput}`);
+        throw new Error(`s3rver exited (${child.exitCode ?? child.signalCode}) before answering on port ${wantPort}:\n${runOutput}`);
       }
       if (Date.now() > deadline) {
         child.kill('SIGKILL');
